@@ -1,0 +1,73 @@
+//! The errors a subcommand can end with, and the exit status each means.
+//!
+//! Exit statuses are decided here alone: 0 ok, 2 bad configuration or a
+//! start-up failure (bad variable, endpoint that cannot be bound), 1 a
+//! failure at run time.
+
+use crate::config::ConfigError;
+use std::fmt;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `VIGIL_*` variable could not be used.
+    Config(ConfigError),
+    /// A socket could not bind the endpoint a variable gave.
+    Bind {
+        var: String,
+        endpoint: String,
+        source: zmq::Error,
+    },
+    /// Setting up a socket, pipe or thread failed at start.
+    Setup { what: String, reason: String },
+    /// The command line was not understood.
+    Usage(String),
+    /// A thread of a running daemon died.
+    ThreadsFailed(Vec<String>),
+    /// The benchmark failed.
+    Bench { usage: bool, message: String },
+}
+
+impl Error {
+    pub fn setup(what: impl Into<String>, reason: impl fmt::Display) -> Error {
+        Error::Setup {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Bind { .. } | Error::Setup { .. } | Error::Usage(_) => 2,
+            Error::Bench { usage: true, .. } => 2,
+            Error::ThreadsFailed(_) | Error::Bench { .. } => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Bind {
+                var,
+                endpoint,
+                source,
+            } => write!(f, "{var}={endpoint:?}: cannot bind: {source}"),
+            Error::Setup { what, reason } => write!(f, "{what}: {reason}"),
+            Error::Usage(text) => write!(f, "{text}"),
+            Error::ThreadsFailed(names) => {
+                write!(f, "stopped after thread(s) failed: {}", names.join(", "))
+            }
+            Error::Bench { message, .. } => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}

@@ -1,0 +1,557 @@
+//! The wire format of `PROTOCOL.md`, as pure functions over bytes.
+//!
+//! Nothing here touches a socket: the router's threads call these to decide
+//! what a frame is and to build the frames they answer with, and the unit
+//! tests below pin the exact JSON text other implementations rely on.
+//!
+//! Validation is on the hot path (every client message passes through it),
+//! so the envelope is parsed into borrowed raw values and nothing is
+//! allocated for a valid message; the rest of the object is checked for
+//! syntax but otherwise carried through untouched.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+/// The message type every router answers itself.
+pub const HELLO: &str = "hello";
+
+/// Why a client message was refused: the `error` field of the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    TooLarge,
+    Multipart,
+    BadJson,
+    BadUuid,
+    UnknownType,
+    MissingId,
+    Overloaded,
+}
+
+impl RejectCode {
+    /// Every code, in the order of `PROTOCOL.md`; `code as usize` indexes it.
+    pub const ALL: [RejectCode; 7] = [
+        RejectCode::TooLarge,
+        RejectCode::Multipart,
+        RejectCode::BadJson,
+        RejectCode::BadUuid,
+        RejectCode::UnknownType,
+        RejectCode::MissingId,
+        RejectCode::Overloaded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::TooLarge => "too_large",
+            RejectCode::Multipart => "multipart",
+            RejectCode::BadJson => "bad_json",
+            RejectCode::BadUuid => "bad_uuid",
+            RejectCode::UnknownType => "unknown_type",
+            RejectCode::MissingId => "missing_id",
+            RejectCode::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// A refused client message: what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub detail: String,
+    /// The message's `id`, when it had a string one.
+    pub id: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(code: RejectCode, detail: impl Into<String>, id: Option<String>) -> Rejection {
+        Rejection {
+            code,
+            detail: detail.into(),
+            id,
+        }
+    }
+
+    /// The one-frame error reply of `PROTOCOL.md`.
+    pub fn to_frame(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct ErrorReply<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            error: &'static str,
+            detail: &'a str,
+            id: Option<&'a str>,
+        }
+        let reply = ErrorReply {
+            kind: "error",
+            error: self.code.as_str(),
+            detail: &self.detail,
+            id: self.id.as_deref(),
+        };
+        serde_json::to_vec(&reply).expect("an error reply always serializes")
+    }
+}
+
+/// Where a valid client message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `hello`: the router answers `welcome`.
+    Hello,
+    /// A sink type: its index in the configured list.
+    Sink(usize),
+}
+
+/// A client message that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub uuid: Uuid,
+    pub target: Target,
+}
+
+/// The envelope fields the router checks; everything else is skipped.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    uuid: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ack: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+}
+
+/// Validates one client frame (size and frame count are checked by the
+/// caller, which sees the socket). `sink_types` are the configured types, in
+/// the order whose index [`Target::Sink`] carries.
+pub fn validate(frame: &[u8], sink_types: &[String]) -> Result<Accepted, Rejection> {
+    let env = parse_envelope(frame)?;
+    let id = || env.id.and_then(json_string).map(Cow::into_owned);
+    let uuid = match env.uuid.map(|raw| json_string(raw).ok_or(raw)) {
+        None => return Err(Rejection::new(RejectCode::BadUuid, "uuid is missing", id())),
+        Some(Err(_)) => {
+            let detail = "uuid must be a string";
+            return Err(Rejection::new(RejectCode::BadUuid, detail, id()));
+        }
+        Some(Ok(text)) => parse_uuid(&text)
+            .ok_or_else(|| Rejection::new(RejectCode::BadUuid, bad_uuid_detail(&text), id()))?,
+    };
+    let target = match env.kind.map(|raw| json_string(raw).ok_or(raw)) {
+        None => {
+            return Err(Rejection::new(
+                RejectCode::UnknownType,
+                "type is missing",
+                id(),
+            ))
+        }
+        Some(Err(_)) => {
+            let detail = "type must be a string";
+            return Err(Rejection::new(RejectCode::UnknownType, detail, id()));
+        }
+        Some(Ok(kind)) => resolve_type(&kind, sink_types).ok_or_else(|| {
+            let detail = format!("type {:?} is not hello nor a sink type here", clip(&kind));
+            Rejection::new(RejectCode::UnknownType, detail, id())
+        })?,
+    };
+    check_ack(&env, id)?;
+    check_ts(&env, id)?;
+    Ok(Accepted { uuid, target })
+}
+
+/// Parses the frame far enough to read the envelope: UTF-8, one JSON object.
+fn parse_envelope(frame: &[u8]) -> Result<Envelope<'_>, Rejection> {
+    let bad = |detail: String| Rejection::new(RejectCode::BadJson, detail, None);
+    let text = std::str::from_utf8(frame).map_err(|e| {
+        bad(format!(
+            "not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    // serde would also accept an array for a struct, by position.
+    if !text.trim_start().starts_with('{') {
+        return Err(bad("not a JSON object".to_string()));
+    }
+    serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))
+}
+
+/// `ack`, when present, must be a boolean; `ack:true` needs a string `id`.
+fn check_ack(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
+    let ack = match env.ack.map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            let detail = "ack must be true or false";
+            return Err(Rejection::new(RejectCode::BadJson, detail, id()));
+        }
+    };
+    let has_id = env
+        .id
+        .and_then(json_string)
+        .is_some_and(|id| !id.is_empty());
+    if ack && !has_id {
+        let detail = "ack is true but id is missing or not a non-empty string";
+        return Err(Rejection::new(RejectCode::MissingId, detail, None));
+    }
+    Ok(())
+}
+
+/// `ts`, when present, must be a number (Unix seconds).
+fn check_ts(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
+    match env.ts.map(RawValue::get) {
+        Some(raw) if !is_json_number(raw) => {
+            let detail = "ts must be a number (Unix seconds)";
+            Err(Rejection::new(RejectCode::BadJson, detail, id()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_json_number(raw: &str) -> bool {
+    raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+/// The string a raw JSON value holds, or `None` when it is not a string.
+/// Borrowed unless the string has escapes.
+fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// A UUID in RFC 4122 text form: 36 characters, hyphenated, any case.
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    let b = text.as_bytes();
+    let hyphens_ok = b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-');
+    if !hyphens_ok {
+        return None;
+    }
+    Uuid::try_parse(text).ok()
+}
+
+fn bad_uuid_detail(text: &str) -> String {
+    format!(
+        "uuid {:?} is not an RFC 4122 UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+        clip(text)
+    )
+}
+
+fn resolve_type(kind: &str, sink_types: &[String]) -> Option<Target> {
+    if kind == HELLO {
+        return Some(Target::Hello);
+    }
+    sink_types.iter().position(|t| t == kind).map(Target::Sink)
+}
+
+/// Cuts hostile input short before it is echoed back or logged.
+fn clip(text: &str) -> &str {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// The `id` of a frame, for a refusal decided after validation (`overloaded`).
+pub fn message_id(frame: &[u8]) -> Option<String> {
+    let env = parse_envelope(frame).ok()?;
+    env.id.and_then(json_string).map(Cow::into_owned)
+}
+
+/// The canonical text of a UUID: lowercase, hyphenated, 36 bytes.
+pub fn uuid_text(uuid: &Uuid) -> String {
+    uuid.hyphenated().to_string()
+}
+
+/// `{"type":"welcome","uuid":UUID,"router":NAME}`.
+pub fn welcome_frame(uuid: &Uuid, router: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        uuid: String,
+        router: &'a str,
+    }
+    let welcome = Welcome {
+        kind: "welcome",
+        uuid: uuid_text(uuid),
+        router,
+    };
+    serde_json::to_vec(&welcome).expect("a welcome always serializes")
+}
+
+/// Builds the metadata frame sent after each forwarded client frame:
+/// `{"router":NAME,"received_at":UNIX_SECONDS,"peer":"IP"}`.
+///
+/// The router's name is escaped once, here, so building a frame per message
+/// is a few appends into a reused buffer.
+#[derive(Debug, Clone)]
+pub struct MetadataWriter {
+    prefix: String,
+}
+
+impl MetadataWriter {
+    pub fn new(router: &str) -> MetadataWriter {
+        let name = serde_json::to_string(router).expect("a string always serializes");
+        MetadataWriter {
+            prefix: format!("{{\"router\":{name},\"received_at\":"),
+        }
+    }
+
+    /// Writes the frame into `out` (cleared first). `received_at_ms` is Unix
+    /// time in milliseconds; it is written as seconds with three decimals.
+    pub fn write(&self, out: &mut String, received_at_ms: u64, peer: Option<&str>) {
+        out.clear();
+        out.push_str(&self.prefix);
+        let _ = write!(
+            out,
+            "{}.{:03}",
+            received_at_ms / 1000,
+            received_at_ms % 1000
+        );
+        if let Some(peer) = peer {
+            out.push_str(",\"peer\":");
+            // Peer-Address is an IP literal from libzmq, but escape anyway.
+            out.push_str(&serde_json::to_string(peer).expect("a string always serializes"));
+        }
+        out.push('}');
+    }
+}
+
+/// A back-end request, REQ → REP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendRequest {
+    /// `{"to": UUID, ...}`: deliver the whole frame to that client.
+    Deliver { to: Uuid },
+    /// `{"op":"status"}`.
+    Status,
+}
+
+/// The outcome of a delivery, as the back end is told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    UnknownClient,
+    Unreachable,
+}
+
+impl Delivery {
+    pub fn to_frame(self) -> Vec<u8> {
+        match self {
+            Delivery::Sent => br#"{"ok":true}"#.to_vec(),
+            Delivery::UnknownClient => br#"{"ok":false,"error":"unknown_client"}"#.to_vec(),
+            Delivery::Unreachable => br#"{"ok":false,"error":"unreachable"}"#.to_vec(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BackendEnvelope<'a> {
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
+}
+
+/// Parses a back-end request; the error is the `detail` of `bad_request`.
+pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
+    let text = std::str::from_utf8(frame).map_err(|_| "request is not UTF-8".to_string())?;
+    if !text.trim_start().starts_with('{') {
+        return Err("request is not a JSON object".to_string());
+    }
+    let env: BackendEnvelope =
+        serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
+    if let Some(raw) = env.to {
+        let to = json_string(raw)
+            .and_then(|s| parse_uuid(&s))
+            .ok_or_else(|| format!("to must be a client UUID, got {}", clip(raw.get())))?;
+        return Ok(BackendRequest::Deliver { to });
+    }
+    match env.op.and_then(json_string).as_deref() {
+        Some("status") => Ok(BackendRequest::Status),
+        Some(op) => Err(format!("unknown op {:?}", clip(op))),
+        None => Err("request has neither to nor op".to_string()),
+    }
+}
+
+/// `{"ok":false,"error":"bad_request","detail":TEXT}`.
+pub fn bad_request_frame(detail: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ok": false,
+        "error": "bad_request",
+        "detail": detail,
+    }))
+    .expect("a bad_request reply always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b";
+
+    fn types() -> Vec<String> {
+        ["heartbeat", "stats"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn check(frame: &str) -> Result<Accepted, Rejection> {
+        validate(frame.as_bytes(), &types())
+    }
+
+    fn code(frame: &str) -> RejectCode {
+        check(frame).unwrap_err().code
+    }
+
+    #[test]
+    fn accepts_a_sink_message_and_carries_unknown_fields() {
+        let frame =
+            format!(r#"{{"uuid":"{U}","type":"stats","metrics":{{"a.b":1}},"x":[1,{{}}]}}"#);
+        let ok = check(&frame).unwrap();
+        assert_eq!(ok.target, Target::Sink(1));
+        assert_eq!(uuid_text(&ok.uuid), U);
+    }
+
+    #[test]
+    fn accepts_hello_and_uppercase_uuid() {
+        let frame = format!(r#"{{"uuid":"{}","type":"hello"}}"#, U.to_uppercase());
+        assert_eq!(check(&frame).unwrap().target, Target::Hello);
+    }
+
+    #[test]
+    fn bad_json_cases() {
+        assert_eq!(code("not json"), RejectCode::BadJson);
+        assert_eq!(code("[1,2]"), RejectCode::BadJson);
+        assert_eq!(code(r#""a string""#), RejectCode::BadJson);
+        assert_eq!(code(r#"{"uuid":1} trailing"#), RejectCode::BadJson);
+        assert_eq!(code(r#"{"uuid":"a","uuid":"b"}"#), RejectCode::BadJson);
+        let bytes = [b'{', 0xff, b'}'];
+        assert_eq!(
+            validate(&bytes, &types()).unwrap_err().code,
+            RejectCode::BadJson
+        );
+        let deep = "[".repeat(10_000);
+        assert_eq!(code(&format!(r#"{{"x":{deep}}}"#)), RejectCode::BadJson);
+    }
+
+    #[test]
+    fn bad_uuid_cases() {
+        assert_eq!(code(r#"{"type":"stats"}"#), RejectCode::BadUuid);
+        assert_eq!(code(r#"{"uuid":7,"type":"stats"}"#), RejectCode::BadUuid);
+        assert_eq!(
+            code(r#"{"uuid":"nope","type":"stats"}"#),
+            RejectCode::BadUuid
+        );
+        let simple = U.replace('-', "");
+        assert_eq!(
+            code(&format!(r#"{{"uuid":"{simple}","type":"stats"}}"#)),
+            RejectCode::BadUuid
+        );
+    }
+
+    #[test]
+    fn unknown_type_cases_echo_the_id() {
+        let r = check(&format!(r#"{{"uuid":"{U}","id":"m1"}}"#)).unwrap_err();
+        assert_eq!(
+            (r.code, r.id.as_deref()),
+            (RejectCode::UnknownType, Some("m1"))
+        );
+        let r = check(&format!(r#"{{"uuid":"{U}","type":"email","id":"m2"}}"#)).unwrap_err();
+        assert_eq!(
+            (r.code, r.id.as_deref()),
+            (RejectCode::UnknownType, Some("m2"))
+        );
+        assert_eq!(
+            code(&format!(r#"{{"uuid":"{U}","type":3}}"#)),
+            RejectCode::UnknownType
+        );
+    }
+
+    #[test]
+    fn missing_id_when_ack_is_true() {
+        let base = format!(r#""uuid":"{U}","type":"stats""#);
+        assert_eq!(
+            code(&format!("{{{base},\"ack\":true}}")),
+            RejectCode::MissingId
+        );
+        assert_eq!(
+            code(&format!("{{{base},\"ack\":true,\"id\":5}}")),
+            RejectCode::MissingId
+        );
+        assert!(check(&format!("{{{base},\"ack\":true,\"id\":\"a\"}}")).is_ok());
+        assert!(check(&format!("{{{base},\"ack\":false}}")).is_ok());
+        assert_eq!(
+            code(&format!("{{{base},\"ack\":\"yes\"}}")),
+            RejectCode::BadJson
+        );
+        assert_eq!(
+            code(&format!("{{{base},\"ts\":\"now\"}}")),
+            RejectCode::BadJson
+        );
+        assert!(check(&format!("{{{base},\"ts\":1764072605.5}}")).is_ok());
+    }
+
+    #[test]
+    fn escaped_strings_are_understood() {
+        let frame = format!(r#"{{"uuid":"{U}","type":"st\u0061ts","id":"a\"b"}}"#);
+        assert_eq!(check(&frame).unwrap().target, Target::Sink(1));
+        assert_eq!(message_id(frame.as_bytes()).as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn error_frame_text_is_pinned() {
+        let r = Rejection::new(RejectCode::BadUuid, "uuid is missing", Some("7".into()));
+        assert_eq!(
+            String::from_utf8(r.to_frame()).unwrap(),
+            r#"{"type":"error","error":"bad_uuid","detail":"uuid is missing","id":"7"}"#
+        );
+        let r = Rejection::new(RejectCode::Overloaded, "full", None);
+        assert!(String::from_utf8(r.to_frame())
+            .unwrap()
+            .ends_with(r#""id":null}"#));
+    }
+
+    #[test]
+    fn welcome_and_metadata_text_is_pinned() {
+        let uuid = parse_uuid(&U.to_uppercase()).unwrap();
+        assert_eq!(
+            String::from_utf8(welcome_frame(&uuid, "r\"1")).unwrap(),
+            format!(r#"{{"type":"welcome","uuid":"{U}","router":"r\"1"}}"#)
+        );
+        let mut out = String::new();
+        MetadataWriter::new("r1").write(&mut out, 1_764_072_605_007, Some("127.0.0.1"));
+        assert_eq!(
+            out,
+            r#"{"router":"r1","received_at":1764072605.007,"peer":"127.0.0.1"}"#
+        );
+        MetadataWriter::new("r1").write(&mut out, 5_000, None);
+        assert_eq!(out, r#"{"router":"r1","received_at":5.000}"#);
+    }
+
+    #[test]
+    fn backend_requests() {
+        let deliver = format!(r#"{{"to":"{U}","type":"ack","id":"1"}}"#);
+        assert!(matches!(
+            parse_backend_request(deliver.as_bytes()),
+            Ok(BackendRequest::Deliver { .. })
+        ));
+        assert_eq!(
+            parse_backend_request(br#"{"op":"status"}"#),
+            Ok(BackendRequest::Status)
+        );
+        assert!(parse_backend_request(br#"{"op":"reboot"}"#).is_err());
+        assert!(parse_backend_request(br#"{"to":"nope"}"#).is_err());
+        assert!(parse_backend_request(br#"{}"#).is_err());
+        assert!(parse_backend_request(b"[]").is_err());
+        assert_eq!(Delivery::Sent.to_frame(), br#"{"ok":true}"#.to_vec());
+    }
+}

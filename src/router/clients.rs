@@ -1,0 +1,323 @@
+//! The client thread: owns the client ROUTER socket and the UUID table.
+//!
+//! It reads client messages in bounded bursts, validates each, and either
+//! answers it (`welcome`, `error`) or hands the frame to its type's queue
+//! with `try_send`, so a full queue becomes an `overloaded` reply and this
+//! thread never blocks. Between bursts it serves back-end deliveries sent to
+//! it by the back-end thread, since only the ROUTER's owner may send on it
+//! and only the table's owner knows the routes.
+//!
+//! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
+//! which the doorbell interrupts.
+
+use super::metrics::Metrics;
+use super::table::ClientTable;
+use crate::doorbell::Doorbell;
+use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
+use crate::signals::ShutdownWatch;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+use zmq::Message;
+
+/// Messages read per burst before the loop looks at its doorbell again.
+const BURST: usize = 512;
+/// Within a burst, how often pending deliveries are served, so a delivery
+/// waits for at most this many client messages, not a whole burst.
+const DELIVERY_CHECK_EVERY: usize = 32;
+/// How often idle routes are swept and the table size published.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// At most one log line per error code in this window.
+const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// A valid client frame on its way to a PUSH thread.
+#[derive(Debug)]
+pub struct Forward {
+    pub frame: Message,
+    pub received_at_ms: u64,
+}
+
+/// Work the back-end thread asks of this thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Send `frame` to the client `to`; answer on `reply`.
+    Deliver {
+        to: Uuid,
+        frame: Message,
+        reply: Sender<Delivery>,
+    },
+}
+
+pub struct ClientThread {
+    pub socket: zmq::Socket,
+    pub bell: Doorbell,
+    pub commands: Receiver<Command>,
+    /// One queue per sink type, in the order of `sink_types`.
+    pub queues: Vec<Sender<Forward>>,
+    pub sink_types: Vec<String>,
+    pub table: ClientTable,
+    pub metrics: Arc<Metrics<Forward>>,
+    pub shutdown: ShutdownWatch,
+    pub router_name: String,
+    pub max_message_bytes: usize,
+    pub stats_interval: Option<Duration>,
+}
+
+/// When the periodic work is next due.
+struct Timers {
+    housekeeping: Instant,
+    stats: Option<Instant>,
+}
+
+impl ClientThread {
+    pub fn run(mut self) -> Result<(), zmq::Error> {
+        let start = Instant::now();
+        let mut timers = Timers {
+            housekeeping: start + HOUSEKEEPING,
+            stats: self.stats_interval.map(|d| start + d),
+        };
+        let mut reject_log = RejectLog::default();
+        loop {
+            let (readable, rung) = self.wait(&timers)?;
+            if rung {
+                self.bell.clear();
+            }
+            if self.shutdown.is_set() {
+                break;
+            }
+            self.serve_commands();
+            if readable {
+                self.read_burst(&mut reject_log)?;
+            }
+            self.periodic(&mut timers);
+        }
+        log::info!("client socket closing; {}", self.metrics.summary_line());
+        Ok(())
+    }
+
+    /// Sleeps until the socket is readable, the bell rings or a timer is due.
+    fn wait(&self, timers: &Timers) -> Result<(bool, bool), zmq::Error> {
+        let next = timers
+            .stats
+            .map_or(timers.housekeeping, |s| s.min(timers.housekeeping));
+        let timeout = next.saturating_duration_since(Instant::now()).as_millis() as i64;
+        let mut items = [self.socket.as_poll_item(zmq::POLLIN), self.bell.poll_item()];
+        match zmq::poll(&mut items, timeout) {
+            Ok(_) => Ok((items[0].is_readable(), items[1].is_readable())),
+            Err(zmq::Error::EINTR) => Ok((false, false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn periodic(&mut self, timers: &mut Timers) {
+        let now = Instant::now();
+        if now >= timers.housekeeping {
+            let expired = self.table.expire(unix_ms() / 1000);
+            if expired > 0 {
+                log::debug!("expired {expired} idle client routes");
+            }
+            self.metrics.clients.store(self.table.len(), Relaxed);
+            timers.housekeeping = now + HOUSEKEEPING;
+        }
+        if let (Some(due), Some(every)) = (timers.stats, self.stats_interval) {
+            if now >= due {
+                log::info!("{}", self.metrics.summary_line());
+                timers.stats = Some(now + every);
+            }
+        }
+    }
+
+    fn read_burst(&mut self, reject_log: &mut RejectLog) -> Result<(), zmq::Error> {
+        for n in 1..=BURST {
+            let mut routing_id = Message::new();
+            match self.socket.recv(&mut routing_id, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let (body, extra) = self.recv_body()?;
+            if let Err(rejection) = self.handle(&routing_id, body, extra) {
+                self.metrics.reject(rejection.code);
+                reject_log.note(&rejection, &routing_id);
+                self.reply(&routing_id, rejection.to_frame());
+            }
+            if n % DELIVERY_CHECK_EVERY == 0 && !self.commands.is_empty() {
+                self.serve_commands();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of a message whose routing id was just read: the
+    /// first body frame, and the size and count of any further ones (which
+    /// make it invalid, but must be consumed).
+    fn recv_body(&mut self) -> Result<(Message, Extra), zmq::Error> {
+        let mut body = Message::new();
+        // A ROUTER delivers a whole message at once: the parts are there.
+        self.socket.recv(&mut body, 0)?;
+        let mut extra = Extra::default();
+        let mut more = body.get_more();
+        while more {
+            let mut part = Message::new();
+            self.socket.recv(&mut part, 0)?;
+            extra.frames += 1;
+            extra.bytes += part.len();
+            more = part.get_more();
+        }
+        Ok((body, extra))
+    }
+
+    /// Validates and routes one client message.
+    fn handle(&mut self, routing_id: &[u8], body: Message, extra: Extra) -> Result<(), Rejection> {
+        self.metrics.received.fetch_add(1, Relaxed);
+        let size = body.len() + extra.bytes;
+        if size > self.max_message_bytes {
+            let detail = format!(
+                "message is {size} bytes; the limit is {}",
+                self.max_message_bytes
+            );
+            return Err(Rejection::new(RejectCode::TooLarge, detail, None));
+        }
+        if extra.frames > 0 {
+            let detail = format!("message has {} frames; send exactly one", extra.frames + 1);
+            return Err(Rejection::new(RejectCode::Multipart, detail, None));
+        }
+        let received_at_ms = unix_ms();
+        let Accepted { uuid, target } = protocol::validate(&body, &self.sink_types)?;
+        match target {
+            Target::Hello => {
+                self.table.learn(uuid, routing_id, received_at_ms / 1000);
+                self.reply(
+                    routing_id,
+                    protocol::welcome_frame(&uuid, &self.router_name),
+                );
+                Ok(())
+            }
+            Target::Sink(index) => {
+                let forward = Forward {
+                    frame: body,
+                    received_at_ms,
+                };
+                match self.queues[index].try_send(forward) {
+                    Ok(()) => {
+                        self.table.learn(uuid, routing_id, received_at_ms / 1000);
+                        Ok(())
+                    }
+                    Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => {
+                        Err(self.overloaded(index, &f.frame))
+                    }
+                }
+            }
+        }
+    }
+
+    fn overloaded(&self, index: usize, frame: &[u8]) -> Rejection {
+        let detail = format!(
+            "the queue for {} is full ({} messages): its sinks are absent or slow; retry later",
+            self.sink_types[index],
+            self.queues[index].capacity().unwrap_or(0)
+        );
+        Rejection::new(RejectCode::Overloaded, detail, protocol::message_id(frame))
+    }
+
+    /// Answers a client. A reply libzmq will not take (the client is gone or
+    /// not reading) is counted and dropped: it must not stall other clients.
+    fn reply(&self, routing_id: &[u8], frame: Vec<u8>) {
+        let sent = self
+            .socket
+            .send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| self.socket.send(frame, zmq::DONTWAIT));
+        if sent.is_err() {
+            self.metrics.replies_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn serve_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Deliver { to, frame, reply } => {
+                    let outcome = self.deliver(to, frame);
+                    let counter = match outcome {
+                        Delivery::Sent => &self.metrics.delivered,
+                        _ => &self.metrics.undeliverable,
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    // The back-end thread may have given up waiting; fine.
+                    let _ = reply.try_send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Sends a back-end frame to a client: through its learned route, else
+    /// (or when that route is dead) to the routing id equal to its UUID text.
+    fn deliver(&mut self, to: Uuid, frame: Message) -> Delivery {
+        let text = protocol::uuid_text(&to);
+        let learned = self.table.route(&to, unix_ms() / 1000).map(<[u8]>::to_vec);
+        let mut frame = Some(frame);
+        if let Some(routing_id) = &learned {
+            match self.send_to(routing_id, &mut frame) {
+                Ok(()) => return Delivery::Sent,
+                Err(zmq::Error::EHOSTUNREACH) if routing_id != text.as_bytes() => {}
+                Err(_) => return Delivery::Unreachable,
+            }
+        }
+        match self.send_to(text.as_bytes(), &mut frame) {
+            Ok(()) => Delivery::Sent,
+            Err(zmq::Error::EHOSTUNREACH) if learned.is_none() => Delivery::UnknownClient,
+            Err(_) => Delivery::Unreachable,
+        }
+    }
+
+    /// With ROUTER_MANDATORY an unknown or full peer fails on the routing-id
+    /// frame, before `frame` is consumed, so the caller may try another id.
+    fn send_to(&self, routing_id: &[u8], frame: &mut Option<Message>) -> Result<(), zmq::Error> {
+        self.socket.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+        let frame = frame.take().expect("a frame is sent at most once");
+        self.socket.send(frame, zmq::DONTWAIT)
+    }
+}
+
+/// Frames after the first in a client message (which make it invalid).
+#[derive(Debug, Default, Clone, Copy)]
+struct Extra {
+    frames: usize,
+    bytes: usize,
+}
+
+/// Logs refusals at most once per code per window, so a hostile or broken
+/// client cannot flood the log; the counters keep the full tally.
+#[derive(Default)]
+struct RejectLog {
+    last: [Option<Instant>; RejectCode::ALL.len()],
+    suppressed: [u64; RejectCode::ALL.len()],
+}
+
+impl RejectLog {
+    fn note(&mut self, rejection: &Rejection, routing_id: &[u8]) {
+        let i = rejection.code as usize;
+        let now = Instant::now();
+        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW) {
+            self.suppressed[i] += 1;
+            return;
+        }
+        log::warn!(
+            "refused a message from client {}: {}: {} ({} more like it not logged)",
+            String::from_utf8_lossy(routing_id).escape_debug(),
+            rejection.code.as_str(),
+            rejection.detail,
+            self.suppressed[i]
+        );
+        self.last[i] = Some(now);
+        self.suppressed[i] = 0;
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,137 @@
+//! The router's counters: written by the socket threads, read by the
+//! `status` op and the periodic stats log.
+//!
+//! Plain relaxed atomics: each counter has one writer thread in practice and
+//! readers only need a recent value, so no lock sits on the hot path.
+
+use crate::protocol::RejectCode;
+use crossbeam_channel::Receiver;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+/// One sink type's counters and a view of its queue.
+#[derive(Debug)]
+pub struct TypeMetrics<Q> {
+    pub name: String,
+    /// Messages handed to this type's PUSH socket.
+    pub forwarded: AtomicU64,
+    /// Messages still queued when the drain deadline passed at shutdown.
+    pub dropped_at_exit: AtomicU64,
+    /// The receiving end of the type's queue, only to read its depth.
+    queue: Receiver<Q>,
+}
+
+/// Every counter of one router process.
+#[derive(Debug)]
+pub struct Metrics<Q> {
+    pub started: Instant,
+    pub received: AtomicU64,
+    pub rejected: [AtomicU64; RejectCode::ALL.len()],
+    pub delivered: AtomicU64,
+    pub undeliverable: AtomicU64,
+    /// Replies (welcome, error) libzmq would not take: the client's queue was
+    /// full or it had gone.
+    pub replies_dropped: AtomicU64,
+    pub clients: AtomicUsize,
+    pub types: Vec<TypeMetrics<Q>>,
+}
+
+impl<Q> Metrics<Q> {
+    pub fn new(types: Vec<(String, Receiver<Q>)>) -> Metrics<Q> {
+        Metrics {
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            rejected: Default::default(),
+            delivered: AtomicU64::new(0),
+            undeliverable: AtomicU64::new(0),
+            replies_dropped: AtomicU64::new(0),
+            clients: AtomicUsize::new(0),
+            types: types
+                .into_iter()
+                .map(|(name, queue)| TypeMetrics {
+                    name,
+                    forwarded: AtomicU64::new(0),
+                    dropped_at_exit: AtomicU64::new(0),
+                    queue,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn reject(&self, code: RejectCode) {
+        self.rejected[code as usize].fetch_add(1, Relaxed);
+    }
+
+    fn forwarded_total(&self) -> u64 {
+        self.types.iter().map(|t| t.forwarded.load(Relaxed)).sum()
+    }
+
+    fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The `status` reply of `PROTOCOL.md`, with per-type and per-code detail.
+    pub fn status_json(&self, router: &str) -> Value {
+        let per_type = |f: &dyn Fn(&TypeMetrics<Q>) -> u64| -> Map<String, Value> {
+            self.types
+                .iter()
+                .map(|t| (t.name.clone(), f(t).into()))
+                .collect()
+        };
+        let by_code: Map<String, Value> = RejectCode::ALL
+            .iter()
+            .map(|&c| {
+                (
+                    c.as_str().to_string(),
+                    self.rejected[c as usize].load(Relaxed).into(),
+                )
+            })
+            .collect();
+        json!({
+            "ok": true,
+            "router": router,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "clients": self.clients.load(Relaxed),
+            "counters": {
+                "received": self.received.load(Relaxed),
+                "forwarded": self.forwarded_total(),
+                "rejected": self.rejected_total(),
+                "delivered": self.delivered.load(Relaxed),
+                "undeliverable": self.undeliverable.load(Relaxed),
+                "replies_dropped": self.replies_dropped.load(Relaxed),
+            },
+            "forwarded_by_type": per_type(&|t| t.forwarded.load(Relaxed)),
+            "rejected_by_code": by_code,
+            "queue_depth": per_type(&|t| t.queue.len() as u64),
+        })
+    }
+
+    /// The periodic one-line summary for the log.
+    pub fn summary_line(&self) -> String {
+        let list = |f: &dyn Fn(&TypeMetrics<Q>) -> u64| {
+            let items: Vec<String> = self
+                .types
+                .iter()
+                .map(|t| format!("{}:{}", t.name, f(t)))
+                .collect();
+            items.join(",")
+        };
+        let rejected: Vec<String> = RejectCode::ALL
+            .iter()
+            .map(|&c| (c, self.rejected[c as usize].load(Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .map(|(c, n)| format!("{}:{n}", c.as_str()))
+            .collect();
+        format!(
+            "stats: received={} forwarded={{{}}} rejected={{{}}} delivered={} undeliverable={} clients={} queues={{{}}}",
+            self.received.load(Relaxed),
+            list(&|t| t.forwarded.load(Relaxed)),
+            rejected.join(","),
+            self.delivered.load(Relaxed),
+            self.undeliverable.load(Relaxed),
+            self.clients.load(Relaxed),
+            list(&|t| t.queue.len() as u64),
+        )
+    }
+}

@@ -1,0 +1,254 @@
+//! `vigil router`: the stateless hub between agents and back-end sinks.
+//!
+//! Threads, one per socket, each the only user of its socket:
+//!
+//! ```text
+//!  clients ──► [client thread: ROUTER, UUID table] ──queue per type──► [sink thread: PUSH] ──► sinks
+//!                     ▲   commands + doorbell
+//!  back end ◄──► [backend thread: REP]
+//! ```
+//!
+//! The queues are bounded crossbeam channels; a full one turns into an
+//! `overloaded` reply, so one absent sink type never holds up the others.
+//! Here the sockets are made and bound (so a bad endpoint stops the start
+//! with exit status 2), handed to their threads, and the threads supervised
+//! until a signal drains them.
+
+mod backend;
+mod clients;
+pub mod config;
+mod metrics;
+mod sink;
+mod table;
+
+use crate::doorbell::{Doorbell, Ringer};
+use crate::error::Error;
+use crate::protocol::MetadataWriter;
+use crate::signals::{Shutdown, SignalThread};
+use crate::supervisor::Supervisor;
+use backend::BackendThread;
+use clients::{ClientThread, Command, Forward};
+use config::RouterConfig;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use metrics::Metrics;
+use sink::SinkThread;
+use std::sync::Arc;
+use table::ClientTable;
+
+/// Deliveries waiting for the client thread. The REP socket has at most one
+/// request in flight, so a handful is plenty.
+const COMMAND_QUEUE: usize = 16;
+
+/// The router's sockets, bound and configured, before their threads start.
+struct Sockets {
+    client: zmq::Socket,
+    backend: zmq::Socket,
+    sinks: Vec<zmq::Socket>,
+}
+
+pub fn run(config: RouterConfig) -> Result<(), Error> {
+    log::info!("starting router: {config:?}");
+    let ctx = zmq::Context::new();
+    ctx.set_io_threads(config.io_threads)
+        .map_err(|e| Error::setup("VIGIL_IO_THREADS", e))?;
+    let sockets = bind_all(&ctx, &config)?;
+    log_ready(&sockets, &config);
+
+    let (client_bell, client_ringer) = doorbell("client")?;
+    let (backend_bell, backend_ringer) = doorbell("backend")?;
+    let mut sink_bells = Vec::new();
+    let mut ringers = vec![client_ringer.clone(), backend_ringer];
+    for _ in &config.sinks {
+        let (bell, ringer) = doorbell("sink")?;
+        sink_bells.push(bell);
+        ringers.push(ringer);
+    }
+    let shutdown = Arc::new(Shutdown::new(ringers));
+    let signals = SignalThread::start(Arc::clone(&shutdown))
+        .map_err(|e| Error::setup("installing signal handlers", e))?;
+
+    let (queue_txs, queue_rxs): (Vec<Sender<Forward>>, Vec<Receiver<Forward>>) = config
+        .sinks
+        .iter()
+        .map(|_| bounded(config.queue_capacity))
+        .unzip();
+    let metrics = Arc::new(Metrics::new(
+        config
+            .sink_types()
+            .into_iter()
+            .zip(queue_rxs.iter().cloned())
+            .collect(),
+    ));
+    let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
+
+    let mut supervisor = Supervisor::default();
+    let spawn_err = |e| Error::setup("starting threads", e);
+    let Sockets {
+        client,
+        backend,
+        sinks,
+    } = sockets;
+    let client_thread = ClientThread {
+        socket: client,
+        bell: client_bell,
+        commands: command_rx,
+        queues: queue_txs,
+        sink_types: config.sink_types(),
+        table: ClientTable::new(config.max_clients, config.client_ttl_secs),
+        metrics: Arc::clone(&metrics),
+        shutdown: shutdown.watch(),
+        router_name: config.name.clone(),
+        max_message_bytes: config.max_message_bytes,
+        stats_interval: config.stats_interval,
+    };
+    supervisor
+        .spawn("clients", move || client_thread.run())
+        .map_err(spawn_err)?;
+    let backend_thread = BackendThread {
+        socket: backend,
+        bell: backend_bell,
+        commands: command_tx,
+        client_bell: client_ringer,
+        shutdown: shutdown.watch(),
+        metrics: Arc::clone(&metrics),
+        router_name: config.name.clone(),
+        max_message_bytes: config.max_message_bytes,
+    };
+    supervisor
+        .spawn("backend", move || backend_thread.run())
+        .map_err(spawn_err)?;
+    let metadata = MetadataWriter::new(&config.name);
+    let parts = sinks.into_iter().zip(queue_rxs).zip(sink_bells).enumerate();
+    for (index, ((socket, queue), bell)) in parts {
+        let sink_thread = SinkThread {
+            index,
+            socket,
+            queue,
+            bell,
+            shutdown: shutdown.watch(),
+            metrics: Arc::clone(&metrics),
+            metadata: metadata.clone(),
+            drain: config.drain,
+            deadline: None,
+        };
+        let name = format!("sink-{}", config.sinks[index].kind);
+        supervisor
+            .spawn(&name, move || sink_thread.run())
+            .map_err(spawn_err)?;
+    }
+
+    let watch = shutdown.watch();
+    let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
+    signals.stop();
+    log::info!("router stopped; {}", metrics.summary_line());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ThreadsFailed(failed))
+    }
+}
+
+fn doorbell(what: &str) -> Result<(Doorbell, Ringer), Error> {
+    Doorbell::new().map_err(|e| Error::setup(format!("creating the {what} doorbell"), e))
+}
+
+/// Creates and binds every socket. Any failure names its variable.
+fn bind_all(ctx: &zmq::Context, config: &RouterConfig) -> Result<Sockets, Error> {
+    let client = make_socket(ctx, zmq::ROUTER, "VIGIL_CLIENT_BIND", |s| {
+        configure_client_socket(s, config)
+    })?;
+    bind(&client, "VIGIL_CLIENT_BIND", &config.client_bind)?;
+    let backend = make_socket(ctx, zmq::REP, "VIGIL_BACKEND_BIND", |s| {
+        s.set_linger(config.drain.as_millis() as i32)?;
+        s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))
+    })?;
+    bind(&backend, "VIGIL_BACKEND_BIND", &config.backend_bind)?;
+    let mut sinks = Vec::new();
+    for sink in &config.sinks {
+        let push = make_socket(ctx, zmq::PUSH, "VIGIL_SINK_BINDS", |s| {
+            s.set_sndhwm(config.sink_hwm)?;
+            s.set_linger(config.drain.as_millis() as i32)
+        })?;
+        bind(&push, "VIGIL_SINK_BINDS", &sink.endpoint)?;
+        sinks.push(push);
+    }
+    Ok(Sockets {
+        client,
+        backend,
+        sinks,
+    })
+}
+
+/// The client ROUTER's options; `ZMQ-NOTES.md` says why each matters.
+fn configure_client_socket(s: &zmq::Socket, config: &RouterConfig) -> zmq::Result<()> {
+    // Unknown or full peers fail loudly instead of silently dropping.
+    s.set_router_mandatory(true)?;
+    // A reconnecting agent takes over its routing id at once.
+    s.set_router_handover(true)?;
+    s.set_sndhwm(config.client_hwm)?;
+    s.set_rcvhwm(config.client_hwm)?;
+    s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))?;
+    s.set_linger(config.drain.as_millis() as i32)?;
+    if config.zmtp_heartbeat_ms > 0 {
+        // Frozen or vanished peers are dropped, so deliveries to them say
+        // `unreachable` instead of queueing forever.
+        s.set_heartbeat_ivl(config.zmtp_heartbeat_ms)?;
+        s.set_heartbeat_timeout(config.zmtp_heartbeat_timeout_ms)?;
+        s.set_heartbeat_ttl(config.zmtp_heartbeat_timeout_ms.min(6_553_000))?;
+    }
+    Ok(())
+}
+
+/// libzmq's MAXMSGSIZE disconnects an over-size sender without a word, so
+/// it is set well above the protocol's limit: frames in between get the
+/// `too_large` reply, and only absurd ones cost the sender its connection.
+fn hard_size_limit(max_message_bytes: usize) -> i64 {
+    (max_message_bytes as i64)
+        .saturating_mul(4)
+        .max(max_message_bytes as i64 + 4096)
+}
+
+fn make_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    var: &str,
+    configure: impl FnOnce(&zmq::Socket) -> zmq::Result<()>,
+) -> Result<zmq::Socket, Error> {
+    let socket = ctx
+        .socket(kind)
+        .map_err(|e| Error::setup(format!("creating the socket for {var}"), e))?;
+    configure(&socket).map_err(|e| Error::setup(format!("configuring the socket for {var}"), e))?;
+    Ok(socket)
+}
+
+fn bind(socket: &zmq::Socket, var: &str, endpoint: &str) -> Result<(), Error> {
+    socket.bind(endpoint).map_err(|source| Error::Bind {
+        var: var.to_string(),
+        endpoint: endpoint.to_string(),
+        source,
+    })
+}
+
+/// The endpoint a socket actually bound (wildcard ports resolved).
+fn bound_endpoint(socket: &zmq::Socket) -> String {
+    match socket.get_last_endpoint() {
+        Ok(Ok(endpoint)) => endpoint,
+        _ => "?".to_string(),
+    }
+}
+
+/// The start-up line tests and tools parse to learn the bound endpoints.
+fn log_ready(sockets: &Sockets, config: &RouterConfig) {
+    let sinks: Vec<String> = config
+        .sinks
+        .iter()
+        .zip(&sockets.sinks)
+        .map(|(sink, socket)| format!("{}={}", sink.kind, bound_endpoint(socket)))
+        .collect();
+    log::info!(
+        "ready: client={} backend={} sinks={}",
+        bound_endpoint(&sockets.client),
+        bound_endpoint(&sockets.backend),
+        sinks.join(",")
+    );
+}
