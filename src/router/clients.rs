@@ -188,7 +188,7 @@ impl ClientThread {
         let Accepted { uuid, target } = protocol::validate(&body, &self.sink_types)?;
         match target {
             Target::Hello => {
-                self.table.learn(uuid, routing_id, received_at_ms / 1000);
+                self.learn(uuid, routing_id, received_at_ms);
                 self.reply(
                     routing_id,
                     protocol::welcome_frame(&uuid, &self.router_name),
@@ -202,7 +202,7 @@ impl ClientThread {
                 };
                 match self.queues[index].try_send(forward) {
                     Ok(()) => {
-                        self.table.learn(uuid, routing_id, received_at_ms / 1000);
+                        self.learn(uuid, routing_id, received_at_ms);
                         Ok(())
                     }
                     Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => {
@@ -211,6 +211,11 @@ impl ClientThread {
                 }
             }
         }
+    }
+
+    fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now_ms: u64) {
+        self.table.learn(uuid, routing_id, now_ms / 1000);
+        self.metrics.clients.store(self.table.len(), Relaxed);
     }
 
     fn overloaded(&self, index: usize, frame: &[u8]) -> Rejection {

@@ -50,7 +50,8 @@ impl SinkThread {
     /// Sends one message and its metadata. `Ok(false)` when the drain
     /// deadline passed first.
     fn send(&mut self, forward: &mut Forward, buf: &mut String) -> Result<bool, zmq::Error> {
-        let peer = forward.frame.gets("Peer-Address");
+        // libzmq reports a peer address for tcp only; ipc gives nothing.
+        let peer = forward.frame.gets("Peer-Address").filter(|p| !p.is_empty());
         self.metadata.write(buf, forward.received_at_ms, peer);
         // Sent as a copy: rust-zmq drops a Message whose send fails, and a
         // full PUSH must not cost us the message.
