@@ -1,0 +1,565 @@
+//! What `vigil bench router` prints: a table for people, notes on anything
+//! that looks wrong (lost or rejected messages, warnings in the router's
+//! log, a slow shutdown), and one JSON object on the last line of stdout for
+//! tools that track the figures over time.
+
+use super::backend::Status;
+use super::child::Stopped;
+use super::latency::{self, LatencyResult};
+use super::load::LoadResult;
+use super::options::RouterOptions;
+use super::scale::ScaleResult;
+use serde_json::{json, Value};
+use std::fmt::Write;
+
+/// The client count whose row is the headline, as agreed for comparisons.
+const HEADLINE_CLIENTS: usize = 100;
+
+/// One client count, both targets.
+#[derive(Debug)]
+pub struct Row {
+    pub clients: usize,
+    pub proxy: LoadResult,
+    pub vigil: LoadResult,
+}
+
+impl Row {
+    pub fn ratio(&self) -> f64 {
+        ratio(self.vigil.msgs_per_s(), self.proxy.msgs_per_s())
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub opts: RouterOptions,
+    pub io_threads: i32,
+    /// VIGIL_* settings from the environment that reached the router.
+    pub vigil_env: Vec<String>,
+    pub rows: Vec<Row>,
+    pub rss_peak_mib: Option<f64>,
+    pub latency: Option<LatencyResult>,
+    pub router_stop: Option<Stopped>,
+    pub scale: Option<ScaleResult>,
+    pub scale_router_stop: Option<Stopped>,
+    /// The 1-minute load average when the run began, and the core count.
+    pub loadavg: Option<f64>,
+    pub cores: usize,
+    /// Problems met along the way that did not stop the run.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(opts: RouterOptions, io_threads: i32, vigil_env: Vec<String>) -> Report {
+        Report {
+            opts,
+            io_threads,
+            vigil_env,
+            rows: Vec::new(),
+            rss_peak_mib: None,
+            latency: None,
+            router_stop: None,
+            scale: None,
+            scale_router_stop: None,
+            loadavg: None,
+            cores: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    fn headline(&self) -> Option<&Row> {
+        self.rows
+            .iter()
+            .min_by_key(|row| row.clients.abs_diff(HEADLINE_CLIENTS))
+    }
+}
+
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    throughput_table(&mut out, report);
+    accounting(&mut out, report);
+    latency_line(&mut out, report);
+    memory_lines(&mut out, report);
+    let notes = notes(report);
+    if !notes.is_empty() {
+        out.push_str("\nnotes:\n");
+        for note in notes {
+            let _ = writeln!(out, "  - {note}");
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, report: &Report) {
+    let o = &report.opts;
+    let _ = writeln!(
+        out,
+        "vigil bench router: {}-byte stats messages over 127.0.0.1 tcp, {} s per run, {} sinks, {} I/O thread(s)",
+        o.size,
+        o.seconds.as_secs_f64(),
+        o.sinks,
+        report.io_threads
+    );
+    if let Some(load) = report.loadavg {
+        let _ = writeln!(
+            out,
+            "load average at start: {load:.2} on {} cores (other work skews the figures)",
+            report.cores
+        );
+    }
+    if !report.vigil_env.is_empty() {
+        let _ = writeln!(out, "from the environment: {}", report.vigil_env.join(" "));
+    }
+}
+
+fn throughput_table(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "\n{:>8} {:>14} {:>14} {:>12}",
+        "clients", "proxy msg/s", "vigil msg/s", "vigil/proxy"
+    );
+    for row in &report.rows {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>14} {:>14} {:>12.2}",
+            row.clients,
+            grouped(row.proxy.msgs_per_s() as u64),
+            grouped(row.vigil.msgs_per_s() as u64),
+            row.ratio()
+        );
+    }
+}
+
+/// Where every message of each router run went.
+fn accounting(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "\nvigil runs, message by message (sent → router received → forwarded → reached sinks; rejected):"
+    );
+    for row in &report.rows {
+        let (received, forwarded, rejected) = match &row.vigil.router {
+            Some(s) => (
+                grouped(s.counters.received),
+                grouped(s.counters.forwarded),
+                codes(s),
+            ),
+            None => ("?".into(), "?".into(), "status unavailable".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:>8} {:>12} → {:>12} → {:>12} → {:>12}; {rejected}",
+            row.clients,
+            grouped(row.vigil.sent),
+            received,
+            forwarded,
+            grouped(row.vigil.total)
+        );
+    }
+}
+
+fn latency_line(out: &mut String, report: &Report) {
+    let Some(lat) = &report.latency else {
+        return;
+    };
+    out.push_str("\ndelivery latency, back-end run_plugin request to client:\n");
+    let _ = writeln!(
+        out,
+        "  {:<44} {}",
+        "router idle:",
+        percentile_text(&lat.idle_samples)
+    );
+    let streaming = format!(
+        "while {} stream at {} msg/s:",
+        clients(lat.load.clients),
+        grouped(lat.load.msgs_per_s() as u64)
+    );
+    let _ = writeln!(out, "  {streaming:<44} {}", percentile_text(&lat.samples));
+}
+
+fn percentile_text(samples: &[std::time::Duration]) -> String {
+    match latency::percentiles_us(samples) {
+        Some((p50, p99, max)) => format!(
+            "p50 {} µs   p99 {} µs   max {} µs   ({} deliveries)",
+            grouped(p50 as u64),
+            grouped(p99 as u64),
+            grouped(max as u64),
+            samples.len()
+        ),
+        None => "no delivery arrived".to_string(),
+    }
+}
+
+fn memory_lines(out: &mut String, report: &Report) {
+    out.push('\n');
+    if let Some(mib) = report.rss_peak_mib {
+        let _ = writeln!(
+            out,
+            "router peak RSS during the throughput runs: {mib:.1} MiB"
+        );
+    }
+    if let Some(scale) = &report.scale {
+        let _ = writeln!(
+            out,
+            "connection scale: {} of {} clients welcomed in {:.1} s; router status says {} clients; \
+             router RSS {} (fresh router: {} idle, peak {})",
+            scale.welcomed,
+            scale.wanted,
+            scale.took.as_secs_f64(),
+            scale.router_clients.map_or("?".into(), |n| n.to_string()),
+            mib(scale.rss_mib),
+            mib(scale.idle_rss_mib),
+            mib(scale.peak_mib)
+        );
+    }
+    if let Some(stop) = &report.router_stop {
+        let _ = writeln!(out, "router shutdown on SIGTERM: {}", describe_stop(stop));
+    }
+}
+
+fn describe_stop(stop: &Stopped) -> String {
+    let status = stop
+        .status
+        .map_or("status unknown".into(), |s| s.to_string());
+    let forced = if stop.forced {
+        ", killed after the grace period"
+    } else {
+        ""
+    };
+    format!("{status} after {:.2} s{forced}", stop.took.as_secs_f64())
+}
+
+/// Anything in the figures that deserves a second look.
+pub fn notes(report: &Report) -> Vec<String> {
+    let mut notes = report.notes.clone();
+    for row in &report.rows {
+        row_notes(row, &mut notes);
+    }
+    if let Some(lat) = &report.latency {
+        latency_notes(lat, &mut notes);
+    }
+    for (which, stop) in [
+        ("router", &report.router_stop),
+        ("scale-test router", &report.scale_router_stop),
+    ] {
+        if let Some(stop) = stop {
+            stop_notes(which, stop, &mut notes);
+        }
+    }
+    if let Some(scale) = &report.scale {
+        scale_notes(scale, &mut notes);
+    }
+    notes
+}
+
+fn row_notes(row: &Row, notes: &mut Vec<String>) {
+    let n = clients(row.clients);
+    let proxy = &row.proxy;
+    if proxy.total != proxy.sent {
+        notes.push(format!(
+            "proxy, {n}: sinks got {} of {} messages sent",
+            grouped(proxy.total),
+            grouped(proxy.sent)
+        ));
+    }
+    let vigil = &row.vigil;
+    if let Some(status) = &row.vigil.router {
+        let c = &status.counters;
+        if c.received != vigil.sent {
+            notes.push(format!(
+                "vigil, {n}: the router counted {} received of {} sent",
+                grouped(c.received),
+                grouped(vigil.sent)
+            ));
+        }
+        if c.forwarded != vigil.total {
+            notes.push(format!(
+                "vigil, {n}: sinks got {} of {} messages the router counted as forwarded",
+                grouped(vigil.total),
+                grouped(c.forwarded)
+            ));
+        }
+        if c.rejected > 0 {
+            notes.push(format!(
+                "vigil, {n}: the router rejected {} valid messages ({}) instead of applying back-pressure",
+                grouped(c.rejected),
+                codes(status)
+            ));
+        }
+    }
+    for (who, result) in [("proxy", proxy), ("vigil", vigil)] {
+        if !result.drained {
+            notes.push(format!(
+                "{who}, {n}: the drain after the window stalled or timed out before every message was accounted for"
+            ));
+        }
+        if let Some(note) = imbalance(&result.per_sink) {
+            notes.push(format!("{who}, {n}: {note}"));
+        }
+    }
+}
+
+/// PUSH round-robins, so sinks that are equally fast should get about the
+/// same share.
+fn imbalance(per_sink: &[u64]) -> Option<String> {
+    let most = *per_sink.iter().max()?;
+    let least = *per_sink.iter().min()?;
+    if most < 1000 || (least as f64) >= most as f64 * 0.67 {
+        return None;
+    }
+    let shares: Vec<String> = per_sink.iter().map(|n| grouped(*n)).collect();
+    Some(format!("uneven sink shares {}", shares.join(" / ")))
+}
+
+fn latency_notes(lat: &LatencyResult, notes: &mut Vec<String>) {
+    if !lat.refused.is_empty() {
+        notes.push(format!(
+            "latency: the router refused deliveries: {:?}",
+            lat.refused
+        ));
+    }
+    if lat.lost > 0 {
+        notes.push(format!(
+            "latency: {} deliveries answered ok:true never reached the client within 2 s",
+            lat.lost
+        ));
+    }
+    if lat.cut_short {
+        notes.push(format!(
+            "latency: stopped at the time limit after {} of {} requests",
+            lat.samples.len() + lat.lost as usize,
+            lat.requested
+        ));
+    }
+}
+
+fn stop_notes(which: &str, stop: &Stopped, notes: &mut Vec<String>) {
+    let clean = stop.status.is_some_and(|s| s.success());
+    if !clean || stop.forced {
+        notes.push(format!("{which} on SIGTERM: {}", describe_stop(stop)));
+    }
+    let log = &stop.log;
+    if log.warnings + log.errors > 0 {
+        let mut note = format!(
+            "{which} logged {} warnings and {} errors; the first ones:",
+            log.warnings, log.errors
+        );
+        for line in &log.notable {
+            note.push_str("\n      | ");
+            note.push_str(line);
+        }
+        notes.push(note);
+    }
+}
+
+fn scale_notes(scale: &ScaleResult, notes: &mut Vec<String>) {
+    if scale.welcomed < scale.wanted {
+        notes.push(format!(
+            "scale: only {} of {} clients got a welcome",
+            scale.welcomed, scale.wanted
+        ));
+    }
+    if scale
+        .router_clients
+        .is_some_and(|n| n != scale.welcomed as u64)
+    {
+        notes.push(format!(
+            "scale: the router's status counts {:?} clients, {} were welcomed",
+            scale.router_clients, scale.welcomed
+        ));
+    }
+    notes.extend(
+        scale
+            .child_warnings
+            .iter()
+            .map(|line| format!("scale client: {line}")),
+    );
+}
+
+/// The last line of stdout.
+pub fn render_json(report: &Report) -> Value {
+    let headline = report.headline();
+    let percentiles = report
+        .latency
+        .as_ref()
+        .and_then(|lat| latency::percentiles_us(&lat.samples));
+    let idle = report
+        .latency
+        .as_ref()
+        .and_then(|lat| latency::percentiles_us(&lat.idle_samples));
+    let scale = report.scale.as_ref();
+    json!({
+        "headline_clients": headline.map(|row| row.clients),
+        "vigil_msgs_per_s": headline.map(|row| row.vigil.msgs_per_s().round()),
+        "proxy_msgs_per_s": headline.map(|row| row.proxy.msgs_per_s().round()),
+        "ratio": headline.map(|row| round(row.ratio(), 3)),
+        "rows": report.rows.iter().map(row_json).collect::<Vec<_>>(),
+        "rss_mib": report.rss_peak_mib.map(|m| round(m, 1)),
+        "deliver_p50_us": percentiles.map(|p| round(p.0, 1)),
+        "deliver_p99_us": percentiles.map(|p| round(p.1, 1)),
+        "deliver_max_us": percentiles.map(|p| round(p.2, 1)),
+        "deliver_idle_p50_us": idle.map(|p| round(p.0, 1)),
+        "deliver_idle_p99_us": idle.map(|p| round(p.1, 1)),
+        "deliver_samples": report.latency.as_ref().map(|lat| lat.samples.len()),
+        "deliver_lost": report.latency.as_ref().map(|lat| lat.lost),
+        "scale_clients": scale.map(|s| s.welcomed),
+        "scale_router_clients": scale.and_then(|s| s.router_clients),
+        "scale_rss_mib": scale.and_then(|s| s.rss_mib).map(|m| round(m, 1)),
+        "scale_idle_rss_mib": scale.and_then(|s| s.idle_rss_mib).map(|m| round(m, 1)),
+        "size": report.opts.size,
+        "seconds": report.opts.seconds.as_secs_f64(),
+        "sinks": report.opts.sinks,
+        "io_threads": report.io_threads,
+        "loadavg_at_start": report.loadavg,
+        "cores": report.cores,
+        "vigil_env": report.vigil_env,
+        "notes": notes(report),
+    })
+}
+
+fn row_json(row: &Row) -> Value {
+    let router = row.vigil.router.as_ref();
+    json!({
+        "clients": row.clients,
+        "proxy_msgs_per_s": row.proxy.msgs_per_s().round(),
+        "vigil_msgs_per_s": row.vigil.msgs_per_s().round(),
+        "ratio": round(row.ratio(), 3),
+        "proxy_sent": row.proxy.sent,
+        "proxy_sink_total": row.proxy.total,
+        "proxy_sender_waits": row.proxy.waits,
+        "vigil_sent": row.vigil.sent,
+        "vigil_sink_total": row.vigil.total,
+        "vigil_sender_waits": row.vigil.waits,
+        "router_received": router.map(|s| s.counters.received),
+        "router_forwarded": router.map(|s| s.counters.forwarded),
+        "router_rejected": router.map(|s| s.counters.rejected),
+        "rejected_by_code": router.map(|s| &s.rejected_by_code),
+    })
+}
+
+fn codes(status: &Status) -> String {
+    if status.rejected_by_code.is_empty() {
+        return if status.counters.rejected == 0 {
+            "none".into()
+        } else {
+            grouped(status.counters.rejected)
+        };
+    }
+    let parts: Vec<String> = status
+        .rejected_by_code
+        .iter()
+        .map(|(code, n)| format!("{code} {}", grouped(*n)))
+        .collect();
+    parts.join(", ")
+}
+
+fn ratio(vigil: f64, proxy: f64) -> f64 {
+    if proxy > 0.0 {
+        vigil / proxy
+    } else {
+        0.0
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+fn mib(value: Option<f64>) -> String {
+    value.map_or("?".into(), |m| format!("{m:.1} MiB"))
+}
+
+/// "1 client", "100 clients".
+pub fn clients(n: usize) -> String {
+    if n == 1 {
+        "1 client".to_string()
+    } else {
+        format!("{n} clients")
+    }
+}
+
+/// 1234567 → "1,234,567".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn result(clients: usize, in_window: u64, sent: u64, total: u64) -> LoadResult {
+        LoadResult {
+            clients,
+            sent,
+            window: Duration::from_secs(1),
+            in_window,
+            total,
+            per_sink: vec![total / 2, total - total / 2],
+            drained: true,
+            ..LoadResult::default()
+        }
+    }
+
+    fn report_with_rows() -> Report {
+        let mut report = Report::new(RouterOptions::default(), 1, vec![]);
+        for (clients, proxy, vigil) in [(1, 1000, 500), (100, 2000, 1000), (1000, 3000, 900)] {
+            report.rows.push(Row {
+                clients,
+                proxy: result(clients, proxy, proxy, proxy),
+                vigil: result(clients, vigil, vigil, vigil),
+            });
+        }
+        report
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn json_headline_is_the_100_client_row() {
+        let json = render_json(&report_with_rows());
+        assert_eq!(json["headline_clients"], 100);
+        assert_eq!(json["vigil_msgs_per_s"], 1000.0);
+        assert_eq!(json["proxy_msgs_per_s"], 2000.0);
+        assert_eq!(json["ratio"], 0.5);
+        assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+        assert!(json["deliver_p50_us"].is_null());
+        assert!(!json.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn lost_and_rejected_messages_are_noted() {
+        let mut report = report_with_rows();
+        let status: Status = serde_json::from_value(json!({
+            "clients": 100,
+            "counters": {"received": 1000, "forwarded": 900, "rejected": 100},
+            "rejected_by_code": {"overloaded": 100}
+        }))
+        .unwrap();
+        report.rows[1].vigil.router = Some(status);
+        let notes = notes(&report).join("\n");
+        assert!(notes.contains("overloaded 100"), "{notes}");
+        assert!(notes.contains("sinks got 1,000 of 900"), "{notes}");
+    }
+
+    #[test]
+    fn uneven_sinks_are_noted_only_when_clearly_uneven() {
+        assert!(imbalance(&[5000, 5100]).is_none());
+        assert!(imbalance(&[10, 0]).is_none());
+        assert!(imbalance(&[9000, 1000]).is_some());
+    }
+}
