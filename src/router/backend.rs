@@ -1,9 +1,16 @@
-//! The back-end thread: owns the REP socket that sinks and the scheduler
-//! use to reach clients (`to`) and to read the router's counters (`status`).
+//! The back-end thread: owns the socket that sinks and the scheduler use to
+//! reach clients (`to`) and to read the router's counters (`status`).
+//!
+//! The protocol calls it a REP, and to a REQ peer it behaves as one, but it
+//! is a ROUTER that handles the envelope itself: libzmq 4.3.4's REP can lose
+//! the reply to the next request after a peer sends a malformed message and
+//! vanishes (`router_t::rollback` leaves `_more_out` set), and a back end
+//! waiting on a lost reply is stuck for good. A ROUTER also answers a DEALER
+//! that sends no delimiter frame.
 //!
 //! Deliveries are handed to the client thread, which alone may send on the
 //! client ROUTER, and this thread waits for its answer: REP is strictly one
-//! request, one reply, so there is never more than one in flight. `status`
+//! request, one reply per peer; requests are served one at a time. `status`
 //! is answered here from the shared counters, without asking anyone.
 
 use super::clients::{Command, Forward};
@@ -16,6 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 use zmq::Message;
+
+/// Frames kept of one request: routing id, a REQ's delimiter, the body,
+/// and room for proxies' envelopes in between.
+const MAX_FRAMES: usize = 16;
+
+/// Requests served per wake-up.
+const BURST: usize = 64;
 
 /// How long a delivery may wait for the client thread. It answers between
 /// bursts, within milliseconds; this only bounds a wedged or dying router.
@@ -48,46 +62,83 @@ impl BackendThread {
                 return Ok(());
             }
             if readable {
-                self.serve_one()?;
+                self.serve_burst()?;
             }
         }
     }
 
-    fn serve_one(&mut self) -> Result<(), zmq::Error> {
-        let mut request = Message::new();
-        match self.socket.recv(&mut request, zmq::DONTWAIT) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let (frames, size) = self.consume_rest(&request)?;
-        let reply = if frames > 1 {
-            protocol::bad_request_frame(&format!("request has {frames} frames; send exactly one"))
-        } else if size > self.max_message_bytes {
-            let limit = self.max_message_bytes;
-            protocol::bad_request_frame(&format!("request is {size} bytes; the limit is {limit}"))
-        } else {
-            self.answer(request)
-        };
-        // REP always has somewhere to put a reply; if the requester has gone,
-        // libzmq discards it, which is all there is to do.
-        if let Err(e) = self.socket.send(reply, zmq::DONTWAIT) {
-            log::warn!("could not send a back-end reply: {e}");
+    /// Serves the requests waiting, a bounded number before polling again
+    /// so shutdown is noticed.
+    fn serve_burst(&mut self) -> Result<(), zmq::Error> {
+        for _ in 0..BURST {
+            if !self.serve_one()? {
+                break;
+            }
         }
         Ok(())
     }
 
-    /// Reads any further frames of the request; returns count and size.
-    fn consume_rest(&self, first: &Message) -> Result<(usize, usize), zmq::Error> {
-        let (mut frames, mut size, mut more) = (1, first.len(), first.get_more());
-        while more {
-            let mut part = Message::new();
-            self.socket.recv(&mut part, 0)?;
-            frames += 1;
-            size += part.len();
-            more = part.get_more();
+    /// Serves one request; `false` when none was waiting.
+    fn serve_one(&mut self) -> Result<bool, zmq::Error> {
+        let Some(frames) = self.recv_request()? else {
+            return Ok(false);
+        };
+        let (mut envelope, body) = split_envelope(frames);
+        let size: usize = body.iter().map(|f| f.len()).sum();
+        let reply = if body.len() != 1 {
+            let detail = format!("request has {} frames; send exactly one", body.len());
+            protocol::bad_request_frame(&detail)
+        } else if size > self.max_message_bytes {
+            let limit = self.max_message_bytes;
+            protocol::bad_request_frame(&format!("request is {size} bytes; the limit is {limit}"))
+        } else {
+            let request = body.into_iter().next().expect("one frame, checked above");
+            self.answer(request)
+        };
+        envelope.push(Message::from(reply));
+        self.send_reply(envelope);
+        Ok(true)
+    }
+
+    /// Reads one whole request, routing id and envelope included. Frames
+    /// past [`MAX_FRAMES`] are read and dropped, so a hostile peer cannot
+    /// make this thread hold more than that many.
+    fn recv_request(&self) -> Result<Option<Vec<Message>>, zmq::Error> {
+        let mut frames = Vec::new();
+        loop {
+            let mut frame = Message::new();
+            match self.socket.recv(&mut frame, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) if frames.is_empty() => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+            let more = frame.get_more();
+            if frames.len() < MAX_FRAMES {
+                frames.push(frame);
+            }
+            if !more {
+                return Ok(Some(frames));
+            }
         }
-        Ok((frames, size))
+    }
+
+    /// A reply to a requester that has gone is dropped, as REP would; one
+    /// whose queue is full (a DEALER that never reads) is dropped and logged.
+    fn send_reply(&self, frames: Vec<Message>) {
+        let last = frames.len() - 1;
+        for (i, frame) in frames.into_iter().enumerate() {
+            let flags = if i < last { zmq::SNDMORE } else { 0 };
+            match self.socket.send(frame, flags | zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EHOSTUNREACH) => return,
+                Err(e) => {
+                    log::warn!("could not send a back-end reply: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     fn answer(&self, request: Message) -> Vec<u8> {
@@ -112,5 +163,53 @@ impl BackendThread {
         outcome
             .recv_timeout(DELIVERY_TIMEOUT)
             .unwrap_or(Delivery::Unreachable)
+    }
+}
+
+/// Splits a request as REP would: the envelope is everything up to and
+/// including the first empty frame (a REQ peer sends `[empty, body]`, so
+/// the envelope is `[routing id, empty]`). A DEALER that sends no delimiter
+/// gets an envelope of its routing id alone.
+fn split_envelope(mut frames: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
+    let bottom = frames
+        .iter()
+        .skip(1)
+        .position(|f| f.is_empty())
+        .map_or(1, |i| i + 2);
+    let body = frames.split_off(bottom.min(frames.len()));
+    (frames, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Vec<Message> {
+        parts.iter().map(|p| Message::from(*p)).collect()
+    }
+
+    fn texts(frames: &[Message]) -> Vec<Vec<u8>> {
+        frames.iter().map(|f| f.to_vec()).collect()
+    }
+
+    #[test]
+    fn req_envelope_is_routing_id_and_delimiter() {
+        let (envelope, body) = split_envelope(frames(&[b"rid", b"", b"{}"]));
+        assert_eq!(texts(&envelope), [b"rid".to_vec(), vec![]]);
+        assert_eq!(texts(&body), [b"{}".to_vec()]);
+    }
+
+    #[test]
+    fn proxied_envelope_is_kept_whole() {
+        let (envelope, body) = split_envelope(frames(&[b"rid", b"hop", b"", b"{}", b"x"]));
+        assert_eq!(envelope.len(), 3);
+        assert_eq!(body.len(), 2);
+    }
+
+    #[test]
+    fn dealer_without_delimiter() {
+        let (envelope, body) = split_envelope(frames(&[b"rid", b"{}"]));
+        assert_eq!(texts(&envelope), [b"rid".to_vec()]);
+        assert_eq!(texts(&body), [b"{}".to_vec()]);
     }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //!  clients ──► [client thread: ROUTER, UUID table] ──queue per type──► [sink thread: PUSH] ──► sinks
 //!                     ▲   commands + doorbell
-//!  back end ◄──► [backend thread: REP]
+//!  back end ◄──► [backend thread: REP-like ROUTER]
 //! ```
 //!
 //! The queues are bounded crossbeam channels; a full one turns into an
@@ -158,7 +158,8 @@ fn bind_all(ctx: &zmq::Context, config: &RouterConfig) -> Result<Sockets, Error>
         configure_client_socket(s, config)
     })?;
     bind(&client, "VIGIL_CLIENT_BIND", &config.client_bind)?;
-    let backend = make_socket(ctx, zmq::REP, "VIGIL_BACKEND_BIND", |s| {
+    let backend = make_socket(ctx, zmq::ROUTER, "VIGIL_BACKEND_BIND", |s| {
+        s.set_router_mandatory(true)?;
         s.set_linger(config.drain.as_millis() as i32)?;
         s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))
     })?;
