@@ -7,10 +7,12 @@ mod bench;
 mod config;
 mod doorbell;
 mod error;
+mod json_scan;
 mod protocol;
 mod router;
 mod signals;
 mod supervisor;
+mod zmq_send;
 
 use error::Error;
 

@@ -4,13 +4,13 @@
 //! what a frame is and to build the frames they answer with, and the unit
 //! tests below pin the exact JSON text other implementations rely on.
 //!
-//! Validation is on the hot path (every client message passes through it),
-//! so the envelope is parsed into borrowed raw values and nothing is
-//! allocated for a valid message; the rest of the object is checked for
-//! syntax but otherwise carried through untouched.
+//! Validation is on the hot path (every client message passes through it):
+//! one pass of `json_scan` checks the whole frame and yields the envelope
+//! fields as borrowed raw text, so nothing is allocated for a valid message
+//! and the rest of the object is carried through untouched.
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use crate::json_scan::scan_object;
+use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use uuid::Uuid;
@@ -109,19 +109,34 @@ pub struct Accepted {
     pub target: Target,
 }
 
-/// The envelope fields the router checks; everything else is skipped.
-#[derive(Deserialize)]
+/// The envelope fields the router checks, as raw JSON text; every other
+/// field is checked for syntax and carried through untouched.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow)]
-    uuid: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    ack: Option<&'a RawValue>,
-    #[serde(borrow)]
-    ts: Option<&'a RawValue>,
+    uuid: Option<&'a str>,
+    kind: Option<&'a str>,
+    id: Option<&'a str>,
+    ack: Option<&'a str>,
+    ts: Option<&'a str>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Records one top-level field; a repeated envelope field is an error
+    /// (which of two `uuid`s would the sinks believe?).
+    fn set(&mut self, key: &str, value: &'a str) -> Result<(), &'static str> {
+        let slot = match key {
+            "uuid" => &mut self.uuid,
+            "type" => &mut self.kind,
+            "id" => &mut self.id,
+            "ack" => &mut self.ack,
+            "ts" => &mut self.ts,
+            _ => return Ok(()),
+        };
+        if slot.replace(value).is_some() {
+            return Err("an envelope field (uuid, type, id, ack, ts) appears twice");
+        }
+        Ok(())
+    }
 }
 
 /// Validates one client frame (size and frame count are checked by the
@@ -161,7 +176,8 @@ pub fn validate(frame: &[u8], sink_types: &[String]) -> Result<Accepted, Rejecti
     Ok(Accepted { uuid, target })
 }
 
-/// Parses the frame far enough to read the envelope: UTF-8, one JSON object.
+/// Parses the frame far enough to read the envelope: UTF-8, one JSON
+/// object, well-formed throughout.
 fn parse_envelope(frame: &[u8]) -> Result<Envelope<'_>, Rejection> {
     let bad = |detail: String| Rejection::new(RejectCode::BadJson, detail, None);
     let text = std::str::from_utf8(frame).map_err(|e| {
@@ -170,16 +186,25 @@ fn parse_envelope(frame: &[u8]) -> Result<Envelope<'_>, Rejection> {
             e.valid_up_to()
         ))
     })?;
-    // serde would also accept an array for a struct, by position.
-    if !text.trim_start().starts_with('{') {
-        return Err(bad("not a JSON object".to_string()));
+    let mut env = Envelope::default();
+    let mut duplicate = None;
+    let scanned = scan_object(text, |key, value| {
+        if let Err(what) = env.set(&json_string(key).unwrap_or_default(), value) {
+            duplicate = Some(what);
+        }
+        Ok(())
+    });
+    match (scanned, duplicate) {
+        (Err(e), _) if e.offset == 0 => Err(bad("not a JSON object".to_string())),
+        (Err(e), _) => Err(bad(format!("invalid JSON: {e}"))),
+        (Ok(()), Some(what)) => Err(bad(what.to_string())),
+        (Ok(()), None) => Ok(env),
     }
-    serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}")))
 }
 
 /// `ack`, when present, must be a boolean; `ack:true` needs a string `id`.
 fn check_ack(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
-    let ack = match env.ack.map(RawValue::get) {
+    let ack = match env.ack {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
@@ -200,7 +225,7 @@ fn check_ack(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Reje
 
 /// `ts`, when present, must be a number (Unix seconds).
 fn check_ts(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
-    match env.ts.map(RawValue::get) {
+    match env.ts {
         Some(raw) if !is_json_number(raw) => {
             let detail = "ts must be a number (Unix seconds)";
             Err(Rejection::new(RejectCode::BadJson, detail, id()))
@@ -214,16 +239,13 @@ fn is_json_number(raw: &str) -> bool {
 }
 
 /// The string a raw JSON value holds, or `None` when it is not a string.
-/// Borrowed unless the string has escapes.
-fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if !text.starts_with('"') {
-        return None;
+/// Borrowed unless the string has escapes. `raw` is well-formed JSON text.
+fn json_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
-    match serde_json::from_str::<&str>(text) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
-    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 /// A UUID in RFC 4122 text form: 36 characters, hyphenated, any case.
@@ -352,29 +374,26 @@ impl Delivery {
     }
 }
 
-#[derive(Deserialize)]
-struct BackendEnvelope<'a> {
-    #[serde(borrow)]
-    to: Option<&'a RawValue>,
-    #[serde(borrow)]
-    op: Option<&'a RawValue>,
-}
-
 /// Parses a back-end request; the error is the `detail` of `bad_request`.
 pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
     let text = std::str::from_utf8(frame).map_err(|_| "request is not UTF-8".to_string())?;
-    if !text.trim_start().starts_with('{') {
-        return Err("request is not a JSON object".to_string());
-    }
-    let env: BackendEnvelope =
-        serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
-    if let Some(raw) = env.to {
+    let (mut to, mut op) = (None, None);
+    scan_object(text, |key, value| {
+        match json_string(key).as_deref() {
+            Some("to") => to = Some(value),
+            Some("op") => op = Some(value),
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("request is not a JSON object: {e}"))?;
+    if let Some(raw) = to {
         let to = json_string(raw)
             .and_then(|s| parse_uuid(&s))
-            .ok_or_else(|| format!("to must be a client UUID, got {}", clip(raw.get())))?;
+            .ok_or_else(|| format!("to must be a client UUID, got {}", clip(raw)))?;
         return Ok(BackendRequest::Deliver { to });
     }
-    match env.op.and_then(json_string).as_deref() {
+    match op.and_then(json_string).as_deref() {
         Some("status") => Ok(BackendRequest::Status),
         Some(op) => Err(format!("unknown op {:?}", clip(op))),
         None => Err("request has neither to nor op".to_string()),

@@ -13,7 +13,7 @@
 //! request, one reply per peer; requests are served one at a time. `status`
 //! is answered here from the shared counters, without asking anyone.
 
-use super::clients::{Command, Forward};
+use super::clients::Command;
 use super::metrics::Metrics;
 use crate::doorbell::{Doorbell, Ringer};
 use crate::protocol::{self, BackendRequest, Delivery};
@@ -41,7 +41,7 @@ pub struct BackendThread {
     pub commands: Sender<Command>,
     pub client_bell: Ringer,
     pub shutdown: ShutdownWatch,
-    pub metrics: Arc<Metrics<Forward>>,
+    pub metrics: Arc<Metrics>,
     pub router_name: String,
     pub max_message_bytes: usize,
 }

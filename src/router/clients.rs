@@ -1,9 +1,10 @@
 //! The client thread: owns the client ROUTER socket and the UUID table.
 //!
 //! It reads client messages in bounded bursts, validates each, and either
-//! answers it (`welcome`, `error`) or hands the frame to its type's queue
-//! with `try_send`, so a full queue becomes an `overloaded` reply and this
-//! thread never blocks. Between bursts it serves back-end deliveries sent to
+//! answers it (`welcome`, `error`) or adds the frame to its type's batch.
+//! At the end of a burst each batch goes to its type's sink thread. A type
+//! whose queue already holds `VIGIL_QUEUE_CAPACITY` messages gets an
+//! `overloaded` reply instead, so this thread never blocks. Between bursts it serves back-end deliveries sent to
 //! it by the back-end thread, since only the ROUTER's owner may send on it
 //! and only the table's owner knows the routes.
 //!
@@ -15,7 +16,7 @@ use super::table::ClientTable;
 use crate::doorbell::Doorbell;
 use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
 use crate::signals::ShutdownWatch;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,8 @@ const BURST: usize = 512;
 /// Within a burst, how often pending deliveries are served, so a delivery
 /// waits for at most this many client messages, not a whole burst.
 const DELIVERY_CHECK_EVERY: usize = 32;
+/// Initial capacity of a burst's batch for one type.
+const BATCH_START: usize = 64;
 /// How often idle routes are swept and the table size published.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// At most one log line per error code in this window.
@@ -38,6 +41,9 @@ pub struct Forward {
     pub frame: Message,
     pub received_at_ms: u64,
 }
+
+/// The frames of one type accepted in one burst.
+pub type Batch = Vec<Forward>;
 
 /// Work the back-end thread asks of this thread.
 #[derive(Debug)]
@@ -55,10 +61,14 @@ pub struct ClientThread {
     pub bell: Doorbell,
     pub commands: Receiver<Command>,
     /// One queue per sink type, in the order of `sink_types`.
-    pub queues: Vec<Sender<Forward>>,
+    pub queues: Vec<Sender<Batch>>,
+    /// Messages accepted this burst, per type, not yet sent to the queue.
+    pub pending: Vec<Batch>,
+    /// Most messages queued per type (`VIGIL_QUEUE_CAPACITY`).
+    pub queue_capacity: usize,
     pub sink_types: Vec<String>,
     pub table: ClientTable,
-    pub metrics: Arc<Metrics<Forward>>,
+    pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownWatch,
     pub router_name: String,
     pub max_message_bytes: usize,
@@ -130,6 +140,13 @@ impl ClientThread {
     }
 
     fn read_burst(&mut self, reject_log: &mut RejectLog) -> Result<(), zmq::Error> {
+        let result = self.read_messages(reject_log);
+        // Even after an error: what was accepted must not be lost.
+        self.flush_batches();
+        result
+    }
+
+    fn read_messages(&mut self, reject_log: &mut RejectLog) -> Result<(), zmq::Error> {
         for n in 1..=BURST {
             let mut routing_id = Message::new();
             match self.socket.recv(&mut routing_id, zmq::DONTWAIT) {
@@ -148,6 +165,27 @@ impl ClientThread {
             }
         }
         Ok(())
+    }
+
+    /// Hands each type's batch to its sink thread.
+    fn flush_batches(&mut self) {
+        for (index, pending) in self.pending.iter_mut().enumerate() {
+            if pending.is_empty() {
+                continue;
+            }
+            let batch = std::mem::replace(pending, Vec::with_capacity(BATCH_START));
+            let count = batch.len();
+            let stats = &self.metrics.types[index];
+            stats.queued.fetch_add(count, Relaxed);
+            // The channel holds at most as many batches as messages, which
+            // `queued` keeps under its capacity, so it is never full; it is
+            // disconnected only if the sink thread died, which stops the
+            // router.
+            if self.queues[index].try_send(batch).is_err() {
+                stats.queued.fetch_sub(count, Relaxed);
+                log::error!("{}: sink thread gone; {count} message(s) lost", stats.name);
+            }
+        }
     }
 
     /// Reads the rest of a message whose routing id was just read: the
@@ -196,19 +234,16 @@ impl ClientThread {
                 Ok(())
             }
             Target::Sink(index) => {
-                let forward = Forward {
+                let queued = self.metrics.types[index].queued.load(Relaxed);
+                if queued + self.pending[index].len() >= self.queue_capacity {
+                    return Err(self.overloaded(index, &body));
+                }
+                self.pending[index].push(Forward {
                     frame: body,
                     received_at_ms,
-                };
-                match self.queues[index].try_send(forward) {
-                    Ok(()) => {
-                        self.learn(uuid, routing_id, received_at_ms);
-                        Ok(())
-                    }
-                    Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => {
-                        Err(self.overloaded(index, &f.frame))
-                    }
-                }
+                });
+                self.learn(uuid, routing_id, received_at_ms);
+                Ok(())
             }
         }
     }
@@ -221,8 +256,7 @@ impl ClientThread {
     fn overloaded(&self, index: usize, frame: &[u8]) -> Rejection {
         let detail = format!(
             "the queue for {} is full ({} messages): its sinks are absent or slow; retry later",
-            self.sink_types[index],
-            self.queues[index].capacity().unwrap_or(0)
+            self.sink_types[index], self.queue_capacity
         );
         Rejection::new(RejectCode::Overloaded, detail, protocol::message_id(frame))
     }

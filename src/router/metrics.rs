@@ -5,26 +5,26 @@
 //! readers only need a recent value, so no lock sits on the hot path.
 
 use crate::protocol::RejectCode;
-use crossbeam_channel::Receiver;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-/// One sink type's counters and a view of its queue.
+/// One sink type's counters and queue depth.
 #[derive(Debug)]
-pub struct TypeMetrics<Q> {
+pub struct TypeMetrics {
     pub name: String,
     /// Messages handed to this type's PUSH socket.
     pub forwarded: AtomicU64,
+    /// Messages accepted for this type and not yet handed to its PUSH
+    /// socket: the depth `VIGIL_QUEUE_CAPACITY` bounds.
+    pub queued: AtomicUsize,
     /// Messages still queued when the drain deadline passed at shutdown.
     pub dropped_at_exit: AtomicU64,
-    /// The receiving end of the type's queue, only to read its depth.
-    queue: Receiver<Q>,
 }
 
 /// Every counter of one router process.
 #[derive(Debug)]
-pub struct Metrics<Q> {
+pub struct Metrics {
     pub started: Instant,
     pub received: AtomicU64,
     pub rejected: [AtomicU64; RejectCode::ALL.len()],
@@ -34,11 +34,11 @@ pub struct Metrics<Q> {
     /// full or it had gone.
     pub replies_dropped: AtomicU64,
     pub clients: AtomicUsize,
-    pub types: Vec<TypeMetrics<Q>>,
+    pub types: Vec<TypeMetrics>,
 }
 
-impl<Q> Metrics<Q> {
-    pub fn new(types: Vec<(String, Receiver<Q>)>) -> Metrics<Q> {
+impl Metrics {
+    pub fn new(types: Vec<String>) -> Metrics {
         Metrics {
             started: Instant::now(),
             received: AtomicU64::new(0),
@@ -49,11 +49,11 @@ impl<Q> Metrics<Q> {
             clients: AtomicUsize::new(0),
             types: types
                 .into_iter()
-                .map(|(name, queue)| TypeMetrics {
+                .map(|name| TypeMetrics {
                     name,
                     forwarded: AtomicU64::new(0),
+                    queued: AtomicUsize::new(0),
                     dropped_at_exit: AtomicU64::new(0),
-                    queue,
                 })
                 .collect(),
         }
@@ -73,7 +73,7 @@ impl<Q> Metrics<Q> {
 
     /// The `status` reply of `PROTOCOL.md`, with per-type and per-code detail.
     pub fn status_json(&self, router: &str) -> Value {
-        let per_type = |f: &dyn Fn(&TypeMetrics<Q>) -> u64| -> Map<String, Value> {
+        let per_type = |f: &dyn Fn(&TypeMetrics) -> u64| -> Map<String, Value> {
             self.types
                 .iter()
                 .map(|t| (t.name.clone(), f(t).into()))
@@ -103,13 +103,13 @@ impl<Q> Metrics<Q> {
             },
             "forwarded_by_type": per_type(&|t| t.forwarded.load(Relaxed)),
             "rejected_by_code": by_code,
-            "queue_depth": per_type(&|t| t.queue.len() as u64),
+            "queue_depth": per_type(&|t| t.queued.load(Relaxed) as u64),
         })
     }
 
     /// The periodic one-line summary for the log.
     pub fn summary_line(&self) -> String {
-        let list = |f: &dyn Fn(&TypeMetrics<Q>) -> u64| {
+        let list = |f: &dyn Fn(&TypeMetrics) -> u64| {
             let items: Vec<String> = self
                 .types
                 .iter()
@@ -131,7 +131,7 @@ impl<Q> Metrics<Q> {
             self.delivered.load(Relaxed),
             self.undeliverable.load(Relaxed),
             self.clients.load(Relaxed),
-            list(&|t| t.queue.len() as u64),
+            list(&|t| t.queued.load(Relaxed) as u64),
         )
     }
 }

@@ -27,7 +27,7 @@ use crate::protocol::MetadataWriter;
 use crate::signals::{Shutdown, SignalThread};
 use crate::supervisor::Supervisor;
 use backend::BackendThread;
-use clients::{ClientThread, Command, Forward};
+use clients::{Batch, ClientThread, Command};
 use config::RouterConfig;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use metrics::Metrics;
@@ -67,18 +67,12 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     let signals = SignalThread::start(Arc::clone(&shutdown))
         .map_err(|e| Error::setup("installing signal handlers", e))?;
 
-    let (queue_txs, queue_rxs): (Vec<Sender<Forward>>, Vec<Receiver<Forward>>) = config
+    let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) = config
         .sinks
         .iter()
         .map(|_| bounded(config.queue_capacity))
         .unzip();
-    let metrics = Arc::new(Metrics::new(
-        config
-            .sink_types()
-            .into_iter()
-            .zip(queue_rxs.iter().cloned())
-            .collect(),
-    ));
+    let metrics = Arc::new(Metrics::new(config.sink_types()));
     let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
 
     let mut supervisor = Supervisor::default();
@@ -93,6 +87,8 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
         bell: client_bell,
         commands: command_rx,
         queues: queue_txs,
+        pending: config.sinks.iter().map(|_| Vec::new()).collect(),
+        queue_capacity: config.queue_capacity,
         sink_types: config.sink_types(),
         table: ClientTable::new(config.max_clients, config.client_ttl_secs),
         metrics: Arc::clone(&metrics),

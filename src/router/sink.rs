@@ -6,16 +6,21 @@
 //! client thread or another type. While it cannot send, the thread sleeps in
 //! `zmq::poll` for POLLOUT, woken by the shutdown doorbell.
 //!
+//! Messages arrive in batches (one per client-thread burst), which keeps
+//! channel traffic and wake-ups per burst rather than per message; the
+//! type's `queued` counter is lowered as each batch is done.
+//!
 //! Shutdown drains: the thread keeps sending until the client thread has
 //! dropped its end of the queue and the queue is empty, or until the drain
 //! deadline passes, and then closes the socket with the time left as linger
 //! so libzmq can flush what it holds to connected sinks.
 
-use super::clients::Forward;
+use super::clients::{Batch, Forward};
 use super::metrics::Metrics;
 use crate::doorbell::Doorbell;
 use crate::protocol::MetadataWriter;
 use crate::signals::ShutdownWatch;
+use crate::zmq_send::send_keeping;
 use crossbeam_channel::Receiver;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -24,10 +29,10 @@ use std::time::{Duration, Instant};
 pub struct SinkThread {
     pub index: usize,
     pub socket: zmq::Socket,
-    pub queue: Receiver<Forward>,
+    pub queue: Receiver<Batch>,
     pub bell: Doorbell,
     pub shutdown: ShutdownWatch,
-    pub metrics: Arc<Metrics<Forward>>,
+    pub metrics: Arc<Metrics>,
     pub metadata: MetadataWriter,
     pub drain: Duration,
     /// Set once shutdown is noticed: the drain must end by then.
@@ -38,13 +43,33 @@ impl SinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
         let mut buf = String::with_capacity(160);
         // Ends when the client thread has gone and the queue is empty.
-        while let Ok(mut forward) = self.queue.recv() {
-            if !self.send(&mut forward, &mut buf)? {
-                self.abandon_rest();
+        while let Ok(batch) = self.queue.recv() {
+            let total = batch.len();
+            let sent = self.send_batch(batch, &mut buf)?;
+            self.metrics.types[self.index]
+                .queued
+                .fetch_sub(total, Relaxed);
+            if sent < total {
+                self.abandon_rest(total - sent);
                 break;
             }
         }
         self.close()
+    }
+
+    /// Sends a batch; returns how many went out before the drain deadline.
+    fn send_batch(&mut self, batch: Batch, buf: &mut String) -> Result<usize, zmq::Error> {
+        let mut sent = 0;
+        for mut forward in batch {
+            if !self.send(&mut forward, buf)? {
+                break;
+            }
+            sent += 1;
+        }
+        self.metrics.types[self.index]
+            .forwarded
+            .fetch_add(sent as u64, Relaxed);
+        Ok(sent)
     }
 
     /// Sends one message and its metadata. `Ok(false)` when the drain
@@ -53,24 +78,15 @@ impl SinkThread {
         // libzmq reports a peer address for tcp only; ipc gives nothing.
         let peer = forward.frame.gets("Peer-Address").filter(|p| !p.is_empty());
         self.metadata.write(buf, forward.received_at_ms, peer);
-        // Sent as a copy: rust-zmq drops a Message whose send fails, and a
-        // full PUSH must not cost us the message.
-        if !self.send_frame(&forward.frame, zmq::SNDMORE)? {
-            return Ok(false);
-        }
+        let mut metadata = zmq::Message::from(buf.as_bytes());
         // Once the first part is accepted libzmq takes the rest at once.
-        if !self.send_frame(buf.as_bytes(), 0)? {
-            return Ok(false);
-        }
-        self.metrics.types[self.index]
-            .forwarded
-            .fetch_add(1, Relaxed);
-        Ok(true)
+        Ok(self.send_frame(&mut forward.frame, zmq::SNDMORE)?
+            && self.send_frame(&mut metadata, 0)?)
     }
 
-    fn send_frame(&mut self, data: &[u8], flags: i32) -> Result<bool, zmq::Error> {
+    fn send_frame(&mut self, frame: &mut zmq::Message, flags: i32) -> Result<bool, zmq::Error> {
         loop {
-            match self.socket.send(data, flags | zmq::DONTWAIT) {
+            match send_keeping(&mut self.socket, frame, flags | zmq::DONTWAIT) {
                 Ok(()) => return Ok(true),
                 Err(zmq::Error::EAGAIN) => {
                     if !self.wait_writable()? {
@@ -113,10 +129,13 @@ impl SinkThread {
         }
     }
 
-    /// At the drain deadline: counts and reports what cannot be delivered.
-    fn abandon_rest(&mut self) {
-        let lost = 1 + self.queue.try_iter().count() as u64;
+    /// At the drain deadline: counts and reports what cannot be delivered,
+    /// `unsent` of the batch in hand and every batch still queued.
+    fn abandon_rest(&mut self, unsent: usize) {
         let stats = &self.metrics.types[self.index];
+        let queued: usize = self.queue.try_iter().map(|b| b.len()).sum();
+        stats.queued.fetch_sub(queued, Relaxed);
+        let lost = (unsent + queued) as u64;
         stats.dropped_at_exit.fetch_add(lost, Relaxed);
         log::warn!(
             "{}: no sink took {lost} queued message(s) before the drain deadline; dropped",
