@@ -723,6 +723,7 @@ fn backend_unreachable_after_client_closed() {
 fn backend_unreachable_when_client_queue_is_full() {
     let router = Router::builder("rt-full")
         .env("VIGIL_CLIENT_HWM", "10")
+        .env("VIGIL_CLIENT_SNDHWM", "10")
         .start();
     let uuid = new_uuid();
     let client = Client::connect_with(&router.ctx, &[&router.client], &uuid, None, |s| {

@@ -182,8 +182,11 @@ fn configure_client_socket(s: &zmq::Socket, config: &RouterConfig) -> zmq::Resul
     s.set_router_mandatory(true)?;
     // A reconnecting agent takes over its routing id at once.
     s.set_router_handover(true)?;
-    s.set_sndhwm(config.client_hwm)?;
+    // Inbound: room for bursts while the client thread catches up.
     s.set_rcvhwm(config.client_hwm)?;
+    // Outbound holds replies and deliveries; lower it to bound what clients
+    // that never read can pin (each reply is about 300 bytes).
+    s.set_sndhwm(config.client_sndhwm)?;
     s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))?;
     s.set_linger(config.drain.as_millis() as i32)?;
     if config.zmtp_heartbeat_ms > 0 {
