@@ -7,9 +7,14 @@
 //! writes one byte.
 //!
 //! At most one byte is ever pending: a ringer writes only when it flips the
-//! shared `rung` flag from false to true, and the owner clears the flag
-//! *before* it looks at its channel. So a ring is never lost and the pipe
-//! never fills, so ringing never blocks.
+//! shared `rung` flag from false to true. The owner first reads the pipe
+//! empty, then clears the flag, then looks at its work. A ring that lands
+//! before the clear finds the flag set and writes nothing, but its work is
+//! already queued and is seen by the drain that follows; a ring after the
+//! clear writes a byte and wakes the next poll. So a ring is never lost,
+//! and the pipe never fills, so ringing never blocks. (Clearing before
+//! reading would be wrong: a ring in between would have its byte read with
+//! the old one while the flag stays set, silencing the bell for good.)
 
 use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::os::fd::AsRawFd;
@@ -49,11 +54,11 @@ impl Doorbell {
     /// Re-arms the bell. Call only after poll said it is readable (the read
     /// would block otherwise), and before draining the work it announced.
     pub fn clear(&mut self) {
-        self.rung.store(false, Ordering::SeqCst);
         let mut buf = [0u8; 64];
         // Readable was reported, so this returns at once; an error here can
         // only mean the writers are gone, which is harmless.
         let _ = self.reader.read(&mut buf);
+        self.rung.store(false, Ordering::SeqCst);
     }
 }
 

@@ -8,6 +8,7 @@
 //! checks the full grammar of RFC 8259 (strings with their escapes and
 //! surrogate pairs, numbers, literals, nesting up to [`MAX_DEPTH`]), and
 //! hands back each top-level `(key, value)` as the exact source text.
+//! Like serde_json it refuses numbers beyond an f64's range.
 //! The unit tests check it against serde_json on valid and broken inputs.
 
 use std::fmt;
@@ -196,6 +197,29 @@ impl Scanner<'_> {
     }
 
     fn number(&mut self) -> Result<(), ScanError> {
+        let start = self.i;
+        self.number_syntax()?;
+        // RFC 8259 allows any magnitude, but a number beyond f64 (1e400)
+        // fails in serde_json and most sinks' parsers: refuse it here.
+        // Only an exponent or a very long mantissa can get there.
+        let text = &self.b[start..self.i];
+        let may_overflow = text.len() > 300 || text.iter().any(|&c| c == b'e' || c == b'E');
+        if may_overflow {
+            let value: f64 = std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::INFINITY);
+            if value.is_infinite() {
+                return Err(ScanError {
+                    offset: start,
+                    what: "number out of range",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn number_syntax(&mut self) -> Result<(), ScanError> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -366,6 +390,11 @@ mod tests {
             r#"{"a":1.}"#,
             r#"{"a":.5}"#,
             r#"{"a":1e}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":-1e400}"#,
+            r#"{"a":1e308}"#,
+            r#"{"a":1e-400}"#,
+            r#"{"a":123456789012345678901234567890}"#,
             r#"{"a":-}"#,
             r#"{"a":+1}"#,
             r#"{"a":tru}"#,

@@ -104,9 +104,12 @@ pub enum Target {
 
 /// A client message that passed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
+pub struct Accepted<'a> {
     pub uuid: Uuid,
     pub target: Target,
+    /// The raw JSON text of `id`, if present, for a refusal decided later
+    /// (`overloaded`); read it with [`string_id`].
+    pub id: Option<&'a str>,
 }
 
 /// The envelope fields the router checks, as raw JSON text; every other
@@ -142,9 +145,13 @@ impl<'a> Envelope<'a> {
 /// Validates one client frame (size and frame count are checked by the
 /// caller, which sees the socket). `sink_types` are the configured types, in
 /// the order whose index [`Target::Sink`] carries.
-pub fn validate(frame: &[u8], sink_types: &[String]) -> Result<Accepted, Rejection> {
+pub fn validate<'a>(frame: &'a [u8], sink_types: &[String]) -> Result<Accepted<'a>, Rejection> {
     let env = parse_envelope(frame)?;
-    let id = || env.id.and_then(json_string).map(Cow::into_owned);
+    let id = || string_id(env.id);
+    // Type errors in the optional fields are JSON-level errors, reported
+    // first as the protocol's order of codes puts bad_json first.
+    check_ack_type(&env, id)?;
+    check_ts(&env, id)?;
     let uuid = match env.uuid.map(|raw| json_string(raw).ok_or(raw)) {
         None => return Err(Rejection::new(RejectCode::BadUuid, "uuid is missing", id())),
         Some(Err(_)) => {
@@ -171,9 +178,17 @@ pub fn validate(frame: &[u8], sink_types: &[String]) -> Result<Accepted, Rejecti
             Rejection::new(RejectCode::UnknownType, detail, id())
         })?,
     };
-    check_ack(&env, id)?;
-    check_ts(&env, id)?;
-    Ok(Accepted { uuid, target })
+    check_ack_id(&env)?;
+    Ok(Accepted {
+        uuid,
+        target,
+        id: env.id,
+    })
+}
+
+/// The `id` a refusal echoes: the field's string value, if it is a string.
+pub fn string_id(raw: Option<&str>) -> Option<String> {
+    raw.and_then(json_string).map(Cow::into_owned)
 }
 
 /// Parses the frame far enough to read the envelope: UTF-8, one JSON
@@ -202,22 +217,22 @@ fn parse_envelope(frame: &[u8]) -> Result<Envelope<'_>, Rejection> {
     }
 }
 
-/// `ack`, when present, must be a boolean; `ack:true` needs a string `id`.
-fn check_ack(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
-    let ack = match env.ack {
-        None | Some("false") => false,
-        Some("true") => true,
+/// `ack`, when present, must be a boolean.
+fn check_ack_type(env: &Envelope, id: impl Fn() -> Option<String>) -> Result<(), Rejection> {
+    match env.ack {
+        None | Some("true") | Some("false") => Ok(()),
         Some(_) => {
             let detail = "ack must be true or false";
-            return Err(Rejection::new(RejectCode::BadJson, detail, id()));
+            Err(Rejection::new(RejectCode::BadJson, detail, id()))
         }
-    };
-    let has_id = env
-        .id
-        .and_then(json_string)
-        .is_some_and(|id| !id.is_empty());
-    if ack && !has_id {
-        let detail = "ack is true but id is missing or not a non-empty string";
+    }
+}
+
+/// `ack:true` needs a string `id`.
+fn check_ack_id(env: &Envelope) -> Result<(), Rejection> {
+    let has_id = env.id.and_then(json_string).is_some();
+    if env.ack == Some("true") && !has_id {
+        let detail = "ack is true but id is missing or not a string";
         return Err(Rejection::new(RejectCode::MissingId, detail, None));
     }
     Ok(())
@@ -279,12 +294,6 @@ fn clip(text: &str) -> &str {
         Some((end, _)) => &text[..end],
         None => text,
     }
-}
-
-/// The `id` of a frame, for a refusal decided after validation (`overloaded`).
-pub fn message_id(frame: &[u8]) -> Option<String> {
-    let env = parse_envelope(frame).ok()?;
-    env.id.and_then(json_string).map(Cow::into_owned)
 }
 
 /// The canonical text of a UUID: lowercase, hyphenated, 36 bytes.
@@ -517,13 +526,17 @@ mod tests {
             RejectCode::BadJson
         );
         assert!(check(&format!("{{{base},\"ts\":1764072605.5}}")).is_ok());
+        assert!(check(&format!("{{{base},\"ack\":true,\"id\":\"\"}}")).is_ok());
+        // bad_json comes before bad_uuid in the protocol's order.
+        assert_eq!(code(r#"{"uuid":"bad","ack":"yes"}"#), RejectCode::BadJson);
     }
 
     #[test]
     fn escaped_strings_are_understood() {
         let frame = format!(r#"{{"uuid":"{U}","type":"st\u0061ts","id":"a\"b"}}"#);
         assert_eq!(check(&frame).unwrap().target, Target::Sink(1));
-        assert_eq!(message_id(frame.as_bytes()).as_deref(), Some("a\"b"));
+        let ok = check(&frame).unwrap();
+        assert_eq!(string_id(ok.id).as_deref(), Some("a\"b"));
     }
 
     #[test]

@@ -31,6 +31,19 @@ pub fn send_keeping(
     Ok(())
 }
 
+/// A second handle on the same content (libzmq's `zmq_msg_copy`: a
+/// reference count for large frames, a small copy for tiny ones).
+pub fn share(msg: &mut zmq::Message) -> zmq::Message {
+    let mut copy = zmq::Message::new();
+    let dest = (&mut copy as *mut zmq::Message).cast::<zmq_sys::zmq_msg_t>();
+    let src = (msg as *mut zmq::Message).cast::<zmq_sys::zmq_msg_t>();
+    // SAFETY: both point to live, initialised zmq_msg_t (see the size
+    // assertion above); zmq_msg_copy fails only for an invalid message.
+    let rc = unsafe { zmq_sys::zmq_msg_copy(dest, src) };
+    assert_eq!(rc, 0, "zmq_msg_copy of a valid message");
+    copy
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +69,14 @@ mod tests {
         send_keeping(&mut push, &mut msg, zmq::DONTWAIT).unwrap();
         pull.set_rcvtimeo(5000).unwrap();
         assert_eq!(pull.recv_bytes(0).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn a_shared_message_outlives_the_original() {
+        let big = vec![7u8; 4096];
+        let mut msg = zmq::Message::from(&big[..]);
+        let copy = share(&mut msg);
+        drop(msg);
+        assert_eq!(&copy[..], &big[..]);
     }
 }

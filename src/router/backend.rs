@@ -20,7 +20,7 @@ use crate::protocol::{self, BackendRequest, Delivery};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{bounded, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 use zmq::Message;
 
@@ -154,14 +154,20 @@ impl BackendThread {
 
     fn deliver(&self, to: Uuid, frame: Message) -> Delivery {
         let (reply, outcome) = bounded(1);
-        let command = Command::Deliver { to, frame, reply };
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        let command = Command::Deliver {
+            to,
+            frame,
+            reply,
+            deadline,
+        };
         if self.commands.try_send(command).is_err() {
             // The client thread has stopped: this router cannot reach anyone.
             return Delivery::Unreachable;
         }
         self.client_bell.ring();
         outcome
-            .recv_timeout(DELIVERY_TIMEOUT)
+            .recv_deadline(deadline)
             .unwrap_or(Delivery::Unreachable)
     }
 }

@@ -28,6 +28,10 @@ const BURST: usize = 512;
 /// Within a burst, how often pending deliveries are served, so a delivery
 /// waits for at most this many client messages, not a whole burst.
 const DELIVERY_CHECK_EVERY: usize = 32;
+/// Queue depth from which accepted frames are copied out of libzmq's
+/// receive buffers (see [`detach`]): below it they leave quickly and the
+/// copy would be wasted work on the hot path.
+const COPY_DEPTH: usize = 256;
 /// Initial capacity of a burst's batch for one type.
 const BATCH_START: usize = 64;
 /// How often idle routes are swept and the table size published.
@@ -40,6 +44,9 @@ const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
 pub struct Forward {
     pub frame: Message,
     pub received_at_ms: u64,
+    /// The sender's address, when it was read here because `frame` is a
+    /// copy without libzmq's metadata; otherwise the sink thread reads it.
+    pub peer: Option<String>,
 }
 
 /// The frames of one type accepted in one burst.
@@ -48,11 +55,14 @@ pub type Batch = Vec<Forward>;
 /// Work the back-end thread asks of this thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Send `frame` to the client `to`; answer on `reply`.
+    /// Send `frame` to the client `to`; answer on `reply`. After
+    /// `deadline` the back end has answered `unreachable` already, so the
+    /// frame must not go out (the back end may be retrying elsewhere).
     Deliver {
         to: Uuid,
         frame: Message,
         reply: Sender<Delivery>,
+        deadline: Instant,
     },
 }
 
@@ -177,8 +187,7 @@ impl ClientThread {
             let count = batch.len();
             let stats = &self.metrics.types[index];
             stats.queued.fetch_add(count, Relaxed);
-            // The channel holds at most as many batches as messages, which
-            // `queued` keeps under its capacity, so it is never full; it is
+            // The channel is unbounded (`queued` bounds it); it is
             // disconnected only if the sink thread died, which stops the
             // router.
             if self.queues[index].try_send(batch).is_err() {
@@ -223,7 +232,7 @@ impl ClientThread {
             return Err(Rejection::new(RejectCode::Multipart, detail, None));
         }
         let received_at_ms = unix_ms();
-        let Accepted { uuid, target } = protocol::validate(&body, &self.sink_types)?;
+        let Accepted { uuid, target, id } = protocol::validate(&body, &self.sink_types)?;
         match target {
             Target::Hello => {
                 self.learn(uuid, routing_id, received_at_ms);
@@ -234,14 +243,21 @@ impl ClientThread {
                 Ok(())
             }
             Target::Sink(index) => {
-                let queued = self.metrics.types[index].queued.load(Relaxed);
-                if queued + self.pending[index].len() >= self.queue_capacity {
-                    return Err(self.overloaded(index, &body));
+                let depth =
+                    self.metrics.types[index].queued.load(Relaxed) + self.pending[index].len();
+                if depth >= self.queue_capacity {
+                    return Err(self.overloaded(index, protocol::string_id(id)));
                 }
-                self.pending[index].push(Forward {
-                    frame: body,
-                    received_at_ms,
-                });
+                let forward = if depth < COPY_DEPTH {
+                    Forward {
+                        frame: body,
+                        received_at_ms,
+                        peer: None,
+                    }
+                } else {
+                    detach(body, received_at_ms)
+                };
+                self.pending[index].push(forward);
                 self.learn(uuid, routing_id, received_at_ms);
                 Ok(())
             }
@@ -253,12 +269,12 @@ impl ClientThread {
         self.metrics.clients.store(self.table.len(), Relaxed);
     }
 
-    fn overloaded(&self, index: usize, frame: &[u8]) -> Rejection {
+    fn overloaded(&self, index: usize, id: Option<String>) -> Rejection {
         let detail = format!(
             "the queue for {} is full ({} messages): its sinks are absent or slow; retry later",
             self.sink_types[index], self.queue_capacity
         );
-        Rejection::new(RejectCode::Overloaded, detail, protocol::message_id(frame))
+        Rejection::new(RejectCode::Overloaded, detail, id)
     }
 
     /// Answers a client. A reply libzmq will not take (the client is gone or
@@ -276,8 +292,17 @@ impl ClientThread {
     fn serve_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Deliver { to, frame, reply } => {
-                    let outcome = self.deliver(to, frame);
+                Command::Deliver {
+                    to,
+                    frame,
+                    reply,
+                    deadline,
+                } => {
+                    let outcome = if Instant::now() < deadline {
+                        self.deliver(to, frame)
+                    } else {
+                        Delivery::Unreachable
+                    };
                     let counter = match outcome {
                         Delivery::Sent => &self.metrics.delivered,
                         _ => &self.metrics.undeliverable,
@@ -313,9 +338,14 @@ impl ClientThread {
     /// With ROUTER_MANDATORY an unknown or full peer fails on the routing-id
     /// frame, before `frame` is consumed, so the caller may try another id.
     fn send_to(&self, routing_id: &[u8], frame: &mut Option<Message>) -> Result<(), zmq::Error> {
+        // Taken only by a send that got past the routing id; libzmq never
+        // fails the body then, but if it did there is nothing left to send.
+        if frame.is_none() {
+            return Err(zmq::Error::EFAULT);
+        }
         self.socket.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
-        let frame = frame.take().expect("a frame is sent at most once");
-        self.socket.send(frame, zmq::DONTWAIT)
+        let body = frame.take().expect("checked above");
+        self.socket.send(body, zmq::DONTWAIT)
     }
 }
 
@@ -351,6 +381,22 @@ impl RejectLog {
         );
         self.last[i] = Some(now);
         self.suppressed[i] = 0;
+    }
+}
+
+/// A forward whose frame is a copy of `body`, with the peer address read
+/// now. A received frame points into the connection's 8 KiB read buffer and
+/// keeps all of it alive while queued; a frame that will wait behind others
+/// is copied so that it holds only its own bytes.
+fn detach(mut body: Message, received_at_ms: u64) -> Forward {
+    let peer = body
+        .gets("Peer-Address")
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
+    Forward {
+        frame: Message::from(&body[..]),
+        received_at_ms,
+        peer,
     }
 }
 

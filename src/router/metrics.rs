@@ -1,8 +1,9 @@
 //! The router's counters: written by the socket threads, read by the
 //! `status` op and the periodic stats log.
 //!
-//! Plain relaxed atomics: each counter has one writer thread in practice and
-//! readers only need a recent value, so no lock sits on the hot path.
+//! Plain relaxed atomics: readers only need a recent value, so no lock sits
+//! on the hot path. Most counters have one writer; `queued` has two (the
+//! client thread adds a batch, its sink thread subtracts it when sent).
 
 use crate::protocol::RejectCode;
 use serde_json::{json, Map, Value};

@@ -29,7 +29,7 @@ use crate::supervisor::Supervisor;
 use backend::BackendThread;
 use clients::{Batch, ClientThread, Command};
 use config::RouterConfig;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use metrics::Metrics;
 use sink::SinkThread;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     ctx.set_io_threads(config.io_threads)
         .map_err(|e| Error::setup("VIGIL_IO_THREADS", e))?;
     let sockets = bind_all(&ctx, &config)?;
-    log_ready(&sockets, &config);
+    let ready_line = ready_line(&sockets, &config);
 
     let (client_bell, client_ringer) = doorbell("client")?;
     let (backend_bell, backend_ringer) = doorbell("backend")?;
@@ -67,11 +67,12 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     let signals = SignalThread::start(Arc::clone(&shutdown))
         .map_err(|e| Error::setup("installing signal handlers", e))?;
 
-    let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) = config
-        .sinks
-        .iter()
-        .map(|_| bounded(config.queue_capacity))
-        .unzip();
+    // Unbounded in batches, bounded in messages: the client thread admits a
+    // message only while its type's `queued` count is under the capacity,
+    // and each batch holds at least one. (A bounded channel would reserve
+    // every slot up front.)
+    let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) =
+        config.sinks.iter().map(|_| unbounded()).unzip();
     let metrics = Arc::new(Metrics::new(config.sink_types()));
     let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
 
@@ -133,6 +134,8 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
             .map_err(spawn_err)?;
     }
 
+    // Only now: a signal sent as soon as this line appears must drain.
+    log::info!("{ready_line}");
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();
@@ -238,17 +241,17 @@ fn bound_endpoint(socket: &zmq::Socket) -> String {
 }
 
 /// The start-up line tests and tools parse to learn the bound endpoints.
-fn log_ready(sockets: &Sockets, config: &RouterConfig) {
+fn ready_line(sockets: &Sockets, config: &RouterConfig) -> String {
     let sinks: Vec<String> = config
         .sinks
         .iter()
         .zip(&sockets.sinks)
         .map(|(sink, socket)| format!("{}={}", sink.kind, bound_endpoint(socket)))
         .collect();
-    log::info!(
+    format!(
         "ready: client={} backend={} sinks={}",
         bound_endpoint(&sockets.client),
         bound_endpoint(&sockets.backend),
         sinks.join(",")
-    );
+    )
 }

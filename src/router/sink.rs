@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use crate::doorbell::Doorbell;
 use crate::protocol::MetadataWriter;
 use crate::signals::ShutdownWatch;
-use crate::zmq_send::send_keeping;
+use crate::zmq_send::{send_keeping, share};
 use crossbeam_channel::Receiver;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -75,13 +75,35 @@ impl SinkThread {
     /// Sends one message and its metadata. `Ok(false)` when the drain
     /// deadline passed first.
     fn send(&mut self, forward: &mut Forward, buf: &mut String) -> Result<bool, zmq::Error> {
-        // libzmq reports a peer address for tcp only; ipc gives nothing.
-        let peer = forward.frame.gets("Peer-Address").filter(|p| !p.is_empty());
+        let peer = match &forward.peer {
+            Some(peer) => Some(peer.as_str()),
+            // libzmq reports a peer address for tcp only; ipc gives nothing.
+            None => forward.frame.gets("Peer-Address").filter(|p| !p.is_empty()),
+        };
         self.metadata.write(buf, forward.received_at_ms, peer);
-        let mut metadata = zmq::Message::from(buf.as_bytes());
-        // Once the first part is accepted libzmq takes the rest at once.
-        Ok(self.send_frame(&mut forward.frame, zmq::SNDMORE)?
-            && self.send_frame(&mut metadata, 0)?)
+        loop {
+            let mut first = share(&mut forward.frame);
+            if !self.send_frame(&mut first, zmq::SNDMORE)? {
+                return Ok(false);
+            }
+            // A PUSH never refuses a later part for being full; it refuses
+            // one only when the sink that took the first part has gone, and
+            // then it has discarded that part too. So a refusal here means
+            // the whole message must go again, to another sink: sending the
+            // metadata alone would hand some sink a one-frame message.
+            let mut metadata = zmq::Message::from(buf.as_bytes());
+            match send_keeping(&mut self.socket, &mut metadata, zmq::DONTWAIT) {
+                Ok(()) => return Ok(true),
+                Err(zmq::Error::EAGAIN) => {
+                    log::debug!("{}: a sink left mid-message; resending", self.kind());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn kind(&self) -> &str {
+        &self.metrics.types[self.index].name
     }
 
     fn send_frame(&mut self, frame: &mut zmq::Message, flags: i32) -> Result<bool, zmq::Error> {

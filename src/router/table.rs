@@ -4,16 +4,16 @@
 //! Owned by the client thread alone (it is the only one that needs it), so
 //! it is a plain `HashMap` without a lock. Bounded two ways: entries idle
 //! for longer than the TTL expire, and when the table is full a new client
-//! evicts the stalest of a small sample, so no stream of fresh UUIDs can grow
+//! evicts the least recently seen one, so no stream of fresh UUIDs can grow
 //! memory without bound.
+//!
+//! Eviction is the CLOCK approximation of LRU, amortised O(1): `order`
+//! lists UUIDs oldest first with the `last_seen` they had when queued. The
+//! front one is evicted if it has not been seen since; if it has, it goes to
+//! the back with its new time. Seeing a client again costs nothing here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;
-
-/// How many entries are looked at to pick one to evict when full. A sample
-/// keeps eviction O(1) under a flood of new UUIDs, at the price of evicting
-/// a stale entry rather than always the stalest.
-const EVICTION_SAMPLE: usize = 8;
 
 #[derive(Debug)]
 struct Route {
@@ -24,6 +24,9 @@ struct Route {
 #[derive(Debug)]
 pub struct ClientTable {
     routes: HashMap<Uuid, Route>,
+    /// Eviction order: (uuid, its last_seen when queued), oldest first.
+    /// May hold UUIDs already gone; `expire` prunes them.
+    order: VecDeque<(Uuid, u64)>,
     capacity: usize,
     ttl_secs: u64,
 }
@@ -32,6 +35,7 @@ impl ClientTable {
     pub fn new(capacity: usize, ttl_secs: u64) -> ClientTable {
         ClientTable {
             routes: HashMap::new(),
+            order: VecDeque::new(),
             capacity,
             ttl_secs,
         }
@@ -54,6 +58,7 @@ impl ClientTable {
             last_seen: now,
         };
         self.routes.insert(uuid, route);
+        self.order.push_back((uuid, now));
     }
 
     /// The routing id `uuid` last spoke through, unless it has expired.
@@ -78,14 +83,18 @@ impl ClientTable {
     }
 
     fn evict_one(&mut self) {
-        let victim = self
-            .routes
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|(_, r)| r.last_seen)
-            .map(|(uuid, _)| *uuid);
-        if let Some(uuid) = victim {
-            self.routes.remove(&uuid);
+        while let Some((uuid, queued_seen)) = self.order.pop_front() {
+            match self.routes.get(&uuid) {
+                // Already expired or evicted: a leftover entry.
+                None => {}
+                Some(route) if route.last_seen > queued_seen => {
+                    self.order.push_back((uuid, route.last_seen));
+                }
+                Some(_) => {
+                    self.routes.remove(&uuid);
+                    return;
+                }
+            }
         }
     }
 }
@@ -117,6 +126,31 @@ mod tests {
         assert_eq!(t.expire(161), 1);
         assert_eq!(t.len(), 1);
         assert!(t.route(&id(2), 161).is_some());
+    }
+
+    #[test]
+    fn evicts_the_least_recently_seen() {
+        let mut t = ClientTable::new(3, 1_000);
+        t.learn(id(1), b"a", 1);
+        t.learn(id(2), b"b", 2);
+        t.learn(id(3), b"c", 3);
+        t.learn(id(1), b"a", 4);
+        t.learn(id(4), b"d", 5);
+        assert!(t.route(&id(2), 5).is_none(), "2 was seen least recently");
+        assert!(t.route(&id(1), 5).is_some());
+        assert!(t.route(&id(3), 5).is_some());
+        assert!(t.route(&id(4), 5).is_some());
+    }
+
+    #[test]
+    fn eviction_order_stays_bounded_under_a_flood() {
+        let mut t = ClientTable::new(1_000, 1_000_000);
+        for n in 0..200_000 {
+            t.learn(id(n), b"x", n as u64);
+            t.learn(id(n / 2), b"x", n as u64);
+        }
+        assert_eq!(t.len(), 1_000);
+        assert!(t.order.len() <= 2 * t.len(), "order has {}", t.order.len());
     }
 
     #[test]
