@@ -50,7 +50,7 @@ impl RouterConfig {
             client_sndhwm: env.int("VIGIL_CLIENT_SNDHWM", 1_000, 1, 10_000_000)?,
             sink_hwm: env.int("VIGIL_SINK_HWM", 10_000, 1, 10_000_000)?,
             client_ttl_secs: env.int("VIGIL_CLIENT_TTL_SECS", 900, 1, 365 * 86_400)?,
-            max_clients: env.int("VIGIL_MAX_CLIENTS", 100_000, 1, 100_000_000)?,
+            max_clients: env.int("VIGIL_MAX_CLIENTS", 100_000, 1, 10_000_000)?,
             zmtp_heartbeat_ms: heartbeat_ms,
             zmtp_heartbeat_timeout_ms: env.int(
                 "VIGIL_ZMTP_HEARTBEAT_TIMEOUT_MS",

@@ -53,87 +53,22 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
         .map_err(|e| Error::setup("VIGIL_IO_THREADS", e))?;
     let sockets = bind_all(&ctx, &config)?;
     let ready_line = ready_line(&sockets, &config);
-
-    let (client_bell, client_ringer) = doorbell("client")?;
-    let (backend_bell, backend_ringer) = doorbell("backend")?;
-    let mut sink_bells = Vec::new();
-    let mut ringers = vec![client_ringer.clone(), backend_ringer];
-    for _ in &config.sinks {
-        let (bell, ringer) = doorbell("sink")?;
-        sink_bells.push(bell);
-        ringers.push(ringer);
-    }
-    let shutdown = Arc::new(Shutdown::new(ringers));
+    let bells = Bells::new(config.sinks.len())?;
+    let shutdown = Arc::new(Shutdown::new(bells.ringers()));
     let signals = SignalThread::start(Arc::clone(&shutdown))
         .map_err(|e| Error::setup("installing signal handlers", e))?;
-
-    // Unbounded in batches, bounded in messages: the client thread admits a
-    // message only while its type's `queued` count is under the capacity,
-    // and each batch holds at least one. (A bounded channel would reserve
-    // every slot up front.)
-    let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) =
-        config.sinks.iter().map(|_| unbounded()).unzip();
     let metrics = Arc::new(Metrics::new(config.sink_types()));
-    let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
 
     let mut supervisor = Supervisor::default();
-    let spawn_err = |e| Error::setup("starting threads", e);
-    let Sockets {
-        client,
-        backend,
-        sinks,
-    } = sockets;
-    let client_thread = ClientThread {
-        socket: client,
-        bell: client_bell,
-        commands: command_rx,
-        queues: queue_txs,
-        pending: config.sinks.iter().map(|_| Vec::new()).collect(),
-        queue_capacity: config.queue_capacity,
-        sink_types: config.sink_types(),
-        table: ClientTable::new(config.max_clients, config.client_ttl_secs),
-        metrics: Arc::clone(&metrics),
-        shutdown: shutdown.watch(),
-        router_name: config.name.clone(),
-        max_message_bytes: config.max_message_bytes,
-        stats_interval: config.stats_interval,
-    };
-    supervisor
-        .spawn("clients", move || client_thread.run())
-        .map_err(spawn_err)?;
-    let backend_thread = BackendThread {
-        socket: backend,
-        bell: backend_bell,
-        commands: command_tx,
-        client_bell: client_ringer,
-        shutdown: shutdown.watch(),
-        metrics: Arc::clone(&metrics),
-        router_name: config.name.clone(),
-        max_message_bytes: config.max_message_bytes,
-    };
-    supervisor
-        .spawn("backend", move || backend_thread.run())
-        .map_err(spawn_err)?;
-    let metadata = MetadataWriter::new(&config.name);
-    let parts = sinks.into_iter().zip(queue_rxs).zip(sink_bells).enumerate();
-    for (index, ((socket, queue), bell)) in parts {
-        let sink_thread = SinkThread {
-            index,
-            socket,
-            queue,
-            bell,
-            shutdown: shutdown.watch(),
-            metrics: Arc::clone(&metrics),
-            metadata: metadata.clone(),
-            drain: config.drain,
-            deadline: None,
-        };
-        let name = format!("sink-{}", config.sinks[index].kind);
-        supervisor
-            .spawn(&name, move || sink_thread.run())
-            .map_err(spawn_err)?;
-    }
-
+    spawn_threads(
+        &mut supervisor,
+        &config,
+        sockets,
+        bells,
+        &shutdown,
+        &metrics,
+    )
+    .map_err(|e| Error::setup("starting threads", e))?;
     // Only now: a signal sent as soon as this line appears must drain.
     log::info!("{ready_line}");
     let watch = shutdown.watch();
@@ -145,6 +80,101 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     } else {
         Err(Error::ThreadsFailed(failed))
     }
+}
+
+/// Every thread's doorbell, made before shutdown so it can ring them all.
+struct Bells {
+    client: Doorbell,
+    client_ringer: Ringer,
+    backend: Doorbell,
+    backend_ringer: Ringer,
+    sinks: Vec<(Doorbell, Ringer)>,
+}
+
+impl Bells {
+    fn new(sinks: usize) -> Result<Bells, Error> {
+        let (client, client_ringer) = doorbell("client")?;
+        let (backend, backend_ringer) = doorbell("backend")?;
+        let sinks = (0..sinks)
+            .map(|_| doorbell("sink"))
+            .collect::<Result<_, _>>()?;
+        Ok(Bells {
+            client,
+            client_ringer,
+            backend,
+            backend_ringer,
+            sinks,
+        })
+    }
+
+    fn ringers(&self) -> Vec<Ringer> {
+        let mut ringers = vec![self.client_ringer.clone(), self.backend_ringer.clone()];
+        ringers.extend(self.sinks.iter().map(|(_, ringer)| ringer.clone()));
+        ringers
+    }
+}
+
+/// Wires the sockets to their threads and starts them.
+fn spawn_threads(
+    supervisor: &mut Supervisor,
+    config: &RouterConfig,
+    sockets: Sockets,
+    bells: Bells,
+    shutdown: &Shutdown,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<()> {
+    // Unbounded in batches, bounded in messages: the client thread admits a
+    // message only while its type's `queued` count is under the capacity,
+    // and each batch holds at least one. (A bounded channel would reserve
+    // every slot up front.)
+    let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) =
+        config.sinks.iter().map(|_| unbounded()).unzip();
+    let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
+    let client_thread = ClientThread {
+        socket: sockets.client,
+        bell: bells.client,
+        commands: command_rx,
+        queues: queue_txs,
+        pending: config.sinks.iter().map(|_| Vec::new()).collect(),
+        queue_capacity: config.queue_capacity,
+        sink_types: config.sink_types(),
+        table: ClientTable::new(config.max_clients, config.client_ttl_secs),
+        metrics: Arc::clone(metrics),
+        shutdown: shutdown.watch(),
+        router_name: config.name.clone(),
+        max_message_bytes: config.max_message_bytes,
+        stats_interval: config.stats_interval,
+    };
+    supervisor.spawn("clients", move || client_thread.run())?;
+    let backend_thread = BackendThread {
+        socket: sockets.backend,
+        bell: bells.backend,
+        commands: command_tx,
+        client_bell: bells.client_ringer,
+        shutdown: shutdown.watch(),
+        metrics: Arc::clone(metrics),
+        router_name: config.name.clone(),
+        max_message_bytes: config.max_message_bytes,
+    };
+    supervisor.spawn("backend", move || backend_thread.run())?;
+    let metadata = MetadataWriter::new(&config.name);
+    let parts = sockets.sinks.into_iter().zip(queue_rxs).zip(bells.sinks);
+    for (index, ((socket, queue), (bell, _))) in parts.enumerate() {
+        let sink_thread = SinkThread {
+            index,
+            socket,
+            queue,
+            bell,
+            shutdown: shutdown.watch(),
+            metrics: Arc::clone(metrics),
+            metadata: metadata.clone(),
+            drain: config.drain,
+            deadline: None,
+        };
+        let name = format!("sink-{}", config.sinks[index].kind);
+        supervisor.spawn(&name, move || sink_thread.run())?;
+    }
+    Ok(())
 }
 
 fn doorbell(what: &str) -> Result<(Doorbell, Ringer), Error> {
