@@ -432,7 +432,7 @@ mod tests {
             .collect()
     }
 
-    fn check(frame: &str) -> Result<Accepted, Rejection> {
+    fn check(frame: &str) -> Result<Accepted<'_>, Rejection> {
         validate(frame.as_bytes(), &types())
     }
 
