@@ -34,6 +34,8 @@ pub struct Counters {
     pub rejected: u64,
     pub delivered: u64,
     pub undeliverable: u64,
+    /// Replies (welcome, error) the router could not queue for a client.
+    pub replies_dropped: u64,
 }
 
 impl Backend {
@@ -90,6 +92,7 @@ impl Status {
             rejected: now.rejected.saturating_sub(then.rejected),
             delivered: now.delivered.saturating_sub(then.delivered),
             undeliverable: now.undeliverable.saturating_sub(then.undeliverable),
+            replies_dropped: now.replies_dropped.saturating_sub(then.replies_dropped),
         };
         let rejected_by_code = self
             .rejected_by_code

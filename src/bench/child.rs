@@ -180,6 +180,70 @@ pub fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     status_field_mib(&status, field)
 }
 
+/// The CPU time (user plus system, all threads) process `pid` has used so
+/// far, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = stat_cpu_ticks(&stat)?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// utime + stime of a /proc/PID/stat line, in clock ticks. The command name
+/// in parentheses may hold spaces, so fields are counted after its `)`:
+/// state is the first there, utime the 12th and stime the 13th.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time the whole machine has spent busy so far, all cores together:
+/// every process, the kernel's interrupt work, and time the hypervisor
+/// took (steal), from the `cpu` line of /proc/stat.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks = busy_ticks(stat.lines().next()?)?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// user + nice + system + irq + softirq + steal of a `cpu` line (idle and
+/// iowait left out; guest time is already part of user).
+fn busy_ticks(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
+/// sysconf(_SC_CLK_TCK), the unit of /proc/PID/stat times; 100 on Linux.
+fn clock_ticks_per_second() -> f64 {
+    extern "C" {
+        fn sysconf(name: i32) -> i64;
+    }
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf(3) takes an integer and touches no memory of ours.
+    let ticks = unsafe { sysconf(SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
 fn status_field_mib(status: &str, field: &str) -> Option<f64> {
     let line = status
         .lines()
@@ -282,6 +346,25 @@ mod tests {
         assert_eq!(status_field_mib(status, "VmHWM"), Some(20.0));
         assert_eq!(status_field_mib(status, "VmRSS"), Some(10.0));
         assert_eq!(status_field_mib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (vigil (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 75 0 0 20 0 7 0 12345 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+        assert_eq!(stat_cpu_ticks("4242 (vigil) S 1 2"), None);
+        assert!(cpu_time(std::process::id()).is_some());
+        assert!(clock_ticks_per_second() >= 1.0);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_idle_out() {
+        let line = "cpu  100 20 30 5000 40 0 6 7 0 0";
+        assert_eq!(busy_ticks(line), Some(163));
+        assert_eq!(busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(busy_ticks("cpu 1 2 3"), None);
+        assert!(machine_busy().is_some());
     }
 
     #[test]

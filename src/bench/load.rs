@@ -4,17 +4,38 @@
 //! the load generator takes as little CPU from the target as it can on a
 //! small machine, and both targets face exactly the same generator.
 //!
+//! The sender is closed-loop: at most `IN_FLIGHT_LIMIT` messages may be on
+//! their way (sent, and neither arrived at a sink nor refused by the target)
+//! whatever the client count. High-water marks alone cannot bound that:
+//! each connection adds its kernel socket buffers and the target's receive
+//! queue, so with 1000 clients the fleet buried the target under more than
+//! a whole run's worth of messages, the sender never had to wait, and the
+//! figure measured how the two cores happened to be shared (and, for the
+//! router, how much of the backlog it refused) rather than the target.
+//!
+//! The DEALERs read what the router answers: `error` replies to refused
+//! messages, counted by code, so that no libzmq queue fills with unread
+//! replies and a refused message counts as settled. On `overloaded` the
+//! sender halves its limit and raises it again slowly, as a client that
+//! honours "retry later" would; the proxy never refuses, so it always has
+//! the full limit.
+//!
 //! After the timed window the run is drained and accounted for: every
 //! message sent must come out at a sink, or (for the router) be counted as
-//! rejected, so a loss shows up as a loss and not as a guess.
+//! rejected, so a loss shows up as a loss and not as a guess. CPU time over
+//! the window (the target's, ours, the machine's) is read from /proc: the
+//! target's CPU per message says more about its cost than its rate does
+//! when the load generator shares its two cores, and the machine's says
+//! whether other processes took a share.
 
 use super::backend::{self, Status};
+use super::child;
 use super::fleet::{self, ContextPool, Dealer};
 use super::{join, payload, poll, spawn, BenchError, Doing};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// Time allowed for connecting, handshakes and warm-up before a run.
@@ -30,10 +51,39 @@ const STALL_LIMIT: Duration = Duration::from_secs(3);
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Frames read from one sink before looking at the others and the clock.
 const BURST: usize = 2048;
-/// Messages the whole fleet may hold queued client-side. Enough to keep
-/// the target busy through the sender's short back-offs, small enough that
-/// the sender blocks instead of running a core flat out to fill queues.
+/// Messages the whole fleet may hold queued client-side, shared out as
+/// each DEALER's sndhwm.
 const FLEET_BUFFER: usize = 50_000;
+/// Messages that may be on their way at once, for any client count: as
+/// many as the fleet's own queues hold, about 70 ms of the proxy's work,
+/// which keeps every stage of either target busy.
+const IN_FLIGHT_LIMIT: u64 = FLEET_BUFFER as u64;
+/// Messages a client sends in a row when its turn comes. With one, at
+/// 1000 clients nearly every message became a TCP write of its own, and a
+/// few system calls on each side: the load generator then used more CPU
+/// than the target, and how the I/O threads happened to batch (so the
+/// figure) changed from run to run. A short burst makes each write carry
+/// several messages, whatever the scheduling.
+const CLIENT_BURST: u64 = 8;
+/// The least the limit falls to when the router says `overloaded`.
+const MIN_IN_FLIGHT: u64 = 2_048;
+/// After halving the limit, the sender waits this long before halving it
+/// again: replies to messages refused before the cut are still coming.
+const BACKOFF_GAP: Duration = Duration::from_millis(100);
+/// How fast the limit grows back while nothing is refused, in messages per
+/// second. Slowly: undoing one halving from the top takes longer than a
+/// run, so the limit settles below the level that overflowed the router's
+/// queue instead of climbing back into it again and again.
+const GROWTH_PER_S: f64 = 5_000.0;
+/// Longest wait for room. The receiver ends a wait as soon as there is
+/// room; a wait this long with nothing arriving means the messages in
+/// flight may have been refused, so replies are read.
+const ROOM_WAIT: Duration = Duration::from_millis(10);
+/// Replies are read this often while sending. Reading costs a system call
+/// per DEALER, over a millisecond for 1000 of them, so not more often.
+const REPLY_SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// The reply code that asks clients to slow down.
+const OVERLOADED: &str = "overloaded";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TargetKind {
@@ -49,6 +99,8 @@ pub struct Target {
     pub kind: TargetKind,
     pub client: String,
     pub sink: String,
+    /// The process doing the forwarding, whose CPU time a run measures.
+    pub pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,8 +144,11 @@ pub struct LoadResult {
     pub clients: usize,
     /// Messages the DEALERs accepted.
     pub sent: u64,
-    /// Times the sender waited because the DEALERs were (nearly) all full.
+    /// Times the sender waited: for room under the in-flight limit, or
+    /// because the DEALERs were (nearly) all full.
     pub waits: u64,
+    /// Times the sender halved its in-flight limit on `overloaded` replies.
+    pub backoffs: u64,
     pub window: Duration,
     /// Message sets that reached the sinks within the window.
     pub in_window: u64,
@@ -104,6 +159,13 @@ pub struct LoadResult {
     pub drained: bool,
     /// The router's counters over the run, for a router target.
     pub router: Option<Status>,
+    /// The router's counters from the start until just after the window
+    /// closed, to compare with `in_window`.
+    pub router_window: Option<Status>,
+    /// What the clients got back: the router's answers to refused messages.
+    pub replies: Replies,
+    /// CPU time used during the window.
+    pub cpu: CpuUse,
 }
 
 impl LoadResult {
@@ -115,10 +177,97 @@ impl LoadResult {
             0.0
         }
     }
+
+    /// The target's CPU time per message that reached a sink in the window,
+    /// in microseconds.
+    pub fn cpu_us_per_msg(&self) -> Option<f64> {
+        per_msg_us(self.cpu.target, self.in_window)
+    }
+
+    /// The same for the load generator.
+    pub fn loadgen_cpu_us_per_msg(&self) -> Option<f64> {
+        per_msg_us(self.cpu.loadgen, self.in_window)
+    }
+
+    /// How many cores, on average, other processes kept busy during the
+    /// window.
+    pub fn other_cores(&self) -> Option<f64> {
+        let window = self.window.as_secs_f64();
+        (window > 0.0).then(|| self.cpu.others().map(|cpu| cpu.as_secs_f64() / window))?
+    }
+}
+
+fn per_msg_us(cpu: Option<Duration>, messages: u64) -> Option<f64> {
+    match (cpu, messages) {
+        (Some(cpu), 1..) => Some(cpu.as_secs_f64() * 1e6 / messages as f64),
+        _ => None,
+    }
+}
+
+/// Replies the DEALERs read during a run, by `error` code; anything else a
+/// client was sent counts as `other`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replies {
+    pub by_code: BTreeMap<String, u64>,
+    pub other: u64,
+    /// The sum of `by_code`: messages refused, hence settled.
+    refused: u64,
+}
+
+impl Replies {
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    fn count(&self, code: &str) -> u64 {
+        self.by_code.get(code).copied().unwrap_or(0)
+    }
+
+    fn record(&mut self, frame: &[u8]) {
+        match error_code(frame) {
+            Some(code) => {
+                self.refused += 1;
+                match self.by_code.get_mut(code) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.by_code.insert(code.to_string(), 1);
+                    }
+                }
+            }
+            None => self.other += 1,
+        }
+    }
+}
+
+/// The `error` code of the router's error reply, found without parsing the
+/// JSON: the router writes `{"type":"error","error":"<code>",...}` compactly
+/// and codes are plain words.
+fn error_code(frame: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = br#""error":""#;
+    let start = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = frame[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&frame[start..start + len]).ok()
+}
+
+/// Reads every reply waiting at `dealers`.
+fn read_replies(dealers: &[Dealer], replies: &mut Replies) -> Result<(), BenchError> {
+    let mut msg = zmq::Message::new();
+    for dealer in dealers {
+        loop {
+            match dealer.socket.recv(&mut msg, zmq::DONTWAIT) {
+                Ok(()) => replies.record(&msg),
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(BenchError::zmq("reading replies at a client", e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Clients and sinks, connected and warmed up, not yet timed.
 pub struct Prepared {
+    kind: TargetKind,
+    target_pid: Option<u32>,
     dealers: Vec<Dealer>,
     bodies: Vec<Vec<u8>>,
     sinks: Vec<zmq::Socket>,
@@ -147,6 +296,8 @@ pub fn prepare(target: &Target, spec: &LoadSpec) -> Result<Prepared, BenchError>
         handshake(&dealers, deadline)?;
     }
     let prepared = Prepared {
+        kind: target.kind,
+        target_pid: target.pid,
         dealers,
         bodies,
         sinks,
@@ -244,22 +395,38 @@ impl Prepared {
     /// Starts the sender and receiver threads; the window closes after
     /// `length`, or earlier at `Running::stop`.
     pub fn start(self, length: Duration) -> Result<Running, BenchError> {
+        if self.kind == TargetKind::Router {
+            // Answers to warm-up messages, if any, are not the run's.
+            read_replies(&self.dealers, &mut Replies::default())?;
+        }
         let clients = self.dealers.len();
-        let clock = Arc::new(Clock::new(length));
-        let (dealers, bodies, sinks) = (self.dealers, self.bodies, self.sinks);
+        let clock = Arc::new(Clock::new(length, self.target_pid));
+        let mut sender = Sender {
+            dealers: self.dealers,
+            bodies: self.bodies,
+            next: 0,
+            reads_replies: self.kind == TargetKind::Router,
+            last_sweep: Instant::now(),
+            limit: IN_FLIGHT_LIMIT,
+            last_backoff: None,
+            stats: SendStats::default(),
+        };
+        let sinks = self.sinks;
         let sender_clock = Arc::clone(&clock);
         let sender = spawn("bench-sender", move || {
-            let sent = send_loop(&dealers, &bodies, &sender_clock);
+            let outcome = sender.run(&sender_clock);
             // The DEALERs go back to the caller so their queued messages can
             // still flow while the pipeline drains.
-            sent.map(|stats| (stats, dealers))
+            outcome.map(|()| (sender.stats, sender.dealers))
         })?;
+        let waker = sender.thread().clone();
         let receiver_clock = Arc::clone(&clock);
         let receiver = spawn("bench-receiver", move || {
-            receive_loop(&sinks, &receiver_clock)
+            receive_loop(&sinks, &receiver_clock, &waker)
         })?;
         Ok(Running {
             clients,
+            reads_replies: self.kind == TargetKind::Router,
             clock,
             sender: Some(sender),
             receiver: Some(receiver),
@@ -299,18 +466,23 @@ fn drain_burst(sink: &zmq::Socket, msg: &mut zmq::Message) -> Result<u64, BenchE
 }
 
 /// The state of a run shared between its threads: the timed window, which
-/// sender and receiver close on the same condition, and the arrival count
-/// the drain watches.
+/// sender and receiver close on the same condition, the arrival count the
+/// sender's flow control and the drain watch, and the CPU meter.
 struct Clock {
     start: Instant,
     end: Instant,
     stopped: AtomicBool,
     drained: AtomicBool,
     arrived: AtomicU64,
+    /// The arrival count at which the waiting sender wants to be woken;
+    /// `u64::MAX` while it is not waiting.
+    wake_sender_at: AtomicU64,
+    cpu: CpuMeter,
 }
 
 impl Clock {
-    fn new(length: Duration) -> Clock {
+    fn new(length: Duration, target_pid: Option<u32>) -> Clock {
+        let cpu = CpuMeter::start(target_pid);
         let start = Instant::now();
         Clock {
             start,
@@ -318,11 +490,68 @@ impl Clock {
             stopped: AtomicBool::new(false),
             drained: AtomicBool::new(false),
             arrived: AtomicU64::new(0),
+            wake_sender_at: AtomicU64::new(u64::MAX),
+            cpu,
         }
     }
 
     fn is_due(&self) -> bool {
         self.stopped.load(Ordering::Acquire) || Instant::now() >= self.end
+    }
+
+    fn arrived(&self) -> u64 {
+        self.arrived.load(Ordering::SeqCst)
+    }
+}
+
+/// CPU time of the target process, of this one and of the whole machine,
+/// counted from when the window opens. /proc gives it in clock ticks
+/// (10 ms), fine enough over a window of seconds.
+struct CpuMeter {
+    target: Option<(u32, Duration)>,
+    own: Option<Duration>,
+    machine: Option<Duration>,
+}
+
+/// CPU time used during a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuUse {
+    /// By the target process, all its threads.
+    pub target: Option<Duration>,
+    /// By this process: the load generator (and its idle helper threads).
+    pub loadgen: Option<Duration>,
+    /// By the whole machine, every core.
+    pub machine: Option<Duration>,
+}
+
+impl CpuUse {
+    /// What neither the target nor the load generator used: other
+    /// processes, and the hypervisor's steal. Tick rounding makes a few
+    /// tens of milliseconds of it noise.
+    pub fn others(&self) -> Option<Duration> {
+        Some(self.machine?.saturating_sub(self.target? + self.loadgen?))
+    }
+}
+
+impl CpuMeter {
+    fn start(target_pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            target: target_pid.and_then(|pid| Some((pid, child::cpu_time(pid)?))),
+            own: child::cpu_time(std::process::id()),
+            machine: child::machine_busy(),
+        }
+    }
+
+    fn read(&self) -> CpuUse {
+        let since =
+            |zero: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(zero?));
+        CpuUse {
+            target: self
+                .target
+                .and_then(|(pid, zero)| since(Some(zero), child::cpu_time(pid))),
+            loadgen: since(self.own, child::cpu_time(std::process::id())),
+            machine: since(self.machine, child::machine_busy()),
+        }
     }
 }
 
@@ -330,41 +559,140 @@ impl Clock {
 struct SendStats {
     sent: u64,
     waits: u64,
+    /// Times the in-flight limit was halved after `overloaded` replies.
+    backoffs: u64,
+    replies: Replies,
 }
 
-/// Round-robin over the DEALERs with DONTWAIT until the window closes.
-/// When (nearly) every DEALER is full it waits briefly instead of spinning:
-/// on a small machine a spinning sender starves the very I/O threads that
-/// would empty the queues.
-fn send_loop(
-    dealers: &[Dealer],
-    bodies: &[Vec<u8>],
-    clock: &Clock,
-) -> Result<SendStats, BenchError> {
-    let mut stats = SendStats::default();
-    while !clock.is_due() {
-        let mut sent = 0;
-        for (dealer, body) in dealers.iter().zip(bodies) {
-            sent += usize::from(try_send(dealer, body)?);
+/// The sender thread: the fleet, where its round-robin stands, and what it
+/// has counted.
+struct Sender {
+    dealers: Vec<Dealer>,
+    bodies: Vec<Vec<u8>>,
+    /// The DEALER the next round starts with, so that a round cut short by
+    /// the in-flight limit does not favour the first clients.
+    next: usize,
+    /// Only the router answers clients; the proxy never does.
+    reads_replies: bool,
+    last_sweep: Instant,
+    /// The in-flight limit now, and when it was last halved.
+    limit: u64,
+    last_backoff: Option<Instant>,
+    stats: SendStats,
+}
+
+impl Sender {
+    /// Round-robin over the DEALERs with DONTWAIT until the window closes,
+    /// keeping at most `limit` messages on their way. On a small machine a
+    /// sender that never waits starves the very threads (the target's, the
+    /// I/O threads, the receiver) that would settle them.
+    fn run(&mut self, clock: &Clock) -> Result<(), BenchError> {
+        while !clock.is_due() {
+            if self.reads_replies && self.last_sweep.elapsed() >= REPLY_SWEEP_EVERY {
+                self.sweep_replies()?;
+            }
+            let room = self.limit.saturating_sub(self.in_flight(clock.arrived()));
+            if room == 0 {
+                self.wait_for_room(clock)?;
+                continue;
+            }
+            let (offered, sent) = self.send_round(room)?;
+            if sent == 0 {
+                // Every DEALER is full: wake as soon as one has room again.
+                self.stats.waits += 1;
+                let mut items: Vec<zmq::PollItem> = self
+                    .dealers
+                    .iter()
+                    .map(|d| d.socket.as_poll_item(zmq::POLLOUT))
+                    .collect();
+                poll(&mut items, Duration::from_millis(5))?;
+            } else if sent * 4 < offered as u64 {
+                // With many DEALERs one of them always has a little room, so
+                // polling would return at once; a short sleep lets the I/O
+                // threads empty the queues instead.
+                self.stats.waits += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
-        stats.sent += sent as u64;
-        if sent == 0 {
-            // Wakes as soon as a DEALER has room again.
-            stats.waits += 1;
-            let mut items: Vec<zmq::PollItem> = dealers
-                .iter()
-                .map(|d| d.socket.as_poll_item(zmq::POLLOUT))
-                .collect();
-            poll(&mut items, Duration::from_millis(5))?;
-        } else if sent * 4 < dealers.len() {
-            // With many DEALERs one of them always has a little room, so
-            // polling would return at once; a short sleep lets the queues
-            // refill the I/O threads' work instead.
-            stats.waits += 1;
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        Ok(())
     }
-    Ok(stats)
+
+    /// Sent, and neither arrived at a sink nor refused.
+    fn in_flight(&self, arrived: u64) -> u64 {
+        let settled = arrived + self.stats.replies.refused();
+        self.stats.sent.saturating_sub(settled)
+    }
+
+    /// Offers `CLIENT_BURST` messages to each DEALER in turn, from where
+    /// the last round stopped, until `room` are sent or every DEALER had its
+    /// turn. Returns (DEALERs offered, messages sent).
+    fn send_round(&mut self, room: u64) -> Result<(usize, u64), BenchError> {
+        let n = self.dealers.len();
+        let (mut offered, mut sent) = (0, 0);
+        while offered < n && sent < room {
+            let i = self.next;
+            self.next = (i + 1) % n;
+            offered += 1;
+            for _ in 0..CLIENT_BURST.min(room - sent) {
+                if !try_send(&self.dealers[i], &self.bodies[i])? {
+                    break;
+                }
+                sent += 1;
+            }
+        }
+        self.stats.sent += sent;
+        Ok((offered, sent))
+    }
+
+    /// Waits, for at most `ROOM_WAIT`, until a quarter of the limit is free
+    /// again, so that it wakes for a sizeable batch rather than for every
+    /// burst at the sinks; the receiver wakes it. If nothing arrived
+    /// meanwhile, the messages in flight may have been refused instead,
+    /// which only the replies tell.
+    fn wait_for_room(&mut self, clock: &Clock) -> Result<(), BenchError> {
+        self.stats.waits += 1;
+        let arrived_before = clock.arrived();
+        let unsettled = self.stats.sent.saturating_sub(self.stats.replies.refused());
+        let wake_at = unsettled.saturating_sub(self.limit - self.limit / 4);
+        clock.wake_sender_at.store(wake_at, Ordering::SeqCst);
+        // After publishing `wake_at`: either the receiver sees it and
+        // unparks us, or we see its count here.
+        if clock.arrived() < wake_at {
+            std::thread::park_timeout(ROOM_WAIT);
+        }
+        clock.wake_sender_at.store(u64::MAX, Ordering::SeqCst);
+        if self.reads_replies && clock.arrived() == arrived_before {
+            self.sweep_replies()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the replies, and adjusts the in-flight limit the way a client
+    /// that honours `overloaded` ("retry later") would: halved when the
+    /// router refuses, grown back slowly while it does not. Without this,
+    /// refusals feed on themselves: each costs the router a reply and the
+    /// load generator a read, CPU the router's sink thread then lacks, so
+    /// yet more are refused and the run measures the collapse.
+    fn sweep_replies(&mut self) -> Result<(), BenchError> {
+        let before = self.stats.replies.count(OVERLOADED);
+        read_replies(&self.dealers, &mut self.stats.replies)?;
+        let now = Instant::now();
+        if self.stats.replies.count(OVERLOADED) > before {
+            let may_cut = self
+                .last_backoff
+                .is_none_or(|at| now.duration_since(at) >= BACKOFF_GAP);
+            if may_cut {
+                self.limit = (self.limit / 2).max(MIN_IN_FLIGHT);
+                self.last_backoff = Some(now);
+                self.stats.backoffs += 1;
+            }
+        } else {
+            let grown = GROWTH_PER_S * now.duration_since(self.last_sweep).as_secs_f64();
+            self.limit = (self.limit + grown as u64).min(IN_FLIGHT_LIMIT);
+        }
+        self.last_sweep = now;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -373,11 +701,17 @@ struct Received {
     in_window: u64,
     total: u64,
     per_sink: Vec<u64>,
+    cpu: CpuUse,
 }
 
 /// Counts message sets at the sinks: those before the window closes, then
-/// the rest until the drain says everything is in (or gives up).
-fn receive_loop(sinks: &[zmq::Socket], clock: &Clock) -> Result<Received, BenchError> {
+/// the rest until the drain says everything is in (or gives up). Wakes the
+/// sender once enough have arrived for it to send again.
+fn receive_loop(
+    sinks: &[zmq::Socket],
+    clock: &Clock,
+    sender: &Thread,
+) -> Result<Received, BenchError> {
     let mut got = Received {
         per_sink: vec![0; sinks.len()],
         ..Received::default()
@@ -394,11 +728,15 @@ fn receive_loop(sinks: &[zmq::Socket], clock: &Clock) -> Result<Received, BenchE
             arrived += n;
         }
         got.total += arrived;
-        clock.arrived.store(got.total, Ordering::Release);
+        clock.arrived.store(got.total, Ordering::SeqCst);
+        if got.total >= clock.wake_sender_at.load(Ordering::SeqCst) {
+            sender.unpark();
+        }
         if window_open {
             got.in_window += arrived;
             if clock.is_due() {
                 got.window = clock.start.elapsed();
+                got.cpu = clock.cpu.read();
                 window_open = false;
             }
         }
@@ -462,6 +800,7 @@ type SenderOutcome = Result<(SendStats, Vec<Dealer>), BenchError>;
 /// the threads end soon even when the caller bails out with an error.
 pub struct Running {
     clients: usize,
+    reads_replies: bool,
     clock: Arc<Clock>,
     sender: Option<JoinHandle<SenderOutcome>>,
     receiver: Option<JoinHandle<Result<Received, BenchError>>>,
@@ -480,6 +819,8 @@ impl Running {
             return Err(BenchError::protocol("finishing a run", "finished twice"));
         };
         let sent = join(sender)?;
+        // The sender stops within `ROOM_WAIT` of the window's end.
+        let router_window = ledger.router_counts();
         let drained = match &sent {
             Ok((stats, _)) => await_drain(&self.clock, stats.sent, ledger),
             Err(_) => Drained {
@@ -489,17 +830,26 @@ impl Running {
         };
         self.clock.drained.store(true, Ordering::Release);
         let got = join(receiver)??;
-        let (stats, _dealers) = sent?;
+        let (mut stats, dealers) = sent?;
+        if self.reads_replies {
+            // Replies to messages refused near the end of the window or
+            // during the drain.
+            read_replies(&dealers, &mut stats.replies)?;
+        }
         Ok(LoadResult {
             clients: self.clients,
             sent: stats.sent,
             waits: stats.waits,
+            backoffs: stats.backoffs,
             window: got.window,
             in_window: got.in_window,
             total: got.total,
             per_sink: got.per_sink,
             drained: drained.complete,
             router: drained.router,
+            router_window,
+            replies: stats.replies,
+            cpu: got.cpu,
         })
     }
 }
@@ -521,5 +871,27 @@ mod tests {
         assert_eq!(dealer_hwm(100), 500);
         assert_eq!(dealer_hwm(1000), 50);
         assert_eq!(dealer_hwm(100_000), 10);
+    }
+
+    #[test]
+    fn replies_are_counted_by_error_code() {
+        let mut replies = Replies::default();
+        replies.record(br#"{"type":"error","error":"overloaded","detail":"full","id":null}"#);
+        replies.record(br#"{"type":"error","error":"overloaded","detail":"x","id":"7"}"#);
+        replies.record(br#"{"type":"error","error":"bad_json","detail":"y","id":null}"#);
+        replies.record(br#"{"type":"welcome","uuid":"u"}"#);
+        assert_eq!(replies.refused(), 3);
+        assert_eq!(replies.other, 1);
+        let expected = BTreeMap::from([("bad_json".into(), 1), ("overloaded".into(), 2)]);
+        assert_eq!(replies.by_code, expected);
+        assert_eq!(error_code(br#"{"error":"unterminated"#), None);
+    }
+
+    #[test]
+    fn cpu_per_message_needs_messages() {
+        let cpu = Some(Duration::from_millis(1500));
+        assert_eq!(per_msg_us(cpu, 1_000_000), Some(1.5));
+        assert_eq!(per_msg_us(cpu, 0), None);
+        assert_eq!(per_msg_us(None, 10), None);
     }
 }

@@ -6,7 +6,7 @@
 use super::backend::Status;
 use super::child::Stopped;
 use super::latency::{self, LatencyResult};
-use super::load::LoadResult;
+use super::load::{LoadResult, Replies};
 use super::options::RouterOptions;
 use super::scale::ScaleResult;
 use serde_json::{json, Value};
@@ -14,6 +14,9 @@ use std::fmt::Write;
 
 /// The client count whose row is the headline, as agreed for comparisons.
 const HEADLINE_CLIENTS: usize = 100;
+/// Cores other processes may keep busy, on average, before a run's
+/// figures are flagged.
+const BUSY_ELSEWHERE: f64 = 0.1;
 
 /// One client count, both targets.
 #[derive(Debug)]
@@ -26,6 +29,13 @@ pub struct Row {
 impl Row {
     pub fn ratio(&self) -> f64 {
         ratio(self.vigil.msgs_per_s(), self.proxy.msgs_per_s())
+    }
+
+    /// vigil's CPU time per message over the proxy's: above 1, vigil costs
+    /// more per message.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        let (vigil, proxy) = (self.vigil.cpu_us_per_msg()?, self.proxy.cpu_us_per_msg()?);
+        (proxy > 0.0).then(|| vigil / proxy)
     }
 }
 
@@ -115,19 +125,38 @@ fn header(out: &mut String, report: &Report) {
 fn throughput_table(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
-        "\n{:>8} {:>14} {:>14} {:>12}",
-        "clients", "proxy msg/s", "vigil msg/s", "vigil/proxy"
+        "\n{:>8} {:>14} {:>14} {:>12} {:>14} {:>14} {:>10}",
+        "clients",
+        "proxy msg/s",
+        "vigil msg/s",
+        "vigil/proxy",
+        "proxy cpu µs",
+        "vigil cpu µs",
+        "cpu v/p"
     );
     for row in &report.rows {
         let _ = writeln!(
             out,
-            "{:>8} {:>14} {:>14} {:>12.2}",
+            "{:>8} {:>14} {:>14} {:>12.2} {:>14} {:>14} {:>10}",
             row.clients,
             grouped(row.proxy.msgs_per_s() as u64),
             grouped(row.vigil.msgs_per_s() as u64),
-            row.ratio()
+            row.ratio(),
+            fixed(row.proxy.cpu_us_per_msg(), 3),
+            fixed(row.vigil.cpu_us_per_msg(), 3),
+            fixed(row.cpu_ratio(), 2)
         );
     }
+    out.push_str(
+        "cpu µs: CPU time (user + system, all threads) the target process used in the window, \
+         per message that reached a sink;\n        unlike msg/s it leaves out time the target \
+         spent waiting for a core, e.g. while the load generator or other processes ran\n",
+    );
+}
+
+/// A figure with `decimals` places, or "?" when it could not be measured.
+fn fixed(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("?".into(), |v| format!("{v:.decimals$}"))
 }
 
 /// Where every message of each router run went.
@@ -147,13 +176,31 @@ fn accounting(out: &mut String, report: &Report) {
         };
         let _ = writeln!(
             out,
-            "{:>8} {:>12} → {:>12} → {:>12} → {:>12}; {rejected}",
+            "{:>8} {:>12} → {:>12} → {:>12} → {:>12}; {rejected}; clients read {}",
             row.clients,
             grouped(row.vigil.sent),
             received,
             forwarded,
-            grouped(row.vigil.total)
+            grouped(row.vigil.total),
+            replies(&row.vigil.replies)
         );
+    }
+}
+
+/// The replies the clients read, by code.
+fn replies(replies: &Replies) -> String {
+    let mut parts: Vec<String> = replies
+        .by_code
+        .iter()
+        .map(|(code, n)| format!("{code} {}", grouped(*n)))
+        .collect();
+    if replies.other > 0 {
+        parts.push(format!("other {}", grouped(replies.other)));
+    }
+    if parts.is_empty() {
+        "no replies".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -285,6 +332,21 @@ fn row_notes(row: &Row, notes: &mut Vec<String>) {
                 codes(status)
             ));
         }
+        let answered = vigil.replies.refused() + c.replies_dropped;
+        if answered != c.rejected {
+            notes.push(format!(
+                "vigil, {n}: clients read {} error replies and the router dropped {}, for {} rejected",
+                grouped(vigil.replies.refused()),
+                grouped(c.replies_dropped),
+                grouped(c.rejected)
+            ));
+        }
+    }
+    if vigil.replies.other > 0 {
+        notes.push(format!(
+            "vigil, {n}: clients read {} replies that were not errors",
+            grouped(vigil.replies.other)
+        ));
     }
     for (who, result) in [("proxy", proxy), ("vigil", vigil)] {
         if !result.drained {
@@ -294,6 +356,12 @@ fn row_notes(row: &Row, notes: &mut Vec<String>) {
         }
         if let Some(note) = imbalance(&result.per_sink) {
             notes.push(format!("{who}, {n}: {note}"));
+        }
+        if let Some(cores) = result.other_cores().filter(|c| *c >= BUSY_ELSEWHERE) {
+            notes.push(format!(
+                "{who}, {n}: other processes kept {cores:.2} cores busy during the window, \
+                 which lowers its msg/s more than it changes its cpu µs"
+            ));
         }
     }
 }
@@ -392,6 +460,9 @@ pub fn render_json(report: &Report) -> Value {
         "vigil_msgs_per_s": headline.map(|row| row.vigil.msgs_per_s().round()),
         "proxy_msgs_per_s": headline.map(|row| row.proxy.msgs_per_s().round()),
         "ratio": headline.map(|row| round(row.ratio(), 3)),
+        "vigil_cpu_us_per_msg": headline.and_then(|row| row.vigil.cpu_us_per_msg()).map(|us| round(us, 4)),
+        "proxy_cpu_us_per_msg": headline.and_then(|row| row.proxy.cpu_us_per_msg()).map(|us| round(us, 4)),
+        "cpu_ratio": headline.and_then(Row::cpu_ratio).map(|r| round(r, 3)),
         "rows": report.rows.iter().map(row_json).collect::<Vec<_>>(),
         "rss_mib": report.rss_peak_mib.map(|m| round(m, 1)),
         "deliver_p50_us": percentiles.map(|p| round(p.0, 1)),
@@ -429,10 +500,21 @@ fn row_json(row: &Row) -> Value {
         "vigil_sent": row.vigil.sent,
         "vigil_sink_total": row.vigil.total,
         "vigil_sender_waits": row.vigil.waits,
+        "vigil_sender_backoffs": row.vigil.backoffs,
         "router_received": router.map(|s| s.counters.received),
         "router_forwarded": router.map(|s| s.counters.forwarded),
         "router_rejected": router.map(|s| s.counters.rejected),
         "rejected_by_code": router.map(|s| &s.rejected_by_code),
+        "proxy_cpu_us_per_msg": row.proxy.cpu_us_per_msg().map(|us| round(us, 4)),
+        "vigil_cpu_us_per_msg": row.vigil.cpu_us_per_msg().map(|us| round(us, 4)),
+        "cpu_ratio": row.cpu_ratio().map(|r| round(r, 3)),
+        "proxy_loadgen_cpu_us_per_msg": row.proxy.loadgen_cpu_us_per_msg().map(|us| round(us, 4)),
+        "vigil_loadgen_cpu_us_per_msg": row.vigil.loadgen_cpu_us_per_msg().map(|us| round(us, 4)),
+        "proxy_other_cores": row.proxy.other_cores().map(|c| round(c, 2)),
+        "vigil_other_cores": row.vigil.other_cores().map(|c| round(c, 2)),
+        "vigil_replies_by_code": &row.vigil.replies.by_code,
+        "router_replies_dropped": router.map(|s| s.counters.replies_dropped),
+        "router_forwarded_in_window": row.vigil.router_window.as_ref().map(|s| s.counters.forwarded),
     })
 }
 
@@ -494,6 +576,7 @@ fn grouped(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::load::CpuUse;
     use std::time::Duration;
 
     fn result(clients: usize, in_window: u64, sent: u64, total: u64) -> LoadResult {
@@ -505,6 +588,11 @@ mod tests {
             total,
             per_sink: vec![total / 2, total - total / 2],
             drained: true,
+            // 1 ms of CPU per 1000 messages: 1 µs per message.
+            cpu: CpuUse {
+                target: Some(Duration::from_micros(in_window)),
+                ..CpuUse::default()
+            },
             ..LoadResult::default()
         }
     }
@@ -536,7 +624,11 @@ mod tests {
         assert_eq!(json["vigil_msgs_per_s"], 1000.0);
         assert_eq!(json["proxy_msgs_per_s"], 2000.0);
         assert_eq!(json["ratio"], 0.5);
+        assert_eq!(json["vigil_cpu_us_per_msg"], 1.0);
+        assert_eq!(json["proxy_cpu_us_per_msg"], 1.0);
+        assert_eq!(json["cpu_ratio"], 1.0);
         assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+        assert_eq!(json["rows"][2]["vigil_cpu_us_per_msg"], 1.0);
         assert!(json["deliver_p50_us"].is_null());
         assert!(!json.to_string().contains('\n'));
     }
@@ -554,6 +646,53 @@ mod tests {
         let notes = notes(&report).join("\n");
         assert!(notes.contains("overloaded 100"), "{notes}");
         assert!(notes.contains("sinks got 1,000 of 900"), "{notes}");
+    }
+
+    #[test]
+    fn cpu_per_message_is_compared_and_reported() {
+        let mut report = report_with_rows();
+        // vigil: 2.5 ms for 1000 messages, 2.5 µs each; proxy: 1 µs each.
+        report.rows[1].vigil.cpu.target = Some(Duration::from_micros(2500));
+        assert_eq!(report.rows[1].cpu_ratio(), Some(2.5));
+        report.rows[0].proxy.cpu.target = None;
+        assert_eq!(report.rows[0].cpu_ratio(), None);
+        let json = render_json(&report);
+        assert_eq!(json["vigil_cpu_us_per_msg"], 2.5);
+        assert_eq!(json["proxy_cpu_us_per_msg"], 1.0);
+        assert_eq!(json["cpu_ratio"], 2.5);
+        assert!(json["rows"][0]["proxy_cpu_us_per_msg"].is_null());
+        let text = render_text(&report);
+        assert!(text.contains("vigil cpu µs"), "{text}");
+        assert!(text.contains("2.500"), "{text}");
+    }
+
+    #[test]
+    fn other_processes_and_unread_replies_are_noted() {
+        let mut report = report_with_rows();
+        report.rows[2].proxy.cpu = CpuUse {
+            target: Some(Duration::from_millis(900)),
+            loadgen: Some(Duration::from_millis(800)),
+            machine: Some(Duration::from_millis(2000)),
+        };
+        let status: Status = serde_json::from_value(json!({
+            "counters": {"received": 900, "forwarded": 890, "rejected": 10, "replies_dropped": 2},
+            "rejected_by_code": {"overloaded": 10}
+        }))
+        .unwrap();
+        report.rows[2].vigil.router = Some(status);
+        report.rows[2].vigil.sent = 900;
+        report.rows[2].vigil.total = 890;
+        let notes = notes(&report).join("\n");
+        assert!(
+            notes.contains("proxy, 1000 clients: other processes kept 0.30 cores"),
+            "{notes}"
+        );
+        assert!(
+            notes
+                .contains("clients read 0 error replies and the router dropped 2, for 10 rejected"),
+            "{notes}"
+        );
+        assert!(!notes.contains("proxy, 100 clients: other"), "{notes}");
     }
 
     #[test]

@@ -198,6 +198,7 @@ fn start_router() -> Result<Router, BenchError> {
             kind: TargetKind::Router,
             client: client.clone(),
             sink: stats,
+            pid: Some(proc.pid()),
         },
         backend: backend.clone(),
         proc,
@@ -216,17 +217,18 @@ fn start_proxy() -> Result<(ChildProc, Target), BenchError> {
     let command: Command = child::vigil_command(&args)?;
     let mut proc = ChildProc::spawn("proxy", command)?;
     let ready = proc.wait_ready(READY_LIMIT)?;
-    let target = proxy_target(&ready).ok_or_else(|| {
+    let target = proxy_target(&ready, proc.pid()).ok_or_else(|| {
         BenchError::protocol("reading the proxy's ready line", format!("{ready:?}"))
     })?;
     Ok((proc, target))
 }
 
-fn proxy_target(ready: &BTreeMap<String, String>) -> Option<Target> {
+fn proxy_target(ready: &BTreeMap<String, String>, pid: u32) -> Option<Target> {
     Some(Target {
         kind: TargetKind::Proxy,
         client: ready.get("client")?.clone(),
         sink: ready.get("sink")?.clone(),
+        pid: Some(pid),
     })
 }
 
