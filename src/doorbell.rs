@@ -51,6 +51,32 @@ impl Doorbell {
         zmq::PollItem::from_fd(self.reader.as_raw_fd(), zmq::POLLIN)
     }
 
+    /// Sleeps until `socket` has one of `events`, the bell rings, or
+    /// `timeout_ms` passes (-1: no limit); re-arms the bell if it rang.
+    /// Returns whether the socket is ready. A signal's EINTR is a wake-up
+    /// like any other, not an error.
+    pub fn wait(
+        &mut self,
+        socket: &zmq::Socket,
+        events: zmq::PollEvents,
+        timeout_ms: i64,
+    ) -> zmq::Result<bool> {
+        let mut items = [socket.as_poll_item(events), self.poll_item()];
+        match zmq::poll(&mut items, timeout_ms) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let (ready, rung) = (
+            items[0].get_revents().intersects(events),
+            items[1].is_readable(),
+        );
+        if rung {
+            self.clear();
+        }
+        Ok(ready)
+    }
+
     /// Re-arms the bell. Call only after poll said it is readable (the read
     /// would block otherwise), and before draining the work it announced.
     pub fn clear(&mut self) {

@@ -49,15 +49,7 @@ pub struct BackendThread {
 impl BackendThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
         loop {
-            let mut items = [self.socket.as_poll_item(zmq::POLLIN), self.bell.poll_item()];
-            match zmq::poll(&mut items, -1) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => return Err(e),
-            }
-            let (readable, rung) = (items[0].is_readable(), items[1].is_readable());
-            if rung {
-                self.bell.clear();
-            }
+            let readable = self.bell.wait(&self.socket, zmq::POLLIN, -1)?;
             if self.shutdown.is_set() {
                 return Ok(());
             }

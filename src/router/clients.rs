@@ -100,10 +100,7 @@ impl ClientThread {
         };
         let mut reject_log = RejectLog::default();
         loop {
-            let (readable, rung) = self.wait(&timers)?;
-            if rung {
-                self.bell.clear();
-            }
+            let readable = self.wait(&timers)?;
             if self.shutdown.is_set() {
                 break;
             }
@@ -118,17 +115,12 @@ impl ClientThread {
     }
 
     /// Sleeps until the socket is readable, the bell rings or a timer is due.
-    fn wait(&self, timers: &Timers) -> Result<(bool, bool), zmq::Error> {
+    fn wait(&mut self, timers: &Timers) -> Result<bool, zmq::Error> {
         let next = timers
             .stats
             .map_or(timers.housekeeping, |s| s.min(timers.housekeeping));
         let timeout = next.saturating_duration_since(Instant::now()).as_millis() as i64;
-        let mut items = [self.socket.as_poll_item(zmq::POLLIN), self.bell.poll_item()];
-        match zmq::poll(&mut items, timeout) {
-            Ok(_) => Ok((items[0].is_readable(), items[1].is_readable())),
-            Err(zmq::Error::EINTR) => Ok((false, false)),
-            Err(e) => Err(e),
-        }
+        self.bell.wait(&self.socket, zmq::POLLIN, timeout)
     }
 
     fn periodic(&mut self, timers: &mut Timers) {

@@ -133,18 +133,7 @@ impl SinkThread {
                 Some(d) if d <= Instant::now() => return Ok(false),
                 Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i64 + 1,
             };
-            let mut items = [
-                self.socket.as_poll_item(zmq::POLLOUT),
-                self.bell.poll_item(),
-            ];
-            match zmq::poll(&mut items, timeout) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => return Err(e),
-            }
-            let (writable, rung) = (items[0].is_writable(), items[1].is_readable());
-            if rung {
-                self.bell.clear();
-            }
+            let writable = self.bell.wait(&self.socket, zmq::POLLOUT, timeout)?;
             if writable {
                 return Ok(true);
             }
