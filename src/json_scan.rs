@@ -12,6 +12,7 @@
 //! The unit tests check it against serde_json on valid and broken inputs.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Deepest nesting accepted, as serde_json's default recursion limit.
 pub const MAX_DEPTH: usize = 128;
@@ -41,30 +42,10 @@ pub fn scan_object<'a>(
         i: 0,
     };
     s.skip_ws();
-    s.expect(b'{', "expected a JSON object")?;
-    s.skip_ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-    } else {
-        loop {
-            s.skip_ws();
-            let key_start = s.i;
-            s.string()?;
-            let key = &text[key_start..s.i];
-            s.skip_ws();
-            s.expect(b':', "expected ':'")?;
-            s.skip_ws();
-            let value_start = s.i;
-            s.value(1)?;
-            field(key, &text[value_start..s.i])?;
-            s.skip_ws();
-            match s.next() {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                _ => return Err(s.err_before("expected ',' or '}'")),
-            }
-        }
+    if s.peek() != Some(b'{') {
+        return Err(s.err("expected a JSON object"));
     }
+    s.members(1, |key, value| field(&text[key], &text[value]))?;
     s.skip_ws();
     if s.i != s.b.len() {
         return Err(s.err("trailing characters after the object"));
@@ -135,6 +116,17 @@ impl Scanner<'_> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested too deeply"));
         }
+        self.members(depth, |_, _| Ok(()))
+    }
+
+    /// The members of the object whose `{` is at the cursor, through its
+    /// `}`; `member(key, value)` gets each one's byte ranges (the key with
+    /// its quotes). Values nested inside are at `depth`.
+    fn members(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(Range<usize>, Range<usize>) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
         self.i += 1;
         self.skip_ws();
         if self.peek() == Some(b'}') {
@@ -143,11 +135,15 @@ impl Scanner<'_> {
         }
         loop {
             self.skip_ws();
+            let key_start = self.i;
             self.string()?;
+            let key = key_start..self.i;
             self.skip_ws();
             self.expect(b':', "expected ':'")?;
             self.skip_ws();
+            let value_start = self.i;
             self.value(depth)?;
+            member(key, value_start..self.i)?;
             self.skip_ws();
             match self.next() {
                 Some(b',') => {}
