@@ -26,6 +26,10 @@ pub enum Error {
     ThreadsFailed(Vec<String>),
     /// The benchmark failed.
     Bench { usage: bool, message: String },
+    /// The embedded store could not be opened or used.
+    Store(crate::store::StoreError),
+    /// A failure at run time, described.
+    Runtime(String),
 }
 
 impl Error {
@@ -40,7 +44,9 @@ impl Error {
         match self {
             Error::Config(_) | Error::Bind { .. } | Error::Setup { .. } | Error::Usage(_) => 2,
             Error::Bench { usage: true, .. } => 2,
-            Error::ThreadsFailed(_) | Error::Bench { .. } => 1,
+            Error::ThreadsFailed(_) | Error::Bench { .. } | Error::Store(_) | Error::Runtime(_) => {
+                1
+            }
         }
     }
 }
@@ -60,11 +66,19 @@ impl fmt::Display for Error {
                 write!(f, "stopped after thread(s) failed: {}", names.join(", "))
             }
             Error::Bench { message, .. } => write!(f, "{message}"),
+            Error::Store(e) => write!(f, "{e}"),
+            Error::Runtime(text) => write!(f, "{text}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Error {
+        Error::Store(e)
+    }
+}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {

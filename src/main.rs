@@ -1,8 +1,11 @@
 //! `vigil`: one binary, one subcommand per role.
+#![allow(dead_code)] // TEMPORARY while agent/sinks/scheduler are being built; removed when they land.
 //!
 //! `main` is thin: it picks the subcommand, runs it, and turns its error into
 //! one line on stderr and the exit status (`Error::exit_code`).
 
+mod agent;
+mod backend_client;
 mod bench;
 mod config;
 mod doorbell;
@@ -10,7 +13,13 @@ mod error;
 mod json_scan;
 mod protocol;
 mod router;
+mod scheduler;
+mod send;
 mod signals;
+mod sink;
+mod standalone;
+mod status;
+mod store;
 mod supervisor;
 mod zmq_send;
 
@@ -21,6 +30,12 @@ usage: vigil <command>
 
 commands:
   router          run a router (foreground; configured by VIGIL_* variables)
+  agent           run the agent of this host (foreground)
+  send TYPE ...   hand a message to the local agent (for scripts and cron)
+  sink TYPE|all   run the back-end sink(s) of a message type (foreground)
+  scheduler       run the plugin scheduler (foreground)
+  status          show clients, plugin states, notifications, routers
+  standalone      run router, sinks, scheduler and agent together
   bench router    measure the router against libzmq's zmq_proxy
   help            show this text
   --version       show the version
@@ -40,6 +55,12 @@ fn main() {
 fn run(command: &str, rest: &[String]) -> Result<(), Error> {
     match command {
         "router" => run_router(rest),
+        "agent" => agent::command(rest),
+        "send" => send::command(rest),
+        "sink" => sink::command(rest),
+        "scheduler" => scheduler::command(rest),
+        "status" => status::command(rest),
+        "standalone" => standalone::command(rest),
         "bench" => bench::run(rest).map_err(|e| Error::Bench {
             usage: e.is_usage(),
             message: e.to_string(),

@@ -1,0 +1,142 @@
+//! The back end's way to a client: a REQ to every router's back-end socket,
+//! with failover.
+//!
+//! Sinks (acks) and the scheduler (run_plugin) reach a client through
+//! whichever router has a route to it. A request goes to the router that
+//! answered last; on `unknown_client`, `unreachable` or a timeout it goes to
+//! the next one, until every router was tried once. A REQ that timed out is
+//! stuck mid-conversation, so it is closed and a new one opened (the lazy
+//! pirate pattern). One `BackendClient` belongs to one thread.
+
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Why a delivery failed on every router.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryError {
+    /// Every router answered `unknown_client` or `unreachable`, or timed
+    /// out; the last answer per router, in order.
+    NoRoute(Vec<String>),
+    /// A router refused the request itself (`bad_request`): retrying
+    /// elsewhere will not help.
+    Refused(String),
+    /// A socket could not be created or used.
+    Socket(String),
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryError::NoRoute(tries) => {
+                write!(f, "no router delivered it: {}", tries.join("; "))
+            }
+            DeliveryError::Refused(detail) => write!(f, "refused by router: {detail}"),
+            DeliveryError::Socket(detail) => write!(f, "socket: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+pub struct BackendClient {
+    ctx: zmq::Context,
+    endpoints: Vec<String>,
+    /// One REQ per router, opened on first use and after a timeout.
+    sockets: Vec<Option<zmq::Socket>>,
+    /// The router to try first: the last one that delivered.
+    preferred: usize,
+    timeout: Duration,
+}
+
+impl BackendClient {
+    /// `endpoints`: every router's back-end endpoint (`tcp://host:5556`).
+    /// `timeout`: how long to wait for one router's reply.
+    pub fn new(ctx: &zmq::Context, endpoints: Vec<String>, timeout: Duration) -> BackendClient {
+        let sockets = endpoints.iter().map(|_| None).collect();
+        BackendClient {
+            ctx: ctx.clone(),
+            endpoints,
+            sockets,
+            preferred: 0,
+            timeout,
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Delivers `frame` (a JSON object with `to`) to its client through the
+    /// first router that has a route. Returns the router index that took it.
+    pub fn deliver(&mut self, frame: &[u8]) -> Result<usize, DeliveryError> {
+        let mut tries = Vec::new();
+        for step in 0..self.endpoints.len() {
+            let index = (self.preferred + step) % self.endpoints.len();
+            match self.request(index, frame) {
+                Ok(reply) if reply.get("ok") == Some(&Value::Bool(true)) => {
+                    self.preferred = index;
+                    return Ok(index);
+                }
+                Ok(reply) => {
+                    let error = reply
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no error field");
+                    if error == "bad_request" {
+                        return Err(DeliveryError::Refused(reply.to_string()));
+                    }
+                    tries.push(format!("{}: {error}", self.endpoints[index]));
+                }
+                Err(why) => tries.push(format!("{}: {why}", self.endpoints[index])),
+            }
+        }
+        Err(DeliveryError::NoRoute(tries))
+    }
+
+    /// Sends one request to router `index` and waits for its reply.
+    /// On a timeout or a socket error the REQ is closed, so the next call
+    /// starts a fresh conversation.
+    pub fn request(&mut self, index: usize, frame: &[u8]) -> Result<Value, String> {
+        let result = self.exchange(index, frame);
+        if result.is_err() {
+            self.sockets[index] = None;
+        }
+        result
+    }
+
+    fn exchange(&mut self, index: usize, frame: &[u8]) -> Result<Value, String> {
+        let timeout_ms = self.timeout.as_millis().min(i32::MAX as u128) as i32;
+        if self.sockets[index].is_none() {
+            self.sockets[index] = Some(self.open(index)?);
+        }
+        let socket = self.sockets[index].as_ref().expect("opened above");
+        socket.send(frame, 0).map_err(|e| format!("send: {e}"))?;
+        if socket
+            .poll(zmq::POLLIN, timeout_ms.into())
+            .map_err(|e| format!("poll: {e}"))?
+            == 0
+        {
+            return Err(format!("no reply within {} ms", timeout_ms));
+        }
+        let reply = socket.recv_bytes(0).map_err(|e| format!("recv: {e}"))?;
+        serde_json::from_slice(&reply).map_err(|e| format!("reply is not JSON: {e}"))
+    }
+
+    fn open(&self, index: usize) -> Result<zmq::Socket, String> {
+        let socket = self
+            .ctx
+            .socket(zmq::REQ)
+            .map_err(|e| format!("REQ socket: {e}"))?;
+        socket.set_linger(0).map_err(|e| e.to_string())?;
+        // A send must not block forever when the router is down: REQ queues
+        // the request until it connects, so bound the send as well.
+        socket
+            .set_sndtimeo(self.timeout.as_millis().min(i32::MAX as u128) as i32)
+            .map_err(|e| e.to_string())?;
+        socket
+            .connect(&self.endpoints[index])
+            .map_err(|e| format!("connect {}: {e}", self.endpoints[index]))?;
+        Ok(socket)
+    }
+}
