@@ -1,7 +1,523 @@
-//! `vigil standalone`: router, sinks, scheduler and agent in one command (being built; see the open issue).
+//! `vigil standalone`: the whole system on one machine, in one command.
+//!
+//! It runs a router, every sink (`vigil sink all`), the scheduler and a local
+//! agent as child processes of this binary, so each part runs exactly as it
+//! would in production, configured by the same `VIGIL_*` variables. Unset
+//! variables get local defaults: the protocol's ports on 127.0.0.1 and every
+//! file under one data directory. Each child's log lines are passed through
+//! with its name in front; its `ready:` line is what we wait for before
+//! starting the next part (the sinks need the router's endpoints).
+//!
+//! A child that exits on its own stops the others and this command (status
+//! 1): a half-running system would mislead the newcomer it is for. SIGTERM or
+//! SIGINT stops the children in reverse order, each with a deadline, and
+//! exits 0. Children run in their own process group, so a terminal's Ctrl-C
+//! reaches only us (a second signal would make them skip their drain), and
+//! they are sent SIGTERM if we die (PR_SET_PDEATHSIG).
 
+use crate::config::{ConfigError, Env};
 use crate::error::Error;
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-pub fn command(_args: &[String]) -> Result<(), Error> {
-    Err(Error::Usage("vigil standalone is not built yet".into()))
+/// How long a part may take to print its `ready:` line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a part may take to drain after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the supervising loop hears about.
+enum Event {
+    /// A line a child wrote on stderr.
+    Line { part: &'static str, line: String },
+    /// A child closed its stderr: it has exited (or is about to).
+    Closed { part: &'static str },
+    /// SIGTERM or SIGINT.
+    Signal(i32),
+}
+
+/// The settings `standalone` decides; everything else passes through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneConfig {
+    pub data_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl StandaloneConfig {
+    pub fn from_env(env: &Env) -> Result<StandaloneConfig, ConfigError> {
+        let raw = env.string("VIGIL_DATA_DIR", "vigil-data");
+        let data_dir = absolute(Path::new(&raw))
+            .map_err(|e| ConfigError::new("VIGIL_DATA_DIR", &raw, e.to_string()))?;
+        let mut plugin_dirs = Vec::new();
+        // The examples shipped with the source, when run from a checkout.
+        let shipped = Path::new("scripts/plugins.d");
+        if shipped.is_dir() {
+            plugin_dirs.push(absolute(shipped).unwrap_or_else(|_| shipped.to_path_buf()));
+        }
+        Ok(StandaloneConfig {
+            data_dir,
+            plugin_dirs,
+        })
+    }
+}
+
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+pub fn command(args: &[String]) -> Result<(), Error> {
+    if let Some(arg) = args.first() {
+        if arg == "--help" || arg == "-h" {
+            println!("usage: vigil standalone\n\nRuns a router, all sinks, the scheduler and an agent on this machine.\nFiles go under VIGIL_DATA_DIR (default ./vigil-data); see README.md.");
+            return Ok(());
+        }
+        return Err(Error::Usage(format!("unexpected argument {arg:?}")));
+    }
+    let env = Env::from_process()?;
+    let config = StandaloneConfig::from_env(&env)?;
+    run(&env, config)
+}
+
+/// One running part.
+struct Part {
+    name: &'static str,
+    child: Child,
+}
+
+pub fn run(env: &Env, config: StandaloneConfig) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::setup(format!("VIGIL_DATA_DIR={}", config.data_dir.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::setup("finding the vigil binary", e))?;
+    let (events, inbox) = crossbeam_channel::bounded::<Event>(1024);
+    let signals = watch_signals(events.clone())?;
+    let mut parts: Vec<Part> = Vec::new();
+    let result = start_all(env, &config, &exe, &events, &inbox, &mut parts)
+        .and_then(|()| supervise(&inbox, &parts));
+    stop_all(&mut parts, &inbox);
+    signals.close();
+    result
+}
+
+/// Starts the parts in order, each after the previous one is ready.
+fn start_all(
+    env: &Env,
+    config: &StandaloneConfig,
+    exe: &Path,
+    events: &Sender<Event>,
+    inbox: &Receiver<Event>,
+    parts: &mut Vec<Part>,
+) -> Result<(), Error> {
+    let plan = Plan::new(env, config);
+    let router_ready = start_part(
+        exe,
+        "router",
+        &["router"],
+        &plan.router_env(),
+        events,
+        inbox,
+        parts,
+    )?;
+    let endpoints = RouterEndpoints::parse(&router_ready).ok_or_else(|| {
+        Error::Runtime(format!(
+            "cannot read the router's ready line: {router_ready}"
+        ))
+    })?;
+    start_part(
+        exe,
+        "sinks",
+        &["sink", "all"],
+        &plan.sinks_env(&endpoints),
+        events,
+        inbox,
+        parts,
+    )?;
+    start_part(
+        exe,
+        "scheduler",
+        &["scheduler"],
+        &plan.scheduler_env(&endpoints),
+        events,
+        inbox,
+        parts,
+    )?;
+    start_part(
+        exe,
+        "agent",
+        &["agent"],
+        &plan.agent_env(&endpoints),
+        events,
+        inbox,
+        parts,
+    )?;
+    log::info!("{}", plan.banner(exe));
+    Ok(())
+}
+
+/// The environment of each part, from the user's variables and the local
+/// defaults.
+struct Plan {
+    user: BTreeMap<String, String>,
+    data_dir: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+}
+
+impl Plan {
+    fn new(env: &Env, config: &StandaloneConfig) -> Plan {
+        let user = [
+            "VIGIL_CLIENT_BIND",
+            "VIGIL_BACKEND_BIND",
+            "VIGIL_SINK_BINDS",
+            "VIGIL_DB",
+            "VIGIL_STATE_DIR",
+            "VIGIL_AGENT_LOCAL",
+            "VIGIL_NOTIFY_COMMAND",
+            "VIGIL_PLUGIN_DIR",
+        ]
+        .iter()
+        .filter_map(|var| env.get(var).map(|v| (var.to_string(), v.to_string())))
+        .collect();
+        Plan {
+            user,
+            data_dir: config.data_dir.clone(),
+            plugin_dirs: config.plugin_dirs.clone(),
+        }
+    }
+
+    /// The user's value of `var`, or `default`.
+    fn or(&self, var: &str, default: String) -> (String, String) {
+        let value = self.user.get(var).cloned().unwrap_or(default);
+        (var.to_string(), value)
+    }
+
+    fn db(&self) -> (String, String) {
+        self.or(
+            "VIGIL_DB",
+            self.data_dir.join("vigil.db").display().to_string(),
+        )
+    }
+
+    fn agent_local(&self) -> (String, String) {
+        self.or(
+            "VIGIL_AGENT_LOCAL",
+            format!("ipc://{}", self.data_dir.join("agent.sock").display()),
+        )
+    }
+
+    fn router_env(&self) -> Vec<(String, String)> {
+        vec![
+            self.or("VIGIL_CLIENT_BIND", "tcp://127.0.0.1:5555".into()),
+            self.or("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:5556".into()),
+            self.or(
+                "VIGIL_SINK_BINDS",
+                "heartbeat=tcp://127.0.0.1:5561,stats=tcp://127.0.0.1:5562,\
+                 registration=tcp://127.0.0.1:5563,notification=tcp://127.0.0.1:5564,\
+                 result=tcp://127.0.0.1:5565"
+                    .into(),
+            ),
+            ("VIGIL_ROUTER_NAME".into(), "standalone".into()),
+        ]
+    }
+
+    fn sinks_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
+        let log = self.data_dir.join("notifications.log");
+        vec![
+            self.db(),
+            ("VIGIL_SINK_CONNECT".into(), router.sinks.clone()),
+            ("VIGIL_BACKENDS".into(), router.backend.clone()),
+            // Without a configured handler, notifications would be acked
+            // without going anywhere: write them to a file the newcomer can
+            // read.
+            self.or(
+                "VIGIL_NOTIFY_COMMAND",
+                format!("cat >> '{}'; echo >> '{}'", log.display(), log.display()),
+            ),
+        ]
+    }
+
+    fn scheduler_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
+        vec![self.db(), ("VIGIL_BACKENDS".into(), router.backend.clone())]
+    }
+
+    fn agent_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
+        let plugin_dirs = self
+            .plugin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("VIGIL_ROUTERS".into(), router.client.clone()),
+            self.or(
+                "VIGIL_STATE_DIR",
+                self.data_dir.join("agent").display().to_string(),
+            ),
+            self.agent_local(),
+            self.or("VIGIL_PLUGIN_DIR", plugin_dirs),
+        ]
+    }
+
+    /// What to try next, printed once everything is up.
+    fn banner(&self, exe: &Path) -> String {
+        let (_, db) = self.db();
+        let (_, local) = self.agent_local();
+        format!(
+            "standalone ready: every part is running. Try, in another terminal:\n  \
+             VIGIL_AGENT_LOCAL={local} {exe} send notification severity=warning source=demo message='hello from vigil'\n  \
+             VIGIL_DB={db} {exe} status\n\
+             Notifications handled by the default handler are appended to {log}. Ctrl-C stops everything.",
+            exe = exe.display(),
+            log = self.data_dir.join("notifications.log").display(),
+        )
+    }
+}
+
+/// The router's endpoints, as its `ready:` line gives them.
+#[derive(Debug, PartialEq)]
+struct RouterEndpoints {
+    client: String,
+    backend: String,
+    /// `type=endpoint,...`, the form `VIGIL_SINK_CONNECT` takes.
+    sinks: String,
+}
+
+impl RouterEndpoints {
+    /// Parses `... ready: client=EP backend=EP sinks=T=EP,T=EP ...`. A bound
+    /// wildcard (`tcp://0.0.0.0:P`) is reached through 127.0.0.1.
+    fn parse(line: &str) -> Option<RouterEndpoints> {
+        let rest = &line[line.find("ready:")? + "ready:".len()..];
+        let mut client = None;
+        let mut backend = None;
+        let mut sinks = None;
+        for word in rest.split_whitespace() {
+            if let Some(v) = word.strip_prefix("client=") {
+                client = Some(local(v));
+            } else if let Some(v) = word.strip_prefix("backend=") {
+                backend = Some(local(v));
+            } else if let Some(v) = word.strip_prefix("sinks=") {
+                sinks = Some(v.split(',').map(local).collect::<Vec<_>>().join(","));
+            }
+        }
+        Some(RouterEndpoints {
+            client: client?,
+            backend: backend?,
+            sinks: sinks?,
+        })
+    }
+}
+
+fn local(endpoint: &str) -> String {
+    endpoint.replace("://0.0.0.0:", "://127.0.0.1:")
+}
+
+/// Spawns one part and waits for its `ready:` line, passing its other lines
+/// through. Returns the ready line.
+fn start_part(
+    exe: &Path,
+    name: &'static str,
+    args: &[&str],
+    vars: &[(String, String)],
+    events: &Sender<Event>,
+    inbox: &Receiver<Event>,
+    parts: &mut Vec<Part>,
+) -> Result<String, Error> {
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs in pre_exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::setup(format!("starting vigil {}", args.join(" ")), e))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    forward_lines(name, stderr, events.clone())?;
+    parts.push(Part { name, child });
+    wait_ready(name, inbox)
+}
+
+/// Passes a child's stderr through with its name, and reports each line
+/// and the end of the stream to the supervisor.
+fn forward_lines(
+    part: &'static str,
+    stderr: std::process::ChildStderr,
+    events: Sender<Event>,
+) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name(format!("log-{part}"))
+        .spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{part}] {line}");
+                // Only ready lines matter to the supervisor once running;
+                // a full inbox must never stop the child's logging.
+                let _ = events.try_send(Event::Line { part, line });
+            }
+            let _ = events.send(Event::Closed { part });
+        })
+        .map(drop)
+        .map_err(|e| Error::setup("starting a log thread", e))
+}
+
+fn wait_ready(name: &'static str, inbox: &Receiver<Event>) -> Result<String, Error> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(left) {
+            Ok(Event::Line { part, line }) if part == name && line.contains("ready:") => {
+                return Ok(line)
+            }
+            Ok(Event::Line { .. }) => {}
+            Ok(Event::Closed { part }) => {
+                return Err(Error::Runtime(format!(
+                    "{part} exited while starting (its log is above)"
+                )))
+            }
+            Ok(Event::Signal(sig)) => {
+                return Err(Error::Runtime(format!(
+                    "signal {sig} while starting {name}"
+                )))
+            }
+            Err(_) => {
+                return Err(Error::Runtime(format!(
+                    "{name} not ready within {READY_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+}
+
+/// Waits until a signal (→ Ok) or a part exits on its own (→ Err).
+fn supervise(inbox: &Receiver<Event>, parts: &[Part]) -> Result<(), Error> {
+    loop {
+        match inbox.recv() {
+            Ok(Event::Signal(sig)) => {
+                log::info!("signal {sig}: stopping every part");
+                return Ok(());
+            }
+            Ok(Event::Closed { part }) => {
+                return Err(Error::Runtime(format!(
+                    "{part} exited on its own; stopping the others ({} parts)",
+                    parts.len()
+                )))
+            }
+            Ok(Event::Line { .. }) => {}
+            Err(_) => return Err(Error::Runtime("event channel closed".into())),
+        }
+    }
+}
+
+/// SIGTERM to each part, newest first, waiting up to `STOP_TIMEOUT` for each
+/// before SIGKILL.
+fn stop_all(parts: &mut Vec<Part>, inbox: &Receiver<Event>) {
+    while let Some(mut part) = parts.pop() {
+        let pid = part.child.id() as libc::pid_t;
+        if matches!(part.child.try_wait(), Ok(None)) {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            match part.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    // Wake on the child's stderr closing, or re-check soon.
+                    let _ = inbox.recv_timeout(Duration::from_millis(50));
+                }
+                _ => break None,
+            }
+        };
+        match status {
+            Some(status) => log::info!("{} stopped ({status})", part.name),
+            None => {
+                log::warn!(
+                    "{} did not stop within {STOP_TIMEOUT:?}: killing it",
+                    part.name
+                );
+                let _ = part.child.kill();
+                let _ = part.child.wait();
+            }
+        }
+    }
+}
+
+/// Turns SIGTERM/SIGINT into events. A second signal while stopping ends
+/// the process at once (the children get SIGTERM from PR_SET_PDEATHSIG).
+struct SignalWatch {
+    handle: signal_hook::iterator::Handle,
+}
+
+impl SignalWatch {
+    fn close(self) {
+        self.handle.close();
+    }
+}
+
+fn watch_signals(events: Sender<Event>) -> Result<SignalWatch, Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, std::sync::Arc::clone(&stopping))
+            .map_err(|e| Error::setup("signal handler", e))?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::setup("signal handler", e))?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = events.send(Event::Signal(sig));
+            }
+        })
+        .map_err(|e| Error::setup("signal thread", e))?;
+    Ok(SignalWatch { handle })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_ready_line_gives_local_endpoints() {
+        let line = "[2026-11-25T10:00:00Z INFO  vigil::router] ready: client=tcp://0.0.0.0:5555 \
+                    backend=tcp://127.0.0.1:5556 sinks=heartbeat=tcp://0.0.0.0:5561,stats=tcp://127.0.0.1:5562";
+        assert_eq!(
+            RouterEndpoints::parse(line),
+            Some(RouterEndpoints {
+                client: "tcp://127.0.0.1:5555".into(),
+                backend: "tcp://127.0.0.1:5556".into(),
+                sinks: "heartbeat=tcp://127.0.0.1:5561,stats=tcp://127.0.0.1:5562".into(),
+            })
+        );
+        assert_eq!(RouterEndpoints::parse("ready: client=x"), None);
+    }
+
+    #[test]
+    fn user_variables_win_over_local_defaults() {
+        let env = Env::from_pairs([("VIGIL_DB", "/tmp/x.db"), ("VIGIL_DATA_DIR", "/srv/v")]);
+        let config = StandaloneConfig::from_env(&env).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
+        let plan = Plan::new(&env, &config);
+        assert_eq!(plan.db().1, "/tmp/x.db");
+        assert_eq!(plan.agent_local().1, "ipc:///srv/v/agent.sock");
+    }
 }
