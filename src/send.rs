@@ -63,7 +63,7 @@ pub fn build(args: &[String]) -> Result<Vec<u8>, String> {
                 let value = rest
                     .get(i + 1)
                     .ok_or_else(|| format!("--{field} needs a value"))?;
-                obj.insert(field.to_string(), field_value(value));
+                obj.insert(field.to_string(), field_value(field, value));
                 i += 1;
             }
             _ => match serde_json::from_str::<Value>(arg) {
@@ -81,7 +81,15 @@ pub fn build(args: &[String]) -> Result<Vec<u8>, String> {
     Ok(serde_json::to_vec(&Value::Object(obj)).expect("serializes"))
 }
 
-fn field_value(text: &str) -> Value {
+/// Fields the protocol defines as text stay text, whatever they look like.
+const TEXT_FIELDS: [&str; 8] = [
+    "severity", "source", "message", "hostname", "plugin", "output", "id", "run_id",
+];
+
+fn field_value(field: &str, text: &str) -> Value {
+    if TEXT_FIELDS.contains(&field) {
+        return Value::String(text.to_string());
+    }
     let json_like = text.starts_with('{')
         || text.starts_with('[')
         || text == "true"
@@ -143,7 +151,7 @@ mod tests {
     fn builds_messages() {
         let b = build(&args(&["notification", "--severity", "error", "--message", "12", "--count", "3"])).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v, json!({"type":"notification","severity":"error","message":12,"count":3,"ack":true}));
+        assert_eq!(v, json!({"type":"notification","severity":"error","message":"12","count":3,"ack":true}));
         let b = build(&args(&["stats", r#"{"metrics":{"a":1}}"#, "--host", "x y"])).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v, json!({"type":"stats","metrics":{"a":1},"host":"x y"}));
