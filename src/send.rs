@@ -109,8 +109,12 @@ fn request(endpoint: &str, body: &[u8], timeout_ms: i32) -> Result<Value, Error>
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::REQ).map_err(|e| fail("socket for", e))?;
     socket.set_linger(0).map_err(|e| fail("linger on", e))?;
-    socket.set_sndtimeo(timeout_ms).map_err(|e| fail("sndtimeo on", e))?;
-    socket.connect(endpoint).map_err(|e| fail("connect to", e))?;
+    socket
+        .set_sndtimeo(timeout_ms)
+        .map_err(|e| fail("sndtimeo on", e))?;
+    socket
+        .connect(endpoint)
+        .map_err(|e| fail("connect to", e))?;
     socket.send(body, 0).map_err(|e| fail("send to", e))?;
     let ready = socket
         .poll(zmq::POLLIN, timeout_ms as i64)
@@ -130,7 +134,13 @@ fn interpret(reply: &Value) -> Result<(), Error> {
         println!("{}", reply.get("id").and_then(Value::as_str).unwrap_or(""));
         return Ok(());
     }
-    let text = |k: &str| reply.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    let text = |k: &str| {
+        reply
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
     Err(Error::Runtime(format!(
         "refused: {}: {}",
         text("error"),
@@ -149,14 +159,29 @@ mod tests {
 
     #[test]
     fn builds_messages() {
-        let b = build(&args(&["notification", "--severity", "error", "--message", "12", "--count", "3"])).unwrap();
+        let b = build(&args(&[
+            "notification",
+            "--severity",
+            "error",
+            "--message",
+            "12",
+            "--count",
+            "3",
+        ]))
+        .unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v, json!({"type":"notification","severity":"error","message":"12","count":3,"ack":true}));
+        assert_eq!(
+            v,
+            json!({"type":"notification","severity":"error","message":"12","count":3,"ack":true})
+        );
         let b = build(&args(&["stats", r#"{"metrics":{"a":1}}"#, "--host", "x y"])).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v, json!({"type":"stats","metrics":{"a":1},"host":"x y"}));
         let b = build(&args(&["notification", "--no-ack"])).unwrap();
-        assert!(serde_json::from_slice::<Value>(&b).unwrap().get("ack").is_none());
+        assert!(serde_json::from_slice::<Value>(&b)
+            .unwrap()
+            .get("ack")
+            .is_none());
         assert!(build(&args(&["--x"])).is_err());
         assert!(build(&args(&["stats", "--metrics"])).is_err());
         assert!(build(&args(&["stats", "[1]"])).is_err());

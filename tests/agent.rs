@@ -5,9 +5,11 @@
 //! end sending the `ack`, deduplicating by (uuid, id) as a real sink does.
 //! Every wait is bounded.
 
-mod util;
 #[path = "util/agent.rs"]
 mod agent_util;
+// The shared router harness serves several test binaries; this one uses part of it.
+#[allow(dead_code)]
+mod util;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::UdpSocket;
@@ -105,7 +107,9 @@ fn heartbeats_and_host_registration_reach_their_sinks() {
     .unwrap();
     let setup = AgentSetup::new(&dir, &router.client);
     let agent = setup.start();
-    let reg = recv_matching(&registrations, "host registration", |v| v["uuid"] == agent.uuid.as_str());
+    let reg = recv_matching(&registrations, "host registration", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
     assert_eq!(reg["process"]["name"], "vigil-agent");
     assert_eq!(reg["hostname"], "test-host");
     assert_eq!(reg["plugins"][0]["name"], "always");
@@ -138,7 +142,9 @@ fn run_plugin(router: &Router, results: &Sink, uuid: &str, plugin: &str) -> Valu
             .as_bytes(),
     );
     assert_eq!(reply, json!({"ok": true}), "run_plugin {plugin}");
-    let v = recv_matching(results, &format!("result of {plugin}"), |v| v["run_id"] == run_id.as_str());
+    let v = recv_matching(results, &format!("result of {plugin}"), |v| {
+        v["run_id"] == run_id.as_str()
+    });
     assert_eq!(v["plugin"], plugin);
     assert_eq!(v["uuid"], uuid);
     v
@@ -150,7 +156,10 @@ fn declare(dir: &TempDir, name: &str, body: &str, timeout_s: f64) {
     write_script(&script, body);
     std::fs::write(
         dir.join(&format!("plugins.d/{name}.conf")),
-        format!("name = {name}\ncommand = {} --flag\ntimeout_s = {timeout_s}\n", script.display()),
+        format!(
+            "name = {name}\ncommand = {} --flag\ntimeout_s = {timeout_s}\n",
+            script.display()
+        ),
     )
     .unwrap();
 }
@@ -160,7 +169,12 @@ fn plugins_exit_codes_perfdata_and_refusal() {
     let router = Router::start("r1");
     let results = router.sink("result");
     let dir = TempDir::new("agent-plugins");
-    declare(&dir, "ok", "echo 'LOAD OK - load 0.1 | load1=0.1;4;8;0 load5=0.2;;;0;'; exit 0", 10.0);
+    declare(
+        &dir,
+        "ok",
+        "echo 'LOAD OK - load 0.1 | load1=0.1;4;8;0 load5=0.2;;;0;'; exit 0",
+        10.0,
+    );
     declare(&dir, "warn", "echo 'WARN - x'; exit 1", 10.0);
     declare(&dir, "crit", "echo 'CRIT - y | t=5s'; exit 2", 10.0);
     declare(&dir, "unknown", "echo 'UNKNOWN - z'; exit 3", 10.0);
@@ -187,19 +201,34 @@ fn plugins_exit_codes_perfdata_and_refusal() {
     );
     assert!(v["duration_ms"].is_u64());
     assert_eq!(v["hostname"], "test-host");
-    assert_eq!(run_plugin(&router, &results, &agent.uuid, "warn")["status"], 1);
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "warn")["status"],
+        1
+    );
     let crit = run_plugin(&router, &results, &agent.uuid, "crit");
     assert_eq!(crit["status"], 2);
     assert_eq!(crit["perfdata"][0]["unit"], "s");
-    assert_eq!(run_plugin(&router, &results, &agent.uuid, "unknown")["status"], 3);
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "unknown")["status"],
+        3
+    );
     let weird = run_plugin(&router, &results, &agent.uuid, "weird");
     assert_eq!(weird["status"], 3, "exit 7 is UNKNOWN");
-    assert!(weird["output"].as_str().unwrap().contains("exit status 7"), "{weird}");
-    assert_eq!(run_plugin(&router, &results, &agent.uuid, "args")["output"], "got --flag");
+    assert!(
+        weird["output"].as_str().unwrap().contains("exit status 7"),
+        "{weird}"
+    );
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "args")["output"],
+        "got --flag"
+    );
 
     let multi = run_plugin(&router, &results, &agent.uuid, "multi");
     assert_eq!(multi["output"], "DISK OK - free");
-    assert_eq!(multi["long_output"], "/ 15272 MB (77%);\n/boot 68 MB (69%);");
+    assert_eq!(
+        multi["long_output"],
+        "/ 15272 MB (77%);\n/boot 68 MB (69%);"
+    );
     let labels: Vec<&str> = multi["perfdata"]
         .as_array()
         .unwrap()
@@ -216,7 +245,10 @@ fn plugins_exit_codes_perfdata_and_refusal() {
     let name = format!("touch {}", marker.display());
     let refused = run_plugin(&router, &results, &agent.uuid, &name);
     assert_eq!(refused["status"], 3);
-    assert!(refused["output"].as_str().unwrap().contains("not declared"), "{refused}");
+    assert!(
+        refused["output"].as_str().unwrap().contains("not declared"),
+        "{refused}"
+    );
     agent.wait_log("refused run_plugin", WAIT);
     assert!(!marker.exists(), "an undeclared plugin name must never run");
 }
@@ -249,14 +281,22 @@ fn plugin_timeout_kills_the_whole_process_group() {
     let deadline = Instant::now() + WAIT;
     // The killed child is reaped by init; until then it may be a zombie.
     while std::path::Path::new(&proc_dir).exists()
-        && !std::fs::read_to_string(format!("{proc_dir}/stat")).unwrap_or_default().contains(") Z")
+        && !std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
     {
-        assert!(Instant::now() < deadline, "the plugin's child {pid} survived the timeout");
+        assert!(
+            Instant::now() < deadline,
+            "the plugin's child {pid} survived the timeout"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Past the moment the child would have written: nothing was written.
     std::thread::sleep(Duration::from_millis(2_500));
-    assert!(!marker.exists(), "the plugin's child ran on after the timeout");
+    assert!(
+        !marker.exists(),
+        "the plugin's child ran on after the timeout"
+    );
 }
 
 // ----------------------------------------------------------- acked delivery
@@ -288,7 +328,11 @@ impl AckingSink {
         *self.copies.entry(id.clone()).or_default() += 1;
         self.handled.insert((uuid.clone(), id.clone()));
         if ack {
-            let reply = router.request(json!({"to": uuid, "type": "ack", "id": id}).to_string().as_bytes());
+            let reply = router.request(
+                json!({"to": uuid, "type": "ack", "id": id})
+                    .to_string()
+                    .as_bytes(),
+            );
             assert_eq!(reply, json!({"ok": true}), "ack delivery");
         }
         v
@@ -402,11 +446,22 @@ fn full_spool_refuses_new_acked_messages_and_keeps_the_accepted_ones() {
             break out;
         }
         accepted.push(stdout(&out));
-        assert!(accepted.len() < 20, "2048 bytes cannot hold 20 messages of 300");
+        assert!(
+            accepted.len() < 20,
+            "2048 bytes cannot hold 20 messages of 300"
+        );
     };
     assert_eq!(refusal.status.code(), Some(1));
-    assert!(stderr(&refusal).contains("spool_full"), "{}", stderr(&refusal));
-    assert!(stderr(&refusal).contains("VIGIL_SPOOL_MAX_BYTES"), "{}", stderr(&refusal));
+    assert!(
+        stderr(&refusal).contains("spool_full"),
+        "{}",
+        stderr(&refusal)
+    );
+    assert!(
+        stderr(&refusal).contains("VIGIL_SPOOL_MAX_BYTES"),
+        "{}",
+        stderr(&refusal)
+    );
     assert!(accepted.len() >= 2);
     // Unacked traffic is still accepted.
     let out = setup.send(&["stats", r#"{"metrics":{"a":1}}"#]);
@@ -427,7 +482,11 @@ fn full_spool_refuses_new_acked_messages_and_keeps_the_accepted_ones() {
         if out.status.success() {
             break;
         }
-        assert!(Instant::now() < deadline, "spool never drained: {}", stderr(&out));
+        assert!(
+            Instant::now() < deadline,
+            "spool never drained: {}",
+            stderr(&out)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -454,12 +513,19 @@ fn vigil_send_exit_codes_and_local_messages() {
 
     for (args, code) in [
         (vec!["hello"], "unknown_type"),
-        (vec!["notification", "--severity", "bad", "--message", "m"], "bad_field"),
+        (
+            vec!["notification", "--severity", "bad", "--message", "m"],
+            "bad_field",
+        ),
         (vec!["stats", r#"{"metrics":{}}"#], "bad_field"),
     ] {
         let out = setup.send(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&out).contains(&format!("refused: {code}")), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("refused: {code}")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     let out = setup.send(&[]);
     assert_eq!(out.status.code(), Some(2));
@@ -473,14 +539,18 @@ fn vigil_send_exit_codes_and_local_messages() {
         "plugins": [{"name": "appcheck", "command": script.display().to_string(), "timeout_s": 5}]});
     let out = setup.send(&["registration", &reg.to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let v = recv_matching(&registrations, "app registration", |v| v["process"]["name"] == "app");
+    let v = recv_matching(&registrations, "app registration", |v| {
+        v["process"]["name"] == "app"
+    });
     assert_eq!(v["uuid"], agent.uuid.as_str());
     let r = run_plugin(&router, &results, &agent.uuid, "appcheck");
-    assert_eq!((r["status"].as_i64(), r["output"].as_str()), (Some(0), Some("APP OK")));
+    assert_eq!(
+        (r["status"].as_i64(), r["output"].as_str()),
+        (Some(0), Some("APP OK"))
+    );
 
     // No agent listening: exit 1 with the reason.
-    let nobody = AgentSetup::new(&dir, &router.client)
-        .env("VIGIL_SEND_TIMEOUT_MS", "300");
+    let nobody = AgentSetup::new(&dir, &router.client).env("VIGIL_SEND_TIMEOUT_MS", "300");
     let nobody = AgentSetup {
         local: format!("ipc://{}", dir.join("nobody.sock").display()),
         ..nobody
@@ -498,8 +568,11 @@ fn statsd_lines_reach_the_stats_sink() {
     let setup = AgentSetup::new(&dir, &router.client).env("VIGIL_STATSD_FLUSH_SECS", "1");
     let agent = setup.start();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(b"app.hits:2|c\napp.hits:1|c|@0.5\napp.temp:20|g\napp.req:10|ms\napp.req:30|ms\nbad line\n", &agent.statsd)
-        .unwrap();
+    udp.send_to(
+        b"app.hits:2|c\napp.hits:1|c|@0.5\napp.temp:20|g\napp.req:10|ms\napp.req:30|ms\nbad line\n",
+        &agent.statsd,
+    )
+    .unwrap();
     // Samples may straddle a flush: add up what arrives until it is all there.
     let mut hits = 0.0;
     let mut temp = None;
@@ -508,7 +581,9 @@ fn statsd_lines_reach_the_stats_sink() {
     while hits < 4.0 || temp.is_none() || req_count < 2.0 {
         let got = stats
             .try_recv(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|| panic!("statsd metrics incomplete: hits={hits} temp={temp:?} req={req_count}"));
+            .unwrap_or_else(|| {
+                panic!("statsd metrics incomplete: hits={hits} temp={temp:?} req={req_count}")
+            });
         let v = got.json();
         assert_eq!(v["uuid"], agent.uuid.as_str());
         assert_eq!(v["source"], "statsd");
@@ -543,5 +618,8 @@ fn bad_configuration_exits_2_naming_the_variable_and_sigterm_exits_0() {
     let mut agent: Agent = setup.start();
     agent.signal("-TERM");
     assert_eq!(agent.wait_exit(WAIT).code(), Some(0));
-    assert!(agent.log_lines().iter().any(|l| l.contains("agent stopped")));
+    assert!(agent
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("agent stopped")));
 }

@@ -56,7 +56,12 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(env.int("VIGIL_HEARTBEAT_SECS", 30u64, 1, 86_400)?),
             local: local_endpoint(env)?,
             statsd: statsd_bind(env)?,
-            statsd_flush: Duration::from_secs(env.int("VIGIL_STATSD_FLUSH_SECS", 10u64, 1, 3_600)?),
+            statsd_flush: Duration::from_secs(env.int(
+                "VIGIL_STATSD_FLUSH_SECS",
+                10u64,
+                1,
+                3_600,
+            )?),
             plugin_dir: PathBuf::from(env.string("VIGIL_PLUGIN_DIR", "/etc/vigil/plugins.d")),
             plugin_concurrency: env.int("VIGIL_PLUGIN_CONCURRENCY", 4, 1, 256)?,
             plugin_output_max: env.int("VIGIL_PLUGIN_OUTPUT_MAX", 8_192, 256, 1 << 20)?,
@@ -139,7 +144,10 @@ pub fn check_local(value: &str, allow_remote: bool) -> Result<(), String> {
     if loopback || allow_remote {
         Ok(())
     } else {
-        Err("not a loopback address; set VIGIL_AGENT_LOCAL_ALLOW_REMOTE=1 to accept other hosts".into())
+        Err(
+            "not a loopback address; set VIGIL_AGENT_LOCAL_ALLOW_REMOTE=1 to accept other hosts"
+                .into(),
+        )
     }
 }
 
@@ -150,9 +158,9 @@ fn statsd_bind(env: &Env) -> Result<Option<SocketAddr>, ConfigError> {
     if raw == "off" {
         return Ok(None);
     }
-    let addr: SocketAddr = raw
-        .parse()
-        .map_err(|_| ConfigError::new(VAR, &raw, "expected IP:PORT (e.g. 127.0.0.1:8125) or off"))?;
+    let addr: SocketAddr = raw.parse().map_err(|_| {
+        ConfigError::new(VAR, &raw, "expected IP:PORT (e.g. 127.0.0.1:8125) or off")
+    })?;
     let allow_remote = env.int("VIGIL_AGENT_LOCAL_ALLOW_REMOTE", 0u8, 0, 1)? == 1;
     if !addr.ip().is_loopback() && !allow_remote {
         return Err(ConfigError::new(
@@ -233,8 +241,14 @@ mod tests {
             let err = AgentConfig::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");
         }
-        let env = Env::from_pairs([("VIGIL_RESEND_MIN_MS", "500"), ("VIGIL_RESEND_MAX_MS", "100")]);
-        assert_eq!(AgentConfig::from_env(&env).unwrap_err().var, "VIGIL_RESEND_MAX_MS");
+        let env = Env::from_pairs([
+            ("VIGIL_RESEND_MIN_MS", "500"),
+            ("VIGIL_RESEND_MAX_MS", "100"),
+        ]);
+        assert_eq!(
+            AgentConfig::from_env(&env).unwrap_err().var,
+            "VIGIL_RESEND_MAX_MS"
+        );
     }
 
     #[test]

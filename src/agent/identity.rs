@@ -88,7 +88,11 @@ pub fn load_or_create(state_dir: &Path, machine: &Machine) -> Result<(Identity, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let fresh = mint(machine);
             write(state_dir, &fresh)?;
-            log::info!("first start: minted UUID {} in {}", fresh.uuid, path.display());
+            log::info!(
+                "first start: minted UUID {} in {}",
+                fresh.uuid,
+                path.display()
+            );
             Ok((fresh, Origin::FirstStart))
         }
         Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
@@ -179,7 +183,11 @@ mod tests {
         let err = load_or_create(&dir, &machine("m1")).unwrap_err();
         assert!(err.contains("refusing to replace"), "{err}");
         assert_eq!(std::fs::read(dir.join(FILE_NAME)).unwrap(), b"{not json");
-        std::fs::write(dir.join(FILE_NAME), br#"{"uuid":"x","machine_id":"","hostname":""}"#).unwrap();
+        std::fs::write(
+            dir.join(FILE_NAME),
+            br#"{"uuid":"x","machine_id":"","hostname":""}"#,
+        )
+        .unwrap();
         assert!(load_or_create(&dir, &machine("m1")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -27,7 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Types a local process may send.
-pub const LOCAL_TYPES: [&str; 5] = ["registration", "heartbeat", "stats", "notification", "result"];
+pub const LOCAL_TYPES: [&str; 5] = [
+    "registration",
+    "heartbeat",
+    "stats",
+    "notification",
+    "result",
+];
 const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 /// Frames kept of one request (routing id, delimiter, body, spare).
 const MAX_FRAMES: usize = 8;
@@ -110,7 +116,12 @@ pub fn prepare(
     let id = match obj.get("id") {
         None => fresh_id(),
         Some(Value::String(id)) if !id.is_empty() && id.len() <= 128 => id.clone(),
-        Some(_) => return Err(refuse("bad_field", "id must be a string of 1-128 characters")),
+        Some(_) => {
+            return Err(refuse(
+                "bad_field",
+                "id must be a string of 1-128 characters",
+            ))
+        }
     };
     match obj.get("ts") {
         None => {
@@ -138,10 +149,17 @@ pub fn prepare(
     obj.entry("hostname").or_insert(json!(hostname));
     let frame = serde_json::to_vec(&Value::Object(obj)).expect("serializes");
     if frame.len() > max_bytes {
-        return Err(refuse("too_large", "message is over the limit once filled in"));
+        return Err(refuse(
+            "too_large",
+            "message is over the limit once filled in",
+        ));
     }
     Ok(Prepared {
-        kind: if kind == "stats" { Kind::Stats } else { Kind::Other },
+        kind: if kind == "stats" {
+            Kind::Stats
+        } else {
+            Kind::Other
+        },
         id,
         ack,
         frame,
@@ -193,7 +211,10 @@ fn check_type_fields(kind: &str, obj: &Map<String, Value>) -> Result<(), Refusal
                 .and_then(Value::as_i64)
                 .is_some_and(|s| (0..=3).contains(&s));
             if string("plugin").is_none() || !status_ok {
-                return Err(refuse("bad_field", "plugin (string) and status (0-3) are required"));
+                return Err(refuse(
+                    "bad_field",
+                    "plugin (string) and status (0-3) are required",
+                ));
             }
         }
         _ => {}
@@ -209,7 +230,10 @@ fn registration_plugins(obj: &Map<String, Value>) -> Result<(String, Vec<Declara
         .filter(|n| !n.is_empty() && n.len() <= 128)
         .ok_or_else(|| refuse("bad_field", "process.name (a string) is required"))?;
     if process == "vigil-agent" {
-        return Err(refuse("bad_field", "process name vigil-agent is the agent's own"));
+        return Err(refuse(
+            "bad_field",
+            "process name vigil-agent is the agent's own",
+        ));
     }
     let mut plugins = Vec::new();
     match obj.get("plugins") {
@@ -218,7 +242,10 @@ fn registration_plugins(obj: &Map<String, Value>) -> Result<(String, Vec<Declara
             for item in list {
                 let decl = declare::from_json(item, process).map_err(|e| refuse("bad_field", e))?;
                 if plugins.iter().any(|d: &Declaration| d.name == decl.name) {
-                    return Err(refuse("bad_field", format!("plugin {} listed twice", decl.name)));
+                    return Err(refuse(
+                        "bad_field",
+                        format!("plugin {} listed twice", decl.name),
+                    ));
                 }
                 plugins.push(decl);
             }
@@ -255,14 +282,19 @@ impl IntakeThread {
             }
             if readable {
                 for _ in 0..BURST {
-                    let Some(frames) = self.recv_request()? else { break };
+                    let Some(frames) = self.recv_request()? else {
+                        break;
+                    };
                     self.serve(frames, &mut waiting, &mut next_token);
                 }
             }
         }
         // Senders waiting on the spool get their answer before we go.
         // Dropping our sender lets the spool thread end once it is done.
-        drop(std::mem::replace(&mut self.spool, crossbeam_channel::bounded(1).0));
+        drop(std::mem::replace(
+            &mut self.spool,
+            crossbeam_channel::bounded(1).0,
+        ));
         let deadline = Instant::now() + self.drain.max(Duration::from_secs(1));
         while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -294,7 +326,12 @@ impl IntakeThread {
         }
     }
 
-    fn serve(&mut self, mut frames: Vec<Vec<u8>>, waiting: &mut HashMap<u64, Vec<Vec<u8>>>, next_token: &mut u64) {
+    fn serve(
+        &mut self,
+        mut frames: Vec<Vec<u8>>,
+        waiting: &mut HashMap<u64, Vec<Vec<u8>>>,
+        next_token: &mut u64,
+    ) {
         let body = frames.pop().unwrap_or_default();
         let envelope = frames;
         let prepared = prepare(
@@ -317,7 +354,13 @@ impl IntakeThread {
         }
         if prepared.ack {
             if waiting.len() >= PENDING_MAX {
-                return self.reply_refusal(envelope, &refuse("busy", "too many acked messages waiting for the disk; retry"));
+                return self.reply_refusal(
+                    envelope,
+                    &refuse(
+                        "busy",
+                        "too many acked messages waiting for the disk; retry",
+                    ),
+                );
             }
             let token = *next_token;
             *next_token += 1;
@@ -347,7 +390,10 @@ impl IntakeThread {
                 AgentMetrics::add(&self.metrics.local_accepted, 1);
                 self.reply(envelope, &ok_reply(&prepared.id));
             }
-            Err(_) => self.reply_refusal(envelope, &refuse("busy", "the agent's send queue is full; retry")),
+            Err(_) => self.reply_refusal(
+                envelope,
+                &refuse("busy", "the agent's send queue is full; retry"),
+            ),
         }
     }
 
@@ -382,7 +428,11 @@ impl IntakeThread {
 
     fn reply_refusal(&mut self, envelope: Vec<Vec<u8>>, refusal: &Refusal) {
         AgentMetrics::add(&self.metrics.local_refused, 1);
-        log::debug!("refused a local message: {}: {}", refusal.code, refusal.detail);
+        log::debug!(
+            "refused a local message: {}: {}",
+            refusal.code,
+            refusal.detail
+        );
         self.reply(envelope, &refusal.to_reply());
     }
 
@@ -417,9 +467,13 @@ mod tests {
         assert_eq!(v["id"], "fresh");
         assert_eq!(v["ts"], 100.5);
         assert_eq!(v["hostname"], "h1");
-        let p = prep(r#"{"type":"stats","metrics":{"a":1},"id":"mine","ts":5,"hostname":"x"}"#).unwrap();
+        let p = prep(r#"{"type":"stats","metrics":{"a":1},"id":"mine","ts":5,"hostname":"x"}"#)
+            .unwrap();
         let v: Value = serde_json::from_slice(&p.frame).unwrap();
-        assert_eq!((v["id"].as_str(), v["ts"].as_i64(), v["hostname"].as_str()), (Some("mine"), Some(5), Some("x")));
+        assert_eq!(
+            (v["id"].as_str(), v["ts"].as_i64(), v["hostname"].as_str()),
+            (Some("mine"), Some(5), Some("x"))
+        );
         assert_eq!(p.kind, Kind::Stats);
     }
 
@@ -430,18 +484,35 @@ mod tests {
         assert_eq!(code("[1]"), "bad_json");
         assert_eq!(code(r#"{"type":"hello"}"#), "unknown_type");
         assert_eq!(code(r#"{"severity":"error"}"#), "unknown_type");
-        assert_eq!(code(r#"{"type":"notification","severity":"meh","message":"m"}"#), "bad_field");
-        assert_eq!(code(r#"{"type":"notification","severity":"info"}"#), "bad_field");
+        assert_eq!(
+            code(r#"{"type":"notification","severity":"meh","message":"m"}"#),
+            "bad_field"
+        );
+        assert_eq!(
+            code(r#"{"type":"notification","severity":"info"}"#),
+            "bad_field"
+        );
         assert_eq!(code(r#"{"type":"stats","metrics":{"a":"x"}}"#), "bad_field");
-        assert_eq!(code(r#"{"type":"stats","metrics":{"a":1},"ack":1}"#), "bad_field");
-        assert_eq!(code(r#"{"type":"stats","metrics":{"a":1},"id":7}"#), "bad_field");
+        assert_eq!(
+            code(r#"{"type":"stats","metrics":{"a":1},"ack":1}"#),
+            "bad_field"
+        );
+        assert_eq!(
+            code(r#"{"type":"stats","metrics":{"a":1},"id":7}"#),
+            "bad_field"
+        );
         assert_eq!(code(r#"{"type":"heartbeat"}"#), "bad_field");
         assert_eq!(code(r#"{"type":"registration","process":{}}"#), "bad_field");
         assert_eq!(
-            code(r#"{"type":"stats","metrics":{"a":1},"uuid":"11111111-1111-1111-1111-111111111111"}"#),
+            code(
+                r#"{"type":"stats","metrics":{"a":1},"uuid":"11111111-1111-1111-1111-111111111111"}"#
+            ),
             "bad_field"
         );
-        let big = format!(r#"{{"type":"stats","metrics":{{"a":1}},"pad":"{}"}}"#, "x".repeat(5000));
+        let big = format!(
+            r#"{{"type":"stats","metrics":{{"a":1}},"pad":"{}"}}"#,
+            "x".repeat(5000)
+        );
         assert_eq!(code(&big), "too_large");
     }
 

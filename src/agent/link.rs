@@ -104,7 +104,8 @@ impl LinkThread {
         loop {
             let now = Instant::now();
             if now >= next_heartbeat {
-                let frame = message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs());
+                let frame =
+                    message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs());
                 self.queue.push(Outgoing {
                     kind: Kind::Other,
                     frame,
@@ -129,7 +130,8 @@ impl LinkThread {
                 wake = wake.min(at);
             }
             let timeout = wake.saturating_duration_since(Instant::now()).as_millis() as i64;
-            let want_out = !self.queue.is_empty() || self.resend.next_due().is_some_and(|t| t <= Instant::now());
+            let want_out = !self.queue.is_empty()
+                || self.resend.next_due().is_some_and(|t| t <= Instant::now());
             let events = if want_out {
                 zmq::POLLIN | zmq::POLLOUT
             } else {
@@ -253,7 +255,9 @@ impl LinkThread {
             }
             Inbound::Unknown(what) => {
                 if let Some(suppressed) = error_log.allow() {
-                    log::warn!("ignoring a message from a router: {what} ({suppressed} suppressed)");
+                    log::warn!(
+                        "ignoring a message from a router: {what} ({suppressed} suppressed)"
+                    );
                 }
             }
         }
@@ -261,10 +265,18 @@ impl LinkThread {
 
     fn publish_gauges(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.metrics.queue_len.store(self.queue.len() as u64, Relaxed);
-        self.metrics.spool_live.store(self.resend.len() as u64, Relaxed);
-        self.metrics.dropped_stats.store(self.queue.dropped_stats, Relaxed);
-        self.metrics.dropped_other.store(self.queue.dropped_other, Relaxed);
+        self.metrics
+            .queue_len
+            .store(self.queue.len() as u64, Relaxed);
+        self.metrics
+            .spool_live
+            .store(self.resend.len() as u64, Relaxed);
+        self.metrics
+            .dropped_stats
+            .store(self.queue.dropped_stats, Relaxed);
+        self.metrics
+            .dropped_other
+            .store(self.queue.dropped_other, Relaxed);
     }
 
     /// On shutdown: take what the channel holds, try to send the queue for

@@ -41,10 +41,21 @@ pub fn to_frame(value: Value) -> Vec<u8> {
 /// What a router sent this agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    Welcome { router: String },
-    Ack { id: String },
-    RunPlugin { plugin: String, run_id: Option<String> },
-    Error { code: String, detail: String, id: Option<String> },
+    Welcome {
+        router: String,
+    },
+    Ack {
+        id: String,
+    },
+    RunPlugin {
+        plugin: String,
+        run_id: Option<String>,
+    },
+    Error {
+        code: String,
+        detail: String,
+        id: Option<String>,
+    },
     Unknown(String),
 }
 
@@ -100,7 +111,10 @@ mod tests {
             Inbound::Error { id: Some(_), .. }
         ));
         assert!(matches!(parse_inbound(b"[]"), Inbound::Unknown(_)));
-        assert!(matches!(parse_inbound(br#"{"type":"ack","id":3}"#), Inbound::Unknown(_)));
+        assert!(matches!(
+            parse_inbound(br#"{"type":"ack","id":3}"#),
+            Inbound::Unknown(_)
+        ));
     }
 
     #[test]

@@ -66,7 +66,11 @@ pub fn command(args: &[String]) -> Result<(), Error> {
                 println!("{USAGE}");
                 return Ok(());
             }
-            other => return Err(Error::Usage(format!("unexpected argument {other:?}\n{USAGE}"))),
+            other => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument {other:?}\n{USAGE}"
+                )))
+            }
         }
     }
     let env = crate::config::Env::from_process()?;
@@ -124,7 +128,10 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
     let (spool, entries) = spool::Spool::open(&config.state_dir, config.spool_max_bytes)
         .map_err(|e| Error::setup("VIGIL_STATE_DIR", e))?;
     if !entries.is_empty() {
-        log::info!("spool: {} acked message(s) waiting for their ack; resending", entries.len());
+        log::info!(
+            "spool: {} acked message(s) waiting for their ack; resending",
+            entries.len()
+        );
     }
     let (files, errors) = plugins::declare::read_dir(&config.plugin_dir);
     for e in errors {
@@ -191,7 +198,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         drain: config.drain,
         reachable: false,
     };
-    supervisor.spawn("link", move || link_thread.run()).map_err(start)?;
+    supervisor
+        .spawn("link", move || link_thread.run())
+        .map_err(start)?;
     let spool_thread = spool_thread::SpoolThread {
         spool,
         rx: spool_rx,
@@ -200,7 +209,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         link: link_tx.clone(),
         metrics: Arc::clone(&metrics),
     };
-    supervisor.spawn("spool", move || spool_thread.run()).map_err(start)?;
+    supervisor
+        .spawn("spool", move || spool_thread.run())
+        .map_err(start)?;
     let intake = intake::IntakeThread {
         socket: local,
         bell: bells.intake.0,
@@ -215,7 +226,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         shutdown: shutdown.watch(),
         drain: config.drain,
     };
-    supervisor.spawn("intake", move || intake.run()).map_err(start)?;
+    supervisor
+        .spawn("intake", move || intake.run())
+        .map_err(start)?;
     if let Some(socket) = statsd {
         let thread = statsd::StatsdThread {
             socket,
@@ -227,7 +240,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
             metrics: Arc::clone(&metrics),
             shutdown: shutdown.watch(),
         };
-        supervisor.spawn("statsd", move || thread.run()).map_err(start)?;
+        supervisor
+            .spawn("statsd", move || thread.run())
+            .map_err(start)?;
     }
     let manager = PluginManager {
         rx: plugin_rx,

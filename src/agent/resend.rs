@@ -171,7 +171,13 @@ mod tests {
         let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
         let mut r = Resend::new(min, max);
         let t0 = Instant::now();
-        r.add(Entry { id: "a".into(), frame: b"{}".to_vec() }, t0);
+        r.add(
+            Entry {
+                id: "a".into(),
+                frame: b"{}".to_vec(),
+            },
+            t0,
+        );
         assert_eq!(r.due(t0), ["a"]);
         r.sent("a", t0);
         assert!(r.due(t0).is_empty());

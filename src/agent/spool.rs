@@ -120,14 +120,16 @@ pub fn live_entries(records: Vec<Record>) -> Vec<Entry> {
             }
         }
     }
-    order.into_iter().filter_map(|id| live.remove(&id)).collect()
+    order
+        .into_iter()
+        .filter_map(|id| live.remove(&id))
+        .collect()
 }
 
-/// Why an append was not accepted.
+/// Why an append was not accepted: the spool is at `VIGIL_SPOOL_MAX_BYTES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendError {
     Full { live: u64, max: u64 },
-    Io(String),
 }
 
 /// The spool file and the size of what is live in it. Owned by the spool
@@ -147,9 +149,11 @@ impl Spool {
     /// Opens (creating) the spool in `dir`, replays it, cuts a torn tail,
     /// and returns the entries still waiting for their ack.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Vec<Entry>), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
         let path = dir.join(FILE_NAME);
-        let fail = |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
+        let fail =
+            |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -167,7 +171,8 @@ impl Spool {
                 path.display(),
                 bytes.len() - valid
             );
-            file.set_len(valid as u64).map_err(|e| fail("truncate", e))?;
+            file.set_len(valid as u64)
+                .map_err(|e| fail("truncate", e))?;
             file.sync_all().map_err(|e| fail("fsync", e))?;
         }
         file.seek(SeekFrom::Start(valid as u64))
@@ -194,6 +199,7 @@ impl Spool {
         self.live.len()
     }
 
+    #[cfg(test)]
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
@@ -265,10 +271,16 @@ impl Spool {
         if self.file_bytes < COMPACT_MIN_BYTES || self.file_bytes < 4 * self.live_bytes.max(1) {
             return Ok(false);
         }
-        let fail = |what: &str, e: std::io::Error| format!("compacting {}: {what}: {e}", self.path.display());
-        self.file.seek(SeekFrom::Start(0)).map_err(|e| fail("seek", e))?;
+        let fail = |what: &str, e: std::io::Error| {
+            format!("compacting {}: {what}: {e}", self.path.display())
+        };
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| fail("seek", e))?;
         let mut bytes = Vec::new();
-        self.file.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
+        self.file
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail("read", e))?;
         let (records, _) = decode_all(&bytes);
         let mut out = Vec::new();
         for entry in live_entries(records) {
@@ -337,13 +349,19 @@ mod tests {
         assert!(entries.is_empty());
         spool.add(&entry("a", "12345")).unwrap();
         spool.add(&entry("b", "12345")).unwrap();
-        assert!(matches!(spool.add(&entry("c", "1")), Err(AppendError::Full { .. })));
+        assert!(matches!(
+            spool.add(&entry("c", "1")),
+            Err(AppendError::Full { .. })
+        ));
         spool.commit(true, &["a", "b"]).unwrap();
         spool.done("a");
         spool.commit(false, &[]).unwrap();
         drop(spool);
         // A torn record at the end, as a crash mid-write leaves.
-        let mut f = OpenOptions::new().append(true).open(dir.join(FILE_NAME)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE_NAME))
+            .unwrap();
         f.write_all(b"A\x10\x00").unwrap();
         drop(f);
         let (spool, entries) = Spool::open(&dir, 10).unwrap();

@@ -87,10 +87,6 @@ impl SpoolThread {
                             token,
                             result: Err(AppendRefusal::Full { live, max }),
                         }),
-                        Err(AppendError::Io(e)) => refused.push(Completion {
-                            token,
-                            result: Err(AppendRefusal::Io(e)),
-                        }),
                     }
                 }
             }
@@ -120,7 +116,9 @@ impl SpoolThread {
             let _ = self.completions.send(completion);
         }
         self.intake_bell.ring();
-        self.metrics.spool_live.store(self.spool.live_count() as u64, Relaxed);
+        self.metrics
+            .spool_live
+            .store(self.spool.live_count() as u64, Relaxed);
         if let Err(e) = self.spool.maybe_compact() {
             log::error!("spool: {e}");
         }

@@ -46,7 +46,9 @@ pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
     let mut rate = 1.0;
     for extra in parts {
         if let Some(r) = extra.strip_prefix('@') {
-            rate = r.parse::<f64>().map_err(|_| format!("bad sample rate {r:?}"))?;
+            rate = r
+                .parse::<f64>()
+                .map_err(|_| format!("bad sample rate {r:?}"))?;
             if !(rate > 0.0 && rate <= 1.0) {
                 return Err(format!("sample rate {r} is not in (0, 1]"));
             }
@@ -146,7 +148,9 @@ impl StatsdThread {
         let mut next_flush = Instant::now() + self.flush_every;
         let mut buf = vec![0u8; 65_536];
         loop {
-            let timeout = next_flush.saturating_duration_since(Instant::now()).as_millis() as i64;
+            let timeout = next_flush
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i64;
             let mut items = [
                 zmq::PollItem::from_fd(self.socket.as_raw_fd(), zmq::POLLIN),
                 self.bell.poll_item(),
@@ -216,12 +220,29 @@ mod tests {
 
     #[test]
     fn parses_lines() {
-        assert_eq!(parse_line("a.b:3|c").unwrap(), ("a.b".into(), Sample::Counter(3.0)));
+        assert_eq!(
+            parse_line("a.b:3|c").unwrap(),
+            ("a.b".into(), Sample::Counter(3.0))
+        );
         assert_eq!(parse_line("a:1|c|@0.1").unwrap().1, Sample::Counter(10.0));
-        assert_eq!(parse_line("g:-4|g").unwrap().1, Sample::Gauge { value: -4.0, delta: true });
-        assert_eq!(parse_line("g:4|g|#tag:x").unwrap().1, Sample::Gauge { value: 4.0, delta: false });
+        assert_eq!(
+            parse_line("g:-4|g").unwrap().1,
+            Sample::Gauge {
+                value: -4.0,
+                delta: true
+            }
+        );
+        assert_eq!(
+            parse_line("g:4|g|#tag:x").unwrap().1,
+            Sample::Gauge {
+                value: 4.0,
+                delta: false
+            }
+        );
         assert_eq!(parse_line("t:12.5|ms").unwrap().1, Sample::Timer(12.5));
-        for bad in ["", "a", "a:1", "a:x|c", "a:1|s", "a:1|c|@2", ":1|c", "a b:1|c", "a:nan|c"] {
+        for bad in [
+            "", "a", "a:1", "a:x|c", "a:1|s", "a:1|c|@2", ":1|c", "a b:1|c", "a:nan|c",
+        ] {
             assert!(parse_line(bad).is_err(), "{bad}");
         }
     }
@@ -229,14 +250,32 @@ mod tests {
     #[test]
     fn aggregates_per_interval() {
         let mut agg = Aggregator::default();
-        for line in ["c:1|c", "c:2|c|@0.5", "g:10|g", "g:+5|g", "g:-1|g", "t:3|ms", "t:1|ms", "t:2|ms"] {
+        for line in [
+            "c:1|c",
+            "c:2|c|@0.5",
+            "g:10|g",
+            "g:+5|g",
+            "g:-1|g",
+            "t:3|ms",
+            "t:1|ms",
+            "t:2|ms",
+        ] {
             let (n, s) = parse_line(line).unwrap();
             assert!(agg.add(n, s));
         }
         let m = agg.flush();
         assert_eq!(m["c"], 5.0);
         assert_eq!(m["g"], 14.0);
-        assert_eq!((m["t.count"], m["t.min"], m["t.max"], m["t.mean"], m["t.p90"]), (3.0, 1.0, 3.0, 2.0, 3.0));
+        assert_eq!(
+            (
+                m["t.count"],
+                m["t.min"],
+                m["t.max"],
+                m["t.mean"],
+                m["t.p90"]
+            ),
+            (3.0, 1.0, 3.0, 2.0, 3.0)
+        );
         assert!(agg.flush().is_empty());
         let (n, s) = parse_line("g:+1|g").unwrap();
         agg.add(n, s);

@@ -21,10 +21,6 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -76,7 +72,10 @@ impl AgentSetup {
             ("VIGIL_ROUTERS", routers.to_string()),
             ("VIGIL_MACHINE_ID_FILE", machine_id.display().to_string()),
             ("VIGIL_HOSTNAME", "test-host".to_string()),
-            ("VIGIL_PLUGIN_DIR", dir.join("plugins.d").display().to_string()),
+            (
+                "VIGIL_PLUGIN_DIR",
+                dir.join("plugins.d").display().to_string(),
+            ),
             ("VIGIL_STATSD_BIND", "127.0.0.1:0".to_string()),
             ("VIGIL_HEARTBEAT_SECS", "1".to_string()),
             ("VIGIL_RESEND_MIN_MS", "300".to_string()),
@@ -175,7 +174,9 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
     match rx.recv_timeout(limit) {
         Ok(out) => out.expect("wait for vigil"),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("vigil did not exit within {limit:?}");
         }
     }
@@ -239,7 +240,10 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "agent still running after {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "agent still running after {limit:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -256,7 +260,10 @@ impl Drop for Agent {
         }
         if thread::panicking() {
             let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
-            eprintln!("----- stderr of agent {} -----\n{log}\n----- end -----", self.uuid);
+            eprintln!(
+                "----- stderr of agent {} -----\n{log}\n----- end -----",
+                self.uuid
+            );
         }
     }
 }

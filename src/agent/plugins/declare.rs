@@ -65,18 +65,30 @@ fn check(decl: Declaration) -> Result<Declaration, String> {
         ));
     }
     if decl.command.trim().is_empty() || decl.command.len() > 4096 {
-        return Err(format!("plugin {}: command must be 1-4096 characters", decl.name));
+        return Err(format!(
+            "plugin {}: command must be 1-4096 characters",
+            decl.name
+        ));
     }
     if !(decl.timeout_s > 0.0 && decl.timeout_s <= MAX_TIMEOUT_S) {
-        return Err(format!("plugin {}: timeout_s must be in (0, 3600]", decl.name));
+        return Err(format!(
+            "plugin {}: timeout_s must be in (0, 3600]",
+            decl.name
+        ));
     }
     if let Some(i) = decl.interval_s {
-        if !(i >= 1.0 && i <= 86_400.0) {
-            return Err(format!("plugin {}: interval_s must be 1 to 86400", decl.name));
+        if !(1.0..=86_400.0).contains(&i) {
+            return Err(format!(
+                "plugin {}: interval_s must be 1 to 86400",
+                decl.name
+            ));
         }
     }
     if decl.local && decl.interval_s.is_none() {
-        return Err(format!("plugin {}: local = true needs interval_s", decl.name));
+        return Err(format!(
+            "plugin {}: local = true needs interval_s",
+            decl.name
+        ));
     }
     Ok(decl)
 }
@@ -192,7 +204,10 @@ mod tests {
         .unwrap();
         assert_eq!(d.name, "load");
         assert_eq!(d.command, "/x/check_load -w 4 -c 'a b'");
-        assert_eq!((d.interval_s, d.timeout_s, d.local), (Some(60.0), 5.0, true));
+        assert_eq!(
+            (d.interval_s, d.timeout_s, d.local),
+            (Some(60.0), 5.0, true)
+        );
     }
 
     #[test]
@@ -210,7 +225,10 @@ mod tests {
     fn from_registration_json() {
         let v = json!({"name": "q", "command": "/bin/true", "interval_s": 30});
         let d = from_json(&v, "app").unwrap();
-        assert_eq!((d.process.as_str(), d.timeout_s), ("app", DEFAULT_TIMEOUT_S));
+        assert_eq!(
+            (d.process.as_str(), d.timeout_s),
+            ("app", DEFAULT_TIMEOUT_S)
+        );
         assert!(from_json(&json!({"name": "q"}), "app").is_err());
         assert!(from_json(&json!(3), "app").is_err());
     }

@@ -33,9 +33,15 @@ const WAITING_MAX: usize = 1024;
 #[derive(Debug)]
 pub enum PluginEvent {
     /// Run a declared plugin (`run_id` when the scheduler asked).
-    Run { plugin: String, run_id: Option<String> },
+    Run {
+        plugin: String,
+        run_id: Option<String>,
+    },
     /// A local process (re)registered: its plugin set replaces the old one.
-    Local { process: String, plugins: Vec<Declaration> },
+    Local {
+        process: String,
+        plugins: Vec<Declaration>,
+    },
     /// A worker finished (sent by the worker itself).
     Finished { worker: u64 },
 }
@@ -127,7 +133,9 @@ impl PluginManager {
             for at in state.next_local.values() {
                 wake = Some(wake.map_or(*at, |w| w.min(*at)));
             }
-            let timeout = wake.map_or(-1, |w| w.saturating_duration_since(Instant::now()).as_millis() as i64);
+            let timeout = wake.map_or(-1, |w| {
+                w.saturating_duration_since(Instant::now()).as_millis() as i64
+            });
             let mut items = [bell.poll_item()];
             match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -305,7 +313,10 @@ impl Inner {
             log::warn!("plugin declarations: {e}");
         }
         if files != state.files {
-            log::info!("plugin declarations changed: {} plugin(s); registering again", files.len());
+            log::info!(
+                "plugin declarations changed: {} plugin(s); registering again",
+                files.len()
+            );
             state.files = files;
             register(&self.link, &self.uuid, &self.hostname, &state.files);
             let now = Instant::now();
@@ -417,7 +428,11 @@ impl Worker {
         let outcome = run::run(&decl.command, timeout, self.output_max);
         if outcome.timed_out {
             AgentMetrics::add(&self.metrics.plugin_timeouts, 1);
-            log::warn!("plugin {} timed out after {:?}; its process group was killed", decl.name, timeout);
+            log::warn!(
+                "plugin {} timed out after {:?}; its process group was killed",
+                decl.name,
+                timeout
+            );
         }
         let mut extra = Vec::new();
         if outcome.truncated {

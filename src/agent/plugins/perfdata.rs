@@ -100,12 +100,16 @@ fn next_item(s: &str) -> (Option<Perf>, &str) {
             None => return (None, ""),
         }
     } else {
-        let end = s.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(s.len());
+        let end = s
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(s.len());
         (s[..end].to_string(), &s[end..])
     };
     let Some(after_eq) = after_label.strip_prefix('=') else {
         // No `=`: skip to the next whitespace.
-        let end = after_label.find(char::is_whitespace).unwrap_or(after_label.len());
+        let end = after_label
+            .find(char::is_whitespace)
+            .unwrap_or(after_label.len());
         return (None, &after_label[end..]);
     };
     let end = after_eq.find(char::is_whitespace).unwrap_or(after_eq.len());
@@ -141,7 +145,7 @@ fn parse_data(label: String, data: &str) -> Option<Perf> {
         (None, None)
     } else {
         let end = first
-            .find(|c: char| !(c.is_ascii_digit() || "+-.,eE".contains(c)) )
+            .find(|c: char| !(c.is_ascii_digit() || "+-.,eE".contains(c)))
             .unwrap_or(first.len());
         // `e`/`E` only count as an exponent if digits follow; otherwise
         // they start a unit (none of the guideline units does).
@@ -190,7 +194,8 @@ mod tests {
 
     #[test]
     fn single_line_with_full_perfdata() {
-        let out = parse_output("DISK OK - free space: / 3326 MB (56%) | /=2643MB;5948;5958;0;5968\n");
+        let out =
+            parse_output("DISK OK - free space: / 3326 MB (56%) | /=2643MB;5948;5958;0;5968\n");
         assert_eq!(out.text, "DISK OK - free space: / 3326 MB (56%)");
         assert_eq!(out.long_output, "");
         assert_eq!(

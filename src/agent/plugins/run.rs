@@ -12,9 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const OK: i32 = 0;
-pub const WARNING: i32 = 1;
-pub const CRITICAL: i32 = 2;
+/// The Nagios state for "could not tell": every failure to run maps here.
 pub const UNKNOWN: i32 = 3;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +90,10 @@ pub fn run(command: &str, timeout: Duration, max_output: usize) -> RunOutcome {
         return RunOutcome {
             status: UNKNOWN,
             output: Output {
-                text: format!("UNKNOWN: plugin timed out after {:.1} s and was killed", timeout.as_secs_f64()),
+                text: format!(
+                    "UNKNOWN: plugin timed out after {:.1} s and was killed",
+                    timeout.as_secs_f64()
+                ),
                 ..Output::default()
             },
             duration,
@@ -152,7 +153,10 @@ fn read_capped(mut from: impl Read, max: usize) -> (Vec<u8>, bool) {
 /// Waits for the child's exit until `deadline`. The leader has closed its
 /// output, so this is normally immediate; the short naps only cover a
 /// leader that closed stdout and kept running.
-fn wait_until(child: &mut std::process::Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
@@ -174,10 +178,20 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+    const OK: i32 = 0;
+    const WARNING: i32 = 1;
+    const CRITICAL: i32 = 2;
 
     #[test]
     fn exit_codes_map_to_states() {
-        for (code, status) in [(0, OK), (1, WARNING), (2, CRITICAL), (3, UNKNOWN), (4, UNKNOWN), (255, UNKNOWN)] {
+        for (code, status) in [
+            (0, OK),
+            (1, WARNING),
+            (2, CRITICAL),
+            (3, UNKNOWN),
+            (4, UNKNOWN),
+            (255, UNKNOWN),
+        ] {
             let out = run(&format!("echo 'text|a=1'; exit {code}"), T, 1024);
             assert_eq!(out.status, status, "exit {code}");
             assert!(out.output.text.ends_with("text"), "{:?}", out.output.text);
