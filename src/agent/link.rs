@@ -1,0 +1,356 @@
+//! The link thread: the only owner of the DEALER connected to every router.
+//!
+//! Other threads hand it frames over one bounded channel and ring its
+//! doorbell. It sends `hello` and heartbeats, keeps unacked traffic in a
+//! bounded memory queue while no router is reachable, sends spooled
+//! (acked) messages and resends them with backoff until their `ack`, and
+//! passes `run_plugin` requests to the plugin manager.
+//!
+//! Reachability comes from the socket itself: with `ZMQ_IMMEDIATE` a
+//! DEALER queues only to completed connections, so a non-blocking send
+//! fails with EAGAIN exactly when no router is connected (or all are at
+//! their high-water mark), and POLLOUT says when one is again.
+//!
+//! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
+//! which the doorbell interrupts.
+
+use super::message::{self, Inbound};
+use super::metrics::AgentMetrics;
+use super::outqueue::{Kind, OutQueue, Outgoing};
+use super::plugins::{PluginEvent, PluginTx};
+use super::resend::Resend;
+use super::spool::Entry;
+use super::spool_thread::SpoolCmd;
+use crate::doorbell::{Doorbell, Ringer};
+use crate::signals::ShutdownWatch;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Frames read from the DEALER per wake-up before looking at the rest.
+const BURST: usize = 256;
+/// At most one log line per this window for router error replies.
+const ERROR_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// What other threads give the link thread.
+#[derive(Debug)]
+pub enum ToLink {
+    /// Unacked traffic: sent when a router is reachable, else queued.
+    Send(Outgoing),
+    /// An acked message, already fsynced in the spool.
+    Spooled(Entry),
+}
+
+/// The producers' end of the link channel.
+#[derive(Clone, Debug)]
+pub struct LinkTx {
+    pub tx: Sender<ToLink>,
+    pub ringer: Ringer,
+}
+
+impl LinkTx {
+    /// Hands over `msg` without blocking; gives it back when the channel is
+    /// full or the link thread is gone.
+    pub fn try_send(&self, msg: ToLink) -> Result<(), ToLink> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.ringer.ring();
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
+        }
+    }
+
+    /// Hands over `msg`, waiting at most `timeout` for room.
+    pub fn send_timeout(&self, msg: ToLink, timeout: Duration) -> Result<(), ToLink> {
+        match self.tx.send_timeout(msg, timeout) {
+            Ok(()) => {
+                self.ringer.ring();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+}
+
+pub struct LinkThread {
+    pub socket: zmq::Socket,
+    pub bell: Doorbell,
+    pub rx: Receiver<ToLink>,
+    pub uuid: String,
+    pub hostname: String,
+    pub heartbeat: Duration,
+    pub queue: OutQueue,
+    pub resend: Resend,
+    pub plugins: PluginTx,
+    pub spool: Sender<SpoolCmd>,
+    pub metrics: Arc<AgentMetrics>,
+    pub shutdown: ShutdownWatch,
+    pub stats_interval: Option<Duration>,
+    pub drain: Duration,
+    /// Whether the last send attempt found a router.
+    pub reachable: bool,
+}
+
+impl LinkThread {
+    pub fn run(mut self) -> Result<(), zmq::Error> {
+        self.queue.push(Outgoing {
+            kind: Kind::Other,
+            frame: message::hello(&self.uuid),
+        });
+        let mut next_heartbeat = Instant::now();
+        let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
+        let mut error_log = RateLimit::new(ERROR_LOG_WINDOW);
+        loop {
+            let now = Instant::now();
+            if now >= next_heartbeat {
+                let frame =
+                    message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs());
+                self.queue.push(Outgoing {
+                    kind: Kind::Other,
+                    frame,
+                });
+                next_heartbeat = now + self.heartbeat;
+            }
+            if let (Some(at), Some(interval)) = (next_stats, self.stats_interval) {
+                if now >= at {
+                    self.publish_gauges();
+                    log::info!("{}", self.metrics.summary_line());
+                    next_stats = Some(now + interval);
+                }
+            }
+            self.take_channel();
+            self.flush(Instant::now());
+            let mut wake = next_heartbeat;
+            if let Some(at) = next_stats {
+                wake = wake.min(at);
+            }
+            // Unreachable: POLLOUT, not a timer, says when to try again.
+            if let Some(at) = self.resend.next_due().filter(|_| self.reachable) {
+                wake = wake.min(at);
+            }
+            let timeout = wake.saturating_duration_since(Instant::now()).as_millis() as i64;
+            let want_out = !self.queue.is_empty()
+                || self.resend.next_due().is_some_and(|t| t <= Instant::now());
+            let events = if want_out {
+                zmq::POLLIN | zmq::POLLOUT
+            } else {
+                zmq::POLLIN
+            };
+            // When only waiting for POLLOUT, a timer still bounds the wait.
+            let ready = self.bell.wait(&self.socket, events, timeout.max(1))?;
+            if self.shutdown.is_set() {
+                return self.drain_and_stop();
+            }
+            if ready {
+                self.read_burst(&mut error_log)?;
+            }
+        }
+    }
+
+    /// Moves everything waiting in the channel into the queue or the
+    /// resend book.
+    fn take_channel(&mut self) {
+        let now = Instant::now();
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                ToLink::Send(item) => self.queue.push(item),
+                ToLink::Spooled(entry) => self.resend.add(entry, now),
+            }
+        }
+    }
+
+    /// Sends what can be sent now: queued unacked traffic, then acked
+    /// messages that are fresh or due again.
+    fn flush(&mut self, now: Instant) {
+        while let Some(item) = self.queue.front() {
+            if !self.try_send(&item.frame.clone()) {
+                break;
+            }
+            self.queue.pop();
+            AgentMetrics::add(&self.metrics.sent, 1);
+        }
+        let due = self.resend.due(now);
+        let mut blocked = false;
+        for id in due {
+            if blocked {
+                self.resend.unsent(&id);
+                continue;
+            }
+            let Some(frame) = self.resend.frame(&id).map(<[u8]>::to_vec) else {
+                continue;
+            };
+            if self.try_send(&frame) {
+                AgentMetrics::add(&self.metrics.sent, 1);
+                self.resend.sent(&id, now);
+            } else {
+                blocked = true;
+                self.resend.unsent(&id);
+            }
+        }
+    }
+
+    /// One non-blocking send; `false` when no router can take it now.
+    fn try_send(&mut self, frame: &[u8]) -> bool {
+        match self.socket.send(frame, zmq::DONTWAIT) {
+            Ok(()) => {
+                if !self.reachable {
+                    log::info!("a router is reachable: sending queued messages");
+                    self.reachable = true;
+                }
+                true
+            }
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                if self.reachable {
+                    log::warn!("no router reachable: queueing (acked messages stay in the spool)");
+                    self.reachable = false;
+                }
+                false
+            }
+            Err(e) => {
+                // Not a reachability problem: the frame itself failed.
+                log::error!("DEALER send failed: {e}; dropping one frame");
+                true
+            }
+        }
+    }
+
+    fn read_burst(&mut self, error_log: &mut RateLimit) -> Result<(), zmq::Error> {
+        for _ in 0..BURST {
+            let frame = match self.socket.recv_bytes(zmq::DONTWAIT) {
+                Ok(frame) => frame,
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            // POLLOUT may have been what woke us; any read is also a sign of life.
+            self.handle_inbound(&frame, error_log);
+        }
+        Ok(())
+    }
+
+    fn handle_inbound(&mut self, frame: &[u8], error_log: &mut RateLimit) {
+        match message::parse_inbound(frame) {
+            Inbound::Welcome { router } => log::info!("welcomed by router {router:?}"),
+            Inbound::Ack { id } => {
+                if self.resend.ack(&id) {
+                    AgentMetrics::add(&self.metrics.acked, 1);
+                    let _ = self.spool.send(SpoolCmd::Done(id));
+                }
+            }
+            Inbound::RunPlugin { plugin, run_id } => {
+                self.plugins.send(PluginEvent::Run { plugin, run_id });
+            }
+            Inbound::Error { code, detail, id } => {
+                AgentMetrics::add(&self.metrics.router_errors, 1);
+                let spooled = id.as_deref().is_some_and(|id| self.resend.contains(id));
+                // A spooled message stays due on its backoff: it is simply
+                // sent again later. Anything else is counted and logged.
+                if let Some(suppressed) = error_log.allow() {
+                    log::warn!(
+                        "router refused a message: {code}: {detail} (id {id:?}{}; {suppressed} \
+                         similar lines suppressed)",
+                        if spooled { ", will resend" } else { "" }
+                    );
+                }
+            }
+            Inbound::Unknown(what) => {
+                if let Some(suppressed) = error_log.allow() {
+                    log::warn!(
+                        "ignoring a message from a router: {what} ({suppressed} suppressed)"
+                    );
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .queue_len
+            .store(self.queue.len() as u64, Relaxed);
+        self.metrics
+            .spool_live
+            .store(self.resend.len() as u64, Relaxed);
+        self.metrics
+            .dropped_stats
+            .store(self.queue.dropped_stats, Relaxed);
+        self.metrics
+            .dropped_other
+            .store(self.queue.dropped_other, Relaxed);
+    }
+
+    /// On shutdown: take what the channel holds, try to send the queue for
+    /// at most `drain`, then let the socket's linger flush it.
+    fn drain_and_stop(mut self) -> Result<(), zmq::Error> {
+        self.take_channel();
+        let deadline = Instant::now() + self.drain;
+        loop {
+            self.flush(Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.queue.is_empty() || left.is_zero() {
+                break;
+            }
+            let _ = self.socket.poll(zmq::POLLOUT, left.as_millis() as i64)?;
+        }
+        self.publish_gauges();
+        if !self.queue.is_empty() {
+            log::warn!("stopping with {} unacked messages unsent", self.queue.len());
+        }
+        Ok(())
+    }
+}
+
+/// Lets one event through per window and counts the rest.
+pub struct RateLimit {
+    window: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(window: Duration) -> RateLimit {
+        RateLimit {
+            window,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last allowed)` when this one may be logged.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now < t + self.window) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The DEALER's options: routing id, linger, reconnect with jitter, ZMTP
+/// heartbeats, IMMEDIATE so reachability is visible.
+pub fn configure_dealer(
+    socket: &zmq::Socket,
+    uuid: &str,
+    config: &super::config::AgentConfig,
+    jitter: f64,
+) -> zmq::Result<()> {
+    socket.set_identity(uuid.as_bytes())?;
+    socket.set_linger(config.drain.as_millis().min(i32::MAX as u128) as i32)?;
+    socket.set_immediate(true)?;
+    // Each agent starts from its own interval in [base, 2*base), so a
+    // router restart is not met by every agent in the same instant; libzmq
+    // then doubles it up to the maximum.
+    let ivl = config.reconnect_ms + (config.reconnect_ms as f64 * jitter) as i32;
+    socket.set_reconnect_ivl(ivl)?;
+    socket.set_reconnect_ivl_max(config.reconnect_max_ms.max(ivl))?;
+    if config.zmtp_heartbeat_ms > 0 {
+        socket.set_heartbeat_ivl(config.zmtp_heartbeat_ms)?;
+        socket.set_heartbeat_timeout(config.zmtp_heartbeat_ms.saturating_mul(3))?;
+        socket.set_heartbeat_ttl(config.zmtp_heartbeat_ms.saturating_mul(3).min(6_553_000))?;
+    }
+    socket.set_sndhwm(1_000)?;
+    socket.set_rcvhwm(1_000)?;
+    Ok(())
+}

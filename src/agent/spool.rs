@@ -1,0 +1,396 @@
+//! The disk spool of acked messages: nothing a local sender was told is
+//! accepted may be lost, not even to `kill -9` or a power cut.
+//!
+//! One append-only file, `spool.log`, of records:
+//!
+//! ```text
+//!  tag (1 byte: 'A' add or 'D' done) | len (u32 LE) | fnv1a-64 of body (u64 LE) | body
+//!  A body: id length (u16 LE) | id | frame        D body: id
+//! ```
+//!
+//! The spool thread collects every request waiting in its channel, writes
+//! them all and fsyncs once (group commit), and only then tells each sender
+//! "accepted" and hands the messages to the link thread. On start the file
+//! is replayed; a torn or corrupt tail can only be records never fsynced
+//! (so never acknowledged to anyone) and is cut off. A `D` record is
+//! written when the ack arrives, without its own fsync: losing one only
+//! means one duplicate resend, which sinks drop. The file is rewritten with
+//! only the live records once the dead ones outweigh them.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "spool.log";
+const HEADER: usize = 1 + 4 + 8;
+/// Compaction is not worth it below this size.
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
+
+/// One acked message kept until its ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub frame: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Add(Entry),
+    Done(String),
+}
+
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+pub fn encode(record: &Record, out: &mut Vec<u8>) {
+    let (tag, body) = match record {
+        Record::Add(entry) => {
+            let mut body = Vec::with_capacity(2 + entry.id.len() + entry.frame.len());
+            body.extend_from_slice(&(entry.id.len() as u16).to_le_bytes());
+            body.extend_from_slice(entry.id.as_bytes());
+            body.extend_from_slice(&entry.frame);
+            (b'A', body)
+        }
+        Record::Done(id) => (b'D', id.as_bytes().to_vec()),
+    };
+    out.push(tag);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fnv1a(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// Decodes the records at the start of `bytes`; returns them and the
+/// length of the valid prefix (everything after it is torn or corrupt).
+pub fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some((record, len)) = decode_one(&bytes[at..]) {
+        records.push(record);
+        at += len;
+    }
+    (records, at)
+}
+
+fn decode_one(bytes: &[u8]) -> Option<(Record, usize)> {
+    if bytes.len() < HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[1..5].try_into().ok()?) as usize;
+    let sum = u64::from_le_bytes(bytes[5..13].try_into().ok()?);
+    let body = bytes.get(HEADER..HEADER + len)?;
+    if fnv1a(body) != sum {
+        return None;
+    }
+    let record = match bytes[0] {
+        b'A' => {
+            let id_len = u16::from_le_bytes(body.get(0..2)?.try_into().ok()?) as usize;
+            let id = std::str::from_utf8(body.get(2..2 + id_len)?).ok()?;
+            Record::Add(Entry {
+                id: id.to_string(),
+                frame: body[2 + id_len..].to_vec(),
+            })
+        }
+        b'D' => Record::Done(std::str::from_utf8(body).ok()?.to_string()),
+        _ => return None,
+    };
+    Some((record, HEADER + len))
+}
+
+/// The live entries after replaying `records`, in the order they were added.
+pub fn live_entries(records: Vec<Record>) -> Vec<Entry> {
+    let mut order = Vec::new();
+    let mut live: HashMap<String, Entry> = HashMap::new();
+    for record in records {
+        match record {
+            Record::Add(entry) => {
+                if !live.contains_key(&entry.id) {
+                    order.push(entry.id.clone());
+                }
+                live.insert(entry.id.clone(), entry);
+            }
+            Record::Done(id) => {
+                live.remove(&id);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| live.remove(&id))
+        .collect()
+}
+
+/// Why an append was not accepted: the spool is at `VIGIL_SPOOL_MAX_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    Full { live: u64, max: u64 },
+}
+
+/// The spool file and the size of what is live in it. Owned by the spool
+/// thread alone.
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+    /// Size of each live entry's frame, by id.
+    live: HashMap<String, u64>,
+    live_bytes: u64,
+    file_bytes: u64,
+    max_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, replays it, cuts a torn tail,
+    /// and returns the entries still waiting for their ack.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Vec<Entry>), String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        let path = dir.join(FILE_NAME);
+        let fail =
+            |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| fail("open", e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
+        let (records, valid) = decode_all(&bytes);
+        if valid < bytes.len() {
+            log::warn!(
+                "{}: cutting {} bytes of torn or corrupt records at offset {valid} \
+                 (never fsynced, so never accepted)",
+                path.display(),
+                bytes.len() - valid
+            );
+            file.set_len(valid as u64)
+                .map_err(|e| fail("truncate", e))?;
+            file.sync_all().map_err(|e| fail("fsync", e))?;
+        }
+        file.seek(SeekFrom::Start(valid as u64))
+            .map_err(|e| fail("seek", e))?;
+        let entries = live_entries(records);
+        let live: HashMap<String, u64> = entries
+            .iter()
+            .map(|e| (e.id.clone(), e.frame.len() as u64))
+            .collect();
+        let live_bytes = live.values().sum();
+        let spool = Spool {
+            path,
+            file,
+            live,
+            live_bytes,
+            file_bytes: valid as u64,
+            max_bytes,
+            buf: Vec::new(),
+        };
+        Ok((spool, entries))
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    #[cfg(test)]
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.live.contains_key(id)
+    }
+
+    /// Buffers an add record; it is durable only after [`Spool::commit`].
+    pub fn add(&mut self, entry: &Entry) -> Result<(), AppendError> {
+        let size = entry.frame.len() as u64;
+        if self.live_bytes + size > self.max_bytes {
+            return Err(AppendError::Full {
+                live: self.live_bytes,
+                max: self.max_bytes,
+            });
+        }
+        encode(&Record::Add(entry.clone()), &mut self.buf);
+        self.live.insert(entry.id.clone(), size);
+        self.live_bytes += size;
+        Ok(())
+    }
+
+    /// Buffers a done record for an acked id (unknown ids are ignored: a
+    /// duplicate ack, or one for an id already compacted away).
+    pub fn done(&mut self, id: &str) {
+        if let Some(size) = self.live.remove(id) {
+            self.live_bytes -= size;
+            encode(&Record::Done(id.to_string()), &mut self.buf);
+        }
+    }
+
+    /// Writes what is buffered; with `sync`, fsyncs it. On failure the
+    /// buffered adds are undone so the caller can refuse them.
+    pub fn commit(&mut self, sync: bool, added: &[&str]) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            let result = self.file.write_all(&self.buf);
+            self.file_bytes += self.buf.len() as u64;
+            self.buf.clear();
+            if let Err(e) = result {
+                self.undo(added);
+                return Err(format!("{}: write failed: {e}", self.path.display()));
+            }
+        }
+        if sync {
+            if let Err(e) = self.file.sync_data() {
+                self.undo(added);
+                return Err(format!("{}: fsync failed: {e}", self.path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, added: &[&str]) {
+        for id in added {
+            if let Some(size) = self.live.remove(*id) {
+                self.live_bytes -= size;
+            }
+        }
+        // A partial write leaves a torn record that the next replay cuts;
+        // reopening at the real end keeps later records after it valid.
+        if let Ok(len) = self.file.seek(SeekFrom::End(0)) {
+            self.file_bytes = len;
+        }
+    }
+
+    /// Rewrites the file with only live records when dead ones dominate.
+    pub fn maybe_compact(&mut self) -> Result<bool, String> {
+        if self.file_bytes < COMPACT_MIN_BYTES || self.file_bytes < 4 * self.live_bytes.max(1) {
+            return Ok(false);
+        }
+        let fail = |what: &str, e: std::io::Error| {
+            format!("compacting {}: {what}: {e}", self.path.display())
+        };
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| fail("seek", e))?;
+        let mut bytes = Vec::new();
+        self.file
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail("read", e))?;
+        let (records, _) = decode_all(&bytes);
+        let mut out = Vec::new();
+        for entry in live_entries(records) {
+            encode(&Record::Add(entry), &mut out);
+        }
+        let tmp = self.path.with_extension("log.tmp");
+        let mut file = File::create(&tmp).map_err(|e| fail("create", e))?;
+        file.write_all(&out).map_err(|e| fail("write", e))?;
+        file.sync_all().map_err(|e| fail("fsync", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail("rename", e))?;
+        if let Some(dir) = self.path.parent() {
+            super::identity::sync_dir(dir);
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| fail("reopen", e))?;
+        file.seek(SeekFrom::End(0)).map_err(|e| fail("seek", e))?;
+        self.file = file;
+        self.file_bytes = out.len() as u64;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, frame: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            frame: frame.as_bytes().to_vec(),
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigil-spool-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn records_round_trip_and_torn_tail_is_cut() {
+        let mut bytes = Vec::new();
+        encode(&Record::Add(entry("a", "{1}")), &mut bytes);
+        encode(&Record::Done("a".into()), &mut bytes);
+        encode(&Record::Add(entry("b", "{2}")), &mut bytes);
+        let full = bytes.len();
+        let (records, valid) = decode_all(&bytes);
+        assert_eq!((records.len(), valid), (3, full));
+        assert_eq!(live_entries(records), vec![entry("b", "{2}")]);
+        for cut in 0..full {
+            let (_, valid) = decode_all(&bytes[..cut]);
+            assert!(valid <= cut);
+        }
+        let mut corrupt = bytes.clone();
+        *corrupt.last_mut().unwrap() ^= 1;
+        assert_eq!(decode_all(&corrupt).0.len(), 2);
+    }
+
+    #[test]
+    fn spool_survives_reopen_and_enforces_its_bound() {
+        let dir = temp_dir();
+        let (mut spool, entries) = Spool::open(&dir, 10).unwrap();
+        assert!(entries.is_empty());
+        spool.add(&entry("a", "12345")).unwrap();
+        spool.add(&entry("b", "12345")).unwrap();
+        assert!(matches!(
+            spool.add(&entry("c", "1")),
+            Err(AppendError::Full { .. })
+        ));
+        spool.commit(true, &["a", "b"]).unwrap();
+        spool.done("a");
+        spool.commit(false, &[]).unwrap();
+        drop(spool);
+        // A torn record at the end, as a crash mid-write leaves.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE_NAME))
+            .unwrap();
+        f.write_all(b"A\x10\x00").unwrap();
+        drop(f);
+        let (spool, entries) = Spool::open(&dir, 10).unwrap();
+        assert_eq!(entries, vec![entry("b", "12345")]);
+        assert_eq!(spool.live_bytes(), 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_only_live_entries() {
+        let dir = temp_dir();
+        let (mut spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        let big = "x".repeat(4096);
+        for i in 0..600 {
+            let id = format!("m{i}");
+            spool.add(&entry(&id, &big)).unwrap();
+            spool.commit(false, &[]).unwrap();
+            if i != 7 {
+                spool.done(&id);
+            }
+        }
+        spool.commit(true, &[]).unwrap();
+        assert!(spool.maybe_compact().unwrap());
+        spool.add(&entry("late", "{}")).unwrap();
+        spool.commit(true, &[]).unwrap();
+        drop(spool);
+        let (_, entries) = Spool::open(&dir, 1 << 30).unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["m7", "late"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

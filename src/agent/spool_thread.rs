@@ -1,0 +1,126 @@
+//! The spool thread: the only writer of the spool file, with group commit.
+//!
+//! It blocks on its channel, then takes every request already waiting, so
+//! that one write and one fsync cover all the senders that arrived while
+//! the previous fsync ran. Only after the fsync are the senders answered
+//! (through the intake thread) and the messages handed to the link thread.
+//! It ends when every sender of its channel is gone (intake and link have
+//! stopped), so nothing accepted is left half-written.
+
+use super::link::{LinkTx, ToLink};
+use super::metrics::AgentMetrics;
+use super::spool::{AppendError, Entry, Spool};
+use crate::doorbell::Ringer;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Requests per group commit, at most.
+const GROUP_MAX: usize = 1024;
+
+#[derive(Debug)]
+pub enum SpoolCmd {
+    /// Store `entry` durably, then answer `token` on the completion channel.
+    Append { entry: Entry, token: u64 },
+    /// Its ack arrived: forget `id`.
+    Done(String),
+}
+
+/// The answer to one append, for the intake thread.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: u64,
+    pub result: Result<String, AppendRefusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendRefusal {
+    Full { live: u64, max: u64 },
+    Io(String),
+}
+
+pub struct SpoolThread {
+    pub spool: Spool,
+    pub rx: Receiver<SpoolCmd>,
+    pub completions: Sender<Completion>,
+    pub intake_bell: Ringer,
+    pub link: LinkTx,
+    pub metrics: Arc<AgentMetrics>,
+}
+
+impl SpoolThread {
+    pub fn run(mut self) -> Result<(), String> {
+        while let Ok(first) = self.rx.recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match self.rx.try_recv() {
+                    Ok(cmd) => group.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        Ok(())
+    }
+
+    fn commit_group(&mut self, group: Vec<SpoolCmd>) {
+        let mut accepted: Vec<(u64, Entry)> = Vec::new();
+        let mut refused: Vec<Completion> = Vec::new();
+        for cmd in group {
+            match cmd {
+                SpoolCmd::Done(id) => self.spool.done(&id),
+                SpoolCmd::Append { entry, token } => {
+                    if self.spool.contains(&entry.id)
+                        || accepted.iter().any(|(_, e)| e.id == entry.id)
+                    {
+                        // Already kept: a sender retrying. Same answer, one copy.
+                        refused.push(Completion {
+                            token,
+                            result: Ok(entry.id),
+                        });
+                        continue;
+                    }
+                    match self.spool.add(&entry) {
+                        Ok(()) => accepted.push((token, entry)),
+                        Err(AppendError::Full { live, max }) => refused.push(Completion {
+                            token,
+                            result: Err(AppendRefusal::Full { live, max }),
+                        }),
+                    }
+                }
+            }
+        }
+        let ids: Vec<&str> = accepted.iter().map(|(_, e)| e.id.as_str()).collect();
+        let committed = self.spool.commit(!accepted.is_empty(), &ids);
+        if let Err(e) = &committed {
+            log::error!("spool: {e}");
+        }
+        for (token, entry) in accepted {
+            let result = match &committed {
+                Ok(()) => {
+                    AgentMetrics::add(&self.metrics.spooled, 1);
+                    let id = entry.id.clone();
+                    // The entry is on disk; if the link is gone (shutdown)
+                    // the next start sends it.
+                    let _ = self
+                        .link
+                        .send_timeout(ToLink::Spooled(entry), Duration::from_secs(5));
+                    Ok(id)
+                }
+                Err(e) => Err(AppendRefusal::Io(e.clone())),
+            };
+            let _ = self.completions.send(Completion { token, result });
+        }
+        for completion in refused {
+            let _ = self.completions.send(completion);
+        }
+        self.intake_bell.ring();
+        self.metrics
+            .spool_live
+            .store(self.spool.live_count() as u64, Relaxed);
+        if let Err(e) = self.spool.maybe_compact() {
+            log::error!("spool: {e}");
+        }
+    }
+}

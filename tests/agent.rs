@@ -1,0 +1,625 @@
+//! Integration tests of `vigil agent` and `vigil send`: the real binary,
+//! real `vigil router` processes on ephemeral loopback ports, real shell
+//! plugins in temporary directories. Sinks are played by the test: a PULL
+//! on the router's sink endpoint, and for acked messages a REQ to its back
+//! end sending the `ack`, deduplicating by (uuid, id) as a real sink does.
+//! Every wait is bounded.
+
+#[path = "util/agent.rs"]
+mod agent_util;
+// The shared router harness serves several test binaries; this one uses part of it.
+#[allow(dead_code)]
+mod util;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use agent_util::{write_script, Agent, AgentSetup, TempDir};
+use serde_json::{json, Value};
+use util::{token, Forwarded, Router, Sink, WAIT};
+
+/// Longer than the agent's maximum resend interval in these tests (1 s):
+/// used only to check that nothing MORE arrives.
+const QUIET: Duration = Duration::from_millis(2_500);
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Receives forwarded messages of one sink until `pick` accepts one.
+fn recv_matching(sink: &Sink, what: &str, mut pick: impl FnMut(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = sink
+            .try_recv(left)
+            .unwrap_or_else(|| panic!("no {what} within {:?}", WAIT * 2));
+        let v = got.json();
+        if pick(&v) {
+            return v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- identity
+
+#[test]
+fn identity_persists_is_replaced_on_a_clone_and_a_corrupt_file_stops_the_agent() {
+    let dir = TempDir::new("agent-id");
+    let setup = AgentSetup::new(&dir, "tcp://127.0.0.1:1");
+    let first = setup.run_to_exit(&["--print-uuid"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let uuid = stdout(&first);
+    assert_eq!(uuid.len(), 36, "{uuid:?}");
+    let again = setup.run_to_exit(&["--print-uuid"]);
+    assert_eq!(stdout(&again), uuid, "the UUID is kept across runs");
+    {
+        let agent = setup.start();
+        assert_eq!(agent.uuid, uuid, "the daemon uses the stored UUID");
+    }
+
+    // A clone: same state directory, another machine id.
+    std::fs::write(dir.join("machine-id"), "ffffffffffffffffffffffffffffffff\n").unwrap();
+    let clone = setup.run_to_exit(&["--print-uuid"]);
+    let new_uuid = stdout(&clone);
+    assert_eq!(new_uuid.len(), 36);
+    assert_ne!(new_uuid, uuid, "a clone must mint its own UUID");
+    assert!(
+        stderr(&clone).contains("machine identity changed"),
+        "no log line about the clone: {}",
+        stderr(&clone)
+    );
+    assert_eq!(stdout(&setup.run_to_exit(&["--print-uuid"])), new_uuid);
+
+    // A hostname change is a new machine too.
+    let renamed = setup.clone().env("VIGIL_HOSTNAME", "other-host");
+    assert_ne!(stdout(&renamed.run_to_exit(&["--print-uuid"])), new_uuid);
+
+    // Corrupt: a clear error, exit 2, the file left as it was.
+    let file = setup.state_dir.join("identity.json");
+    std::fs::write(&file, b"{\"uuid\": \"trunc").unwrap();
+    let out = setup.run_to_exit(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("identity.json"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"uuid\": \"trunc");
+    let out = setup.run_to_exit(&["--print-uuid"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// ------------------------------------------------------- heartbeats, hello
+
+#[test]
+fn heartbeats_and_host_registration_reach_their_sinks() {
+    let router = Router::start("r1");
+    let heartbeats = router.sink("heartbeat");
+    let registrations = router.sink("registration");
+    let dir = TempDir::new("agent-hb");
+    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
+    std::fs::write(
+        dir.join("plugins.d/true.conf"),
+        "name = always\ncommand = /bin/true\ninterval_s = 60\n",
+    )
+    .unwrap();
+    let setup = AgentSetup::new(&dir, &router.client);
+    let agent = setup.start();
+    let reg = recv_matching(&registrations, "host registration", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
+    assert_eq!(reg["process"]["name"], "vigil-agent");
+    assert_eq!(reg["hostname"], "test-host");
+    assert_eq!(reg["plugins"][0]["name"], "always");
+    assert_eq!(reg["plugins"][0]["interval_s"], 60.0);
+    let mut seen = 0;
+    let deadline = Instant::now() + WAIT * 2;
+    while seen < 2 {
+        let got = heartbeats
+            .try_recv(deadline.saturating_duration_since(Instant::now()))
+            .expect("heartbeats keep coming");
+        let v = got.json();
+        assert_eq!(v["uuid"], agent.uuid.as_str());
+        assert_eq!(v["type"], "heartbeat");
+        assert_eq!(v["interval_s"], 1);
+        assert_eq!(v["hostname"], "test-host");
+        got.check_meta("r1");
+        seen += 1;
+    }
+    agent.wait_log("welcomed by router \"r1\"", WAIT);
+}
+
+// ----------------------------------------------------------------- plugins
+
+/// Sends `run_plugin` through the router's back end and returns the result.
+fn run_plugin(router: &Router, results: &Sink, uuid: &str, plugin: &str) -> Value {
+    let run_id = token();
+    let reply = router.request(
+        json!({"to": uuid, "type": "run_plugin", "plugin": plugin, "run_id": run_id})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(reply, json!({"ok": true}), "run_plugin {plugin}");
+    let v = recv_matching(results, &format!("result of {plugin}"), |v| {
+        v["run_id"] == run_id.as_str()
+    });
+    assert_eq!(v["plugin"], plugin);
+    assert_eq!(v["uuid"], uuid);
+    v
+}
+
+fn declare(dir: &TempDir, name: &str, body: &str, timeout_s: f64) {
+    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
+    let script = dir.join(&format!("check_{name}"));
+    write_script(&script, body);
+    std::fs::write(
+        dir.join(&format!("plugins.d/{name}.conf")),
+        format!(
+            "name = {name}\ncommand = {} --flag\ntimeout_s = {timeout_s}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn plugins_exit_codes_perfdata_and_refusal() {
+    let router = Router::start("r1");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-plugins");
+    declare(
+        &dir,
+        "ok",
+        "echo 'LOAD OK - load 0.1 | load1=0.1;4;8;0 load5=0.2;;;0;'; exit 0",
+        10.0,
+    );
+    declare(&dir, "warn", "echo 'WARN - x'; exit 1", 10.0);
+    declare(&dir, "crit", "echo 'CRIT - y | t=5s'; exit 2", 10.0);
+    declare(&dir, "unknown", "echo 'UNKNOWN - z'; exit 3", 10.0);
+    declare(&dir, "weird", "echo 'odd exit'; exit 7", 10.0);
+    declare(
+        &dir,
+        "multi",
+        "printf '%s\\n' \"DISK OK - free | /=2643MB;5948;5958;0;5968\" '/ 15272 MB (77%);' \
+         \"/boot 68 MB (69%); | '/boot dir'=68MB;88;93;0;98\" \"'it''s'=U c=12c\"; exit 0",
+        10.0,
+    );
+    declare(&dir, "args", "echo \"got $1\"; exit 0", 10.0);
+    let agent = AgentSetup::new(&dir, &router.client).start();
+
+    let v = run_plugin(&router, &results, &agent.uuid, "ok");
+    assert_eq!(v["status"], 0);
+    assert_eq!(v["output"], "LOAD OK - load 0.1");
+    assert_eq!(
+        v["perfdata"],
+        json!([
+            {"label":"load1","value":0.1,"unit":null,"warn":"4","crit":"8","min":0.0,"max":null},
+            {"label":"load5","value":0.2,"unit":null,"warn":null,"crit":null,"min":0.0,"max":null}
+        ])
+    );
+    assert!(v["duration_ms"].is_u64());
+    assert_eq!(v["hostname"], "test-host");
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "warn")["status"],
+        1
+    );
+    let crit = run_plugin(&router, &results, &agent.uuid, "crit");
+    assert_eq!(crit["status"], 2);
+    assert_eq!(crit["perfdata"][0]["unit"], "s");
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "unknown")["status"],
+        3
+    );
+    let weird = run_plugin(&router, &results, &agent.uuid, "weird");
+    assert_eq!(weird["status"], 3, "exit 7 is UNKNOWN");
+    assert!(
+        weird["output"].as_str().unwrap().contains("exit status 7"),
+        "{weird}"
+    );
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "args")["output"],
+        "got --flag"
+    );
+
+    let multi = run_plugin(&router, &results, &agent.uuid, "multi");
+    assert_eq!(multi["output"], "DISK OK - free");
+    assert_eq!(
+        multi["long_output"],
+        "/ 15272 MB (77%);\n/boot 68 MB (69%);"
+    );
+    let labels: Vec<&str> = multi["perfdata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["/", "/boot dir", "it's", "c"]);
+    assert_eq!(multi["perfdata"][1]["max"], 98.0);
+    assert_eq!(multi["perfdata"][2]["value"], Value::Null);
+    assert_eq!(multi["perfdata"][3]["unit"], "c");
+
+    // Not declared: refused, never run, answered UNKNOWN with the run_id.
+    let marker = dir.join("never");
+    let name = format!("touch {}", marker.display());
+    let refused = run_plugin(&router, &results, &agent.uuid, &name);
+    assert_eq!(refused["status"], 3);
+    assert!(
+        refused["output"].as_str().unwrap().contains("not declared"),
+        "{refused}"
+    );
+    agent.wait_log("refused run_plugin", WAIT);
+    assert!(!marker.exists(), "an undeclared plugin name must never run");
+}
+
+#[test]
+fn plugin_timeout_kills_the_whole_process_group() {
+    let router = Router::start("r1");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-timeout");
+    let marker = dir.join("late-write");
+    let pidfile = dir.join("child.pid");
+    // The child would write the marker after 2 s; the plugin itself hangs.
+    declare(
+        &dir,
+        "hang",
+        &format!(
+            "(sleep 2; echo late > {m}) &\necho $! > {p}\nsleep 60\n",
+            m = marker.display(),
+            p = pidfile.display()
+        ),
+        0.5,
+    );
+    let agent = AgentSetup::new(&dir, &router.client).start();
+    let v = run_plugin(&router, &results, &agent.uuid, "hang");
+    assert_eq!(v["status"], 3);
+    assert_eq!(v["timed_out"], true);
+    assert!(v["output"].as_str().unwrap().contains("timed out"), "{v}");
+    let pid = std::fs::read_to_string(&pidfile).expect("plugin wrote its child's pid");
+    let proc_dir = format!("/proc/{}", pid.trim());
+    let deadline = Instant::now() + WAIT;
+    // The killed child is reaped by init; until then it may be a zombie.
+    while std::path::Path::new(&proc_dir).exists()
+        && !std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin's child {pid} survived the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the moment the child would have written: nothing was written.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(
+        !marker.exists(),
+        "the plugin's child ran on after the timeout"
+    );
+}
+
+// ----------------------------------------------------------- acked delivery
+
+/// The test's notification sink: PULL from the router(s), ack through the
+/// back end, drop duplicates by (uuid, id) as the real sink does.
+struct AckingSink {
+    pull: Sink,
+    handled: HashSet<(String, String)>,
+    copies: BTreeMap<String, usize>,
+}
+
+impl AckingSink {
+    fn new(router: &Router) -> AckingSink {
+        AckingSink {
+            pull: router.sink("notification"),
+            handled: HashSet::new(),
+            copies: BTreeMap::new(),
+        }
+    }
+
+    /// Receives the next notification; runs the "handler" once per (uuid,
+    /// id); acks it unless `ack` is false. Returns it.
+    fn receive(&mut self, router: &Router, ack: bool) -> Value {
+        let got: Forwarded = self.pull.recv("notification");
+        let v = got.json();
+        let uuid = v["uuid"].as_str().unwrap().to_string();
+        let id = v["id"].as_str().unwrap().to_string();
+        *self.copies.entry(id.clone()).or_default() += 1;
+        self.handled.insert((uuid.clone(), id.clone()));
+        if ack {
+            let reply = router.request(
+                json!({"to": uuid, "type": "ack", "id": id})
+                    .to_string()
+                    .as_bytes(),
+            );
+            assert_eq!(reply, json!({"ok": true}), "ack delivery");
+        }
+        v
+    }
+
+    fn expect_no_more(&self) {
+        self.pull.expect_silence(QUIET, "no copy after the ack");
+    }
+}
+
+fn send_notification(setup: &AgentSetup, message: &str) -> String {
+    let out = setup.send(&[
+        "notification",
+        "--severity",
+        "error",
+        "--source",
+        "test",
+        "--message",
+        message,
+    ]);
+    assert!(out.status.success(), "vigil send failed: {}", stderr(&out));
+    let id = stdout(&out);
+    assert!(!id.is_empty());
+    id
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn router_on(port: u16) -> Router {
+    Router::builder("r1")
+        .env("VIGIL_CLIENT_BIND", &format!("tcp://127.0.0.1:{port}"))
+        .start()
+}
+
+#[test]
+fn acked_notification_survives_a_router_outage_exactly_once() {
+    let port = free_port();
+    let router = router_on(port);
+    let dir = TempDir::new("agent-outage");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let agent = setup.start();
+    agent.wait_log("welcomed by router", WAIT);
+    drop(router); // SIGKILL: the router is gone.
+    let id = send_notification(&setup, "while the router is down");
+    let router = router_on(port);
+    let mut sink = AckingSink::new(&router);
+    let v = sink.receive(&router, true);
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["uuid"], agent.uuid.as_str());
+    assert_eq!(v["message"], "while the router is down");
+    assert_eq!(v["ack"], true);
+    sink.expect_no_more();
+    assert_eq!(sink.handled.len(), 1);
+}
+
+#[test]
+fn acked_notification_survives_kill_9_of_the_agent() {
+    let port = free_port();
+    let dir = TempDir::new("agent-kill9");
+    // No router yet: the message can only be in the spool.
+    let setup = AgentSetup::new(&dir, &format!("tcp://127.0.0.1:{port}"));
+    let agent = setup.start();
+    let id = send_notification(&setup, "kept across kill -9");
+    agent.kill9();
+    let router = router_on(port);
+    let mut sink = AckingSink::new(&router);
+    let agent = setup.start();
+    agent.wait_log("waiting for their ack", WAIT);
+    let v = sink.receive(&router, true);
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["message"], "kept across kill -9");
+    sink.expect_no_more();
+    assert_eq!(sink.copies[&id], 1);
+}
+
+#[test]
+fn acked_notification_is_resent_when_the_first_ack_is_lost() {
+    let router = Router::start("r1");
+    let mut sink = AckingSink::new(&router);
+    let dir = TempDir::new("agent-lostack");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let _agent = setup.start();
+    let id = send_notification(&setup, "ack me twice");
+    let first = sink.receive(&router, false); // the ack is "lost"
+    assert_eq!(first["id"], id.as_str());
+    let second = sink.receive(&router, true);
+    assert_eq!(second, first, "the resent copy is the same message");
+    sink.expect_no_more();
+    assert_eq!(sink.copies[&id], 2);
+    assert_eq!(sink.handled.len(), 1, "the handler ran once");
+}
+
+#[test]
+fn full_spool_refuses_new_acked_messages_and_keeps_the_accepted_ones() {
+    let port = free_port();
+    let dir = TempDir::new("agent-full");
+    let setup = AgentSetup::new(&dir, &format!("tcp://127.0.0.1:{port}"))
+        .env("VIGIL_SPOOL_MAX_BYTES", "2048");
+    let _agent = setup.start();
+    let text = "x".repeat(300);
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        let out = setup.send(&["notification", "--severity", "warning", "--message", &text]);
+        if !out.status.success() {
+            break out;
+        }
+        accepted.push(stdout(&out));
+        assert!(
+            accepted.len() < 20,
+            "2048 bytes cannot hold 20 messages of 300"
+        );
+    };
+    assert_eq!(refusal.status.code(), Some(1));
+    assert!(
+        stderr(&refusal).contains("spool_full"),
+        "{}",
+        stderr(&refusal)
+    );
+    assert!(
+        stderr(&refusal).contains("VIGIL_SPOOL_MAX_BYTES"),
+        "{}",
+        stderr(&refusal)
+    );
+    assert!(accepted.len() >= 2);
+    // Unacked traffic is still accepted.
+    let out = setup.send(&["stats", r#"{"metrics":{"a":1}}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Everything accepted is delivered once a router is there.
+    let router = router_on(port);
+    let mut sink = AckingSink::new(&router);
+    let mut got = HashSet::new();
+    while got.len() < accepted.len() {
+        let v = sink.receive(&router, true);
+        got.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, accepted.iter().cloned().collect());
+    // With the spool drained, new acked messages are accepted again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = setup.send(&["notification", "--severity", "info", "--message", "again"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spool never drained: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ------------------------------------------------------------ local intake
+
+#[test]
+fn vigil_send_exit_codes_and_local_messages() {
+    let router = Router::start("r1");
+    let stats = router.sink("stats");
+    let registrations = router.sink("registration");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-send");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let agent = setup.start();
+
+    let out = setup.send(&["stats", r#"{"metrics":{"app.jobs":3}}"#, "--id", "s1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "s1");
+    let v = recv_matching(&stats, "local stats", |v| v["id"] == "s1");
+    assert_eq!(v["uuid"], agent.uuid.as_str());
+    assert_eq!(v["metrics"]["app.jobs"], 3);
+    assert!(v["ts"].as_f64().unwrap() > 1e9);
+
+    for (args, code) in [
+        (vec!["hello"], "unknown_type"),
+        (
+            vec!["notification", "--severity", "bad", "--message", "m"],
+            "bad_field",
+        ),
+        (vec!["stats", r#"{"metrics":{}}"#], "bad_field"),
+    ] {
+        let out = setup.send(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains(&format!("refused: {code}")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = setup.send(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = setup.send(&["stats", "not-json"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A local process's registration is forwarded and declares its plugins.
+    let script = dir.join("appcheck");
+    write_script(&script, "echo 'APP OK'; exit 0");
+    let reg = json!({"process": {"name": "app", "pid": 42},
+        "plugins": [{"name": "appcheck", "command": script.display().to_string(), "timeout_s": 5}]});
+    let out = setup.send(&["registration", &reg.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = recv_matching(&registrations, "app registration", |v| {
+        v["process"]["name"] == "app"
+    });
+    assert_eq!(v["uuid"], agent.uuid.as_str());
+    let r = run_plugin(&router, &results, &agent.uuid, "appcheck");
+    assert_eq!(
+        (r["status"].as_i64(), r["output"].as_str()),
+        (Some(0), Some("APP OK"))
+    );
+
+    // No agent listening: exit 1 with the reason.
+    let nobody = AgentSetup::new(&dir, &router.client).env("VIGIL_SEND_TIMEOUT_MS", "300");
+    let nobody = AgentSetup {
+        local: format!("ipc://{}", dir.join("nobody.sock").display()),
+        ..nobody
+    };
+    let out = nobody.send(&["stats", r#"{"metrics":{"a":1}}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no answer"), "{}", stderr(&out));
+}
+
+#[test]
+fn statsd_lines_reach_the_stats_sink() {
+    let router = Router::start("r1");
+    let stats = router.sink("stats");
+    let dir = TempDir::new("agent-statsd");
+    let setup = AgentSetup::new(&dir, &router.client).env("VIGIL_STATSD_FLUSH_SECS", "1");
+    let agent = setup.start();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"app.hits:2|c\napp.hits:1|c|@0.5\napp.temp:20|g\napp.req:10|ms\napp.req:30|ms\nbad line\n",
+        &agent.statsd,
+    )
+    .unwrap();
+    // Samples may straddle a flush: add up what arrives until it is all there.
+    let mut hits = 0.0;
+    let mut temp = None;
+    let mut req_count = 0.0;
+    let deadline = Instant::now() + WAIT * 2;
+    while hits < 4.0 || temp.is_none() || req_count < 2.0 {
+        let got = stats
+            .try_recv(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| {
+                panic!("statsd metrics incomplete: hits={hits} temp={temp:?} req={req_count}")
+            });
+        let v = got.json();
+        assert_eq!(v["uuid"], agent.uuid.as_str());
+        assert_eq!(v["source"], "statsd");
+        let m = &v["metrics"];
+        hits += m["app.hits"].as_f64().unwrap_or(0.0);
+        temp = temp.or(m["app.temp"].as_f64());
+        req_count += m["app.req.count"].as_f64().unwrap_or(0.0);
+        if let Some(max) = m["app.req.max"].as_f64() {
+            assert!(max == 30.0 || max == 10.0);
+        }
+    }
+    assert_eq!(hits, 4.0);
+    assert_eq!(temp, Some(20.0));
+}
+
+// -------------------------------------------------------------- operations
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable_and_sigterm_exits_0() {
+    let dir = TempDir::new("agent-ops");
+    let setup = AgentSetup::new(&dir, "tcp://127.0.0.1:1");
+    for (var, value) in [
+        ("VIGIL_AGENT_LOCAL", "tcp://0.0.0.0:7000"),
+        ("VIGIL_HEARTBEAT_SECS", "0"),
+        ("VIGIL_ROUTERS", "nowhere"),
+        ("VIGIL_SPOOL_MAX_BYTES", "big"),
+    ] {
+        let out = setup.clone().env(var, value).run_to_exit(&[]);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        assert!(stderr(&out).contains(var), "{var}: {}", stderr(&out));
+    }
+    let mut agent: Agent = setup.start();
+    agent.signal("-TERM");
+    assert_eq!(agent.wait_exit(WAIT).code(), Some(0));
+    assert!(agent
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("agent stopped")));
+}
