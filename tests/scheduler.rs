@@ -20,6 +20,9 @@ use std::time::Duration;
 use sched::{slot, wait_for, Agent, Received, ResultSink, Scheduler, TestStore, LONG_WAIT};
 use util::{counter, now_secs, Router};
 
+/// severity, source, message, hostname, body, state, next_attempt_at.
+type NotificationRow = (String, String, String, String, String, String, Option<f64>);
+
 /// A fresh heartbeat that stays fresh for the whole test.
 fn fresh() -> Option<(f64, f64)> {
     Some((now_secs(), 60.0))
@@ -36,24 +39,50 @@ fn check_once_per_slot(
     let runs = store.runs();
     let received = agent.received();
     let ids: BTreeSet<&str> = received.iter().map(|r| r.run_id.as_str()).collect();
-    assert_eq!(ids.len(), received.len(), "a run_id arrived twice: {received:?}");
+    assert_eq!(
+        ids.len(),
+        received.len(),
+        "a run_id arrived twice: {received:?}"
+    );
     let mut slots: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for Received { plugin, run_id, frame } in &received {
+    for Received {
+        plugin,
+        run_id,
+        frame,
+    } in &received
+    {
         assert_eq!(frame["to"], agent.uuid.as_str(), "{frame}");
-        assert_eq!(frame.as_object().map(|o| o.len()), Some(4), "fields of {frame}");
+        assert_eq!(
+            frame.as_object().map(|o| o.len()),
+            Some(4),
+            "fields of {frame}"
+        );
         let row = runs
             .get(run_id)
             .unwrap_or_else(|| panic!("run {run_id} reached the agent but is not in runs"));
-        assert_eq!((row.uuid.as_str(), row.plugin.as_str()), (agent.uuid.as_str(), plugin.as_str()));
-        let interval = intervals.iter().find(|(p, _)| p == plugin).expect("known plugin").1;
-        slots
-            .entry(plugin.clone())
-            .or_default()
-            .push(slot(&agent.uuid, plugin, interval, row.sent_at));
+        assert_eq!(
+            (row.uuid.as_str(), row.plugin.as_str()),
+            (agent.uuid.as_str(), plugin.as_str())
+        );
+        let interval = intervals
+            .iter()
+            .find(|(p, _)| p == plugin)
+            .expect("known plugin")
+            .1;
+        slots.entry(plugin.clone()).or_default().push(slot(
+            &agent.uuid,
+            plugin,
+            interval,
+            row.sent_at,
+        ));
     }
     for (plugin, list) in &slots {
         let distinct: BTreeSet<_> = list.iter().collect();
-        assert_eq!(distinct.len(), list.len(), "{plugin}: two runs in one slot: {list:?}");
+        assert_eq!(
+            distinct.len(),
+            list.len(),
+            "{plugin}: two runs in one slot: {list:?}"
+        );
     }
     slots
 }
@@ -68,7 +97,11 @@ fn runs_each_plugin_once_per_interval_and_records_it() {
     store.add_plugin(&agent.uuid, "beta", 2.0, 5.0);
     let _sink = ResultSink::start(&store, &[&router]);
     let mut scheduler = Scheduler::start("s1", &store, &[&router], &[]);
-    assert!(scheduler.ready.contains("ready: scheduler=s1 "), "{}", scheduler.ready);
+    assert!(
+        scheduler.ready.contains("ready: scheduler=s1 "),
+        "{}",
+        scheduler.ready
+    );
 
     agent.wait_runs("alpha", 4);
     agent.wait_runs("beta", 2);
@@ -93,7 +126,10 @@ fn runs_each_plugin_once_per_interval_and_records_it() {
     assert!(runs.values().all(|r| !r.overdue), "{runs:?}");
     for id in &received {
         let row = &runs[id];
-        assert!((row.due_by - (row.sent_at + 5.0 + 1.0)).abs() < 1e-6, "{row:?}");
+        assert!(
+            (row.due_by - (row.sent_at + 5.0 + 1.0)).abs() < 1e-6,
+            "{row:?}"
+        );
     }
     assert_eq!(store.lease_holder().as_deref(), Some("s1"));
 
@@ -123,7 +159,11 @@ fn stale_clients_wait_until_their_heartbeat_returns() {
 
     live.wait_runs("p", 3);
     assert_eq!(stale.count("p"), 0, "a stale client was scheduled");
-    assert_eq!(silent.count("p"), 0, "a client without heartbeat was scheduled");
+    assert_eq!(
+        silent.count("p"),
+        0,
+        "a client without heartbeat was scheduled"
+    );
     let others = store.count(
         "SELECT COUNT(*) FROM runs WHERE uuid IN (?1, ?2)",
         [&stale.uuid, &silent.uuid],
@@ -147,7 +187,12 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     store.add_plugin(&agent.uuid, "fast", 1.0, 1.0);
     store.add_plugin(&agent.uuid, "slow", 1.0, 1.0);
     let _sink = ResultSink::start(&store, &[&router]);
-    let _scheduler = Scheduler::start("s1", &store, &[&router], &[("VIGIL_RESULT_GRACE_SECS", "1")]);
+    let _scheduler = Scheduler::start(
+        "s1",
+        &store,
+        &[&router],
+        &[("VIGIL_RESULT_GRACE_SECS", "1")],
+    );
 
     let uuid = agent.uuid.as_str();
     wait_for(LONG_WAIT, "three overdue runs of slow", || {
@@ -176,9 +221,17 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     let mut stmt = conn
         .prepare("SELECT severity, source, message, hostname, body, state, next_attempt_at FROM notifications WHERE origin = 'scheduler'")
         .expect("prepare");
-    let rows: Vec<(String, String, String, String, String, String, Option<f64>)> = stmt
+    let rows: Vec<NotificationRow> = stmt
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
         })
         .expect("query")
         .map(|r| r.expect("row"))
@@ -187,7 +240,10 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     let (severity, source, message, hostname, body, state, next_attempt_at) = &rows[0];
     assert_eq!((state.as_str(), hostname.as_str()), ("pending", "db1"));
     assert!(next_attempt_at.is_some());
-    assert!(message.contains("slow") && message.contains("result overdue"), "{message}");
+    assert!(
+        message.contains("slow") && message.contains("result overdue"),
+        "{message}"
+    );
     let body: serde_json::Value = serde_json::from_str(body).expect("body JSON");
     assert_eq!(body["type"], "notification");
     assert_eq!(body["uuid"], uuid);
@@ -195,7 +251,9 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     assert_eq!(body["source"], source.as_str());
     assert_eq!(body["message"], message.as_str());
     assert_eq!(body["hostname"], "db1");
-    assert!(body["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
+    assert!(body["id"]
+        .as_str()
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
     assert!(body["ts"].as_f64().is_some());
     // The answered plugin never went overdue.
     assert_eq!(
@@ -249,7 +307,10 @@ fn a_client_no_router_knows_is_retried_each_interval_not_hammered() {
     assert!(attempts >= 3, "{attempts} attempts during 5 intervals");
     // A run no router took is not left to go overdue.
     assert_eq!(
-        store.count("SELECT COUNT(*) FROM runs WHERE uuid = ?1 AND overdue = 1", [&ghost]),
+        store.count(
+            "SELECT COUNT(*) FROM runs WHERE uuid = ?1 AND overdue = 1",
+            [&ghost]
+        ),
         0
     );
     let logged = scheduler
@@ -287,7 +348,10 @@ fn a_standby_takes_over_when_the_holder_is_killed() {
     agent.wait_runs("q", before + 3);
     // Across the handover: each run once, never two in one slot.
     check_once_per_slot(&store, &agent, &[("p", 1.0), ("q", 1.0)]);
-    assert!(second.log_lines().iter().any(|l| l.contains("lease taken by s2")));
+    assert!(second
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("lease taken by s2")));
     drop(first);
 }
 
@@ -309,9 +373,11 @@ fn sigterm_releases_the_lease_to_the_standby_at_once() {
     agent.wait_runs("p", 2);
     first.signal("-TERM");
     assert!(first.wait_exit(LONG_WAIT).success());
-    wait_for(Duration::from_secs(20), "s2 to take the released lease", || {
-        (store.lease_holder().as_deref() == Some("s2")).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "s2 to take the released lease",
+        || (store.lease_holder().as_deref() == Some("s2")).then_some(()),
+    );
     let before = agent.count("p");
     agent.wait_runs("p", before + 2);
     check_once_per_slot(&store, &agent, &[("p", 1.0)]);

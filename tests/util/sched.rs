@@ -40,7 +40,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
 /// slot checks fail.
 pub fn phase(uuid: &str, plugin: &str, interval: f64) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in uuid.as_bytes().iter().chain(&[0u8]).chain(plugin.as_bytes()) {
+    for &b in uuid
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(plugin.as_bytes())
+    {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     (hash >> 11) as f64 / (1u64 << 53) as f64 * interval
@@ -115,7 +120,9 @@ impl TestStore {
     pub fn runs(&self) -> BTreeMap<String, RunRow> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT run_id, uuid, plugin, sent_at, due_by, completed_at, overdue FROM runs")
+            .prepare(
+                "SELECT run_id, uuid, plugin, sent_at, due_by, completed_at, overdue FROM runs",
+            )
             .expect("prepare");
         let rows = stmt
             .query_map([], |r| {
@@ -215,7 +222,9 @@ pub fn run_vigil(args: &[&str], env: &[(String, String)]) -> Output {
     match rx.recv_timeout(START_WAIT) {
         Ok(output) => output.expect("wait for vigil"),
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("vigil {args:?} did not finish within {START_WAIT:?}");
         }
     }
@@ -234,12 +243,22 @@ impl Scheduler {
     /// Starts a scheduler named `id` on `store` and `routers` (in that
     /// order in VIGIL_BACKENDS), with `extra` variables, and waits for its
     /// ready line.
-    pub fn start(id: &str, store: &TestStore, routers: &[&Router], extra: &[(&str, &str)]) -> Scheduler {
+    pub fn start(
+        id: &str,
+        store: &TestStore,
+        routers: &[&Router],
+        extra: &[(&str, &str)],
+    ) -> Scheduler {
         let backends: Vec<&str> = routers.iter().map(|r| r.backend.as_str()).collect();
         Scheduler::start_on(id, store, &backends, extra)
     }
 
-    pub fn start_on(id: &str, store: &TestStore, backends: &[&str], extra: &[(&str, &str)]) -> Scheduler {
+    pub fn start_on(
+        id: &str,
+        store: &TestStore,
+        backends: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Scheduler {
         let mut env = base_env(&store.path, backends);
         env.push(("VIGIL_SCHEDULER_ID".into(), id.into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -274,9 +293,9 @@ impl Scheduler {
             id: id.to_string(),
             ready: String::new(),
         };
-        scheduler.ready = ready_rx
-            .recv_timeout(START_WAIT)
-            .unwrap_or_else(|_| panic!("scheduler {id} printed no ready line within {START_WAIT:?}"));
+        scheduler.ready = ready_rx.recv_timeout(START_WAIT).unwrap_or_else(|_| {
+            panic!("scheduler {id} printed no ready line within {START_WAIT:?}")
+        });
         scheduler
     }
 
@@ -373,7 +392,8 @@ impl Agent {
                         let result = json!({"uuid": uuid, "type": "result", "plugin": plugin,
                             "status": 0, "output": format!("{plugin} ok"), "run_id": run_id,
                             "duration_ms": 1, "perfdata": {}});
-                        sock.send(result.to_string().as_bytes(), 0).expect("send result");
+                        sock.send(result.to_string().as_bytes(), 0)
+                            .expect("send result");
                     }
                     received.lock().expect("received").push(Received {
                         plugin,
@@ -396,14 +416,19 @@ impl Agent {
     }
 
     pub fn count(&self, plugin: &str) -> usize {
-        self.received().iter().filter(|r| r.plugin == plugin).count()
+        self.received()
+            .iter()
+            .filter(|r| r.plugin == plugin)
+            .count()
     }
 
     /// Waits until at least `n` runs of `plugin` arrived.
     pub fn wait_runs(&self, plugin: &str, n: usize) {
-        wait_for(LONG_WAIT, &format!("{n} runs of {plugin} at {}", self.uuid), || {
-            (self.count(plugin) >= n).then_some(())
-        });
+        wait_for(
+            LONG_WAIT,
+            &format!("{n} runs of {plugin} at {}", self.uuid),
+            || (self.count(plugin) >= n).then_some(()),
+        );
     }
 }
 
@@ -447,7 +472,8 @@ impl ResultSink {
         let sock = ctx.socket(zmq::PULL).expect("PULL");
         sock.set_linger(0).expect("linger");
         for router in routers {
-            sock.connect(router.sink_endpoint("result")).expect("connect PULL");
+            sock.connect(router.sink_endpoint("result"))
+                .expect("connect PULL");
         }
         let conn = store.conn();
         let stop = Arc::new(AtomicBool::new(false));
