@@ -1,0 +1,206 @@
+//! The thread that sends `run_plugin` requests to clients through the
+//! routers, and records each one in `runs`.
+//!
+//! It owns the [`BackendClient`] (a REQ per router, with failover), so a
+//! slow or dead router delays only this thread, never the lease renewal.
+//! For each batch from the planner it first records the runs in one
+//! IMMEDIATE transaction that also checks the lease: a scheduler that lost
+//! the lease records and sends nothing, and a run is in the store before
+//! its request leaves, so a result can never arrive for an unknown run and
+//! a new lease holder sees what its predecessor sent. A request that no
+//! router delivered is deleted again (no run happened); the planner has
+//! already moved the pair to its next slot, so it is retried then, not
+//! hammered.
+
+use super::lease;
+use crate::backend_client::{BackendClient, DeliveryError};
+use crate::signals::ShutdownWatch;
+use crate::store::{self, Store};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rusqlite::{params, TransactionBehavior};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One run to request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub uuid: String,
+    pub plugin: String,
+    /// The plugin's timeout, seconds.
+    pub timeout_s: f64,
+}
+
+/// The lease's expiry as the planner last saw it (f64 bits; 0 = not held):
+/// the dispatcher stops sending the moment it passes.
+#[derive(Debug, Default)]
+pub struct LeaseClock(AtomicU64);
+
+impl LeaseClock {
+    pub fn set(&self, expires_at: Option<f64>) {
+        self.0
+            .store(expires_at.unwrap_or(0.0).to_bits(), Ordering::SeqCst);
+    }
+
+    pub fn valid_at(&self, now: f64) -> bool {
+        now < f64::from_bits(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// How often the counters are logged.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Dispatcher {
+    pub client: BackendClient,
+    pub store: Store,
+    pub me: String,
+    pub result_grace_secs: f64,
+    pub jobs: Receiver<Vec<Job>>,
+    pub shutdown: ShutdownWatch,
+    pub lease: Arc<LeaseClock>,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+impl Dispatcher {
+    /// Sends batches until the planner hangs up.
+    pub fn run(mut self) -> Result<(), String> {
+        let mut summary_at = Instant::now() + SUMMARY_EVERY;
+        loop {
+            match self.jobs.recv_timeout(Duration::from_millis(500)) {
+                Ok(batch) => self.dispatch(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= summary_at {
+                summary_at = Instant::now() + SUMMARY_EVERY;
+                log::info!("runs sent: {}, not delivered: {}", self.sent, self.failed);
+            }
+        }
+        log::info!(
+            "dispatcher stopped; runs sent: {}, not delivered: {}",
+            self.sent,
+            self.failed
+        );
+        Ok(())
+    }
+
+    fn dispatch(&mut self, batch: Vec<Job>) {
+        let runs: Vec<(String, Job)> = batch
+            .into_iter()
+            .map(|job| (uuid::Uuid::new_v4().to_string(), job))
+            .collect();
+        match self.record(&runs) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::info!("lease not held: {} run(s) not sent", runs.len());
+                return;
+            }
+            Err(e) => {
+                log::error!(
+                    "{}: {} run(s) not sent",
+                    self.store.error("recording runs", e),
+                    runs.len()
+                );
+                return;
+            }
+        }
+        let mut undone = Vec::new();
+        for (run_id, job) in &runs {
+            if self.shutdown.is_set() || !self.lease.valid_at(store::now()) {
+                undone.push(run_id.as_str());
+                continue;
+            }
+            if self.send(run_id, job) {
+                self.sent += 1;
+            } else {
+                self.failed += 1;
+                undone.push(run_id.as_str());
+            }
+        }
+        if let Err(e) = self.forget(&undone) {
+            log::error!("{}", self.store.error("deleting runs not sent", e));
+        }
+    }
+
+    /// Inserts the runs if this scheduler holds the lease.
+    fn record(&mut self, runs: &[(String, Job)]) -> rusqlite::Result<bool> {
+        let now = store::now();
+        let tx = self
+            .store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !lease::held_in(&tx, &self.me, now)? {
+            return Ok(false);
+        }
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (run_id, job) in runs {
+                let due_by = now + job.timeout_s + self.result_grace_secs;
+                insert.execute(params![run_id, job.uuid, job.plugin, now, due_by])?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Sends one run_plugin; false when no router delivered it.
+    fn send(&mut self, run_id: &str, job: &Job) -> bool {
+        let frame = json!({
+            "type": "run_plugin",
+            "to": job.uuid,
+            "plugin": job.plugin,
+            "run_id": run_id,
+        })
+        .to_string();
+        match self.client.deliver(frame.as_bytes()) {
+            Ok(_) => true,
+            Err(DeliveryError::NoRoute(tries)) => {
+                log::warn!(
+                    "run {run_id} of {} on {}: no route, retried next interval ({})",
+                    job.plugin,
+                    job.uuid,
+                    tries.join("; ")
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("run {run_id} of {} on {}: {e}", job.plugin, job.uuid);
+                false
+            }
+        }
+    }
+
+    fn forget(&mut self, run_ids: &[&str]) -> rusqlite::Result<()> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self.store.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?;
+            for run_id in run_ids {
+                delete.execute([run_id])?;
+            }
+        }
+        tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_clock() {
+        let clock = LeaseClock::default();
+        assert!(!clock.valid_at(1.0));
+        clock.set(Some(100.0));
+        assert!(clock.valid_at(99.9));
+        assert!(!clock.valid_at(100.0));
+        clock.set(None);
+        assert!(!clock.valid_at(50.0));
+    }
+}

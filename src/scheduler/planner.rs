@@ -1,0 +1,352 @@
+//! The thread that owns the scheduler's view of the store: it takes and
+//! renews the lease, re-reads the declared plugins and client liveness,
+//! decides which runs are due (see `plan.rs`), hands them to the
+//! dispatcher in batches, and sweeps overdue runs.
+//!
+//! It sleeps in `zmq::poll` on its doorbell until the next due run, lease
+//! renewal, reload or sweep, so a signal wakes it at once. Store errors
+//! (a lock held too long, a full disk) are logged and retried on the next
+//! round; a scheduler that cannot renew stops sending until it can.
+
+use super::config::SchedulerConfig;
+use super::dispatch::{Job, LeaseClock};
+use super::{lease, overdue, plan};
+use crate::doorbell::Doorbell;
+use crate::signals::ShutdownWatch;
+use crate::store::{self, Store};
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Runs handed to the dispatcher at once.
+const MAX_BATCH: usize = 1_000;
+/// How often overdue runs are looked for, seconds.
+const SWEEP_EVERY: f64 = 1.0;
+/// How often old runs are pruned, seconds.
+const PRUNE_EVERY: f64 = 600.0;
+/// The longest the planner sleeps without looking around, seconds.
+const MAX_SLEEP: f64 = 1.0;
+/// A new sweep looks this far before the last one's horizon, in case a
+/// clock step or another holder left runs behind it, seconds.
+const SWEEP_OVERLAP: f64 = 60.0;
+
+/// One declared plugin of one client, and its scheduling state.
+#[derive(Debug, Clone)]
+struct Pair {
+    uuid: String,
+    plugin: String,
+    interval: f64,
+    phase: f64,
+    timeout_s: f64,
+    last_heartbeat: Option<f64>,
+    heartbeat_interval: Option<f64>,
+    /// When the last run was sent (by this or, at takeover, any scheduler).
+    last_sent: Option<f64>,
+    /// Nothing to decide before this time.
+    next_check: f64,
+}
+
+pub struct Planner {
+    pub store: Store,
+    pub config: SchedulerConfig,
+    pub bell: Doorbell,
+    pub shutdown: ShutdownWatch,
+    pub jobs: Sender<Vec<Job>>,
+    pub lease_clock: Arc<LeaseClock>,
+    holding: bool,
+    next_lease_at: f64,
+    next_reload_at: f64,
+    next_sweep_at: f64,
+    next_prune_at: f64,
+    swept_until: f64,
+    pairs: Vec<Pair>,
+}
+
+impl Planner {
+    pub fn new(
+        store: Store,
+        config: SchedulerConfig,
+        bell: Doorbell,
+        shutdown: ShutdownWatch,
+        jobs: Sender<Vec<Job>>,
+        lease_clock: Arc<LeaseClock>,
+    ) -> Planner {
+        Planner {
+            store,
+            config,
+            bell,
+            shutdown,
+            jobs,
+            lease_clock,
+            holding: false,
+            next_lease_at: 0.0,
+            next_reload_at: 0.0,
+            next_sweep_at: 0.0,
+            next_prune_at: 0.0,
+            swept_until: 0.0,
+            pairs: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) -> Result<(), String> {
+        while !self.shutdown.is_set() {
+            let wake = self.round();
+            let wait = (wake - store::now()).clamp(0.001, MAX_SLEEP);
+            let mut items = [self.bell.poll_item()];
+            match zmq::poll(&mut items, (wait * 1000.0).ceil() as i64) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(format!("polling the doorbell: {e}")),
+            }
+            if items[0].is_readable() {
+                self.bell.clear();
+            }
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Does what is due now; returns when to look again.
+    fn round(&mut self) -> f64 {
+        let now = store::now();
+        if now >= self.next_lease_at {
+            self.check_lease(now);
+        }
+        if !self.holding {
+            return self.next_lease_at;
+        }
+        if now >= self.next_reload_at {
+            self.reload(now);
+        }
+        let next_run = self.dispatch_due(now);
+        if now >= self.next_sweep_at {
+            self.sweep(now);
+        }
+        if now >= self.next_prune_at {
+            self.prune(now);
+        }
+        next_run
+            .min(self.next_lease_at)
+            .min(self.next_reload_at)
+            .min(self.next_sweep_at)
+    }
+
+    fn check_lease(&mut self, now: f64) {
+        let lease_secs = self.config.lease.as_secs_f64();
+        let held = lease::acquire(&mut self.store.conn, &self.config.id, lease_secs, now);
+        let expires_at = match held {
+            Ok(expires_at) => expires_at,
+            Err(e) => {
+                log::error!("{}", self.store.error("taking or renewing the lease", e));
+                None
+            }
+        };
+        self.lease_clock.set(expires_at);
+        let was_holding = self.holding;
+        self.holding = expires_at.is_some();
+        if self.holding {
+            // Renew at a third of the lease, so two missed renewals still
+            // keep it.
+            self.next_lease_at = now + lease_secs / 3.0;
+        } else {
+            // A standby looks often, to take over soon after a lapse.
+            self.next_lease_at = now + (lease_secs / 4.0).min(1.0);
+        }
+        match (was_holding, self.holding) {
+            (false, true) => {
+                log::info!("lease taken by {}: sending runs", self.config.id);
+                // Forget what this scheduler knew: another may have sent runs
+                // meanwhile; the store says what was sent.
+                self.pairs.clear();
+                self.next_reload_at = now;
+                self.swept_until = now - self.config.runs_keep_secs;
+            }
+            (true, false) => log::warn!("lease lost by {}: standing by", self.config.id),
+            _ => {}
+        }
+    }
+
+    /// Re-reads declared plugins and client liveness, keeping each pair's
+    /// last send. After a takeover (no pairs known) the last sends come
+    /// from `runs`.
+    fn reload(&mut self, now: f64) {
+        self.next_reload_at = now + self.config.reload.as_secs_f64();
+        let fresh = self.pairs.is_empty();
+        let loaded = match self.load_pairs(fresh) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                log::error!("{}", self.store.error("reading declared plugins", e));
+                return;
+            }
+        };
+        let mut known: HashMap<(String, String), Option<f64>> = self
+            .pairs
+            .drain(..)
+            .map(|p| ((p.uuid, p.plugin), p.last_sent))
+            .collect();
+        self.pairs = loaded
+            .into_iter()
+            .map(|mut pair| {
+                if let Some(sent) = known.remove(&(pair.uuid.clone(), pair.plugin.clone())) {
+                    pair.last_sent = sent;
+                }
+                pair
+            })
+            .collect();
+        log::debug!("{} declared plugin(s) loaded", self.pairs.len());
+    }
+
+    fn load_pairs(&self, with_last_sent: bool) -> rusqlite::Result<Vec<Pair>> {
+        let conn = &self.store.conn;
+        let mut last_sent: HashMap<(String, String), f64> = HashMap::new();
+        if with_last_sent {
+            let mut stmt =
+                conn.prepare("SELECT uuid, plugin, MAX(sent_at) FROM runs GROUP BY uuid, plugin")?;
+            let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+            for row in rows {
+                let (key, sent) = row?;
+                last_sent.insert(key, sent);
+            }
+        }
+        let mut stmt = conn.prepare(
+            "SELECT p.uuid, p.name, p.interval_s, p.timeout_s, c.last_heartbeat, c.heartbeat_interval_s
+             FROM plugins p JOIN clients c ON c.uuid = p.uuid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<f64>>(3)?,
+                r.get::<_, Option<f64>>(4)?,
+                r.get::<_, Option<f64>>(5)?,
+            ))
+        })?;
+        let mut pairs = Vec::new();
+        for row in rows {
+            let (uuid, plugin, interval, timeout, last_heartbeat, heartbeat_interval) = row?;
+            // A plugin without a usable interval runs only on demand.
+            let Some(interval) = plan::effective_interval(interval) else {
+                continue;
+            };
+            let timeout_s = timeout
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .unwrap_or(self.config.default_timeout_secs);
+            let key = (uuid, plugin);
+            let last_sent = last_sent.get(&key).copied();
+            let (uuid, plugin) = key;
+            pairs.push(Pair {
+                phase: plan::phase(&uuid, &plugin, interval),
+                uuid,
+                plugin,
+                interval,
+                timeout_s,
+                last_heartbeat,
+                heartbeat_interval,
+                last_sent,
+                next_check: 0.0,
+            });
+        }
+        Ok(pairs)
+    }
+
+    /// Hands the due runs to the dispatcher; returns the next due time.
+    fn dispatch_due(&mut self, now: f64) -> f64 {
+        let mut next = now + MAX_SLEEP;
+        if self.jobs.is_full() {
+            // The dispatcher is behind: the due runs stay due.
+            return now + 0.02;
+        }
+        let catch_up = self.config.catch_up_secs();
+        let mut batch = Vec::new();
+        for pair in &mut self.pairs {
+            if pair.next_check > now {
+                next = next.min(pair.next_check);
+                continue;
+            }
+            if !plan::schedulable(
+                pair.last_heartbeat,
+                pair.heartbeat_interval,
+                self.config.heartbeat_grace,
+                now,
+            ) {
+                // Liveness changes only on reload.
+                pair.next_check = self.next_reload_at;
+                continue;
+            }
+            match plan::decide(now, pair.interval, pair.phase, pair.last_sent, catch_up) {
+                plan::Decision::Run if batch.len() < MAX_BATCH => {
+                    batch.push(Job {
+                        uuid: pair.uuid.clone(),
+                        plugin: pair.plugin.clone(),
+                        timeout_s: pair.timeout_s,
+                    });
+                    pair.last_sent = Some(now);
+                    pair.next_check =
+                        plan::slot_start(now, pair.interval, pair.phase) + pair.interval;
+                    next = next.min(pair.next_check);
+                }
+                plan::Decision::Run => next = now,
+                plan::Decision::WaitUntil(at) => {
+                    pair.next_check = at;
+                    next = next.min(at);
+                }
+            }
+        }
+        if !batch.is_empty() && self.jobs.try_send(batch).is_err() {
+            // Only if the dispatcher died; the supervisor stops us then.
+            log::error!("the dispatcher is gone: runs not sent");
+        }
+        next
+    }
+
+    fn sweep(&mut self, now: f64) {
+        self.next_sweep_at = now + SWEEP_EVERY;
+        let since = self.swept_until;
+        match overdue::sweep(&mut self.store.conn, &self.config.id, now, since) {
+            Ok(Some(found)) => {
+                if found.len() < 1_000 {
+                    self.swept_until = now - SWEEP_OVERLAP;
+                } else {
+                    // More remain: the next sweep comes at once.
+                    self.next_sweep_at = now;
+                }
+                for run in found {
+                    log::warn!(
+                        "run {} of {} on {}: result overdue{}",
+                        run.run_id,
+                        run.plugin,
+                        run.hostname.as_deref().unwrap_or(&run.uuid),
+                        match run.outcome {
+                            overdue::Outcome::Superseded => " (a newer result arrived)",
+                            overdue::Outcome::Record { notify: true } => ": notification raised",
+                            overdue::Outcome::Record { notify: false } => "",
+                        }
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("{}", self.store.error("sweeping overdue runs", e)),
+        }
+    }
+
+    fn prune(&mut self, now: f64) {
+        self.next_prune_at = now + PRUNE_EVERY;
+        match overdue::prune(&self.store.conn, now - self.config.runs_keep_secs) {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} finished run(s)"),
+            Err(e) => log::error!("{}", self.store.error("pruning runs", e)),
+        }
+    }
+
+    /// Gives up the lease on a clean stop so a peer takes over at once.
+    fn release(&mut self) {
+        self.lease_clock.set(None);
+        if !self.holding {
+            return;
+        }
+        match lease::release(&self.store.conn, &self.config.id) {
+            Ok(_) => log::info!("lease released by {}", self.config.id),
+            Err(e) => log::error!("{}", self.store.error("releasing the lease", e)),
+        }
+    }
+}

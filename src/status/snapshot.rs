@@ -1,0 +1,239 @@
+//! What `vigil status` shows, gathered once: the store's clients, plugin
+//! states and recent notifications, and each router's `status` reply.
+//!
+//! The store is opened read-only (status never writes, and never creates a
+//! store where there was none). Liveness is computed with the scheduler's
+//! rule, so "up" here means "schedulable" there.
+
+use crate::backend_client::BackendClient;
+use crate::scheduler::plan;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub generated_at: f64,
+    pub db: String,
+    pub clients: Vec<ClientRow>,
+    pub plugins: Vec<PluginRow>,
+    pub notifications: Vec<NotificationRow>,
+    pub routers: Vec<RouterRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRow {
+    pub uuid: String,
+    pub hostname: Option<String>,
+    /// "up", "down", or "unknown" (no heartbeat yet).
+    pub state: String,
+    pub last_seen: f64,
+    pub last_heartbeat: Option<f64>,
+    pub heartbeat_interval_s: Option<f64>,
+    pub last_router: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRow {
+    pub uuid: String,
+    pub hostname: Option<String>,
+    pub plugin: String,
+    /// 0-3, None while no result has arrived.
+    pub status: Option<i64>,
+    /// OK, WARNING, CRITICAL, UNKNOWN, or PENDING (declared, no result yet).
+    pub state: String,
+    pub output: Option<String>,
+    /// When the last result arrived.
+    pub ts: Option<f64>,
+    /// When the status last changed.
+    pub changed_at: Option<f64>,
+    pub interval_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationRow {
+    pub seq: i64,
+    pub created_at: f64,
+    pub uuid: Option<String>,
+    pub hostname: Option<String>,
+    pub origin: String,
+    pub severity: String,
+    pub source: Option<String>,
+    pub message: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterRow {
+    pub endpoint: String,
+    pub reachable: bool,
+    /// The router's `{"op":"status"}` reply.
+    pub status: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// The name of a Nagios status code.
+pub fn state_name(status: Option<i64>) -> &'static str {
+    match status {
+        None => "PENDING",
+        Some(0) => "OK",
+        Some(1) => "WARNING",
+        Some(2) => "CRITICAL",
+        Some(_) => "UNKNOWN",
+    }
+}
+
+/// Opens the store read-only; a missing file is an error, not a new store.
+pub fn open_store(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!(
+            "store {} not found: is VIGIL_DB the path the sinks write to?",
+            path.display()
+        ));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("store {}: cannot open: {e}", path.display()))?;
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("store {}: not readable as SQLite: {e}", path.display()))?;
+    if version < 1 {
+        return Err(format!(
+            "store {}: not a vigil store (schema version {version})",
+            path.display()
+        ));
+    }
+    Ok(conn)
+}
+
+/// Reads clients, plugin states and the last `notifications` notifications.
+pub fn read_store(
+    conn: &Connection,
+    now: f64,
+    grace: f64,
+    notifications: usize,
+) -> rusqlite::Result<(Vec<ClientRow>, Vec<PluginRow>, Vec<NotificationRow>)> {
+    Ok((
+        clients(conn, now, grace)?,
+        plugins(conn)?,
+        recent_notifications(conn, notifications)?,
+    ))
+}
+
+fn clients(conn: &Connection, now: f64, grace: f64) -> rusqlite::Result<Vec<ClientRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT uuid, hostname, last_seen, last_heartbeat, heartbeat_interval_s, last_router
+         FROM clients ORDER BY hostname, uuid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let last_heartbeat: Option<f64> = r.get(3)?;
+        let interval: Option<f64> = r.get(4)?;
+        let state = if last_heartbeat.is_none() {
+            "unknown"
+        } else if plan::schedulable(last_heartbeat, interval, grace, now) {
+            "up"
+        } else {
+            "down"
+        };
+        Ok(ClientRow {
+            uuid: r.get(0)?,
+            hostname: r.get(1)?,
+            state: state.to_string(),
+            last_seen: r.get(2)?,
+            last_heartbeat,
+            heartbeat_interval_s: interval,
+            last_router: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Every result, and every declared plugin without a result yet.
+fn plugins(conn: &Connection) -> rusqlite::Result<Vec<PluginRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.uuid, c.hostname, r.plugin, r.status, r.output, r.ts, r.changed_at, p.interval_s
+         FROM results r
+         LEFT JOIN clients c ON c.uuid = r.uuid
+         LEFT JOIN plugins p ON p.uuid = r.uuid AND p.name = r.plugin
+         UNION ALL
+         SELECT p.uuid, c.hostname, p.name, NULL, NULL, NULL, NULL, p.interval_s
+         FROM plugins p
+         LEFT JOIN clients c ON c.uuid = p.uuid
+         WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)
+         ORDER BY 2, 1, 3",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let status: Option<i64> = r.get(3)?;
+        Ok(PluginRow {
+            uuid: r.get(0)?,
+            hostname: r.get(1)?,
+            plugin: r.get(2)?,
+            status,
+            state: state_name(status).to_string(),
+            output: r.get(4)?,
+            ts: r.get(5)?,
+            changed_at: r.get(6)?,
+            interval_s: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn recent_notifications(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<NotificationRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, created_at, uuid, hostname, origin, severity, source, message, state, attempts
+         FROM notifications ORDER BY seq DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        Ok(NotificationRow {
+            seq: r.get(0)?,
+            created_at: r.get(1)?,
+            uuid: r.get(2)?,
+            hostname: r.get(3)?,
+            origin: r.get(4)?,
+            severity: r.get(5)?,
+            source: r.get(6)?,
+            message: r.get(7)?,
+            state: r.get(8)?,
+            attempts: r.get(9)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Asks every router for its status; an unanswering one is "unreachable".
+pub fn routers(endpoints: &[String], timeout: Duration) -> Vec<RouterRow> {
+    let ctx = zmq::Context::new();
+    let mut client = BackendClient::new(&ctx, endpoints.to_vec(), timeout);
+    (0..endpoints.len())
+        .map(|index| {
+            let endpoint = endpoints[index].clone();
+            match client.request(index, br#"{"op":"status"}"#) {
+                Ok(reply) if reply.get("ok") == Some(&Value::Bool(true)) => RouterRow {
+                    endpoint,
+                    reachable: true,
+                    status: Some(reply),
+                    error: None,
+                },
+                Ok(reply) => RouterRow {
+                    endpoint,
+                    reachable: true,
+                    error: Some(format!("unexpected reply {reply}")),
+                    status: Some(reply),
+                },
+                Err(why) => RouterRow {
+                    endpoint,
+                    reachable: false,
+                    status: None,
+                    error: Some(why),
+                },
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,527 @@
+//! Harness for the `vigil scheduler` and `vigil status` integration tests:
+//! a store populated directly with rusqlite (schema v1 from
+//! src/store/schema.rs), real `vigil scheduler` / `vigil status` processes,
+//! simulated agents (a DEALER whose routing id is its UUID, answering
+//! `run_plugin` with a `result`) and a stand-in result sink that marks runs
+//! completed as the real one does. Every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use crate::util::{now_secs, recv_within, Router, START_WAIT};
+
+/// How long a condition the tests wait for may take.
+pub const LONG_WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns Some, or panics after `timeout` saying
+/// what was awaited.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The scheduler's splay hash, written again here from its definition
+/// (FNV-1a 64 of uuid, a zero byte, plugin): if the binary's drifts, the
+/// slot checks fail.
+pub fn phase(uuid: &str, plugin: &str, interval: f64) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in uuid
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(plugin.as_bytes())
+    {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (hash >> 11) as f64 / (1u64 << 53) as f64 * interval
+}
+
+/// The slot number a run sent at `sent_at` belongs to.
+pub fn slot(uuid: &str, plugin: &str, interval: f64, sent_at: f64) -> i64 {
+    ((sent_at - phase(uuid, plugin, interval)) / interval).floor() as i64
+}
+
+/// A store file in a fresh directory, removed on drop.
+pub struct TestStore {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        let dir = std::env::temp_dir().join(format!("vigil-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("create store dir");
+        let path = dir.join("vigil.db");
+        let mut conn = Connection::open(&path).expect("open store");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("WAL");
+        crate::schema::migrate(&mut conn).expect("create schema v1");
+        TestStore { dir, path }
+    }
+
+    /// A connection that waits for other writers.
+    pub fn conn(&self) -> Connection {
+        let conn = Connection::open(&self.path).expect("open store");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        conn
+    }
+
+    /// A client row; `heartbeat`: (last_heartbeat, interval_s).
+    pub fn add_client(&self, uuid: &str, hostname: &str, heartbeat: Option<(f64, f64)>) {
+        let now = now_secs();
+        let (at, interval) = heartbeat.unzip();
+        let liveness = if heartbeat.is_some() { "up" } else { "unknown" };
+        self.conn()
+            .execute(
+                "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer,
+                                      last_heartbeat, heartbeat_interval_s, liveness)
+                 VALUES (?1, ?2, ?3, ?3, 'r1', '127.0.0.1', ?4, ?5, ?6)",
+                params![uuid, hostname, now, at, interval, liveness],
+            )
+            .expect("insert client");
+    }
+
+    pub fn set_heartbeat(&self, uuid: &str, at: f64) {
+        self.conn()
+            .execute(
+                "UPDATE clients SET last_heartbeat = ?2, last_seen = ?2 WHERE uuid = ?1",
+                params![uuid, at],
+            )
+            .expect("update heartbeat");
+    }
+
+    pub fn add_plugin(&self, uuid: &str, name: &str, interval_s: f64, timeout_s: f64) {
+        self.conn()
+            .execute(
+                "INSERT INTO plugins (uuid, name, process, command, interval_s, timeout_s, registered_at)
+                 VALUES (?1, ?2, 'vigil-agent', ?3, ?4, ?5, ?6)",
+                params![uuid, name, format!("/bin/{name}"), interval_s, timeout_s, now_secs()],
+            )
+            .expect("insert plugin");
+    }
+
+    /// Every run row: run_id → (uuid, plugin, sent_at, completed, overdue).
+    pub fn runs(&self) -> BTreeMap<String, RunRow> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, uuid, plugin, sent_at, due_by, completed_at, overdue FROM runs",
+            )
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    RunRow {
+                        uuid: r.get(1)?,
+                        plugin: r.get(2)?,
+                        sent_at: r.get(3)?,
+                        due_by: r.get(4)?,
+                        completed_at: r.get(5)?,
+                        overdue: r.get::<_, i64>(6)? != 0,
+                    },
+                ))
+            })
+            .expect("query runs");
+        rows.map(|r| r.expect("run row")).collect()
+    }
+
+    /// The lease holder, if any unexpired lease row exists.
+    pub fn lease_holder(&self) -> Option<String> {
+        self.conn()
+            .query_row(
+                "SELECT holder FROM leases WHERE name = 'scheduler' AND expires_at > ?1",
+                [now_secs()],
+                |r| r.get(0),
+            )
+            .ok()
+    }
+
+    pub fn count(&self, sql: &str, args: impl rusqlite::Params) -> i64 {
+        self.conn()
+            .query_row(sql, args, |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub uuid: String,
+    pub plugin: String,
+    pub sent_at: f64,
+    pub due_by: f64,
+    pub completed_at: Option<f64>,
+    pub overdue: bool,
+}
+
+/// The environment every scheduler of the tests gets, before overrides.
+fn base_env(store: &Path, backends: &[&str]) -> Vec<(String, String)> {
+    [
+        ("VIGIL_DB", store.display().to_string()),
+        ("VIGIL_BACKENDS", backends.join(",")),
+        ("VIGIL_LOG", "info".to_string()),
+        ("VIGIL_SCHEDULER_RELOAD_MS", "200".to_string()),
+        ("VIGIL_BACKEND_TIMEOUT_MS", "1000".to_string()),
+        ("VIGIL_RESULT_GRACE_SECS", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A `vigil` command with the test's own VIGIL_* variables removed.
+pub fn vigil(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    cmd.args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VIGIL_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd
+}
+
+/// Runs `vigil ARGS` to completion (bounded) and returns its output.
+pub fn run_vigil(args: &[&str], env: &[(String, String)]) -> Output {
+    let child = vigil(args, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vigil");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(START_WAIT) {
+        Ok(output) => output.expect("wait for vigil"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("vigil {args:?} did not finish within {START_WAIT:?}");
+        }
+    }
+}
+
+/// A running `vigil scheduler`.
+pub struct Scheduler {
+    child: Child,
+    reader: Option<JoinHandle<()>>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub id: String,
+    pub ready: String,
+}
+
+impl Scheduler {
+    /// Starts a scheduler named `id` on `store` and `routers` (in that
+    /// order in VIGIL_BACKENDS), with `extra` variables, and waits for its
+    /// ready line.
+    pub fn start(
+        id: &str,
+        store: &TestStore,
+        routers: &[&Router],
+        extra: &[(&str, &str)],
+    ) -> Scheduler {
+        let backends: Vec<&str> = routers.iter().map(|r| r.backend.as_str()).collect();
+        Scheduler::start_on(id, store, &backends, extra)
+    }
+
+    pub fn start_on(
+        id: &str,
+        store: &TestStore,
+        backends: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Scheduler {
+        let mut env = base_env(&store.path, backends);
+        env.push(("VIGIL_SCHEDULER_ID".into(), id.into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut child = vigil(&["scheduler"], &env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vigil scheduler");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { return };
+                    if line.contains("ready: ") {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(line.clone());
+                        }
+                    }
+                    log.lock().expect("log").push(line);
+                }
+            })
+        };
+        let mut scheduler = Scheduler {
+            child,
+            reader: Some(reader),
+            log,
+            id: id.to_string(),
+            ready: String::new(),
+        };
+        scheduler.ready = ready_rx.recv_timeout(START_WAIT).unwrap_or_else(|_| {
+            panic!("scheduler {id} printed no ready line within {START_WAIT:?}")
+        });
+        scheduler
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for(timeout, &format!("scheduler {} to exit", self.id), || {
+            self.child.try_wait().expect("try_wait")
+        })
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "----- stderr of scheduler {} -----\n{}\n----- end -----",
+                self.id,
+                self.log_lines().join("\n")
+            );
+        }
+    }
+}
+
+/// A run_plugin request as an agent received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub plugin: String,
+    pub run_id: String,
+    pub frame: Value,
+}
+
+/// A simulated agent: one DEALER (routing id = UUID) on its own thread,
+/// greeting every router it connects to, recording each run_plugin and
+/// answering those of `answer` plugins with an OK result.
+pub struct Agent {
+    pub uuid: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agent {
+    pub fn start(routers: &[&Router], answer: &[&str]) -> Agent {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let ctx = zmq::Context::new();
+        let sock = ctx.socket(zmq::DEALER).expect("DEALER");
+        sock.set_linger(0).expect("linger");
+        sock.set_identity(uuid.as_bytes()).expect("routing id");
+        for router in routers {
+            sock.connect(&router.client).expect("connect");
+        }
+        greet(&sock, &uuid, routers);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Vec<String> = answer.iter().map(|s| s.to_string()).collect();
+        let thread = {
+            let (uuid, received, stop) = (uuid.clone(), Arc::clone(&received), Arc::clone(&stop));
+            thread::spawn(move || {
+                let _ctx = ctx;
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(frames) = recv_within(&sock, Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let msg: Value = serde_json::from_slice(&frames[0]).expect("JSON to agent");
+                    if msg["type"] != "run_plugin" {
+                        continue;
+                    }
+                    let plugin = msg["plugin"].as_str().expect("plugin").to_string();
+                    let run_id = msg["run_id"].as_str().expect("run_id").to_string();
+                    if answer.contains(&plugin) {
+                        let result = json!({"uuid": uuid, "type": "result", "plugin": plugin,
+                            "status": 0, "output": format!("{plugin} ok"), "run_id": run_id,
+                            "duration_ms": 1, "perfdata": {}});
+                        sock.send(result.to_string().as_bytes(), 0)
+                            .expect("send result");
+                    }
+                    received.lock().expect("received").push(Received {
+                        plugin,
+                        run_id,
+                        frame: msg,
+                    });
+                }
+            })
+        };
+        Agent {
+            uuid,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received").clone()
+    }
+
+    pub fn count(&self, plugin: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.plugin == plugin)
+            .count()
+    }
+
+    /// Waits until at least `n` runs of `plugin` arrived.
+    pub fn wait_runs(&self, plugin: &str, n: usize) {
+        wait_for(
+            LONG_WAIT,
+            &format!("{n} runs of {plugin} at {}", self.uuid),
+            || (self.count(plugin) >= n).then_some(()),
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sends hello until a welcome came from every router (a DEALER spreads
+/// its sends over its connections), so each router can route to it.
+fn greet(sock: &zmq::Socket, uuid: &str, routers: &[&Router]) {
+    let mut welcomed = std::collections::BTreeSet::new();
+    let hello = json!({"uuid": uuid, "type": "hello"}).to_string();
+    wait_for(LONG_WAIT, "welcome from every router", || {
+        sock.send(hello.as_bytes(), 0).expect("send hello");
+        while let Some(frames) = recv_within(sock, Duration::from_millis(100)) {
+            let reply: Value = serde_json::from_slice(&frames[0]).expect("welcome JSON");
+            if reply["type"] == "welcome" {
+                welcomed.insert(reply["router"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        (welcomed.len() == routers.len()).then_some(())
+    });
+}
+
+/// A stand-in for the result sink: PULLs results from the routers and
+/// sets `runs.completed_at` and the `results` row, as `vigil sink result`
+/// does.
+pub struct ResultSink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ResultSink {
+    pub fn start(store: &TestStore, routers: &[&Router]) -> ResultSink {
+        let ctx = zmq::Context::new();
+        let sock = ctx.socket(zmq::PULL).expect("PULL");
+        sock.set_linger(0).expect("linger");
+        for router in routers {
+            sock.connect(router.sink_endpoint("result"))
+                .expect("connect PULL");
+        }
+        let conn = store.conn();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let _ctx = ctx;
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(frames) = recv_within(&sock, Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let msg: Value = serde_json::from_slice(&frames[0]).expect("result JSON");
+                    let now = now_secs();
+                    conn.execute(
+                        "UPDATE runs SET completed_at = ?2 WHERE run_id = ?1",
+                        params![msg["run_id"].as_str(), now],
+                    )
+                    .expect("complete run");
+                    conn.execute(
+                        "INSERT INTO results (uuid, plugin, status, output, run_id, ts, changed_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                         ON CONFLICT (uuid, plugin) DO UPDATE SET status = excluded.status,
+                           output = excluded.output, run_id = excluded.run_id, ts = excluded.ts",
+                        params![
+                            msg["uuid"].as_str(),
+                            msg["plugin"].as_str(),
+                            msg["status"].as_i64(),
+                            msg["output"].as_str(),
+                            msg["run_id"].as_str(),
+                            now
+                        ],
+                    )
+                    .expect("record result");
+                }
+            })
+        };
+        ResultSink {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ResultSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
