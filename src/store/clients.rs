@@ -151,7 +151,12 @@ mod tests {
     use super::*;
     use crate::store::test_store;
 
-    fn seen<'a>(uuid: &'a str, hostname: Option<&'a str>, at: f64, router: &'a str) -> Sighting<'a> {
+    fn seen<'a>(
+        uuid: &'a str,
+        hostname: Option<&'a str>,
+        at: f64,
+        router: &'a str,
+    ) -> Sighting<'a> {
         Sighting {
             uuid,
             hostname,

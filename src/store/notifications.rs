@@ -147,7 +147,14 @@ pub fn record_attempt(
          WHERE seq = ?1",
     )?
     // The outbox counted its attempt when it claimed the row.
-    .execute(params![seq, done, state, next_at, error, i64::from(next_at.is_none())])?;
+    .execute(params![
+        seq,
+        done,
+        state,
+        next_at,
+        error,
+        i64::from(next_at.is_none())
+    ])?;
     Ok(())
 }
 

@@ -39,7 +39,13 @@ pub fn register(
         "INSERT OR REPLACE INTO processes (uuid, name, pid, version, registered_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![uuid, process.name, process.pid, process.version, at])?;
+    .execute(params![
+        uuid,
+        process.name,
+        process.pid,
+        process.version,
+        at
+    ])?;
     let removed = conn
         .prepare_cached("DELETE FROM plugins WHERE uuid = ?1 AND process = ?2")?
         .execute(params![uuid, process.name])?;
@@ -80,9 +86,7 @@ mod tests {
         let mut stmt = c
             .prepare("SELECT name, process FROM plugins ORDER BY name")
             .unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(Result::unwrap).collect()
     }
 
@@ -102,10 +106,7 @@ mod tests {
         };
         register(c, "u", &agent, &[plugin("load"), plugin("disk")], 1.0).unwrap();
         register(c, "u", &app, &[plugin("queue")], 1.0).unwrap();
-        assert_eq!(
-            register(c, "u", &agent, &[plugin("load")], 2.0).unwrap(),
-            2
-        );
+        assert_eq!(register(c, "u", &agent, &[plugin("load")], 2.0).unwrap(), 2);
         assert_eq!(
             names(c),
             vec![
@@ -117,7 +118,10 @@ mod tests {
         register(c, "u", &app, &[plugin("queue"), plugin("load")], 3.0).unwrap();
         assert_eq!(
             names(c),
-            vec![("load".into(), "app".into()), ("queue".into(), "app".into())]
+            vec![
+                ("load".into(), "app".into()),
+                ("queue".into(), "app".into())
+            ]
         );
     }
 }

@@ -57,7 +57,12 @@ pub fn store(conn: &Connection, r: &PluginResult) -> rusqlite::Result<()> {
 
 /// Sets `completed_at` of run `run_id` (if it is this client's and still
 /// open). Returns whether a run was completed.
-pub fn complete_run(conn: &Connection, run_id: &str, uuid: &str, at: f64) -> rusqlite::Result<bool> {
+pub fn complete_run(
+    conn: &Connection,
+    run_id: &str,
+    uuid: &str,
+    at: f64,
+) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE runs SET completed_at = ?3
