@@ -8,6 +8,11 @@
 //! it. Each owner of a `Store` is one thread (a `rusqlite::Connection` is
 //! `Send`, not `Sync`).
 
+pub mod clients;
+pub mod dedup;
+pub mod notifications;
+pub mod plugins;
+pub mod results;
 mod schema;
 
 use rusqlite::Connection;
@@ -97,6 +102,13 @@ pub fn now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// A store in a fresh temporary file, for unit tests.
+#[cfg(test)]
+pub fn test_store() -> Store {
+    let dir = std::env::temp_dir().join(format!("vigil-store-{}", uuid::Uuid::new_v4()));
+    Store::open(&dir.join("vigil.db")).expect("open a test store")
 }
 
 #[cfg(test)]

@@ -114,6 +114,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_open ON runs (completed_at, due_by);
     "#,
+    // 1 → 2: the notification sink's retry bookkeeping.
+    r#"
+    -- Names of the handlers that already succeeded for a notification (a
+    -- JSON array), so a retry never re-sends an email that went out.
+    ALTER TABLE notifications ADD COLUMN handlers_done TEXT NOT NULL DEFAULT '[]';
+    -- A client's resend finds its earlier row by (uuid, id).
+    CREATE INDEX notifications_client_id ON notifications (uuid, id);
+    "#,
 ];
 
 /// The schema version this program writes.

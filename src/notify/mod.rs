@@ -1,0 +1,150 @@
+//! Notification handlers: what vigil does with a notification once a sink
+//! has accepted it.
+//!
+//! Three handler kinds, each configured by `VIGIL_NOTIFY_*` variables with
+//! its own list of severities (see `config.rs`):
+//! - `command`: a shell command with the notification as JSON on stdin and as
+//!   `VIGIL_*` environment variables, like Nagios notification commands and
+//!   Sensu pipe handlers (`command.rs`);
+//! - `email`: one message per notification through a plain SMTP relay
+//!   (`smtp.rs`);
+//! - `webhook`: a PagerDuty Events v2-shaped JSON POST (`webhook.rs` over
+//!   `http.rs`).
+//!
+//! [`Handlers::run`] runs the handlers for one notification one after the
+//! other, each bounded by `VIGIL_NOTIFY_TIMEOUT_SECS`, and reports each one's
+//! outcome; the notification sink acks only when all succeeded and passes
+//! the names that already succeeded back in on a retry, so a page that went
+//! out is not sent twice because the email relay was down.
+
+pub mod command;
+pub mod config;
+pub mod http;
+pub mod smtp;
+pub mod webhook;
+
+use crate::config::{ConfigError, Env};
+use config::NotifyConfig;
+
+/// Handler names as reported in [`HandlerOutcome::handler`] and accepted in
+/// `done`.
+pub const COMMAND: &str = "command";
+pub const EMAIL: &str = "email";
+pub const WEBHOOK: &str = "webhook";
+
+/// The configured notification handlers.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    config: NotifyConfig,
+}
+
+/// What one handler did with one notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerOutcome {
+    /// The handler's name: `command`, `email` or `webhook`.
+    pub handler: String,
+    /// `Err` carries a one-line reason for the log and the store.
+    pub result: Result<(), String>,
+}
+
+impl Handlers {
+    /// Reads the handler configuration (VIGIL_NOTIFY_* variables) and checks it.
+    pub fn from_env(env: &Env) -> Result<Handlers, ConfigError> {
+        Ok(Handlers {
+            config: NotifyConfig::from_env(env)?,
+        })
+    }
+
+    /// Handlers built from an already checked configuration.
+    pub fn new(config: NotifyConfig) -> Handlers {
+        Handlers { config }
+    }
+
+    /// The configuration, e.g. to log it once at start.
+    pub fn config(&self) -> &NotifyConfig {
+        &self.config
+    }
+
+    /// Names of the handlers configured for this severity (e.g. "command", "email", "webhook").
+    /// An unknown severity counts as `critical`.
+    pub fn for_severity(&self, severity: &str) -> Vec<String> {
+        let c = &self.config;
+        let mut names = Vec::new();
+        if c.command
+            .as_ref()
+            .is_some_and(|h| h.severities.contains(severity))
+        {
+            names.push(COMMAND.to_string());
+        }
+        if c.smtp
+            .as_ref()
+            .is_some_and(|h| h.severities.contains(severity))
+        {
+            names.push(EMAIL.to_string());
+        }
+        if c.webhook
+            .as_ref()
+            .is_some_and(|h| h.severities.contains(severity))
+        {
+            names.push(WEBHOOK.to_string());
+        }
+        names
+    }
+
+    /// Runs every handler configured for the notification's `severity`, skipping
+    /// handler names in `done` (already succeeded on an earlier attempt), and
+    /// returns each one's outcome. Blocks at most about the configured timeout per handler.
+    ///
+    /// A notification without a `severity` string counts as `critical`.
+    pub fn run(&self, notification: &serde_json::Value, done: &[String]) -> Vec<HandlerOutcome> {
+        let severity = notification
+            .get("severity")
+            .and_then(|s| s.as_str())
+            .unwrap_or("critical");
+        let c = &self.config;
+        self.for_severity(severity)
+            .into_iter()
+            .filter(|name| !done.contains(name))
+            .map(|name| {
+                let result = match name.as_str() {
+                    COMMAND => c
+                        .command
+                        .as_ref()
+                        .map(|h| command::run(h, notification, c.timeout)),
+                    EMAIL => c
+                        .smtp
+                        .as_ref()
+                        .map(|h| smtp::send(h, notification, c.timeout)),
+                    WEBHOOK => c
+                        .webhook
+                        .as_ref()
+                        .map(|h| webhook::send(h, notification, c.timeout)),
+                    _ => None,
+                }
+                .unwrap_or_else(|| Err(format!("handler {name} is not configured")));
+                if let Err(reason) = &result {
+                    log::warn!("notification handler {name} failed: {reason}");
+                }
+                HandlerOutcome {
+                    handler: name,
+                    result,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A string member of the notification, or `""`.
+pub(crate) fn field<'a>(notification: &'a serde_json::Value, key: &str) -> &'a str {
+    notification.get(key).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// A member of the notification as text: strings as they are, numbers and
+/// other values as JSON, absent as `""`.
+pub(crate) fn field_text(notification: &serde_json::Value, key: &str) -> String {
+    match notification.get(key) {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}

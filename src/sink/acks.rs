@@ -1,0 +1,116 @@
+//! The ack thread: the only owner of the REQ sockets to the routers' back
+//! ends, sending `{"type":"ack","to":UUID,"id":ID}` for every message a
+//! worker has durably handled.
+//!
+//! Acks go through [`BackendClient`], which tries the router that answered
+//! last and fails over on `unknown_client`, `unreachable` or a timeout. A
+//! failed ack is only logged: the agent keeps the message and resends it,
+//! and the sink acks the duplicate then. Workers never wait for this
+//! thread; they hand acks over a bounded channel.
+//!
+//! At shutdown the workers drop their senders once their last batch is
+//! committed; this thread sends what is queued, but once shutdown has
+//! begun only until the drain deadline; the rest is counted as failed.
+
+use super::message::Incoming;
+use super::metrics::{Metrics, RateLimitedLog};
+use crate::backend_client::BackendClient;
+use crate::signals::ShutdownWatch;
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An ack to send: the client and the id of its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ack {
+    pub to: String,
+    pub id: String,
+}
+
+impl Ack {
+    /// The ack of a message that asked for one (it has an id then).
+    pub fn of(msg: &Incoming) -> Ack {
+        Ack {
+            to: msg.uuid.clone(),
+            id: msg.id.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The frame the router delivers, byte for byte, to the client.
+    pub fn frame(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            to: &'a str,
+            id: &'a str,
+        }
+        let frame = Frame {
+            kind: "ack",
+            to: &self.to,
+            id: &self.id,
+        };
+        serde_json::to_vec(&frame).expect("an ack always serializes")
+    }
+}
+
+pub struct AckThread {
+    pub client: BackendClient,
+    pub acks: Receiver<Ack>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: ShutdownWatch,
+    pub drain: Duration,
+}
+
+impl AckThread {
+    pub fn run(mut self) -> Result<(), String> {
+        let mut failures = RateLimitedLog::new(Duration::from_secs(10));
+        let mut deadline: Option<Instant> = None;
+        // Ends when every worker has dropped its sender and the queue is empty.
+        while let Ok(ack) = self.acks.recv() {
+            if self.shutdown.is_set() {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + self.drain);
+                if Instant::now() >= at {
+                    let left = 1 + self.acks.len();
+                    self.metrics.acks_failed.fetch_add(left as u64, Relaxed);
+                    log::warn!(
+                        "acks: drain deadline passed, {left} ack(s) not sent (the agents resend)"
+                    );
+                    return Ok(());
+                }
+            }
+            match self.client.deliver(&ack.frame()) {
+                Ok(_) => {
+                    self.metrics.acks_sent.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    self.metrics.acks_failed.fetch_add(1, Relaxed);
+                    failures.warn(format_args!(
+                        "ack of {} to {} not delivered (the agent will resend): {e}",
+                        ack.id, ack.to
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_frame_text_is_pinned() {
+        let ack = Ack {
+            to: "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b".into(),
+            id: "m\"1".into(),
+        };
+        assert_eq!(
+            String::from_utf8(ack.frame()).unwrap(),
+            r#"{"type":"ack","to":"0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b","id":"m\"1"}"#
+        );
+    }
+}

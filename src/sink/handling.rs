@@ -1,0 +1,126 @@
+//! Running a notification's handlers, shared by the notification worker
+//! (client notifications) and the outbox (notifications vigil raised).
+//!
+//! An attempt runs only the handlers not yet done, and adds those that
+//! succeed to the done list, which the caller stores: a retry after the
+//! webhook failed does not send the email again. The notification is
+//! complete when every handler configured for its severity is done.
+
+use crate::notify::{HandlerOutcome, Handlers};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Handlers that have succeeded, this time or before.
+    pub done: Vec<String>,
+    /// `handler: reason` for each that did not.
+    pub failures: Vec<String>,
+}
+
+impl Attempt {
+    pub fn complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The failures on one line, for the log and `last_error`.
+    pub fn error(&self) -> String {
+        self.failures.join("; ")
+    }
+}
+
+/// Runs the handlers of `notification` not in `done`.
+pub fn attempt(handlers: &Handlers, notification: &Value, done: Vec<String>) -> Attempt {
+    let severity = notification
+        .get("severity")
+        .and_then(Value::as_str)
+        .unwrap_or("critical");
+    let required = handlers.for_severity(severity);
+    let outcomes = handlers.run(notification, &done);
+    settle(&required, done, outcomes)
+}
+
+/// Folds an attempt's outcomes into the done list. A required handler
+/// neither done nor reported counts as failed, so a notification is never
+/// marked handled on a handler's silence.
+pub fn settle(
+    required: &[String],
+    mut done: Vec<String>,
+    outcomes: Vec<HandlerOutcome>,
+) -> Attempt {
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome.result {
+            Ok(()) if !done.contains(&outcome.handler) => done.push(outcome.handler),
+            Ok(()) => {}
+            Err(reason) => failures.push(format!("{}: {reason}", outcome.handler)),
+        }
+    }
+    for name in required {
+        let reported = failures.iter().any(|f| f.starts_with(&format!("{name}: ")));
+        if !done.contains(name) && !reported {
+            failures.push(format!("{name}: did not run"));
+        }
+    }
+    Attempt { done, failures }
+}
+
+/// The wait before attempt `attempts + 1`: doubling from `min`, at most `max`.
+pub fn backoff(attempts: i64, min: Duration, max: Duration) -> Duration {
+    let doublings = attempts.clamp(0, 30) as u32;
+    min.saturating_mul(1u32 << doublings).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(handler: &str, result: Result<(), &str>) -> HandlerOutcome {
+        HandlerOutcome {
+            handler: handler.into(),
+            result: result.map_err(str::to_string),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_retry_keeps_what_succeeded_before() {
+        let required = names(&["command", "email", "webhook"]);
+        let first = settle(
+            &required,
+            vec![],
+            vec![
+                outcome("command", Ok(())),
+                outcome("email", Ok(())),
+                outcome("webhook", Err("503")),
+            ],
+        );
+        assert!(!first.complete());
+        assert_eq!(first.done, names(&["command", "email"]));
+        assert_eq!(first.error(), "webhook: 503");
+        let second = settle(&required, first.done, vec![outcome("webhook", Ok(()))]);
+        assert!(second.complete());
+        assert_eq!(second.done, names(&["command", "email", "webhook"]));
+    }
+
+    #[test]
+    fn silence_is_not_success() {
+        let attempt = settle(&names(&["command"]), vec![], vec![]);
+        assert_eq!(attempt.failures, names(&["command: did not run"]));
+        assert!(settle(&[], vec![], vec![]).complete(), "no handlers: done");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(backoff(0, min, max), min);
+        assert_eq!(backoff(1, min, max), Duration::from_secs(10));
+        assert_eq!(backoff(3, min, max), Duration::from_secs(40));
+        assert_eq!(backoff(4, min, max), max);
+        assert_eq!(backoff(1_000, min, max), max);
+    }
+}

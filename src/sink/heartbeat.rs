@@ -1,0 +1,217 @@
+//! The heartbeat sink: last-seen per client, and liveness.
+//!
+//! Each heartbeat records `received_at` and `interval_s`, and marks the
+//! client up; a client that was down gets a recovery notification. A sweep
+//! (every `VIGIL_HEARTBEAT_SWEEP_MS`) declares down every client silent for
+//! longer than `VIGIL_HEARTBEAT_GRACE × interval_s` and raises a `critical`
+//! notification for it.
+//!
+//! No storm at (re)start: a client's deadline is counted from the later of
+//! its last heartbeat and this sink's start, so after an outage of the sink
+//! itself, every client gets a full grace window to be heard again before
+//! anyone is declared down. The store's conditional update makes sure
+//! only one sweep (of several sink processes) raises each notification.
+
+use super::config::SinkType;
+use super::message::{Incoming, Malformed};
+use super::worker::{Ctx, Effects, Failure, TypeSink};
+use crate::store::clients::{self, Liveness, Silent};
+use crate::store::notifications::{self, Raised};
+use crate::store::{now, Store};
+use rusqlite::{Connection, TransactionBehavior};
+use std::time::{Duration, Instant};
+
+pub struct HeartbeatSink {
+    /// When this sink started (Unix seconds).
+    pub started: f64,
+    pub grace: f64,
+    pub sweep: Duration,
+}
+
+impl TypeSink for HeartbeatSink {
+    fn kind(&self) -> SinkType {
+        SinkType::Heartbeat
+    }
+
+    fn handle(
+        &mut self,
+        conn: &Connection,
+        msg: &Incoming,
+        out: &mut Effects,
+    ) -> Result<(), Failure> {
+        let interval = interval_s(msg)?;
+        let before = clients::record_heartbeat(conn, &msg.uuid, msg.meta.received_at, interval)?;
+        if before == Liveness::Down {
+            let hostname = clients::hostname(conn, &msg.uuid)?;
+            notifications::raise(
+                conn,
+                &recovery(&msg.uuid, hostname.as_deref(), msg.meta.received_at),
+            )?;
+            out.raised += 1;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, store: &mut Store, out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
+        if let Err(e) = self.sweep_once(store, out) {
+            ctx.store_error(0, &e);
+        }
+        Some(Instant::now() + self.sweep)
+    }
+}
+
+impl HeartbeatSink {
+    /// Declares down every client whose window has passed.
+    fn sweep_once(&self, store: &mut Store, out: &mut Effects) -> rusqlite::Result<()> {
+        let at = now();
+        let tx = store
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut raised = 0;
+        for client in clients::silent(&tx, self.started, self.grace, at)? {
+            if clients::mark_down(&tx, &client)? {
+                log::warn!("heartbeat: {}", down_message(&client, self.grace, at));
+                notifications::raise(&tx, &down(&client, self.grace, at))?;
+                raised += 1;
+            }
+        }
+        tx.commit()?;
+        out.raised += raised;
+        Ok(())
+    }
+}
+
+/// `interval_s`: required, a positive number of seconds.
+fn interval_s(msg: &Incoming) -> Result<f64, Malformed> {
+    match msg.opt_num("interval_s")? {
+        Some(i) if i > 0.0 => Ok(i),
+        Some(_) => Err(Malformed("interval_s must be above 0".into())),
+        None => Err(Malformed("interval_s is missing".into())),
+    }
+}
+
+fn name(uuid: &str, hostname: Option<&str>) -> String {
+    match hostname {
+        Some(host) => format!("{host} ({uuid})"),
+        None => uuid.to_string(),
+    }
+}
+
+fn down_message(c: &Silent, grace: f64, now: f64) -> String {
+    format!(
+        "no heartbeat from {} for {:.0} s (interval {} s, grace {grace}x)",
+        name(&c.uuid, c.hostname.as_deref()),
+        now - c.last_heartbeat,
+        c.interval_s
+    )
+}
+
+/// The `critical` notification for a client gone silent.
+fn down(c: &Silent, grace: f64, now: f64) -> Raised<'_> {
+    Raised {
+        origin: "heartbeat",
+        uuid: &c.uuid,
+        hostname: c.hostname.as_deref(),
+        severity: "critical",
+        source: "heartbeat",
+        message: down_message(c, grace, now),
+        recovery: false,
+        at: now,
+    }
+}
+
+/// The `info` notification for a client heard again after being down.
+fn recovery<'a>(uuid: &'a str, hostname: Option<&'a str>, at: f64) -> Raised<'a> {
+    Raised {
+        origin: "heartbeat",
+        uuid,
+        hostname,
+        severity: "info",
+        source: "heartbeat",
+        message: format!("heartbeats from {} are back", name(uuid, hostname)),
+        recovery: true,
+        at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::message::tests::{incoming, U};
+    use crate::store::test_store;
+
+    fn beat(interval: &str) -> Incoming {
+        incoming(
+            SinkType::Heartbeat,
+            &format!(
+                r#"{{"uuid":"{U}","type":"heartbeat","hostname":"web1","interval_s":{interval}}}"#
+            ),
+        )
+    }
+
+    fn pending(store: &Store) -> Vec<(String, String)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT severity, body FROM notifications WHERE state='pending' ORDER BY seq")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn interval_is_required_and_positive() {
+        assert!(interval_s(&beat("0")).is_err());
+        assert!(interval_s(&beat("\"10\"")).is_err());
+        assert_eq!(interval_s(&beat("2.5")).unwrap(), 2.5);
+    }
+
+    #[test]
+    fn down_after_the_window_then_recovery() {
+        let mut store = test_store();
+        let mut sink = HeartbeatSink {
+            started: 0.0,
+            grace: 3.0,
+            sweep: Duration::from_secs(1),
+        };
+        let msg = beat("1");
+        let mut out = Effects::default();
+        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        assert_eq!(out.raised, 0, "first heartbeat raises nothing");
+        // received_at is in the past (META), so the window has long passed.
+        sink.sweep_once(&mut store, &mut out).unwrap();
+        sink.sweep_once(&mut store, &mut out).unwrap();
+        assert_eq!(out.raised, 1, "down once");
+        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        assert_eq!(out.raised, 2, "recovery");
+        let rows = pending(&store);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, "critical");
+        assert!(
+            rows[0].1.contains("no heartbeat from web1"),
+            "{}",
+            rows[0].1
+        );
+        assert_eq!(rows[1].0, "info");
+        assert!(rows[1].1.contains(r#""recovery":true"#), "{}", rows[1].1);
+    }
+
+    #[test]
+    fn a_fresh_start_waits_a_full_window() {
+        let mut store = test_store();
+        let mut sink = HeartbeatSink {
+            started: now(),
+            grace: 3.0,
+            sweep: Duration::from_secs(1),
+        };
+        let msg = beat("60");
+        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+        let mut out = Effects::default();
+        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        sink.sweep_once(&mut store, &mut out).unwrap();
+        assert_eq!(
+            out.raised, 0,
+            "an old heartbeat is not down before start + window"
+        );
+    }
+}

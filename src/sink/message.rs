@@ -1,0 +1,270 @@
+//! One message as a sink receives it from a router: the client's JSON frame
+//! and the router's metadata frame, checked and parsed.
+//!
+//! The router already validated the envelope, but a sink trusts nothing it
+//! reads off a socket: anything else may have connected to the PUSH end, a
+//! router may be older or newer, and a frame may be cut. So every check is
+//! done again here, and a message that fails one becomes a [`Malformed`]
+//! the worker counts and logs, never a crash.
+
+use super::config::SinkType;
+use crate::protocol::parse_uuid;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A message that passed the envelope checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    /// Canonical UUID text (lowercase).
+    pub uuid: String,
+    pub id: Option<String>,
+    pub ack: bool,
+    /// The client's object.
+    pub body: Map<String, Value>,
+    /// The client's frame as text, as received.
+    pub text: String,
+    pub meta: Meta,
+}
+
+/// The router's metadata frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub router: String,
+    pub received_at: f64,
+    pub peer: Option<String>,
+}
+
+/// Why a message was refused; the text says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn malformed(text: impl Into<String>) -> Malformed {
+    Malformed(text.into())
+}
+
+/// Checks and parses one multipart message for a sink of `kind`.
+pub fn parse(frames: &[Vec<u8>], kind: SinkType) -> Result<Incoming, Malformed> {
+    let [frame, meta] = frames else {
+        return Err(malformed(format!(
+            "expected 2 frames (message, metadata), got {}",
+            frames.len()
+        )));
+    };
+    let text = std::str::from_utf8(frame)
+        .map_err(|_| malformed("message frame is not UTF-8"))?
+        .to_string();
+    let body = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(body)) => body,
+        Ok(_) => return Err(malformed("message frame is not a JSON object")),
+        Err(e) => return Err(malformed(format!("message frame is not JSON: {e}"))),
+    };
+    let meta = parse_meta(meta)?;
+    let uuid = match body.get("uuid") {
+        Some(Value::String(s)) => parse_uuid(s)
+            .map(|u| u.hyphenated().to_string())
+            .ok_or_else(|| malformed(format!("uuid {:?} is not a UUID", clip(s))))?,
+        _ => return Err(malformed("uuid is missing or not a string")),
+    };
+    match body.get("type") {
+        Some(Value::String(t)) if t == kind.name() => {}
+        Some(Value::String(t)) => {
+            return Err(malformed(format!(
+                "type {:?} arrived at the {kind} sink",
+                clip(t)
+            )))
+        }
+        _ => return Err(malformed("type is missing or not a string")),
+    }
+    let id = match body.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(malformed("id is not a string")),
+    };
+    let ack = match body.get("ack") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(malformed("ack is not a boolean")),
+    };
+    if ack && id.is_none() {
+        return Err(malformed("ack is true but id is missing"));
+    }
+    Ok(Incoming {
+        uuid,
+        id,
+        ack,
+        body,
+        text,
+        meta,
+    })
+}
+
+fn parse_meta(frame: &[u8]) -> Result<Meta, Malformed> {
+    let Ok(Value::Object(meta)) = serde_json::from_slice::<Value>(frame) else {
+        return Err(malformed("metadata frame is not a JSON object"));
+    };
+    let router = match meta.get("router") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(malformed("metadata has no router name")),
+    };
+    let received_at = meta
+        .get("received_at")
+        .and_then(Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .ok_or_else(|| malformed("metadata has no received_at time"))?;
+    let peer = match meta.get("peer") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(malformed("metadata peer is not a string")),
+    };
+    Ok(Meta {
+        router,
+        received_at,
+        peer,
+    })
+}
+
+impl Incoming {
+    /// An optional string field; present with another type is malformed.
+    pub fn opt_str(&self, name: &str) -> Result<Option<&str>, Malformed> {
+        opt_str(&self.body, name)
+    }
+
+    /// A required string field.
+    pub fn req_str(&self, name: &str) -> Result<&str, Malformed> {
+        self.opt_str(name)?
+            .ok_or_else(|| malformed(format!("{name} is missing")))
+    }
+
+    /// An optional number field.
+    pub fn opt_num(&self, name: &str) -> Result<Option<f64>, Malformed> {
+        opt_num(&self.body, name)
+    }
+
+    /// `hostname`, when given as a non-empty string.
+    pub fn hostname(&self) -> Result<Option<&str>, Malformed> {
+        Ok(self.opt_str("hostname")?.filter(|h| !h.is_empty()))
+    }
+
+    /// The client's `ts` when it is a plausible Unix time, else when the
+    /// router received the message.
+    pub fn timestamp(&self) -> f64 {
+        match self.body.get("ts").and_then(Value::as_f64) {
+            Some(ts) if ts.is_finite() && ts > 0.0 => ts,
+            _ => self.meta.received_at,
+        }
+    }
+}
+
+/// `name` of `obj` as an optional string.
+pub fn opt_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Malformed> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(malformed(format!("{name} is not a string"))),
+    }
+}
+
+/// `name` of `obj` as an optional finite number.
+pub fn opt_num(obj: &Map<String, Value>, name: &str) -> Result<Option<f64>, Malformed> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| malformed(format!("{name} is not a number"))),
+    }
+}
+
+/// Cuts hostile input short before it is logged.
+pub fn clip(text: &str) -> &str {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    pub const U: &str = "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b";
+    pub const META: &str = r#"{"router":"r1","received_at":1764072605.5,"peer":"127.0.0.1"}"#;
+
+    /// A message as a router would forward it.
+    pub fn frames(json: &str) -> Vec<Vec<u8>> {
+        vec![json.as_bytes().to_vec(), META.as_bytes().to_vec()]
+    }
+
+    /// Parses `json` (forwarded with [`META`]) for `kind`.
+    pub fn incoming(kind: SinkType, json: &str) -> Incoming {
+        parse(&frames(json), kind).unwrap()
+    }
+
+    #[test]
+    fn parses_envelope_and_metadata() {
+        let json = format!(
+            r#"{{"uuid":"{}","type":"stats","id":"7","ack":true,"ts":5}}"#,
+            U.to_uppercase()
+        );
+        let m = incoming(SinkType::Stats, &json);
+        assert_eq!(m.uuid, U);
+        assert_eq!((m.id.as_deref(), m.ack), (Some("7"), true));
+        assert_eq!(m.meta.router, "r1");
+        assert_eq!(m.meta.peer.as_deref(), Some("127.0.0.1"));
+        assert_eq!(m.timestamp(), 5.0);
+        assert_eq!(m.text, json);
+    }
+
+    #[test]
+    fn refuses_what_a_router_would_not_send() {
+        let ok = format!(r#"{{"uuid":"{U}","type":"stats"}}"#);
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![ok.as_bytes().to_vec()],
+            vec![ok.as_bytes().to_vec(), META.into(), b"x".to_vec()],
+            vec![b"{".to_vec(), META.into()],
+            vec![vec![0xff], META.into()],
+            vec![b"[1]".to_vec(), META.into()],
+            vec![ok.as_bytes().to_vec(), b"{}".to_vec()],
+            vec![
+                ok.as_bytes().to_vec(),
+                br#"{"router":"r","received_at":"x"}"#.to_vec(),
+            ],
+            frames(r#"{"uuid":"nope","type":"stats"}"#),
+            frames(&format!(r#"{{"uuid":"{U}","type":"heartbeat"}}"#)),
+            frames(&format!(r#"{{"uuid":"{U}"}}"#)),
+            frames(&format!(r#"{{"uuid":"{U}","type":"stats","id":3}}"#)),
+            frames(&format!(r#"{{"uuid":"{U}","type":"stats","ack":true}}"#)),
+            frames(&format!(
+                r#"{{"uuid":"{U}","type":"stats","ack":"yes","id":"1"}}"#
+            )),
+        ];
+        for case in cases {
+            assert!(parse(&case, SinkType::Stats).is_err(), "{case:?}");
+        }
+        assert!(parse(&frames(&ok), SinkType::Stats).is_ok());
+    }
+
+    #[test]
+    fn field_accessors_say_what_is_wrong() {
+        let m = incoming(
+            SinkType::Stats,
+            &format!(r#"{{"uuid":"{U}","type":"stats","hostname":7,"n":"x","ts":"soon"}}"#),
+        );
+        assert_eq!(
+            m.hostname().unwrap_err().to_string(),
+            "hostname is not a string"
+        );
+        assert!(m.opt_num("n").is_err());
+        assert_eq!(m.opt_num("missing").unwrap(), None);
+        assert!(m.req_str("missing").is_err());
+        assert_eq!(m.timestamp(), 1764072605.5, "a bad ts falls back");
+    }
+}

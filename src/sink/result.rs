@@ -1,0 +1,339 @@
+//! The result sink: the last status per (client, plugin), notifications on
+//! a change of state, and perfdata to Graphite.
+//!
+//! A change (including a plugin's first non-OK result) raises a pending
+//! notification for the outbox: CRITICAL → `critical`, WARNING and UNKNOWN
+//! → `warning`, back to OK → `info` with `"recovery": true`. Perfdata
+//! values go to Graphite as `PREFIX.HOSTNAME.PLUGIN.LABEL`. A result
+//! carrying `run_id` completes the scheduler's run.
+//!
+//! Perfdata is accepted as the agent may send it: an object of
+//! `label: number` (or `label: {"value": number, ...}`), an array of
+//! `{"label", "value"}`, or the Nagios plugin text
+//! `'label'=value[UOM];[warn];[crit];[min];[max] ...`.
+
+use super::config::SinkType;
+use super::message::{Incoming, Malformed};
+use super::stats::hostname;
+use super::worker::{Effects, Failure, TypeSink};
+use crate::graphite;
+use crate::store::notifications::{self, Raised};
+use crate::store::results::{self, PluginResult};
+use rusqlite::Connection;
+use serde_json::Value;
+
+pub struct ResultSink {
+    /// `VIGIL_GRAPHITE_PREFIX`.
+    pub prefix: String,
+}
+
+impl TypeSink for ResultSink {
+    fn kind(&self) -> SinkType {
+        SinkType::Result
+    }
+
+    fn handle(
+        &mut self,
+        conn: &Connection,
+        msg: &Incoming,
+        out: &mut Effects,
+    ) -> Result<(), Failure> {
+        let result = parse(msg)?;
+        let host = hostname(conn, msg)?;
+        let before = results::last_status(conn, &result.uuid, &result.plugin)?;
+        results::store(conn, &result)?;
+        if let Some(run_id) = &result.run_id {
+            results::complete_run(conn, run_id, &result.uuid, result.at)?;
+        }
+        if let Some((severity, recovery)) = transition(before, result.status) {
+            let known_host = (host != result.uuid).then_some(host.as_str());
+            notifications::raise(conn, &change(&result, known_host, severity, recovery))?;
+            out.raised += 1;
+        }
+        let ts = msg.timestamp() as i64;
+        let (values, refused) = perf_values(msg.body.get("perfdata"));
+        out.rejected += refused;
+        for (label, value) in values {
+            match graphite::line(&self.prefix, &[&host, &result.plugin, &label], value, ts) {
+                Some(line) => out.lines.push(line),
+                None => out.rejected += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse(msg: &Incoming) -> Result<PluginResult, Malformed> {
+    let plugin = msg.req_str("plugin")?;
+    if plugin.is_empty() {
+        return Err(Malformed("plugin is empty".into()));
+    }
+    let status = match msg.body.get("status").and_then(Value::as_i64) {
+        Some(s @ 0..=3) => s,
+        _ => return Err(Malformed("status must be 0, 1, 2 or 3".into())),
+    };
+    let perfdata = match msg.body.get("perfdata") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.to_string()),
+    };
+    Ok(PluginResult {
+        uuid: msg.uuid.clone(),
+        plugin: plugin.to_string(),
+        status,
+        output: msg.opt_str("output")?.map(str::to_string),
+        perfdata,
+        duration_ms: msg.opt_num("duration_ms")?.map(|d| d.round() as i64),
+        run_id: msg.opt_str("run_id")?.map(str::to_string),
+        at: msg.meta.received_at,
+    })
+}
+
+/// The notification a status change raises: `(severity, recovery)`, or
+/// `None` when nothing changed (or a new plugin starts out OK).
+pub fn transition(before: Option<i64>, now: i64) -> Option<(&'static str, bool)> {
+    if before == Some(now) || (before.is_none() && now == 0) {
+        return None;
+    }
+    Some(match now {
+        0 => ("info", true),
+        2 => ("critical", false),
+        _ => ("warning", false),
+    })
+}
+
+fn status_name(status: i64) -> &'static str {
+    match status {
+        0 => "OK",
+        1 => "WARNING",
+        2 => "CRITICAL",
+        _ => "UNKNOWN",
+    }
+}
+
+fn change<'a>(
+    r: &'a PluginResult,
+    host: Option<&'a str>,
+    severity: &'a str,
+    recovery: bool,
+) -> Raised<'a> {
+    let mut message = format!(
+        "{} on {} is {}",
+        r.plugin,
+        host.unwrap_or(&r.uuid),
+        status_name(r.status)
+    );
+    if let Some(output) = r.output.as_deref().filter(|o| !o.is_empty()) {
+        let first_line = output.lines().next().unwrap_or_default();
+        message.push_str(": ");
+        message.extend(first_line.chars().take(300));
+    }
+    Raised {
+        origin: "result",
+        uuid: &r.uuid,
+        hostname: host,
+        severity,
+        source: &r.plugin,
+        message,
+        recovery,
+        at: r.at,
+    }
+}
+
+/// The numeric perfdata values, and how many entries were refused.
+pub fn perf_values(perfdata: Option<&Value>) -> (Vec<(String, f64)>, usize) {
+    let mut values = Vec::new();
+    let mut refused = 0;
+    let mut take = |label: Option<&str>, value: Option<f64>| match (label, value) {
+        (Some(l), Some(v)) if !l.is_empty() && v.is_finite() => values.push((l.to_string(), v)),
+        _ => refused += 1,
+    };
+    match perfdata {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (label, v) in map {
+                take(Some(label), number_or_value(v));
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                let label = item.get("label").and_then(Value::as_str);
+                take(label, item.get("value").and_then(number));
+            }
+        }
+        Some(Value::String(text)) => {
+            for (label, value) in nagios_perfdata(text) {
+                take(Some(&label), value);
+            }
+        }
+        Some(_) => refused += 1,
+    }
+    (values, refused)
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+fn number_or_value(v: &Value) -> Option<f64> {
+    number(v).or_else(|| v.get("value").and_then(number))
+}
+
+/// Nagios plugin perfdata: `label=value[UOM];warn;crit;min;max`, space
+/// separated; a label with spaces is single-quoted ('' is a quote). A
+/// value of `U` (undetermined) or one that does not parse gives `None`.
+pub fn nagios_perfdata(text: &str) -> Vec<(String, Option<f64>)> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let (label, after) = match rest.strip_prefix('\'') {
+            Some(quoted) => match quoted_label(quoted) {
+                Some(parsed) => parsed,
+                None => break,
+            },
+            None => {
+                let end = rest.find(['=', ' ']).unwrap_or(rest.len());
+                (rest[..end].to_string(), &rest[end..])
+            }
+        };
+        let Some(after) = after.strip_prefix('=') else {
+            out.push((label, None));
+            rest = after.trim_start();
+            continue;
+        };
+        let end = after.find(char::is_whitespace).unwrap_or(after.len());
+        let value = after[..end].split(';').next().unwrap_or_default();
+        out.push((label, leading_number(value)));
+        rest = after[end..].trim_start();
+    }
+    out
+}
+
+/// `label'` (quotes doubled inside) and what follows the closing quote.
+fn quoted_label(text: &str) -> Option<(String, &str)> {
+    let mut label = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '\'' {
+            label.push(c);
+        } else if matches!(chars.peek(), Some((_, '\''))) {
+            label.push('\'');
+            chars.next();
+        } else {
+            return Some((label, &text[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The number at the start of `value`, before its unit (`85%`, `0.2s`).
+fn leading_number(value: &str) -> Option<f64> {
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::message::tests::{incoming, U};
+    use crate::store::test_store;
+    use serde_json::json;
+
+    #[test]
+    fn transitions() {
+        assert_eq!(transition(None, 0), None);
+        assert_eq!(transition(None, 2), Some(("critical", false)));
+        assert_eq!(transition(Some(0), 1), Some(("warning", false)));
+        assert_eq!(transition(Some(1), 3), Some(("warning", false)));
+        assert_eq!(transition(Some(2), 2), None);
+        assert_eq!(transition(Some(2), 0), Some(("info", true)));
+    }
+
+    #[test]
+    fn nagios_text() {
+        let parsed =
+            nagios_perfdata("load1=0.5;1;2;0; 'disk /var'=85%;90;95 'it''s'=3 time=0.2s x=U bare");
+        assert_eq!(
+            parsed,
+            vec![
+                ("load1".into(), Some(0.5)),
+                ("disk /var".into(), Some(85.0)),
+                ("it's".into(), Some(3.0)),
+                ("time".into(), Some(0.2)),
+                ("x".into(), None),
+                ("bare".into(), None),
+            ]
+        );
+        assert!(nagios_perfdata("'unterminated=1").is_empty());
+        assert!(nagios_perfdata("").is_empty());
+    }
+
+    #[test]
+    fn perfdata_shapes() {
+        let (v, refused) = perf_values(Some(
+            &json!({"a": 1, "b": {"value": 2.5, "uom": "s"}, "c": "x"}),
+        ));
+        assert_eq!((v.len(), refused), (2, 1));
+        let (v, refused) = perf_values(Some(&json!([{"label": "a", "value": 1}, {"label": "b"}])));
+        assert_eq!((v, refused), (vec![("a".to_string(), 1.0)], 1));
+        let (v, _) = perf_values(Some(&json!("rta=0.1ms;100;500;0 pl=0%")));
+        assert_eq!(v, vec![("rta".into(), 0.1), ("pl".into(), 0.0)]);
+        assert_eq!(perf_values(Some(&json!(7))).1, 1);
+    }
+
+    #[test]
+    fn a_change_raises_once_and_perfdata_becomes_lines() {
+        let store = test_store();
+        let mut sink = ResultSink {
+            prefix: "vigil".into(),
+        };
+        let result = |status: i64| {
+            incoming(
+                SinkType::Result,
+                &format!(
+                    r#"{{"uuid":"{U}","type":"result","hostname":"db1","plugin":"load","status":{status},
+                        "output":"LOAD {status}\nmore","perfdata":{{"load1":0.5}},"ts":1700000000}}"#
+                ),
+            )
+        };
+        let mut out = Effects::default();
+        for status in [0, 0, 2, 2, 0] {
+            let msg = result(status);
+            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+            sink.handle(&store.conn, &msg, &mut out).unwrap();
+        }
+        assert_eq!(out.raised, 2);
+        assert_eq!(out.lines.len(), 5);
+        assert!(out.lines[0].starts_with("vigil.db1.load.load1 0.5 1700000000"));
+        let messages: Vec<String> = store
+            .conn
+            .prepare("SELECT message FROM notifications ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "load on db1 is CRITICAL: LOAD 2",
+                "load on db1 is OK: LOAD 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn status_must_be_a_nagios_code() {
+        for status in ["4", "-1", "\"2\"", "1.5"] {
+            let msg = incoming(
+                SinkType::Result,
+                &format!(r#"{{"uuid":"{U}","type":"result","plugin":"p","status":{status}}}"#),
+            );
+            assert!(parse(&msg).is_err(), "{status}");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! A type's worker thread: takes batches from its PULL thread, parses them,
+//! writes them to the store in one transaction per batch, and only then
+//! publishes what follows from them (acks, Graphite lines, a ring of the
+//! outbox's bell).
+//!
+//! What differs per type is a [`TypeSink`]. The store is the slow part, so
+//! a batch costs one commit, not one per message; each message runs inside
+//! its own savepoint, so one that fails rolls back alone and never poisons
+//! the rest of its batch. A store failure loses the batch's messages (their
+//! acks are not sent, so the agent resends those that matter) but never the
+//! thread. A message whose envelope is sound but whose fields are not is
+//! counted, logged and acked if it asked: resending it cannot help.
+
+use super::acks::Ack;
+use super::config::SinkType;
+use super::message::{self, Incoming, Malformed};
+use super::metrics::{Metrics, RateLimitedLog, TypeMetrics};
+use crate::doorbell::Ringer;
+use crate::graphite::Graphite;
+use crate::store::{clients, Store};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One multipart message as read off a PULL socket.
+pub type Raw = Vec<Vec<u8>>;
+/// What a PULL thread hands its worker at once.
+pub type Batch = Vec<Raw>;
+
+/// What handling a batch leads to, published only after it is committed.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub acks: Vec<Ack>,
+    /// Graphite plaintext lines.
+    pub lines: Vec<String>,
+    /// Notifications inserted as pending for the outbox.
+    pub raised: usize,
+    /// Parts of messages refused (counted in `rejected_items`).
+    pub rejected: usize,
+}
+
+impl Effects {
+    fn mark(&self) -> (usize, usize, usize) {
+        (self.acks.len(), self.lines.len(), self.raised)
+    }
+
+    /// Forgets what a rolled-back message led to (its refused parts stay
+    /// counted: they were refused either way).
+    fn rewind(&mut self, (acks, lines, raised): (usize, usize, usize)) {
+        self.acks.truncate(acks);
+        self.lines.truncate(lines);
+        self.raised = raised;
+    }
+}
+
+/// Why one message was not handled.
+#[derive(Debug)]
+pub enum Failure {
+    Malformed(Malformed),
+    Store(rusqlite::Error),
+}
+
+impl From<Malformed> for Failure {
+    fn from(m: Malformed) -> Failure {
+        Failure::Malformed(m)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+/// The logs a worker writes about bad input and store trouble.
+#[derive(Debug)]
+pub struct Logs {
+    pub malformed: RateLimitedLog,
+    pub store: RateLimitedLog,
+    pub handlers: RateLimitedLog,
+}
+
+impl Default for Logs {
+    fn default() -> Logs {
+        let every = Duration::from_secs(10);
+        Logs {
+            malformed: RateLimitedLog::new(every),
+            store: RateLimitedLog::new(every),
+            handlers: RateLimitedLog::new(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A worker's view of its counters and logs, handed to its [`TypeSink`].
+pub struct Ctx<'a> {
+    pub metrics: &'a TypeMetrics,
+    pub logs: &'a mut Logs,
+}
+
+impl Ctx<'_> {
+    pub fn malformed(&mut self, msg: &Incoming, why: &Malformed) {
+        TypeMetrics::add(&self.metrics.malformed, 1);
+        let kind = self.metrics.kind;
+        self.logs.malformed.warn(format_args!(
+            "{kind}: refused a message from {} via {}: {why}",
+            msg.uuid, msg.meta.router
+        ));
+    }
+
+    pub fn store_error(&mut self, messages: usize, e: &rusqlite::Error) {
+        TypeMetrics::add(&self.metrics.store_errors, messages);
+        let kind = self.metrics.kind;
+        self.logs.store.warn(format_args!(
+            "{kind}: store failed, {messages} message(s) not recorded: {e}"
+        ));
+    }
+}
+
+/// What one message type's sink does with its messages.
+pub trait TypeSink {
+    fn kind(&self) -> SinkType;
+
+    /// Handles one message inside the batch's transaction, after its client
+    /// row was upserted. `Ok` means durably handled once committed: it is
+    /// acked if it asked.
+    fn handle(
+        &mut self,
+        conn: &Connection,
+        msg: &Incoming,
+        out: &mut Effects,
+    ) -> Result<(), Failure>;
+
+    /// Handles a batch. The default is one transaction for the batch.
+    fn process(&mut self, store: &mut Store, msgs: Vec<Incoming>, out: &mut Effects, ctx: Ctx) {
+        one_transaction(self, store, &msgs, out, ctx);
+    }
+
+    /// Periodic work; returns when it is next due (`None`: never).
+    fn tick(&mut self, _store: &mut Store, _out: &mut Effects, _ctx: Ctx) -> Option<Instant> {
+        None
+    }
+}
+
+/// Handles `msgs` in one immediate transaction, each in a savepoint.
+pub fn one_transaction<S: TypeSink + ?Sized>(
+    sink: &mut S,
+    store: &mut Store,
+    msgs: &[Incoming],
+    out: &mut Effects,
+    mut ctx: Ctx,
+) {
+    let start = out.mark();
+    let mut tx = match store
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+    {
+        Ok(tx) => tx,
+        Err(e) => return ctx.store_error(msgs.len(), &e),
+    };
+    let mut handled = 0;
+    for msg in msgs {
+        let mark = out.mark();
+        let result = tx.savepoint().map_err(Failure::Store).and_then(|sp| {
+            upsert_client(&sp, msg)?;
+            sink.handle(&sp, msg, out)?;
+            sp.commit().map_err(Failure::Store)
+        });
+        match result {
+            Ok(()) => {
+                handled += 1;
+                if msg.ack {
+                    out.acks.push(Ack::of(msg));
+                }
+            }
+            Err(Failure::Malformed(why)) => {
+                out.rewind(mark);
+                ctx.malformed(msg, &why);
+                // A resend would be refused the same way: ack it so the
+                // agent stops resending what can never be handled.
+                if msg.ack {
+                    out.acks.push(Ack::of(msg));
+                }
+            }
+            Err(Failure::Store(e)) => {
+                out.rewind(mark);
+                ctx.store_error(1, &e);
+            }
+        }
+    }
+    match tx.commit() {
+        Ok(()) => TypeMetrics::add(&ctx.metrics.handled, handled),
+        Err(e) => {
+            out.rewind(start);
+            ctx.store_error(handled, &e);
+        }
+    }
+}
+
+/// Every sink keeps the sender's client row current.
+pub fn upsert_client(conn: &Connection, msg: &Incoming) -> Result<(), Failure> {
+    let sighting = clients::Sighting {
+        uuid: &msg.uuid,
+        hostname: msg.hostname()?,
+        at: msg.meta.received_at,
+        router: &msg.meta.router,
+        peer: msg.meta.peer.as_deref(),
+    };
+    clients::upsert(conn, &sighting)?;
+    Ok(())
+}
+
+/// The worker thread of one type.
+pub struct Worker<S: TypeSink> {
+    pub sink: S,
+    pub store: Store,
+    pub batches: Receiver<Batch>,
+    pub acks: Sender<Ack>,
+    pub graphite: Option<Arc<Graphite>>,
+    /// Rung when notifications were raised, if the outbox runs here.
+    pub outbox: Option<Ringer>,
+    pub metrics: Arc<Metrics>,
+    pub stats_interval: Option<Duration>,
+}
+
+impl<S: TypeSink> Worker<S> {
+    /// Runs until its PULL thread has gone and every batch it sent is done.
+    pub fn run(mut self) -> Result<(), String> {
+        let kind = self.sink.kind();
+        let mut logs = Logs::default();
+        let mut next_tick = self.tick(&mut logs);
+        let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
+        loop {
+            let wake = [next_tick, next_stats].into_iter().flatten().min();
+            let got = match wake {
+                Some(at) => self.batches.recv_deadline(at),
+                None => self
+                    .batches
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(batch) => self.batch(batch, &mut logs),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if next_tick.is_some_and(|t| t <= now) {
+                next_tick = self.tick(&mut logs);
+            }
+            if let (Some(at), Some(every)) = (next_stats, self.stats_interval) {
+                if at <= now {
+                    log::info!("stats {}", self.metrics.of(kind).line());
+                    next_stats = Some(now + every);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: Batch, logs: &mut Logs) {
+        let kind = self.sink.kind();
+        let metrics = Arc::clone(&self.metrics);
+        let m = metrics.of(kind);
+        TypeMetrics::add(&m.received, batch.len());
+        let mut msgs = Vec::with_capacity(batch.len());
+        for raw in batch {
+            match message::parse(&raw, kind) {
+                Ok(msg) => msgs.push(msg),
+                Err(why) => {
+                    TypeMetrics::add(&m.malformed, 1);
+                    logs.malformed
+                        .warn(format_args!("{kind}: refused a message: {why}"));
+                }
+            }
+        }
+        if msgs.is_empty() {
+            return;
+        }
+        let mut out = Effects::default();
+        let ctx = Ctx { metrics: m, logs };
+        self.sink.process(&mut self.store, msgs, &mut out, ctx);
+        self.publish(out);
+    }
+
+    fn tick(&mut self, logs: &mut Logs) -> Option<Instant> {
+        let metrics = Arc::clone(&self.metrics);
+        let ctx = Ctx {
+            metrics: metrics.of(self.sink.kind()),
+            logs,
+        };
+        let mut out = Effects::default();
+        let next = self.sink.tick(&mut self.store, &mut out, ctx);
+        self.publish(out);
+        next
+    }
+
+    /// Hands on what a committed batch led to.
+    fn publish(&self, out: Effects) {
+        let m = self.metrics.of(self.sink.kind());
+        for ack in out.acks {
+            match self.acks.try_send(ack) {
+                Ok(()) => TypeMetrics::add(&m.acks_queued, 1),
+                // The agent resends; its duplicate is acked then.
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    TypeMetrics::add(&m.acks_dropped, 1)
+                }
+            }
+        }
+        if !out.lines.is_empty() {
+            if let Some(graphite) = &self.graphite {
+                graphite.send(out.lines);
+            }
+        }
+        TypeMetrics::add(&m.rejected_items, out.rejected);
+        if out.raised > 0 {
+            TypeMetrics::add(&m.raised, out.raised);
+            if let Some(bell) = &self.outbox {
+                bell.ring();
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The `clients` table: who has been seen, where from, and whether their
+//! heartbeats say they are alive.
+//!
+//! Every sink upserts the sender of every message it accepts; the
+//! heartbeat sink also keeps `last_heartbeat`, `heartbeat_interval_s` and
+//! `liveness`. Times only move forward: a message relayed late by a second
+//! router never makes a client look older than it is.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// One sighting of a client: the envelope and the router's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Sighting<'a> {
+    pub uuid: &'a str,
+    pub hostname: Option<&'a str>,
+    /// The router's `received_at`.
+    pub at: f64,
+    pub router: &'a str,
+    pub peer: Option<&'a str>,
+}
+
+/// Inserts the client or updates what this sighting tells. A missing
+/// hostname keeps the known one.
+pub fn upsert(conn: &Connection, s: &Sighting) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5)
+         ON CONFLICT (uuid) DO UPDATE SET
+             hostname    = COALESCE(excluded.hostname, clients.hostname),
+             first_seen  = MIN(clients.first_seen, excluded.first_seen),
+             last_seen   = MAX(clients.last_seen, excluded.last_seen),
+             last_router = CASE WHEN excluded.last_seen >= clients.last_seen
+                           THEN excluded.last_router ELSE clients.last_router END,
+             peer        = CASE WHEN excluded.last_seen >= clients.last_seen
+                           THEN COALESCE(excluded.peer, clients.peer) ELSE clients.peer END",
+    )?
+    .execute(params![s.uuid, s.hostname, s.at, s.router, s.peer])?;
+    Ok(())
+}
+
+/// The hostname a client last gave, if any.
+pub fn hostname(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT hostname FROM clients WHERE uuid = ?1")?
+        .query_row([uuid], |r| r.get::<_, Option<String>>(0))
+        .optional()
+        .map(Option::flatten)
+}
+
+/// A client's liveness as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    Down,
+    Unknown,
+}
+
+impl Liveness {
+    fn from_text(text: &str) -> Liveness {
+        match text {
+            "up" => Liveness::Up,
+            "down" => Liveness::Down,
+            _ => Liveness::Unknown,
+        }
+    }
+}
+
+/// Records a heartbeat (the client row must exist: upsert first) and marks
+/// the client up. Returns its liveness before, so the caller can raise a
+/// recovery when it was down.
+pub fn record_heartbeat(
+    conn: &Connection,
+    uuid: &str,
+    at: f64,
+    interval_s: f64,
+) -> rusqlite::Result<Liveness> {
+    let before: String = conn
+        .prepare_cached("SELECT liveness FROM clients WHERE uuid = ?1")?
+        .query_row([uuid], |r| r.get(0))?;
+    conn.prepare_cached(
+        "UPDATE clients SET
+             last_heartbeat = MAX(COALESCE(last_heartbeat, ?2), ?2),
+             heartbeat_interval_s = ?3,
+             liveness = 'up'
+         WHERE uuid = ?1",
+    )?
+    .execute(params![uuid, at, interval_s])?;
+    Ok(Liveness::from_text(&before))
+}
+
+/// A client whose heartbeats stopped for longer than its grace window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silent {
+    pub uuid: String,
+    pub hostname: Option<String>,
+    pub last_heartbeat: f64,
+    pub interval_s: f64,
+}
+
+/// Clients not yet down whose deadline passed: `max(since, last_heartbeat)
+/// + grace × interval_s < now`. `since` is when the asking sink started, so
+/// nobody is declared down before a full window of its own watching.
+pub fn silent(
+    conn: &Connection,
+    since: f64,
+    grace: f64,
+    now: f64,
+) -> rusqlite::Result<Vec<Silent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uuid, hostname, last_heartbeat, heartbeat_interval_s FROM clients
+         WHERE liveness != 'down'
+           AND last_heartbeat IS NOT NULL
+           AND heartbeat_interval_s > 0
+           AND MAX(?1, last_heartbeat) + ?2 * heartbeat_interval_s < ?3",
+    )?;
+    let rows = stmt.query_map(params![since, grace, now], |r| {
+        Ok(Silent {
+            uuid: r.get(0)?,
+            hostname: r.get(1)?,
+            last_heartbeat: r.get(2)?,
+            interval_s: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The earliest moment any client not yet down could be declared down,
+/// or `None` when nobody is watched.
+pub fn next_deadline(conn: &Connection, since: f64, grace: f64) -> rusqlite::Result<Option<f64>> {
+    conn.prepare_cached(
+        "SELECT MIN(MAX(?1, last_heartbeat) + ?2 * heartbeat_interval_s) FROM clients
+         WHERE liveness != 'down' AND last_heartbeat IS NOT NULL AND heartbeat_interval_s > 0",
+    )?
+    .query_row(params![since, grace], |r| r.get(0))
+}
+
+/// Marks a silent client down, unless a heartbeat (or another sink
+/// process) changed it meanwhile. Returns whether this call did it, so
+/// exactly one caller raises the notification.
+pub fn mark_down(conn: &Connection, silent: &Silent) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE clients SET liveness = 'down'
+             WHERE uuid = ?1 AND liveness != 'down' AND last_heartbeat = ?2",
+        )?
+        .execute(params![silent.uuid, silent.last_heartbeat])?;
+    Ok(changed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    fn seen<'a>(
+        uuid: &'a str,
+        hostname: Option<&'a str>,
+        at: f64,
+        router: &'a str,
+    ) -> Sighting<'a> {
+        Sighting {
+            uuid,
+            hostname,
+            at,
+            router,
+            peer: Some("10.0.0.1"),
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_hostname_and_moves_forward_only() {
+        let store = test_store();
+        let c = &store.conn;
+        upsert(c, &seen("u1", Some("web1"), 100.0, "r1")).unwrap();
+        upsert(c, &seen("u1", None, 200.0, "r2")).unwrap();
+        upsert(c, &seen("u1", None, 150.0, "r3")).unwrap();
+        let row: (String, f64, f64, String) = c
+            .query_row(
+                "SELECT hostname, first_seen, last_seen, last_router FROM clients",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("web1".into(), 100.0, 200.0, "r2".into()));
+        assert_eq!(hostname(c, "u1").unwrap().as_deref(), Some("web1"));
+        assert_eq!(hostname(c, "nobody").unwrap(), None);
+    }
+
+    #[test]
+    fn silence_waits_a_full_window_since_start() {
+        let store = test_store();
+        let c = &store.conn;
+        upsert(c, &seen("u1", None, 100.0, "r1")).unwrap();
+        assert_eq!(
+            record_heartbeat(c, "u1", 100.0, 10.0).unwrap(),
+            Liveness::Unknown
+        );
+        // Started at 1000: the old heartbeat does not count until 1030.
+        assert!(silent(c, 1000.0, 3.0, 1029.0).unwrap().is_empty());
+        assert_eq!(next_deadline(c, 1000.0, 3.0).unwrap(), Some(1030.0));
+        let gone = silent(c, 1000.0, 3.0, 1031.0).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert!(mark_down(c, &gone[0]).unwrap());
+        assert!(!mark_down(c, &gone[0]).unwrap(), "only once");
+        assert!(silent(c, 1000.0, 3.0, 2000.0).unwrap().is_empty());
+        assert_eq!(
+            record_heartbeat(c, "u1", 2000.0, 10.0).unwrap(),
+            Liveness::Down
+        );
+        assert_eq!(
+            record_heartbeat(c, "u1", 1990.0, 10.0).unwrap(),
+            Liveness::Up
+        );
+        let last: f64 = c
+            .query_row("SELECT last_heartbeat FROM clients", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last, 2000.0, "a late heartbeat never moves time back");
+    }
+}

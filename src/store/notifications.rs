@@ -1,0 +1,290 @@
+//! The `notifications` table: every notification, from clients and raised
+//! by vigil itself, with the bookkeeping that makes handler retries safe.
+//!
+//! States: `pending` rows wait for the notification sink's outbox, which
+//! claims a due row, runs the handlers not yet done (`handlers_done`), and
+//! either marks it `handled` or schedules the next attempt. A client's
+//! notification with `ack:true` whose handlers failed is `failed`: the
+//! agent's resend, not the outbox, retries it.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+/// A notification vigil raises itself (heartbeat loss, result change...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised<'a> {
+    /// `heartbeat`, `result` or `scheduler`.
+    pub origin: &'a str,
+    pub uuid: &'a str,
+    pub hostname: Option<&'a str>,
+    pub severity: &'a str,
+    pub source: &'a str,
+    pub message: String,
+    /// A return to normal (heartbeats back, status back to OK).
+    pub recovery: bool,
+    pub at: f64,
+}
+
+impl Raised<'_> {
+    /// The notification as the handlers see it: shaped like a client's,
+    /// with a fresh id.
+    pub fn body(&self, id: &str) -> Value {
+        let mut body = json!({
+            "type": "notification",
+            "uuid": self.uuid,
+            "id": id,
+            "severity": self.severity,
+            "source": self.source,
+            "message": self.message,
+            "hostname": self.hostname,
+            "ts": self.at,
+        });
+        if self.recovery {
+            body["recovery"] = json!(true);
+        }
+        body
+    }
+}
+
+/// Inserts a raised notification as `pending`, due now. Returns its seq.
+pub fn raise(conn: &Connection, n: &Raised) -> rusqlite::Result<i64> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = n.body(&id).to_string();
+    conn.prepare_cached(
+        "INSERT INTO notifications
+             (uuid, id, origin, severity, source, message, hostname, body,
+              created_at, state, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9)",
+    )?
+    .execute(params![
+        n.uuid, id, n.origin, n.severity, n.source, n.message, n.hostname, body, n.at
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A client notification's fields as stored beside its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientNotification<'a> {
+    pub uuid: &'a str,
+    pub id: &'a str,
+    pub severity: &'a str,
+    pub source: Option<&'a str>,
+    pub message: &'a str,
+    pub hostname: Option<&'a str>,
+    /// The client's frame as received.
+    pub body: &'a str,
+    pub at: f64,
+}
+
+/// A stored notification's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub seq: i64,
+    pub state: String,
+    /// Handlers that already succeeded for it.
+    pub done: Vec<String>,
+}
+
+/// The row of client notification (uuid, id), if one was recorded.
+pub fn find_client(conn: &Connection, uuid: &str, id: &str) -> rusqlite::Result<Option<Progress>> {
+    conn.prepare_cached(
+        "SELECT seq, state, handlers_done FROM notifications
+         WHERE uuid = ?1 AND id = ?2 AND origin = 'client'
+         ORDER BY seq DESC LIMIT 1",
+    )?
+    .query_row([uuid, id], |r| {
+        Ok(Progress {
+            seq: r.get(0)?,
+            state: r.get(1)?,
+            done: parse_done(&r.get::<_, String>(2)?),
+        })
+    })
+    .optional()
+}
+
+/// Records a client notification before its handlers run, in state
+/// `failed` (nothing succeeded yet; it is not for the outbox). Returns its
+/// seq.
+pub fn record_client(conn: &Connection, n: &ClientNotification) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO notifications
+             (uuid, id, origin, severity, source, message, hostname, body, created_at, state)
+         VALUES (?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed')",
+    )?
+    .execute(params![
+        n.uuid, n.id, n.severity, n.source, n.message, n.hostname, n.body, n.at
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// What becomes of a notification after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next<'a> {
+    /// Every handler succeeded.
+    Handled,
+    /// Some failed: the outbox tries again at `at`.
+    RetryAt { at: f64, error: &'a str },
+    /// Some failed: the client's resend will retry it.
+    AwaitResend { error: &'a str },
+}
+
+/// Records an attempt's outcome: the handlers done so far and what next.
+pub fn record_attempt(
+    conn: &Connection,
+    seq: i64,
+    done: &[String],
+    next: &Next,
+) -> rusqlite::Result<()> {
+    let done = serde_json::to_string(done).expect("a list of strings serializes");
+    let (state, next_at, error) = match next {
+        Next::Handled => ("handled", None, None),
+        Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+        Next::AwaitResend { error } => ("failed", None, Some(*error)),
+    };
+    conn.prepare_cached(
+        "UPDATE notifications SET handlers_done = ?2, state = ?3, next_attempt_at = ?4,
+             last_error = COALESCE(?5, last_error), attempts = attempts + ?6
+         WHERE seq = ?1",
+    )?
+    // The outbox counted its attempt when it claimed the row.
+    .execute(params![
+        seq,
+        done,
+        state,
+        next_at,
+        error,
+        i64::from(next_at.is_none())
+    ])?;
+    Ok(())
+}
+
+/// A pending notification claimed by one outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub seq: i64,
+    pub body: String,
+    pub done: Vec<String>,
+    /// Attempts before this one.
+    pub attempts: i64,
+}
+
+/// Claims the pending row that is most overdue at `now`: its next attempt
+/// moves to `now + lease_s`, so another outbox (another process) leaves it
+/// alone while this one works, and picks it up again if this one dies.
+pub fn claim_due(conn: &Connection, now: f64, lease_s: f64) -> rusqlite::Result<Option<Claimed>> {
+    let due = conn
+        .prepare_cached(
+            "SELECT seq, body, handlers_done, attempts, next_attempt_at FROM notifications
+             WHERE state = 'pending' AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at LIMIT 1",
+        )?
+        .query_row([now], |r| {
+            let claimed = Claimed {
+                seq: r.get(0)?,
+                body: r.get(1)?,
+                done: parse_done(&r.get::<_, String>(2)?),
+                attempts: r.get(3)?,
+            };
+            Ok((claimed, r.get::<_, f64>(4)?))
+        })
+        .optional()?;
+    let Some((claimed, was_due)) = due else {
+        return Ok(None);
+    };
+    let taken = conn
+        .prepare_cached(
+            "UPDATE notifications SET next_attempt_at = ?3, attempts = attempts + 1
+             WHERE seq = ?1 AND state = 'pending' AND next_attempt_at = ?2",
+        )?
+        .execute(params![claimed.seq, was_due, now + lease_s])?;
+    Ok((taken == 1).then_some(claimed))
+}
+
+/// When the next pending notification falls due, if any is pending.
+pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<f64>> {
+    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending'")?
+        .query_row([], |r| r.get(0))
+}
+
+/// `handlers_done` as stored; anything unreadable counts as nothing done
+/// (at worst a handler runs again, never one skipped).
+fn parse_done(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    fn raised(at: f64) -> Raised<'static> {
+        Raised {
+            origin: "heartbeat",
+            uuid: "u",
+            hostname: Some("web1"),
+            severity: "critical",
+            source: "heartbeat",
+            message: "no heartbeat".into(),
+            recovery: false,
+            at,
+        }
+    }
+
+    #[test]
+    fn raised_body_is_shaped_like_a_client_notification() {
+        let mut r = raised(5.0);
+        r.recovery = true;
+        assert_eq!(
+            r.body("i1"),
+            json!({"type":"notification","uuid":"u","id":"i1","severity":"critical",
+                   "source":"heartbeat","message":"no heartbeat","hostname":"web1",
+                   "ts":5.0,"recovery":true})
+        );
+    }
+
+    #[test]
+    fn claim_retry_and_finish() {
+        let store = test_store();
+        let c = &store.conn;
+        let seq = raise(c, &raised(10.0)).unwrap();
+        assert_eq!(next_due(c).unwrap(), Some(10.0));
+        assert_eq!(claim_due(c, 9.0, 60.0).unwrap(), None, "not due yet");
+        let claimed = claim_due(c, 11.0, 60.0).unwrap().unwrap();
+        assert_eq!((claimed.seq, claimed.attempts), (seq, 0));
+        assert_eq!(claim_due(c, 12.0, 60.0).unwrap(), None, "leased");
+        let done = vec!["mail".to_string()];
+        let next = Next::RetryAt {
+            at: 20.0,
+            error: "pager: 503",
+        };
+        record_attempt(c, seq, &done, &next).unwrap();
+        let again = claim_due(c, 20.0, 60.0).unwrap().unwrap();
+        assert_eq!((again.attempts, again.done.clone()), (1, done.clone()));
+        record_attempt(c, seq, &done, &Next::Handled).unwrap();
+        assert_eq!(claim_due(c, 1e12, 60.0).unwrap(), None);
+        assert_eq!(next_due(c).unwrap(), None);
+    }
+
+    #[test]
+    fn client_rows_are_found_by_uuid_and_id() {
+        let store = test_store();
+        let c = &store.conn;
+        let n = ClientNotification {
+            uuid: "u",
+            id: "m1",
+            severity: "error",
+            source: None,
+            message: "disk",
+            hostname: None,
+            body: "{}",
+            at: 1.0,
+        };
+        assert_eq!(find_client(c, "u", "m1").unwrap(), None);
+        let seq = record_client(c, &n).unwrap();
+        let done = vec!["a".to_string()];
+        record_attempt(c, seq, &done, &Next::AwaitResend { error: "b failed" }).unwrap();
+        let p = find_client(c, "u", "m1").unwrap().unwrap();
+        assert_eq!((p.seq, p.state.as_str(), p.done), (seq, "failed", done));
+        assert_eq!(claim_due(c, 1e12, 1.0).unwrap(), None, "not for the outbox");
+    }
+}

@@ -1,0 +1,127 @@
+//! The `processes` and `plugins` tables: what each client's processes
+//! declared in their last registration.
+//!
+//! A registration replaces that (client, process)'s row and its whole
+//! plugin set, so a plugin dropped from the agent's configuration
+//! disappears. A plugin name is unique per client (`run_plugin` names only
+//! the plugin): a process declaring a name another process of the same
+//! client had takes it over.
+
+use rusqlite::{params, Connection};
+
+/// The `process` object of a registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub name: String,
+    pub pid: Option<i64>,
+    pub version: Option<String>,
+}
+
+/// One declared plugin, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    pub name: String,
+    pub command: String,
+    pub interval_s: f64,
+    pub timeout_s: f64,
+}
+
+/// Replaces `process` of client `uuid` and its plugin set with `plugins`.
+/// Returns how many plugins the previous set had.
+pub fn register(
+    conn: &Connection,
+    uuid: &str,
+    process: &Process,
+    plugins: &[Plugin],
+    at: f64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO processes (uuid, name, pid, version, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        uuid,
+        process.name,
+        process.pid,
+        process.version,
+        at
+    ])?;
+    let removed = conn
+        .prepare_cached("DELETE FROM plugins WHERE uuid = ?1 AND process = ?2")?
+        .execute(params![uuid, process.name])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO plugins
+             (uuid, name, process, command, interval_s, timeout_s, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for p in plugins {
+        insert.execute(params![
+            uuid,
+            p.name,
+            process.name,
+            p.command,
+            p.interval_s,
+            p.timeout_s,
+            at
+        ])?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    fn plugin(name: &str) -> Plugin {
+        Plugin {
+            name: name.into(),
+            command: format!("/usr/lib/nagios/plugins/{name}"),
+            interval_s: 60.0,
+            timeout_s: 10.0,
+        }
+    }
+
+    fn names(c: &Connection) -> Vec<(String, String)> {
+        let mut stmt = c
+            .prepare("SELECT name, process FROM plugins ORDER BY name")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn reregistration_replaces_the_set_of_that_process_only() {
+        let store = test_store();
+        let c = &store.conn;
+        let agent = Process {
+            name: "vigil-agent".into(),
+            pid: Some(1),
+            version: None,
+        };
+        let app = Process {
+            name: "app".into(),
+            pid: None,
+            version: Some("2".into()),
+        };
+        register(c, "u", &agent, &[plugin("load"), plugin("disk")], 1.0).unwrap();
+        register(c, "u", &app, &[plugin("queue")], 1.0).unwrap();
+        assert_eq!(register(c, "u", &agent, &[plugin("load")], 2.0).unwrap(), 2);
+        assert_eq!(
+            names(c),
+            vec![
+                ("load".into(), "vigil-agent".into()),
+                ("queue".into(), "app".into())
+            ]
+        );
+        // Another process taking a name over.
+        register(c, "u", &app, &[plugin("queue"), plugin("load")], 3.0).unwrap();
+        assert_eq!(
+            names(c),
+            vec![
+                ("load".into(), "app".into()),
+                ("queue".into(), "app".into())
+            ]
+        );
+    }
+}
