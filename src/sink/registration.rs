@@ -1,8 +1,8 @@
 //! The registration sink: clients, their processes and declared plugins.
 //!
 //! A registration replaces that (client, `process.name`)'s plugin set. Each
-//! plugin entry is checked (a name, a command, `interval_s` and `timeout_s`
-//! above 0, a name not repeated); a bad entry is refused alone, counted and
+//! plugin entry is checked (a name, a command, `timeout_s` above 0,
+//! `interval_s` above 0 or absent, a name not repeated); a bad entry is refused alone, counted and
 //! logged, and the good ones are stored, so one typo in an agent's
 //! configuration does not unschedule all its other checks.
 
@@ -111,10 +111,16 @@ fn plugin(obj: &Map<String, Value>) -> Result<Plugin, Malformed> {
             .filter(|s| *s > 0.0)
             .ok_or_else(|| Malformed(format!("{field} must be a number above 0")))
     };
+    // No interval (absent or null) declares a plugin that runs only on
+    // request: the scheduler leaves it alone.
+    let interval_s = match opt_num(obj, "interval_s")? {
+        None => None,
+        Some(_) => Some(seconds("interval_s")?),
+    };
     Ok(Plugin {
         name: text("name")?,
         command: text("command")?,
-        interval_s: seconds("interval_s")?,
+        interval_s,
         timeout_s: seconds("timeout_s")?,
     })
 }

@@ -22,7 +22,8 @@ pub struct Process {
 pub struct Plugin {
     pub name: String,
     pub command: String,
-    pub interval_s: f64,
+    /// None: run only on request, never scheduled.
+    pub interval_s: Option<f64>,
     pub timeout_s: f64,
 }
 
@@ -77,7 +78,7 @@ mod tests {
         Plugin {
             name: name.into(),
             command: format!("/usr/lib/nagios/plugins/{name}"),
-            interval_s: 60.0,
+            interval_s: Some(60.0),
             timeout_s: 10.0,
         }
     }

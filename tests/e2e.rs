@@ -1,0 +1,378 @@
+//! The whole system, end to end, as separate processes: two routers, every
+//! sink (`vigil sink all`), the scheduler and an agent with shell-script
+//! plugins, talking over loopback tcp exactly as on a real network.
+//!
+//! One scenario, in the order an operator would live it: plugins run on
+//! schedule and on demand; a router is killed mid-run and results and acked
+//! notifications keep arriving through the other; the agent is killed with
+//! -9 right after a notification was accepted, restarted, and nothing acked
+//! is lost; the notification handler sees each notification exactly once.
+
+#[allow(dead_code)]
+mod util;
+
+#[allow(dead_code)]
+#[path = "util/daemon.rs"]
+mod daemon;
+
+use daemon::{wait_for, Daemon};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use util::Router;
+
+/// How long any step of the scenario may take. Generous: the scheduler,
+/// resends and reconnects all work in seconds, and CI machines are slow.
+const STEP: Duration = Duration::from_secs(60);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("vigil-e2e-{}", util::token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn write_plugin(dir: &Path, name: &str, script: &str, interval: Option<u32>) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.sh"));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut conf = format!(
+        "name = {name}\ncommand = {}\ntimeout_s = 5\n",
+        path.display()
+    );
+    if let Some(interval) = interval {
+        conf.push_str(&format!("interval_s = {interval}\n"));
+    }
+    std::fs::write(dir.join(format!("{name}.conf")), conf).unwrap();
+}
+
+/// Everything the scenario starts, so it can restart parts.
+struct System {
+    dir: TempDir,
+    db: PathBuf,
+    handled: PathBuf,
+    routers: Vec<Option<Router>>,
+    /// VIGIL_ROUTERS of the agent.
+    router_clients: String,
+    _sinks: Daemon,
+    _scheduler: Daemon,
+    agent: Daemon,
+}
+
+impl System {
+    fn start() -> System {
+        let dir = TempDir::new();
+        let db = dir.join("vigil.db");
+        let handled = dir.join("handled.jsonl");
+        let plugins = dir.join("plugins.d");
+        std::fs::create_dir_all(&plugins).unwrap();
+        write_plugin(
+            &plugins,
+            "e2e_ok",
+            "echo 'OK - fine | load=0.5;4;8;0'",
+            Some(1),
+        );
+        write_plugin(
+            &plugins,
+            "e2e_manual",
+            "echo 'WARNING - asked for'; exit 1",
+            None,
+        );
+        std::fs::write(dir.join("machine-id"), "e2e-machine\n").unwrap();
+
+        let routers = vec![Router::start("e2e-a"), Router::start("e2e-b")];
+        let sink_connect = routers
+            .iter()
+            .flat_map(|r| r.sinks.iter().map(|(ty, ep)| format!("{ty}={ep}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let backends = routers
+            .iter()
+            .map(|r| r.backend.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sinks = Daemon::start(
+            "sinks",
+            &["sink", "all"],
+            &[
+                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_SINK_CONNECT", sink_connect),
+                ("VIGIL_BACKENDS", backends.clone()),
+                (
+                    "VIGIL_NOTIFY_COMMAND",
+                    format!("cat >> '{0}'; echo >> '{0}'", handled.display()),
+                ),
+                // Nothing listens there: stats wait in the writer's buffer.
+                ("VIGIL_GRAPHITE", "127.0.0.1:9".to_string()),
+            ],
+        );
+        let scheduler = Daemon::start(
+            "scheduler",
+            &["scheduler"],
+            &[
+                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_BACKENDS", backends),
+                ("VIGIL_BACKEND_TIMEOUT_MS", "1000".to_string()),
+            ],
+        );
+        let routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
+        let router_clients = routers
+            .iter()
+            .flatten()
+            .map(|r| r.client.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let agent = start_agent(&dir, &router_clients);
+        System {
+            agent,
+            dir,
+            db,
+            handled,
+            routers,
+            router_clients,
+            _sinks: sinks,
+            _scheduler: scheduler,
+        }
+    }
+
+    fn start_agent(&self) -> Daemon {
+        start_agent(&self.dir, &self.router_clients)
+    }
+
+    fn local(&self) -> String {
+        local(&self.dir)
+    }
+
+    fn uuid(&self) -> String {
+        self.agent
+            .ready_field("uuid")
+            .expect("uuid in the agent's ready line")
+    }
+
+    fn db(&self) -> Connection {
+        let conn = Connection::open(&self.db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn
+    }
+
+    /// `vigil send notification ...`: returns the id the agent gave it.
+    fn notify(&self, message: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "send",
+                "notification",
+                "--severity",
+                "error",
+                "--source",
+                "e2e",
+            ])
+            .args(["--message", message])
+            .env("VIGIL_AGENT_LOCAL", self.local())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vigil send refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!id.is_empty(), "vigil send printed no id");
+        id
+    }
+
+    /// The notifications the handler received, one JSON object per line.
+    fn handled(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.handled)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("the handler got JSON"))
+            .collect()
+    }
+
+    fn handled_count(&self, id: &str) -> usize {
+        self.handled()
+            .iter()
+            .filter(|n| n["id"] == json!(id))
+            .count()
+    }
+
+    fn wait_handled(&self, id: &str) {
+        wait_for(&format!("notification {id} at the handler"), STEP, || {
+            (self.handled_count(id) > 0).then_some(())
+        });
+    }
+
+    /// Waits for a result of `plugin` received after `after` (store time),
+    /// that a scheduled run produced; returns its receive time.
+    fn wait_scheduled_result(&self, plugin: &str, after: f64) -> f64 {
+        let uuid = self.uuid();
+        wait_for(
+            &format!("a scheduled {plugin} result after {after}"),
+            STEP,
+            || {
+                self.db()
+                    .query_row(
+                        "SELECT r.ts FROM results r JOIN runs u ON u.run_id = r.run_id
+                     WHERE r.uuid = ?1 AND r.plugin = ?2 AND r.ts > ?3 AND r.status = 0
+                       AND u.completed_at IS NOT NULL",
+                        rusqlite::params![uuid, plugin, after],
+                        |row| row.get::<_, f64>(0),
+                    )
+                    .optional()
+                    .ok()
+                    .flatten()
+            },
+        )
+    }
+
+    /// Asks a live router's back end to run `plugin` on the agent now.
+    fn run_plugin_now(&self, plugin: &str, run_id: &str) {
+        let request =
+            json!({"type": "run_plugin", "to": self.uuid(), "plugin": plugin, "run_id": run_id});
+        let delivered = self
+            .routers
+            .iter()
+            .flatten()
+            .any(|router| router.request(request.to_string().as_bytes())["ok"] == json!(true));
+        assert!(delivered, "no router could deliver run_plugin");
+    }
+
+    /// Waits until the agent reports no acked message left in its spool,
+    /// in a stats line logged after `after_lines` lines: every ack is in,
+    /// so no resend (and no duplicate) can still come.
+    fn wait_spool_empty(&self, after_lines: usize) {
+        wait_for("the agent's spool to empty", STEP, || {
+            self.agent.log_lines()[after_lines..]
+                .iter()
+                .any(|l| l.contains("stats:") && l.contains(" spool_live=0 "))
+                .then_some(())
+        });
+    }
+}
+
+/// The agent, configured with every router (dead or alive, as an operator's
+/// configuration would be).
+fn start_agent(dir: &TempDir, routers: &str) -> Daemon {
+    let routers = routers.to_string();
+    Daemon::start(
+        "agent",
+        &["agent"],
+        &[
+            ("VIGIL_ROUTERS", routers),
+            ("VIGIL_STATE_DIR", dir.join("agent").display().to_string()),
+            ("VIGIL_AGENT_LOCAL", local(dir)),
+            (
+                "VIGIL_PLUGIN_DIR",
+                dir.join("plugins.d").display().to_string(),
+            ),
+            (
+                "VIGIL_MACHINE_ID_FILE",
+                dir.join("machine-id").display().to_string(),
+            ),
+            ("VIGIL_HEARTBEAT_SECS", "1".to_string()),
+            ("VIGIL_STATSD_BIND", "off".to_string()),
+            ("VIGIL_RESEND_MIN_MS", "300".to_string()),
+            ("VIGIL_RESEND_MAX_MS", "2000".to_string()),
+            ("VIGIL_RECONNECT_MS", "100".to_string()),
+            ("VIGIL_RECONNECT_MAX_MS", "500".to_string()),
+            ("VIGIL_ZMTP_HEARTBEAT_MS", "500".to_string()),
+            ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
+        ],
+    )
+}
+
+fn local(dir: &TempDir) -> String {
+    format!("ipc://{}", dir.join("agent.sock").display())
+}
+
+#[test]
+fn plugins_and_acked_notifications_survive_router_and_agent_failures() {
+    let mut system = System::start();
+    let uuid = system.uuid();
+
+    // Scheduled: the scheduler sends run_plugin, the agent runs the plugin,
+    // the result sink records it against the run.
+    let first = system.wait_scheduled_result("e2e_ok", 0.0);
+    let registered: i64 = system
+        .db()
+        .query_row(
+            "SELECT count(*) FROM plugins WHERE uuid = ?1 AND name IN ('e2e_ok', 'e2e_manual')",
+            [&uuid],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(registered, 2, "the agent registered both plugins");
+
+    // On demand: an operator's run_plugin for a plugin with no schedule.
+    system.run_plugin_now("e2e_manual", "e2e-on-demand-1");
+    wait_for("the on-demand result", STEP, || {
+        system
+            .db()
+            .query_row(
+                "SELECT status FROM results WHERE uuid = ?1 AND plugin = 'e2e_manual' AND run_id = 'e2e-on-demand-1'",
+                [&uuid],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+            .filter(|status| *status == 1)
+    });
+
+    // An acked notification through both routers.
+    let n1 = system.notify("first");
+    system.wait_handled(&n1);
+
+    // Router A dies mid-run: results and acked notifications keep coming
+    // through router B.
+    drop(system.routers[0].take());
+    let before = system.wait_scheduled_result("e2e_ok", first);
+    system.wait_scheduled_result("e2e_ok", before);
+    let n2 = system.notify("second, with a router down");
+    system.wait_handled(&n2);
+
+    // The agent is killed with -9 right after a notification was accepted
+    // (its ack may or may not have come back), then restarted.
+    let n3 = system.notify("third, the agent dies");
+    system.agent.kill9();
+    system.agent = system.start_agent();
+    assert_eq!(system.uuid(), uuid, "the restarted agent keeps its UUID");
+    system.wait_handled(&n3);
+    let lines = system.agent.log_lines().len();
+    system.wait_spool_empty(lines);
+    let after_restart = system.wait_scheduled_result("e2e_ok", before);
+    assert!(after_restart > before);
+
+    // Exactly once, for each of them, at the handler and in the store.
+    for id in [&n1, &n2, &n3] {
+        assert_eq!(system.handled_count(id), 1, "handler saw {id} once");
+        let logged: i64 = system
+            .db()
+            .query_row(
+                "SELECT count(*) FROM notifications WHERE uuid = ?1 AND id = ?2",
+                [&uuid, id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(logged, 1, "one notification row for {id}");
+    }
+}
