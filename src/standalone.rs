@@ -44,7 +44,10 @@ enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandaloneConfig {
     pub data_dir: PathBuf,
-    pub plugin_dirs: Vec<PathBuf>,
+    /// Where the example plugins are (`scripts/plugins` of a checkout).
+    pub examples: PathBuf,
+    /// Where Debian's monitoring-plugins live.
+    pub monitoring_plugins: PathBuf,
 }
 
 impl StandaloneConfig {
@@ -52,16 +55,121 @@ impl StandaloneConfig {
         let raw = env.string("VIGIL_DATA_DIR", "vigil-data");
         let data_dir = absolute(Path::new(&raw))
             .map_err(|e| ConfigError::new("VIGIL_DATA_DIR", &raw, e.to_string()))?;
-        let mut plugin_dirs = Vec::new();
-        // The examples shipped with the source, when run from a checkout.
-        let shipped = Path::new("scripts/plugins.d");
-        if shipped.is_dir() {
-            plugin_dirs.push(absolute(shipped).unwrap_or_else(|_| shipped.to_path_buf()));
-        }
+        let raw = env.string("VIGIL_EXAMPLE_PLUGINS", "scripts/plugins");
+        let examples = absolute(Path::new(&raw))
+            .map_err(|e| ConfigError::new("VIGIL_EXAMPLE_PLUGINS", &raw, e.to_string()))?;
         Ok(StandaloneConfig {
             data_dir,
-            plugin_dirs,
+            examples,
+            monitoring_plugins: PathBuf::from(MONITORING_PLUGINS),
         })
+    }
+}
+
+/// Debian's monitoring-plugins directory.
+const MONITORING_PLUGINS: &str = "/usr/lib/nagios/plugins";
+
+/// Checks from Debian's monitoring-plugins that make sense on any host,
+/// with thresholds a newcomer would accept: (name, program, arguments).
+const MONITORING_CHECKS: &[(&str, &str, &str)] = &[
+    ("load", "check_load", "-r -w 4,3,2 -c 8,6,4"),
+    ("disk_root", "check_disk", "-w 20% -c 10% -p /"),
+    ("users", "check_users", "-w 20 -c 50"),
+    ("procs", "check_procs", "-w 500 -c 1000"),
+    ("swap", "check_swap", "-n ok -w 20% -c 10%"),
+];
+
+/// How often the standalone plugins run.
+const PLUGIN_INTERVAL_S: u32 = 30;
+
+/// Writes the plugin declarations of the standalone agent into
+/// `DATA/plugins.d`: one per example plugin, one per monitoring-plugins
+/// check found. Files the user added there are left alone; ours
+/// (`standalone-*.conf`) are rewritten at every start.
+fn write_plugin_declarations(config: &StandaloneConfig) -> std::io::Result<PathBuf> {
+    let dir = config.data_dir.join("plugins.d");
+    std::fs::create_dir_all(&dir)?;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("standalone-") && n.ends_with(".conf"));
+        if ours {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let mut declared = Vec::new();
+    for (name, command) in example_plugins(&config.examples)
+        .into_iter()
+        .chain(monitoring_checks(&config.monitoring_plugins))
+    {
+        if declared.contains(&name) {
+            continue;
+        }
+        let text = format!(
+            "# written by `vigil standalone` at each start\nname = {name}\ncommand = {command}\ninterval_s = {PLUGIN_INTERVAL_S}\ntimeout_s = 10\n"
+        );
+        std::fs::write(dir.join(format!("standalone-{name}.conf")), text)?;
+        declared.push(name);
+    }
+    log::info!("standalone plugins: {}", declared.join(", "));
+    Ok(dir)
+}
+
+/// The executables in the examples directory: (name without `check_`, path).
+fn example_plugins(dir: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, String)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?;
+            let name = stem.strip_prefix("check_").unwrap_or(stem);
+            let name: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            Some((name, shell_quote(&p.display().to_string())))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn monitoring_checks(dir: &Path) -> Vec<(String, String)> {
+    MONITORING_CHECKS
+        .iter()
+        .filter(|(_, program, _)| dir.join(program).is_file())
+        .map(|(name, program, args)| {
+            let path = shell_quote(&dir.join(program).display().to_string());
+            (name.to_string(), format!("{path} {args}"))
+        })
+        .collect()
+}
+
+/// Quotes a path for `/bin/sh -c`, which runs plugin commands.
+fn shell_quote(text: &str) -> String {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -115,7 +223,16 @@ fn start_all(
     inbox: &Receiver<Event>,
     parts: &mut Vec<Part>,
 ) -> Result<(), Error> {
-    let plan = Plan::new(env, config);
+    let plugin_dir = write_plugin_declarations(config).map_err(|e| {
+        Error::setup(
+            format!(
+                "writing plugin declarations under {}",
+                config.data_dir.display()
+            ),
+            e,
+        )
+    })?;
+    let plan = Plan::new(env, config, plugin_dir);
     let router_ready = start_part(
         exe,
         "router",
@@ -166,11 +283,11 @@ fn start_all(
 struct Plan {
     user: BTreeMap<String, String>,
     data_dir: PathBuf,
-    plugin_dirs: Vec<PathBuf>,
+    plugin_dir: PathBuf,
 }
 
 impl Plan {
-    fn new(env: &Env, config: &StandaloneConfig) -> Plan {
+    fn new(env: &Env, config: &StandaloneConfig, plugin_dir: PathBuf) -> Plan {
         let user = [
             "VIGIL_CLIENT_BIND",
             "VIGIL_BACKEND_BIND",
@@ -187,7 +304,7 @@ impl Plan {
         Plan {
             user,
             data_dir: config.data_dir.clone(),
-            plugin_dirs: config.plugin_dirs.clone(),
+            plugin_dir,
         }
     }
 
@@ -247,12 +364,6 @@ impl Plan {
     }
 
     fn agent_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
-        let plugin_dirs = self
-            .plugin_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(",");
         vec![
             ("VIGIL_ROUTERS".into(), router.client.clone()),
             self.or(
@@ -260,7 +371,7 @@ impl Plan {
                 self.data_dir.join("agent").display().to_string(),
             ),
             self.agent_local(),
-            self.or("VIGIL_PLUGIN_DIR", plugin_dirs),
+            self.or("VIGIL_PLUGIN_DIR", self.plugin_dir.display().to_string()),
         ]
     }
 
@@ -270,7 +381,7 @@ impl Plan {
         let (_, local) = self.agent_local();
         format!(
             "standalone ready: every part is running. Try, in another terminal:\n  \
-             VIGIL_AGENT_LOCAL={local} {exe} send notification severity=warning source=demo message='hello from vigil'\n  \
+             VIGIL_AGENT_LOCAL={local} {exe} send notification --severity warning --source demo --message 'hello from vigil'\n  \
              VIGIL_DB={db} {exe} status\n\
              Notifications handled by the default handler are appended to {log}. Ctrl-C stops everything.",
             exe = exe.display(),
@@ -516,8 +627,46 @@ mod tests {
         let env = Env::from_pairs([("VIGIL_DB", "/tmp/x.db"), ("VIGIL_DATA_DIR", "/srv/v")]);
         let config = StandaloneConfig::from_env(&env).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
-        let plan = Plan::new(&env, &config);
+        let plan = Plan::new(&env, &config, PathBuf::from("/srv/v/plugins.d"));
         assert_eq!(plan.db().1, "/tmp/x.db");
         assert_eq!(plan.agent_local().1, "ipc:///srv/v/agent.sock");
+    }
+
+    #[test]
+    fn declarations_for_examples_and_monitoring_plugins() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("vigil-standalone-{}", uuid::Uuid::new_v4()));
+        let examples = root.join("examples");
+        let nagios = root.join("nagios");
+        std::fs::create_dir_all(&examples).unwrap();
+        std::fs::create_dir_all(&nagios).unwrap();
+        for path in [examples.join("check_true.sh"), nagios.join("check_load")] {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(examples.join("README"), "not a plugin").unwrap();
+        let config = StandaloneConfig {
+            data_dir: root.join("data"),
+            examples,
+            monitoring_plugins: nagios.clone(),
+        };
+        std::fs::create_dir_all(root.join("data/plugins.d")).unwrap();
+        std::fs::write(root.join("data/plugins.d/mine.conf"), "name = mine\n").unwrap();
+        let dir = write_plugin_declarations(&config).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["mine.conf", "standalone-load.conf", "standalone-true.conf"]
+        );
+        let load = std::fs::read_to_string(dir.join("standalone-load.conf")).unwrap();
+        assert!(load.contains(&format!(
+            "command = {}/check_load -r -w 4,3,2 -c 8,6,4",
+            nagios.display()
+        )));
+        std::fs::remove_dir_all(root).unwrap();
     }
 }
