@@ -623,3 +623,33 @@ fn bad_configuration_exits_2_naming_the_variable_and_sigterm_exits_0() {
         .iter()
         .any(|l| l.contains("agent stopped")));
 }
+
+#[test]
+fn one_dealer_reaches_every_router_and_survives_losing_one() {
+    let r1 = Router::start("r1");
+    let r2 = Router::start("r2");
+    let hb1 = r1.sink("heartbeat");
+    let hb2 = r2.sink("heartbeat");
+    let dir = TempDir::new("agent-two");
+    let setup = AgentSetup::new(&dir, &format!("{},{}", r1.client, r2.client));
+    let agent = setup.start();
+    // Heartbeats are spread over both routers by the one DEALER.
+    for (sink, name) in [(&hb1, "r1"), (&hb2, "r2")] {
+        let got = sink.recv(&format!("heartbeat through {name}"));
+        assert_eq!(got.json()["uuid"], agent.uuid.as_str());
+        got.check_meta(name);
+    }
+    drop(r1);
+    let mut sink = AckingSink::new(&r2);
+    let mut sent = HashSet::new();
+    for n in 0..4 {
+        sent.insert(send_notification(&setup, &format!("after r1 died {n}")));
+    }
+    let mut got = HashSet::new();
+    while got.len() < sent.len() {
+        let v = sink.receive(&r2, true);
+        got.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, sent);
+    sink.expect_no_more();
+}
