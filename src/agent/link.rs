@@ -193,7 +193,9 @@ impl LinkThread {
             };
             if self.try_send(&frame) {
                 AgentMetrics::add(&self.metrics.sent, 1);
-                self.resend.sent(&id, now);
+                if self.resend.sent(&id, now) {
+                    AgentMetrics::add(&self.metrics.resent, 1);
+                }
             } else {
                 blocked = true;
                 self.resend.unsent(&id);
