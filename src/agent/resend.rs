@@ -123,6 +123,9 @@ impl Resend {
             }
             self.next_due = next;
         }
+        // An id put back by `unsent` may also have come due: send it once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|id| seen.insert(id.clone()));
         out
     }
 
