@@ -463,11 +463,12 @@ fn full_spool_refuses_new_acked_messages_and_keeps_the_accepted_ones() {
         stderr(&refusal)
     );
     assert!(accepted.len() >= 2);
-    // Unacked traffic is still accepted.
-    let out = setup.send(&["stats", r#"{"metrics":{"a":1}}"#]);
+    // Unacked traffic is still accepted, and waits in memory.
+    let out = setup.send(&["stats", r#"{"metrics":{"a":1}}"#, "--id", "queued-stats"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Everything accepted is delivered once a router is there.
     let router = router_on(port);
+    let stats = router.sink("stats");
     let mut sink = AckingSink::new(&router);
     let mut got = HashSet::new();
     while got.len() < accepted.len() {
@@ -475,6 +476,9 @@ fn full_spool_refuses_new_acked_messages_and_keeps_the_accepted_ones() {
         got.insert(v["id"].as_str().unwrap().to_string());
     }
     assert_eq!(got, accepted.iter().cloned().collect());
+    recv_matching(&stats, "stats queued while no router was reachable", |v| {
+        v["id"] == "queued-stats"
+    });
     // With the spool drained, new acked messages are accepted again.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -622,4 +626,83 @@ fn bad_configuration_exits_2_naming_the_variable_and_sigterm_exits_0() {
         .log_lines()
         .iter()
         .any(|l| l.contains("agent stopped")));
+}
+
+#[test]
+fn one_dealer_reaches_every_router_and_survives_losing_one() {
+    let r1 = Router::start("r1");
+    let r2 = Router::start("r2");
+    let hb1 = r1.sink("heartbeat");
+    let hb2 = r2.sink("heartbeat");
+    let dir = TempDir::new("agent-two");
+    let setup = AgentSetup::new(&dir, &format!("{},{}", r1.client, r2.client));
+    let agent = setup.start();
+    // Heartbeats are spread over both routers by the one DEALER.
+    for (sink, name) in [(&hb1, "r1"), (&hb2, "r2")] {
+        let got = sink.recv(&format!("heartbeat through {name}"));
+        assert_eq!(got.json()["uuid"], agent.uuid.as_str());
+        got.check_meta(name);
+    }
+    drop(r1);
+    let mut sink = AckingSink::new(&r2);
+    let mut sent = HashSet::new();
+    for n in 0..4 {
+        sent.insert(send_notification(&setup, &format!("after r1 died {n}")));
+    }
+    let mut got = HashSet::new();
+    while got.len() < sent.len() {
+        let v = sink.receive(&r2, true);
+        got.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, sent);
+    sink.expect_no_more();
+}
+
+#[test]
+fn overloaded_router_replies_leave_acked_messages_to_be_resent() {
+    // Room for one notification while no notification sink is connected:
+    // the others are answered `overloaded`.
+    let router = Router::builder("r1")
+        .env("VIGIL_QUEUE_CAPACITY", "1")
+        .start();
+    let dir = TempDir::new("agent-overload");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let agent = setup.start();
+    let sent: HashSet<String> = (0..3)
+        .map(|n| send_notification(&setup, &format!("overload {n}")))
+        .collect();
+    agent.wait_log("overloaded", WAIT);
+    let mut sink = AckingSink::new(&router);
+    let mut got = HashSet::new();
+    while got.len() < sent.len() {
+        let v = sink.receive(&router, true);
+        got.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, sent);
+    sink.expect_no_more();
+}
+
+#[test]
+fn local_plugins_run_on_their_interval_without_a_scheduler() {
+    let router = Router::start("r1");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-local");
+    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
+    let script = dir.join("check_tick");
+    write_script(&script, "echo 'TICK OK | n=1'; exit 0");
+    std::fs::write(
+        dir.join("plugins.d/tick.conf"),
+        format!(
+            "name = tick\ncommand = {}\ninterval_s = 1\nlocal = true\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentSetup::new(&dir, &router.client).start();
+    for _ in 0..2 {
+        let v = recv_matching(&results, "local run of tick", |v| v["plugin"] == "tick");
+        assert_eq!(v["uuid"], agent.uuid.as_str());
+        assert_eq!(v["status"], 0);
+        assert!(v.get("run_id").is_none(), "a local run has no run_id: {v}");
+    }
 }

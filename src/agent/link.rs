@@ -61,6 +61,17 @@ impl LinkTx {
         }
     }
 
+    /// Hands over `msg`, waiting for room as long as the link thread runs.
+    pub fn send(&self, msg: ToLink) -> Result<(), ToLink> {
+        match self.tx.send(msg) {
+            Ok(()) => {
+                self.ringer.ring();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+
     /// Hands over `msg`, waiting at most `timeout` for room.
     pub fn send_timeout(&self, msg: ToLink, timeout: Duration) -> Result<(), ToLink> {
         match self.tx.send_timeout(msg, timeout) {
@@ -182,7 +193,9 @@ impl LinkThread {
             };
             if self.try_send(&frame) {
                 AgentMetrics::add(&self.metrics.sent, 1);
-                self.resend.sent(&id, now);
+                if self.resend.sent(&id, now) {
+                    AgentMetrics::add(&self.metrics.resent, 1);
+                }
             } else {
                 blocked = true;
                 self.resend.unsent(&id);

@@ -19,6 +19,7 @@ pub struct AgentMetrics {
     pub plugin_timeouts: AtomicU64,
     pub statsd_lines: AtomicU64,
     pub statsd_bad: AtomicU64,
+    pub statsd_dropped: AtomicU64,
     pub spool_live: AtomicU64,
     pub queue_len: AtomicU64,
 }
@@ -33,7 +34,7 @@ impl AgentMetrics {
         format!(
             "stats: local_accepted={} local_refused={} sent={} spooled={} acked={} resent={} \
              spool_live={} queue={} dropped_stats={} dropped_other={} router_errors={} \
-             plugin_runs={} plugin_refused={} plugin_timeouts={} statsd_lines={} statsd_bad={}",
+             plugin_runs={} plugin_refused={} plugin_timeouts={} statsd_lines={} statsd_bad={} statsd_dropped={}",
             g(&self.local_accepted),
             g(&self.local_refused),
             g(&self.sent),
@@ -50,6 +51,7 @@ impl AgentMetrics {
             g(&self.plugin_timeouts),
             g(&self.statsd_lines),
             g(&self.statsd_bad),
+            g(&self.statsd_dropped),
         )
     }
 }

@@ -123,6 +123,9 @@ impl Resend {
             }
             self.next_due = next;
         }
+        // An id put back by `unsent` may also have come due: send it once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|id| seen.insert(id.clone()));
         out
     }
 
@@ -131,13 +134,16 @@ impl Resend {
     }
 
     /// Records that `id` went out: it is due again after the backoff.
-    pub fn sent(&mut self, id: &str, now: Instant) {
+    /// Returns whether this was a resend (not its first send).
+    pub fn sent(&mut self, id: &str, now: Instant) -> bool {
         let unit = self.jitter.unit();
-        if let Some(p) = self.pending.get_mut(id) {
-            p.attempts += 1;
-            p.due = now + backoff(p.attempts, self.min, self.max, unit);
-            self.next_due = Some(self.next_due.map_or(p.due, |n| n.min(p.due)));
-        }
+        let Some(p) = self.pending.get_mut(id) else {
+            return false;
+        };
+        p.attempts += 1;
+        p.due = now + backoff(p.attempts, self.min, self.max, unit);
+        self.next_due = Some(self.next_due.map_or(p.due, |n| n.min(p.due)));
+        p.attempts > 1
     }
 
     /// Puts back an id that could not be sent (no router reachable): it
@@ -179,11 +185,11 @@ mod tests {
             t0,
         );
         assert_eq!(r.due(t0), ["a"]);
-        r.sent("a", t0);
+        assert!(!r.sent("a", t0));
         assert!(r.due(t0).is_empty());
         assert!(r.due(t0 + Duration::from_millis(700)).is_empty());
         assert_eq!(r.due(t0 + Duration::from_millis(1300)), ["a"]);
-        r.sent("a", t0 + Duration::from_millis(1300));
+        assert!(r.sent("a", t0 + Duration::from_millis(1300)));
         assert!(r.due(t0 + Duration::from_millis(2000)).is_empty());
         assert!(r.ack("a"));
         assert!(r.due(t0 + Duration::from_secs(100)).is_empty());

@@ -161,6 +161,12 @@ impl Spool {
             .truncate(false)
             .open(&path)
             .map_err(|e| fail("open", e))?;
+        lock(&file).map_err(|e| {
+            format!(
+                "{}: {e}; is another agent using this VIGIL_STATE_DIR?",
+                path.display()
+            )
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
         let (records, valid) = decode_all(&bytes);
@@ -299,10 +305,27 @@ impl Spool {
             .write(true)
             .open(&self.path)
             .map_err(|e| fail("reopen", e))?;
+        // The lock was on the old file; hold it on the new one.
+        lock(&file)?;
         file.seek(SeekFrom::End(0)).map_err(|e| fail("seek", e))?;
         self.file = file;
         self.file_bytes = out.len() as u64;
         Ok(true)
+    }
+}
+
+/// Takes an exclusive lock on the spool for this process's lifetime: two
+/// agents sharing one state directory would interleave records and, with
+/// one UUID, steal each other's route.
+fn lock(file: &File) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor we own; the lock goes
+    // away with the descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("cannot lock: {}", std::io::Error::last_os_error()))
     }
 }
 
@@ -366,6 +389,10 @@ mod tests {
         drop(f);
         let (spool, entries) = Spool::open(&dir, 10).unwrap();
         assert_eq!(entries, vec![entry("b", "12345")]);
+        let second = Spool::open(&dir, 10)
+            .err()
+            .expect("a second opener is refused");
+        assert!(second.contains("another agent"), "{second}");
         assert_eq!(spool.live_bytes(), 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }

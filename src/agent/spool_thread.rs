@@ -14,7 +14,6 @@ use crate::doorbell::Ringer;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Requests per group commit, at most.
 const GROUP_MAX: usize = 1024;
@@ -102,10 +101,9 @@ impl SpoolThread {
                     AgentMetrics::add(&self.metrics.spooled, 1);
                     let id = entry.id.clone();
                     // The entry is on disk; if the link is gone (shutdown)
-                    // the next start sends it.
-                    let _ = self
-                        .link
-                        .send_timeout(ToLink::Spooled(entry), Duration::from_secs(5));
+                    // the next start sends it. Waiting for room here is
+                    // the backpressure that keeps the resend book whole.
+                    let _ = self.link.send(ToLink::Spooled(entry));
                     Ok(id)
                 }
                 Err(e) => Err(AppendRefusal::Io(e.clone())),

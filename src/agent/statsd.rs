@@ -208,7 +208,7 @@ impl StatsdThread {
                 frame,
             });
             if self.link.try_send(item).is_err() {
-                AgentMetrics::add(&self.metrics.dropped_stats, 1);
+                AgentMetrics::add(&self.metrics.statsd_dropped, 1);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! the baseline and the scale-test clients each get their own process, file
 //! descriptor limit and RSS, like the router does.
 
+mod agent;
 mod backend;
 mod child;
 mod clients;
@@ -30,6 +31,7 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     };
     match which.as_str() {
         "router" => suite::run(rest),
+        "agent" => agent::run(rest),
         "proxy" => proxy::run(rest),
         "clients" => clients::run(rest),
         "-h" | "--help" | "help" => {

@@ -222,6 +222,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/plugins.d");
+        let (decls, errors) = read_dir(&dir);
+        assert!(errors.is_empty(), "{errors:?}");
+        let names: Vec<_> = decls.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["disk_root", "load", "true"]);
+        assert!(decls[0].local);
+    }
+
+    #[test]
     fn from_registration_json() {
         let v = json!({"name": "q", "command": "/bin/true", "interval_s": 30});
         let d = from_json(&v, "app").unwrap();
