@@ -19,6 +19,7 @@
 
 pub mod command;
 pub mod config;
+pub mod email;
 pub mod http;
 pub mod smtp;
 pub mod webhook;
