@@ -198,7 +198,7 @@ pub fn rfc5322_date(now: SystemTime) -> String {
 }
 
 /// Howard Hinnant's days-to-civil: (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(super) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
