@@ -149,7 +149,7 @@ fn encode_header(value: &str) -> String {
         }
         words.push(format!(
             "=?UTF-8?B?{}?=",
-            base64(value[start..end].as_bytes())
+            base64(&value.as_bytes()[start..end])
         ));
         start = end;
     }

@@ -56,11 +56,6 @@ impl Handlers {
         })
     }
 
-    /// Handlers built from an already checked configuration.
-    pub fn new(config: NotifyConfig) -> Handlers {
-        Handlers { config }
-    }
-
     /// The configuration, e.g. to log it once at start.
     pub fn config(&self) -> &NotifyConfig {
         &self.config

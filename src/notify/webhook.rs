@@ -154,10 +154,11 @@ mod tests {
         );
     }
 
-    /// A local HTTP server for one request; returns (request line, headers, body).
-    fn listener(
-        status: &'static str,
-    ) -> (u16, std::thread::JoinHandle<(String, Vec<String>, Vec<u8>)>) {
+    /// What the listener received: request line, headers, body.
+    type Received = (String, Vec<String>, Vec<u8>);
+
+    /// A local HTTP server for one request.
+    fn listener(status: &'static str) -> (u16, std::thread::JoinHandle<Received>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let h = std::thread::spawn(move || {
