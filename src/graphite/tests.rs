@@ -383,3 +383,52 @@ fn dropping_the_handle_joins_the_writer() {
     drop(graphite);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// Throughput of the writer into a real carbon-cache: lines/s written to
+/// the socket (carbon reads as fast as it parses, so TCP backpressure makes
+/// this carbon's intake rate too). Run with
+/// `cargo test --release graphite::tests::bench_writer -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_writer_into_carbon() {
+    if !carbon_present() {
+        return;
+    }
+    let mut carbon = Carbon::new();
+    carbon.start();
+    let mut cfg = config(carbon.port);
+    cfg.buffer = 1_000_000;
+    let graphite = Graphite::start(cfg).unwrap();
+    let total = 200_000u64;
+    let ts = now();
+    let started = Instant::now();
+    for chunk in 0..total / 1000 {
+        let lines = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                graphite
+                    .line(
+                        &[&format!("host{}", n % 100), "bench.value"],
+                        n as f64,
+                        ts - (n / 100 % 3000) as i64,
+                    )
+                    .unwrap()
+            })
+            .collect();
+        graphite.send(lines);
+    }
+    let queued = started.elapsed();
+    eventually("all lines written", || {
+        (graphite.stats().sent == total).then_some(())
+    });
+    let elapsed = started.elapsed();
+    let stats = graphite.stats();
+    assert_eq!(stats.dropped, 0);
+    println!(
+        "{{\"lines\":{total},\"queue_s\":{:.3},\"written_s\":{:.3},\"lines_per_s\":{:.0}}}",
+        queued.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    graphite.stop(Duration::from_secs(5));
+}
