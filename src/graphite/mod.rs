@@ -151,6 +151,11 @@ impl Graphite {
         })
     }
 
+    /// The configured prefix, for building lines with [`line`].
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// [`line`] with the configured prefix.
     pub fn line(&self, parts: &[&str], value: f64, ts: i64) -> Option<String> {
         line(&self.prefix, parts, value, ts)
