@@ -14,8 +14,6 @@
 mod line;
 mod writer;
 
-pub use line::line;
-
 use crate::config::{ConfigError, Env};
 use crate::error::Error;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -23,6 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// One plaintext line `PREFIX.PART1.PART2... VALUE TS\n`, or `None` when
+/// the value is not finite or there is no metric name. The last part is the
+/// metric name and may be dotted (its dots separate path segments); every
+/// other part (host name, plugin name) is one segment, its dots becoming
+/// `_`. Every segment is sanitised to `[A-Za-z0-9_-]`. See `line.rs`.
+pub fn line(prefix: &str, parts: &[&str], value: f64, ts: i64) -> Option<String> {
+    line::plaintext(prefix, parts, value, ts)
+}
 
 /// How often at most a run of dropped lines is logged.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -93,6 +100,8 @@ pub struct GraphiteStats {
     pub reconnects: u64,
     /// Lines waiting to be written now.
     pub buffered: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
 }
 
 /// Counters shared by the handle and the writer thread.
@@ -101,6 +110,7 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     reconnects: AtomicU64,
+    connect_failures: AtomicU64,
     /// Lines the writer holds outside the channel (its current batch).
     in_hand: AtomicU64,
     /// Dropped count at the last drop log, and when that was.
@@ -118,6 +128,7 @@ pub struct Graphite {
     counters: Arc<Counters>,
     started: Instant,
     prefix: String,
+    timeout: Duration,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -129,6 +140,7 @@ impl Graphite {
         let (stop, stop_rx) = bounded(1);
         let counters = Arc::new(Counters::default());
         let prefix = config.prefix.clone();
+        let timeout = config.timeout;
         let writer = writer::Writer::new(config, rx.clone(), stop_rx, Arc::clone(&counters));
         let thread = std::thread::Builder::new()
             .name("graphite".into())
@@ -141,6 +153,7 @@ impl Graphite {
             counters,
             started: Instant::now(),
             prefix,
+            timeout,
             thread: Some(thread),
         })
     }
@@ -148,11 +161,6 @@ impl Graphite {
     /// The configured prefix, for building lines with [`line`].
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// [`line`] with the configured prefix.
-    pub fn line(&self, parts: &[&str], value: f64, ts: i64) -> Option<String> {
-        line(&self.prefix, parts, value, ts)
     }
 
     /// Queues lines without blocking; when the bounded buffer is full the oldest are dropped and counted (logged, rate-limited).
@@ -221,17 +229,23 @@ impl Graphite {
             dropped: c.dropped.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             buffered: self.lines.len() as u64 + c.in_hand.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures.load(Ordering::Relaxed),
         }
     }
 
     /// Flushes what it can within `deadline`, then stops the thread.
     /// Lines still unwritten then are counted as dropped and logged.
     pub fn stop(mut self, deadline: std::time::Duration) {
+        self.shut_down(deadline);
+    }
+
+    fn shut_down(&mut self, deadline: Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         let _ = self.stop.try_send(Instant::now() + deadline);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("graphite: the writer thread panicked");
-            }
+        if thread.join().is_err() {
+            log::error!("graphite: the writer thread panicked");
         }
         let left = self.oldest.try_iter().count() as u64
             + self.counters.in_hand.swap(0, Ordering::Relaxed);
@@ -241,3 +255,15 @@ impl Graphite {
         }
     }
 }
+
+/// A handle dropped without [`Graphite::stop`] (e.g. on an error path)
+/// still flushes for at most one write timeout and joins the thread.
+impl Drop for Graphite {
+    fn drop(&mut self) {
+        let timeout = self.timeout;
+        self.shut_down(timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests;
