@@ -343,7 +343,7 @@ fn ready_line(config: &SinkConfig) -> String {
         .flat_map(|(kind, endpoints)| endpoints.iter().map(move |e| format!("{kind}={e}")))
         .collect();
     format!(
-        "ready: sink types={} pull={} backends={} db={}",
+        "ready: types={} pull={} backends={} db={}",
         types.join(","),
         pulls.join(","),
         config.backends.join(","),
