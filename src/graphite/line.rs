@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(l.split(' ').count(), 3);
         assert_eq!(
             line("vigil", &["../..", "../../etc"], 1.0, 2).as_deref(),
-            Some("vigil.______.etc 1 2\n")
+            Some("vigil._____._._etc 1 2\n")
         );
         assert_eq!(
             line("vigil", &["h\u{e9}", "\u{2603}"], 1.0, 2).as_deref(),

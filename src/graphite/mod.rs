@@ -93,6 +93,8 @@ pub struct GraphiteStats {
     pub reconnects: u64,
     /// Lines waiting to be written now.
     pub buffered: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
 }
 
 /// Counters shared by the handle and the writer thread.
@@ -101,6 +103,7 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     reconnects: AtomicU64,
+    connect_failures: AtomicU64,
     /// Lines the writer holds outside the channel (its current batch).
     in_hand: AtomicU64,
     /// Dropped count at the last drop log, and when that was.
@@ -118,6 +121,7 @@ pub struct Graphite {
     counters: Arc<Counters>,
     started: Instant,
     prefix: String,
+    timeout: Duration,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -129,6 +133,7 @@ impl Graphite {
         let (stop, stop_rx) = bounded(1);
         let counters = Arc::new(Counters::default());
         let prefix = config.prefix.clone();
+        let timeout = config.timeout;
         let writer = writer::Writer::new(config, rx.clone(), stop_rx, Arc::clone(&counters));
         let thread = std::thread::Builder::new()
             .name("graphite".into())
@@ -141,13 +146,9 @@ impl Graphite {
             counters,
             started: Instant::now(),
             prefix,
+            timeout,
             thread: Some(thread),
         })
-    }
-
-    /// The configured prefix, for building lines with [`line`].
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// [`line`] with the configured prefix.
@@ -221,17 +222,23 @@ impl Graphite {
             dropped: c.dropped.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             buffered: self.lines.len() as u64 + c.in_hand.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures.load(Ordering::Relaxed),
         }
     }
 
     /// Flushes what it can within `deadline`, then stops the thread.
     /// Lines still unwritten then are counted as dropped and logged.
     pub fn stop(mut self, deadline: std::time::Duration) {
+        self.shut_down(deadline);
+    }
+
+    fn shut_down(&mut self, deadline: Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         let _ = self.stop.try_send(Instant::now() + deadline);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("graphite: the writer thread panicked");
-            }
+        if thread.join().is_err() {
+            log::error!("graphite: the writer thread panicked");
         }
         let left = self.oldest.try_iter().count() as u64
             + self.counters.in_hand.swap(0, Ordering::Relaxed);
@@ -241,3 +248,15 @@ impl Graphite {
         }
     }
 }
+
+/// A handle dropped without [`Graphite::stop`] (e.g. on an error path)
+/// still flushes for at most one write timeout and joins the thread.
+impl Drop for Graphite {
+    fn drop(&mut self) {
+        let timeout = self.timeout;
+        self.shut_down(timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests;

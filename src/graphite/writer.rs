@@ -175,6 +175,9 @@ impl Writer {
             );
         }
         self.failed_connects += 1;
+        self.counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes the batch in hand; on failure drops the connection and keeps

@@ -19,6 +19,7 @@
 
 pub mod command;
 pub mod config;
+pub mod email;
 pub mod http;
 pub mod smtp;
 pub mod webhook;
@@ -53,11 +54,6 @@ impl Handlers {
         Ok(Handlers {
             config: NotifyConfig::from_env(env)?,
         })
-    }
-
-    /// Handlers built from an already checked configuration.
-    pub fn new(config: NotifyConfig) -> Handlers {
-        Handlers { config }
     }
 
     /// The configuration, e.g. to log it once at start.
@@ -146,5 +142,88 @@ pub(crate) fn field_text(notification: &serde_json::Value, key: &str) -> String 
         None | Some(serde_json::Value::Null) => String::new(),
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn handlers(pairs: &[(&str, &str)]) -> Handlers {
+        Handlers::from_env(&Env::from_pairs(pairs.iter().copied())).unwrap()
+    }
+
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn handlers_per_severity() {
+        let h = handlers(&[
+            ("VIGIL_NOTIFY_COMMAND", "true"),
+            ("VIGIL_NOTIFY_SMTP", "127.0.0.1:25"),
+            ("VIGIL_NOTIFY_SMTP_TO", "ops@example.org"),
+            ("VIGIL_NOTIFY_WEBHOOK", "http://127.0.0.1:9/"),
+        ]);
+        assert_eq!(h.for_severity("critical"), ["command", "email", "webhook"]);
+        assert_eq!(h.for_severity("error"), ["command", "email"]);
+        assert_eq!(h.for_severity("warning"), ["command"]);
+        assert_eq!(h.for_severity("info"), ["command"]);
+        assert_eq!(h.for_severity("nonsense"), ["command", "email", "webhook"]);
+        assert!(handlers(&[]).for_severity("critical").is_empty());
+    }
+
+    #[test]
+    fn run_reports_each_outcome_and_skips_done() {
+        let port = closed_port();
+        let h = handlers(&[
+            (
+                "VIGIL_NOTIFY_COMMAND",
+                "test \"$VIGIL_SEVERITY\" = critical",
+            ),
+            (
+                "VIGIL_NOTIFY_WEBHOOK",
+                &format!("http://127.0.0.1:{port}/hook"),
+            ),
+            ("VIGIL_NOTIFY_TIMEOUT_SECS", "5"),
+        ]);
+        let n = json!({"type":"notification","uuid":"u","id":"i","severity":"critical",
+                       "source":"s","message":"m","hostname":"h","ts":1});
+        let outcomes = h.run(&n, &[]);
+        assert_eq!(outcomes.len(), 2);
+        assert_eq!(
+            outcomes[0],
+            HandlerOutcome {
+                handler: "command".into(),
+                result: Ok(())
+            }
+        );
+        assert_eq!(outcomes[1].handler, "webhook");
+        assert!(outcomes[1].result.is_err());
+        // On the retry only the handler that failed runs again.
+        let retry = h.run(&n, &["command".to_string()]);
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].handler, "webhook");
+        // A warning reaches only the command handler, which fails on it.
+        let mut w = n.clone();
+        w["severity"] = json!("warning");
+        let outcomes = h.run(&w, &[]);
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .contains("exited with status 1"));
+    }
+
+    #[test]
+    fn nothing_configured_is_nothing_to_do() {
+        let n = json!({"severity":"critical"});
+        assert!(handlers(&[]).run(&n, &[]).is_empty());
     }
 }

@@ -1,0 +1,427 @@
+//! The SMTP client against a real aiosmtpd, and against scripted servers
+//! for refusals.
+
+use super::*;
+use crate::config::Env;
+use crate::notify::config::SeveritySet;
+use serde_json::json;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+fn config(server: &str, to: &[&str]) -> SmtpConfig {
+    SmtpConfig {
+        server: server.to_string(),
+        from: "vigil@monitor.example.org".into(),
+        to: to.iter().map(|s| s.to_string()).collect(),
+        helo: "monitor.example.org".into(),
+        severities: SeveritySet::from_env(&Env::from_pairs([]), "X", "all").unwrap(),
+    }
+}
+
+fn notification() -> serde_json::Value {
+    json!({"type":"notification","uuid":"6f1c","id":"n-42","severity":"critical","source":"disk",
+           "message":"/var is 97% full\n.leading dot line\n..two dots","hostname":"web1","ts":1700000000})
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real aiosmtpd with its debugging handler, which prints every message
+/// it receives on stdout.
+struct Aiosmtpd {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Aiosmtpd {
+    /// `None` (with a loud note) only when python3 or aiosmtpd is absent.
+    fn start() -> Option<Aiosmtpd> {
+        let python = "/usr/bin/python3";
+        let present = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !present {
+            eprintln!("!!! SKIPPED: /usr/bin/python3 with aiosmtpd (Debian python3-aiosmtpd) is not installed");
+            return None;
+        }
+        let port = free_port();
+        let mut child = Command::new(python)
+            .args([
+                "-u",
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let server = Aiosmtpd { child, port, lines };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// The next message the server printed (between its markers).
+    fn next_message(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut message = None::<Vec<String>>;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("aiosmtpd printed no message");
+            if line.contains("MESSAGE FOLLOWS") {
+                message = Some(Vec::new());
+            } else if line.contains("END MESSAGE") {
+                if let Some(m) = message {
+                    return m.join("\n");
+                }
+            } else if let Some(m) = message.as_mut() {
+                m.push(line);
+            }
+        }
+    }
+}
+
+impl Drop for Aiosmtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn delivers_to_a_real_aiosmtpd() {
+    let Some(server) = Aiosmtpd::start() else {
+        return;
+    };
+    let cfg = config(
+        &format!("127.0.0.1:{}", server.port),
+        &["ops@example.org", "oncall@example.org"],
+    );
+    send(&cfg, &notification(), Duration::from_secs(20)).unwrap();
+    let message = server.next_message();
+    let (head, body) = message.split_once("\n\n").expect(&message);
+    for header in [
+        "From: vigil@monitor.example.org",
+        "To: ops@example.org, oncall@example.org",
+        "Subject: [vigil CRITICAL] web1: /var is 97% full",
+        "Content-Type: text/plain; charset=utf-8",
+        "MIME-Version: 1.0",
+    ] {
+        assert!(
+            head.lines().any(|l| l == header),
+            "{header} missing in\n{head}"
+        );
+    }
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("Date: ") && l.ends_with(" +0000")),
+        "{head}"
+    );
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("Message-ID: <") && l.ends_with("@monitor.example.org>")),
+        "{head}"
+    );
+    // Dot-stuffing was undone by the server: the lines arrive as written.
+    assert!(
+        body.starts_with("/var is 97% full\n.leading dot line\n..two dots\n"),
+        "{body}"
+    );
+    assert!(body.contains("Host: web1"), "{body}");
+    assert!(body.contains("\"id\": \"n-42\""), "{body}");
+}
+
+#[test]
+fn unicode_message_arrives_intact() {
+    let Some(server) = Aiosmtpd::start() else {
+        return;
+    };
+    let cfg = config(&format!("127.0.0.1:{}", server.port), &["ops@example.org"]);
+    let mut n = notification();
+    n["message"] = json!("disque plein \u{e0} 97 % \u{2603}");
+    send(&cfg, &n, Duration::from_secs(20)).unwrap();
+    let message = server.next_message();
+    let (head, body) = message.split_once("\n\n").unwrap();
+    assert!(head.contains("Content-Transfer-Encoding: base64"), "{head}");
+    let decoded = decode_base64(&body.replace('\n', ""));
+    assert!(
+        decoded.starts_with("disque plein \u{e0} 97 % \u{2603}\n"),
+        "{decoded}"
+    );
+}
+
+fn decode_base64(text: &str) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = alphabet.iter().position(|a| *a == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A server that answers each command from a script and records the
+/// commands it got. Each answer is sent after reading one line (the first
+/// one, the greeting, at once).
+fn scripted(answers: &'static [&'static str]) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut got = Vec::new();
+        for (i, answer) in answers.iter().enumerate() {
+            if i > 0 {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                // After a 354 the "command" is the whole message, to the dot.
+                if answers[i - 1].starts_with("354") {
+                    let mut lines = 1;
+                    while line != ".\r\n" {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        lines += 1;
+                    }
+                    line = format!("<message of {lines} lines>");
+                }
+                got.push(line.trim_end().to_string());
+            }
+            if writer.write_all(answer.as_bytes()).is_err() {
+                break;
+            }
+        }
+        got
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_554_greeting_is_a_failure() {
+    let (addr, server) = scripted(&["554 no service for you\r\n", "221 bye\r\n"]);
+    let err = send(
+        &config(&addr, &["a@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap_err();
+    assert!(err.contains("554 no service for you"), "{err}");
+    server.join().unwrap();
+}
+
+#[test]
+fn refused_sender_is_a_failure() {
+    let (addr, server) = scripted(&[
+        "220 hi\r\n",
+        "250 ok\r\n",
+        "554 5.7.1 sender rejected\r\n",
+        "221 bye\r\n",
+    ]);
+    let err = send(
+        &config(&addr, &["a@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("MAIL FROM:<vigil@monitor.example.org> refused: 554"),
+        "{err}"
+    );
+    let got = server.join().unwrap();
+    assert_eq!(got[0], "EHLO monitor.example.org");
+}
+
+#[test]
+fn helo_fallback_and_partial_recipients() {
+    // EHLO refused (old server): HELO; first recipient permanently refused,
+    // second accepted: delivered to the second.
+    let (addr, server) = scripted(&[
+        "220 old server\r\n",
+        "502 what?\r\n",
+        "250 hello\r\n",
+        "250 sender ok\r\n",
+        "550 no such user\r\n",
+        "250 recipient ok\r\n",
+        "354 go ahead\r\n",
+        "250 queued\r\n",
+        "221 bye\r\n",
+    ]);
+    send(
+        &config(&addr, &["nobody@x", "ops@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let got = server.join().unwrap();
+    assert_eq!(
+        &got[..6],
+        [
+            "EHLO monitor.example.org",
+            "HELO monitor.example.org",
+            "MAIL FROM:<vigil@monitor.example.org>",
+            "RCPT TO:<nobody@x>",
+            "RCPT TO:<ops@x>",
+            "DATA",
+        ]
+    );
+    assert!(got[6].starts_with("<message of "), "{got:?}");
+    assert_eq!(got[7], "QUIT");
+}
+
+#[test]
+fn no_250_after_the_data_is_a_failure() {
+    let (addr, server) = scripted(&[
+        "220 hi\r\n",
+        "250 ok\r\n",
+        "250 ok\r\n",
+        "250 ok\r\n",
+        "354 go\r\n",
+        "452 out of space\r\n",
+    ]);
+    let err = send(
+        &config(&addr, &["a@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("end of data refused: 452 out of space"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn temporary_recipient_refusal_fails_for_a_retry() {
+    let (addr, server) = scripted(&[
+        "220 hi\r\n",
+        "250 ok\r\n",
+        "250 ok\r\n",
+        "451 try later\r\n",
+        "221 bye\r\n",
+    ]);
+    let err = send(
+        &config(&addr, &["a@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap_err();
+    assert!(err.contains("451 try later"), "{err}");
+    server.join().unwrap();
+}
+
+#[test]
+fn every_recipient_refused_is_a_failure() {
+    let (addr, server) = scripted(&[
+        "220 hi\r\n",
+        "250-hi\r\n250 8BITMIME\r\n",
+        "250 ok\r\n",
+        "550 no\r\n",
+        "553 bad\r\n",
+        "221 bye\r\n",
+    ]);
+    let err = send(
+        &config(&addr, &["a@x", "b@x"]),
+        &notification(),
+        Duration::from_secs(10),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("every recipient refused") && err.contains("550") && err.contains("553"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn nobody_listening_is_a_failure() {
+    let port = free_port();
+    let err = send(
+        &config(&format!("127.0.0.1:{port}"), &["a@x"]),
+        &notification(),
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let err = send(
+        &config(&addr, &["a@x"]),
+        &notification(),
+        Duration::from_millis(500),
+    )
+    .unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[test]
+fn reply_lines() {
+    assert_eq!(
+        parse_reply_line("250-PIPELINING"),
+        Some((250, true, "PIPELINING"))
+    );
+    assert_eq!(parse_reply_line("250 OK"), Some((250, false, "OK")));
+    assert_eq!(parse_reply_line("250"), Some((250, false, "")));
+    assert_eq!(parse_reply_line("25x OK"), None);
+    assert_eq!(parse_reply_line("250_OK"), None);
+    assert_eq!(parse_reply_line(""), None);
+}
+
+#[test]
+fn dot_stuffing() {
+    assert_eq!(dot_stuff("a\r\n.b\r\n..c\r\n"), "a\r\n..b\r\n...c\r\n.\r\n");
+    assert_eq!(dot_stuff(".\r\n"), "..\r\n.\r\n");
+    assert_eq!(dot_stuff("x"), "x\r\n.\r\n");
+}
