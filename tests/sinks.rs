@@ -14,7 +14,7 @@ mod sinks_util;
 
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
-use sinks_util::{wait_for, Carbon, SinkBuilder, TempDir, EVENTUALLY};
+use sinks_util::{wait_for, Aiosmtpd, Carbon, SinkBuilder, TempDir, WebhookServer, EVENTUALLY};
 use std::path::Path;
 use std::time::Duration;
 use util::{now_secs, Client, Router};
@@ -546,4 +546,67 @@ fn bad_configuration_stops_the_start_with_status_2() {
     let (status, stderr) = SinkBuilder::new(&["email"], &[&router], &store).run_to_exit();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown sink type"), "{stderr}");
+}
+
+#[test]
+fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt() {
+    let dir = TempDir::new("sink-handlers");
+    let store = dir.join("vigil.db");
+    let out = dir.join("handled.jsonl");
+    let smtp = Aiosmtpd::start();
+    // The pager is down for the first attempt.
+    let pager = WebhookServer::start(&[503, 202]);
+    let router = Router::start("r1");
+    let sink = SinkBuilder::new(&["notification"], &[&router], &store)
+        .env(
+            "VIGIL_NOTIFY_COMMAND",
+            &handler_command(&out, &dir.join("no-flag")),
+        )
+        .env("VIGIL_NOTIFY_SMTP", &format!("127.0.0.1:{}", smtp.port))
+        .env("VIGIL_NOTIFY_SMTP_TO", "ops@example.org")
+        .env("VIGIL_NOTIFY_WEBHOOK", &pager.url())
+        .start();
+    let agent = router.agent();
+    let note = agent.frame(
+        "notification",
+        json!({"id": "page-1", "ack": true, "severity": "critical", "source": "raid",
+               "message": "array md0 degraded", "hostname": "db1"}),
+    );
+    agent.send(&note);
+    let error: String = wait_for("the failed attempt to be recorded", EVENTUALLY, || {
+        query(
+            &store,
+            "SELECT last_error FROM notifications WHERE id='page-1'",
+        )
+    });
+    assert!(
+        error.contains("webhook") && error.contains("503"),
+        "{error}"
+    );
+    let done: String = query(&store, "SELECT handlers_done FROM notifications").unwrap();
+    assert_eq!(done, r#"["command","email"]"#);
+    agent.expect_silence(Duration::from_millis(300), "no ack while the pager fails");
+
+    agent.send(&note);
+    expect_ack(&agent, "page-1");
+    agent.send(&note);
+    expect_ack(&agent, "page-1");
+    assert_eq!(handled_lines(&out).len(), 1, "the command ran once");
+    // aiosmtpd prints a message before it answers 250; its stdout is read
+    // by a thread, which may lag behind the ack.
+    let mails = wait_for("the email", EVENTUALLY, || {
+        Some(smtp.messages()).filter(|m| !m.is_empty())
+    });
+    assert_eq!(mails.len(), 1, "one email: {mails:?}");
+    assert!(mails[0].contains("array md0 degraded"), "{}", mails[0]);
+    let pages = pager.bodies();
+    assert_eq!(
+        pages.len(),
+        2,
+        "the failed POST and the one that went through"
+    );
+    let page: Value = serde_json::from_str(&pages[1]).expect("the webhook body is JSON");
+    assert_eq!(page["payload"]["severity"], "critical", "{page}");
+    let (status, log) = sink.stop();
+    assert!(status.success(), "exit status {status}\n{log}");
 }

@@ -342,3 +342,137 @@ impl Drop for Carbon {
         let _ = self.child.wait();
     }
 }
+
+/// Lines a child process prints on stdout, collected by a thread.
+fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().expect("lines lock").push(line);
+        }
+    });
+    lines
+}
+
+/// A real SMTP server: Debian's aiosmtpd with its debugging handler, which
+/// prints every message it accepts on stdout.
+pub struct Aiosmtpd {
+    child: Child,
+    pub port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Aiosmtpd {
+    pub fn start() -> Aiosmtpd {
+        let port = free_port();
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-u",
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3 -m aiosmtpd (Debian python3-aiosmtpd)");
+        let lines = collect_stdout(&mut child);
+        wait_for("aiosmtpd to listen", EVENTUALLY, || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Aiosmtpd { child, port, lines }
+    }
+
+    /// The messages received so far, each as its text.
+    pub fn messages(&self) -> Vec<String> {
+        let lines = self.lines.lock().expect("lines lock");
+        let mut messages = Vec::new();
+        let mut current: Option<Vec<String>> = None;
+        for line in lines.iter() {
+            if line.contains("MESSAGE FOLLOWS") {
+                current = Some(Vec::new());
+            } else if line.contains("END MESSAGE") {
+                messages.extend(current.take().map(|m| m.join("\n")));
+            } else if let Some(m) = current.as_mut() {
+                m.push(line.clone());
+            }
+        }
+        messages
+    }
+}
+
+impl Drop for Aiosmtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local HTTP server for the webhook: answers each POST with the next
+/// status of its script (the last one repeats) and keeps the bodies.
+pub struct WebhookServer {
+    pub port: u16,
+    pub bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl WebhookServer {
+    pub fn start(statuses: &[u16]) -> WebhookServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook listener");
+        let port = listener.local_addr().expect("local addr").port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let statuses = statuses.to_vec();
+        thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                let status = statuses[n.min(statuses.len() - 1)];
+                if let Some(body) = answer(stream, status) {
+                    kept.lock().expect("bodies lock").push(body);
+                }
+            }
+        });
+        WebhookServer { port, bodies }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v2/enqueue", self.port)
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("bodies lock").clone()
+    }
+}
+
+/// Reads one request (headers, then Content-Length bytes) and answers it.
+fn answer(stream: TcpStream, status: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let reply =
+        format!("HTTP/1.1 {status} Scripted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+    let mut stream = stream;
+    stream.write_all(reply.as_bytes()).ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
