@@ -17,6 +17,7 @@ mod payload;
 mod proxy;
 mod report;
 mod scale;
+mod sinks;
 mod suite;
 
 use std::fmt;
@@ -34,12 +35,13 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         "agent" => agent::run(rest),
         "proxy" => proxy::run(rest),
         "clients" => clients::run(rest),
+        "sinks" => sinks::run(rest),
         "-h" | "--help" | "help" => {
             print!("{}", options::ROUTER_USAGE);
             Ok(())
         }
         other => Err(BenchError::usage(format!(
-            "unknown benchmark {other:?}: the only one is `vigil bench router`"
+            "unknown benchmark {other:?}: try `vigil bench router` or `vigil bench sinks`"
         ))),
     }
 }

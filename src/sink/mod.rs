@@ -76,6 +76,8 @@ pub fn command(args: &[String]) -> Result<(), Error> {
 struct Parts {
     handlers: Option<Handlers>,
     graphite: Option<Arc<Graphite>>,
+    /// `VIGIL_GRAPHITE_PREFIX`, for the lines the workers build.
+    prefix: String,
 }
 
 impl Parts {
@@ -84,9 +86,11 @@ impl Parts {
             .runs(SinkType::Notification)
             .then(|| Handlers::from_env(env))
             .transpose()?;
+        let mut prefix = String::new();
         let graphite = if config.runs(SinkType::Stats) || config.runs(SinkType::Result) {
             let graphite_config = GraphiteConfig::from_env(env)?;
             log::info!("graphite: {graphite_config:?}");
+            prefix = graphite_config.prefix.clone();
             Some(Arc::new(Graphite::start(graphite_config)?))
         } else {
             None
@@ -94,7 +98,11 @@ impl Parts {
         if let Some(h) = &handlers {
             log::info!("notification handlers: {:?}", h.config());
         }
-        Ok(Parts { handlers, graphite })
+        Ok(Parts {
+            handlers,
+            graphite,
+            prefix,
+        })
     }
 }
 
@@ -232,13 +240,7 @@ fn spawn_worker(
     batches: Receiver<Batch>,
 ) -> Result<(), Error> {
     let config = shared.config;
-    let prefix = || {
-        parts
-            .graphite
-            .as_ref()
-            .map(|g| g.prefix().to_string())
-            .unwrap_or_default()
-    };
+    let prefix = || parts.prefix.clone();
     match kind {
         SinkType::Heartbeat => start_worker(
             supervisor,
@@ -343,7 +345,7 @@ fn ready_line(config: &SinkConfig) -> String {
         .flat_map(|(kind, endpoints)| endpoints.iter().map(move |e| format!("{kind}={e}")))
         .collect();
     format!(
-        "ready: sink types={} pull={} backends={} db={}",
+        "ready: types={} pull={} backends={} db={}",
         types.join(","),
         pulls.join(","),
         config.backends.join(","),

@@ -39,8 +39,9 @@ pub struct NotificationSink {
 enum Found {
     /// Handled before: ack again, run nothing.
     Duplicate,
-    /// To run: its row and the handlers already done.
-    Run(Progress),
+    /// To run: its row, the handlers already done, and the hostname the
+    /// store knows for the client.
+    Run(Progress, Option<String>),
 }
 
 impl TypeSink for NotificationSink {
@@ -92,14 +93,19 @@ impl NotificationSink {
     /// before) and may be acked.
     fn one(&mut self, store: &mut Store, msg: &Incoming, ctx: &mut Ctx) -> Result<bool, Failure> {
         let fields = fields(msg)?;
-        let progress = match self.record(store, msg, &fields)? {
+        let (progress, hostname) = match self.record(store, msg, &fields)? {
             Found::Duplicate => {
                 TypeMetrics::add(&ctx.metrics.duplicates, 1);
                 return Ok(true);
             }
-            Found::Run(progress) => progress,
+            Found::Run(progress, hostname) => (progress, hostname),
         };
-        let body = serde_json::Value::Object(msg.body.clone());
+        let mut body = msg.body.clone();
+        // Handlers name the host; fill it in when the client left it out.
+        if let (None, Some(known)) = (msg.hostname()?, hostname) {
+            body.insert("hostname".into(), serde_json::Value::String(known));
+        }
+        let body = serde_json::Value::Object(body);
         let attempt = handling::attempt(&self.handlers, &body, progress.done);
         let error = attempt.error();
         let next = if attempt.complete() {
@@ -181,8 +187,9 @@ impl NotificationSink {
                 }
             }
         };
+        let hostname = crate::store::clients::hostname(&tx, &msg.uuid)?;
         tx.commit()?;
-        Ok(Found::Run(progress))
+        Ok(Found::Run(progress, hostname))
     }
 }
 

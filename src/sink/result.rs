@@ -280,6 +280,15 @@ mod tests {
         assert_eq!((v.len(), refused), (2, 1));
         let (v, refused) = perf_values(Some(&json!([{"label": "a", "value": 1}, {"label": "b"}])));
         assert_eq!((v, refused), (vec![("a".to_string(), 1.0)], 1));
+        // As the agent sends it: every field, `value` null for `U`.
+        let agent = json!([
+            {"label": "load1", "value": 0.5, "unit": null, "warn": "1", "crit": "2", "min": 0.0, "max": null},
+            {"label": "x", "value": null, "unit": null, "warn": null, "crit": null, "min": null, "max": null},
+        ]);
+        assert_eq!(
+            perf_values(Some(&agent)),
+            (vec![("load1".to_string(), 0.5)], 1)
+        );
         let (v, _) = perf_values(Some(&json!("rta=0.1ms;100;500;0 pl=0%")));
         assert_eq!(v, vec![("rta".into(), 0.1), ("pl".into(), 0.0)]);
         assert_eq!(perf_values(Some(&json!(7))).1, 1);

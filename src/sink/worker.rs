@@ -108,12 +108,17 @@ impl Ctx<'_> {
         ));
     }
 
+    /// A store failure that lost `messages` messages (0: periodic work).
     pub fn store_error(&mut self, messages: usize, e: &rusqlite::Error) {
-        TypeMetrics::add(&self.metrics.store_errors, messages);
+        TypeMetrics::add(&self.metrics.store_errors, messages.max(1));
         let kind = self.metrics.kind;
-        self.logs.store.warn(format_args!(
-            "{kind}: store failed, {messages} message(s) not recorded: {e}"
-        ));
+        let lost = match messages {
+            0 => String::new(),
+            n => format!(", {n} message(s) not recorded"),
+        };
+        self.logs
+            .store
+            .warn(format_args!("{kind}: store failed{lost}: {e}"));
     }
 }
 
@@ -250,7 +255,17 @@ impl<S: TypeSink> Worker<S> {
             }
             if let (Some(at), Some(every)) = (next_stats, self.stats_interval) {
                 if at <= now {
-                    log::info!("stats {}", self.metrics.of(kind).line());
+                    let graphite = match &self.graphite {
+                        Some(g) => {
+                            let s = g.stats();
+                            format!(
+                                "; graphite sent={} dropped={} buffered={} reconnects={}",
+                                s.sent, s.dropped, s.buffered, s.reconnects
+                            )
+                        }
+                        None => String::new(),
+                    };
+                    log::info!("stats {}{graphite}", self.metrics.of(kind).line());
                     next_stats = Some(now + every);
                 }
             }

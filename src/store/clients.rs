@@ -96,9 +96,10 @@ pub struct Silent {
     pub interval_s: f64,
 }
 
-/// Clients not yet down whose deadline passed: `max(since, last_heartbeat)
-/// + grace × interval_s < now`. `since` is when the asking sink started, so
-/// nobody is declared down before a full window of its own watching.
+/// Clients not yet down whose deadline passed, the deadline being
+/// `max(since, last_heartbeat) + grace × interval_s`. `since` is when the
+/// asking sink started, so nobody is declared down before a full window of
+/// its own watching.
 pub fn silent(
     conn: &Connection,
     since: f64,
@@ -121,16 +122,6 @@ pub fn silent(
         })
     })?;
     rows.collect()
-}
-
-/// The earliest moment any client not yet down could be declared down,
-/// or `None` when nobody is watched.
-pub fn next_deadline(conn: &Connection, since: f64, grace: f64) -> rusqlite::Result<Option<f64>> {
-    conn.prepare_cached(
-        "SELECT MIN(MAX(?1, last_heartbeat) + ?2 * heartbeat_interval_s) FROM clients
-         WHERE liveness != 'down' AND last_heartbeat IS NOT NULL AND heartbeat_interval_s > 0",
-    )?
-    .query_row(params![since, grace], |r| r.get(0))
 }
 
 /// Marks a silent client down, unless a heartbeat (or another sink
@@ -196,7 +187,6 @@ mod tests {
         );
         // Started at 1000: the old heartbeat does not count until 1030.
         assert!(silent(c, 1000.0, 3.0, 1029.0).unwrap().is_empty());
-        assert_eq!(next_deadline(c, 1000.0, 3.0).unwrap(), Some(1030.0));
         let gone = silent(c, 1000.0, 3.0, 1031.0).unwrap();
         assert_eq!(gone.len(), 1);
         assert!(mark_down(c, &gone[0]).unwrap());
