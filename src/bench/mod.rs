@@ -16,6 +16,7 @@ mod payload;
 mod proxy;
 mod report;
 mod scale;
+mod scheduler;
 mod suite;
 
 use std::fmt;
@@ -32,12 +33,14 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         "router" => suite::run(rest),
         "proxy" => proxy::run(rest),
         "clients" => clients::run(rest),
+        "scheduler" => scheduler::run(rest),
+        "sched-agents" => scheduler::agents(rest),
         "-h" | "--help" | "help" => {
             print!("{}", options::ROUTER_USAGE);
             Ok(())
         }
         other => Err(BenchError::usage(format!(
-            "unknown benchmark {other:?}: the only one is `vigil bench router`"
+            "unknown benchmark {other:?}: try `vigil bench router` or `vigil bench scheduler`"
         ))),
     }
 }
