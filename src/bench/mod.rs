@@ -17,6 +17,7 @@ mod payload;
 mod proxy;
 mod report;
 mod scale;
+mod scheduler;
 mod sinks;
 mod suite;
 
@@ -36,12 +37,14 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         "proxy" => proxy::run(rest),
         "clients" => clients::run(rest),
         "sinks" => sinks::run(rest),
+        "scheduler" => scheduler::run(rest),
+        "sched-agents" => scheduler::agents(rest),
         "-h" | "--help" | "help" => {
             print!("{}", options::ROUTER_USAGE);
             Ok(())
         }
         other => Err(BenchError::usage(format!(
-            "unknown benchmark {other:?}: try `vigil bench router` or `vigil bench sinks`"
+            "unknown benchmark {other:?}: try router, agent, sinks or scheduler"
         ))),
     }
 }
