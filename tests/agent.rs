@@ -131,6 +131,33 @@ fn heartbeats_and_host_registration_reach_their_sinks() {
     agent.wait_log("welcomed by router \"r1\"", WAIT);
 }
 
+#[test]
+fn a_changed_plugin_set_is_registered_again() {
+    let router = Router::start("r1");
+    let registrations = router.sink("registration");
+    let dir = TempDir::new("agent-rescan");
+    let setup = AgentSetup::new(&dir, &router.client).env("VIGIL_PLUGIN_RESCAN_SECS", "1");
+    let agent = setup.start();
+    let first = recv_matching(&registrations, "first registration", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
+    assert_eq!(first["plugins"], json!([]));
+    std::fs::write(
+        dir.join("plugins.d/new.conf"),
+        "name = newcomer\ncommand = /bin/true\n",
+    )
+    .unwrap();
+    let second = recv_matching(&registrations, "registration after the change", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
+    assert_eq!(second["process"]["name"], "vigil-agent");
+    assert_eq!(second["plugins"][0]["name"], "newcomer");
+    // A bad file is logged and does not disturb the rest.
+    std::fs::write(dir.join("plugins.d/bad.conf"), "name = bad\n").unwrap();
+    agent.wait_log("bad.conf", WAIT);
+    registrations.expect_silence(Duration::from_millis(1_500), "no change, no registration");
+}
+
 // ----------------------------------------------------------------- plugins
 
 /// Sends `run_plugin` through the router's back end and returns the result.
