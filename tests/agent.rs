@@ -131,6 +131,33 @@ fn heartbeats_and_host_registration_reach_their_sinks() {
     agent.wait_log("welcomed by router \"r1\"", WAIT);
 }
 
+#[test]
+fn a_changed_plugin_set_is_registered_again() {
+    let router = Router::start("r1");
+    let registrations = router.sink("registration");
+    let dir = TempDir::new("agent-rescan");
+    let setup = AgentSetup::new(&dir, &router.client).env("VIGIL_PLUGIN_RESCAN_SECS", "1");
+    let agent = setup.start();
+    let first = recv_matching(&registrations, "first registration", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
+    assert_eq!(first["plugins"], json!([]));
+    std::fs::write(
+        dir.join("plugins.d/new.conf"),
+        "name = newcomer\ncommand = /bin/true\n",
+    )
+    .unwrap();
+    let second = recv_matching(&registrations, "registration after the change", |v| {
+        v["uuid"] == agent.uuid.as_str()
+    });
+    assert_eq!(second["process"]["name"], "vigil-agent");
+    assert_eq!(second["plugins"][0]["name"], "newcomer");
+    // A bad file is logged and does not disturb the rest.
+    std::fs::write(dir.join("plugins.d/bad.conf"), "name = bad\n").unwrap();
+    agent.wait_log("bad.conf", WAIT);
+    registrations.expect_silence(Duration::from_millis(1_500), "no change, no registration");
+}
+
 // ----------------------------------------------------------------- plugins
 
 /// Sends `run_plugin` through the router's back end and returns the result.
@@ -705,4 +732,50 @@ fn local_plugins_run_on_their_interval_without_a_scheduler() {
         assert_eq!(v["status"], 0);
         assert!(v.get("run_id").is_none(), "a local run has no run_id: {v}");
     }
+}
+
+#[test]
+fn hostile_local_input_is_refused_and_harms_nothing() {
+    let router = Router::start("r1");
+    let stats = router.sink("stats");
+    let dir = TempDir::new("agent-hostile");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let _agent = setup.start();
+    let ctx = zmq::Context::new();
+    let req = util::socket(&ctx, zmq::REQ);
+    req.connect(&setup.local).unwrap();
+    let ask = |body: &[u8]| -> Value {
+        req.send(body, 0).unwrap();
+        serde_json::from_slice(&req.recv_bytes(0).expect("a reply")).unwrap()
+    };
+    for (body, code) in [
+        (&b"\xff\xfe{"[..], "bad_json"),
+        (b"", "bad_json"),
+        (b"null", "bad_json"),
+        (
+            br#"{"type":"stats","metrics":{"a":1},"ts":"now"}"#,
+            "bad_field",
+        ),
+        (br#"{"type":["stats"]}"#, "unknown_type"),
+    ] {
+        let reply = ask(body);
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert_eq!(reply["error"], code, "{reply}");
+        assert!(!reply["detail"].as_str().unwrap().is_empty());
+    }
+    let big = format!(
+        r#"{{"type":"stats","metrics":{{"a":1}},"pad":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    assert_eq!(ask(big.as_bytes())["error"], "too_large");
+    // A DEALER that sends multipart junk without a delimiter, then vanishes.
+    let dealer = util::socket(&ctx, zmq::DEALER);
+    dealer.connect(&setup.local).unwrap();
+    dealer.send_multipart([&b"a"[..], b"b", b"c"], 0).unwrap();
+    drop(dealer);
+    // Still serving, and nothing refused was forwarded.
+    let out = setup.send(&["stats", r#"{"metrics":{"ok":1}}"#, "--id", "after-junk"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stats.recv("the first forwarded stats").json();
+    assert_eq!(v["id"], "after-junk");
 }

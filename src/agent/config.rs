@@ -19,6 +19,7 @@ pub struct AgentConfig {
     pub statsd: Option<SocketAddr>,
     pub statsd_flush: Duration,
     pub plugin_dir: PathBuf,
+    pub plugin_rescan: Option<Duration>,
     pub plugin_concurrency: usize,
     pub plugin_output_max: usize,
     pub spool_max_bytes: u64,
@@ -63,6 +64,10 @@ impl AgentConfig {
                 3_600,
             )?),
             plugin_dir: PathBuf::from(env.string("VIGIL_PLUGIN_DIR", "/etc/vigil/plugins.d")),
+            plugin_rescan: {
+                let secs = env.int("VIGIL_PLUGIN_RESCAN_SECS", 30u64, 0, 86_400)?;
+                (secs > 0).then(|| Duration::from_secs(secs))
+            },
             plugin_concurrency: env.int("VIGIL_PLUGIN_CONCURRENCY", 4, 1, 256)?,
             plugin_output_max: env.int("VIGIL_PLUGIN_OUTPUT_MAX", 8_192, 256, 1 << 20)?,
             spool_max_bytes: env.int("VIGIL_SPOOL_MAX_BYTES", 64 << 20, 1_024, 1 << 40)?,

@@ -39,7 +39,6 @@ use metrics::AgentMetrics;
 use outqueue::OutQueue;
 use plugins::{PluginManager, PluginTx};
 use std::sync::Arc;
-use std::time::Duration;
 
 const USAGE: &str = "\
 usage: vigil agent [--print-uuid]
@@ -52,8 +51,6 @@ on first use) and exits.";
 const LINK_CHANNEL: usize = 4_096;
 /// Requests waiting for the spool thread, at most.
 const SPOOL_CHANNEL: usize = 8_192;
-/// How often `VIGIL_PLUGIN_DIR` is read again for changes.
-const PLUGIN_RESCAN: Duration = Duration::from_secs(30);
 /// Bytes of unacked traffic kept in memory while no router is reachable.
 const QUEUE_MAX_BYTES: usize = 32 << 20;
 
@@ -252,7 +249,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         uuid: uuid.clone(),
         hostname: config.hostname.clone(),
         plugin_dir: config.plugin_dir.clone(),
-        rescan: Some(PLUGIN_RESCAN),
+        rescan: config.plugin_rescan,
         concurrency: config.plugin_concurrency,
         output_max: config.plugin_output_max,
         metrics: Arc::clone(&metrics),

@@ -92,6 +92,8 @@ struct State {
     waiting: VecDeque<Job>,
     running: HashMap<u64, (String, JoinHandle<()>)>,
     next_worker: u64,
+    /// The problems the last read of the directory found, logged once.
+    file_errors: Vec<String>,
 }
 
 impl PluginManager {
@@ -103,6 +105,7 @@ impl PluginManager {
             waiting: VecDeque::new(),
             running: HashMap::new(),
             next_worker: 0,
+            file_errors: Vec::new(),
         };
         self.register(&state.files);
         self.schedule_local(&mut state, Instant::now());
@@ -309,8 +312,11 @@ impl Inner {
 
     fn rescan(&self, state: &mut State) {
         let (files, errors) = declare::read_dir(&self.plugin_dir);
-        for e in errors {
-            log::warn!("plugin declarations: {e}");
+        if errors != state.file_errors {
+            for e in &errors {
+                log::warn!("plugin declarations: {e}");
+            }
+            state.file_errors = errors;
         }
         if files != state.files {
             log::info!(
