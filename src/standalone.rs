@@ -297,6 +297,8 @@ impl Plan {
             "VIGIL_AGENT_LOCAL",
             "VIGIL_NOTIFY_COMMAND",
             "VIGIL_PLUGIN_DIR",
+            "VIGIL_STATS_INTERVAL_SECS",
+            "VIGIL_HEARTBEAT_SECS",
         ]
         .iter()
         .filter_map(|var| env.get(var).map(|v| (var.to_string(), v.to_string())))
@@ -372,6 +374,10 @@ impl Plan {
             ),
             self.agent_local(),
             self.or("VIGIL_PLUGIN_DIR", self.plugin_dir.display().to_string()),
+            // Livelier than a fleet's defaults, so a newcomer sees heartbeats
+            // and the agent's own stats within seconds.
+            self.or("VIGIL_HEARTBEAT_SECS", "10".into()),
+            self.or("VIGIL_STATS_INTERVAL_SECS", "10".into()),
         ]
     }
 

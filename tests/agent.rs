@@ -779,3 +779,30 @@ fn hostile_local_input_is_refused_and_harms_nothing() {
     let v = stats.recv("the first forwarded stats").json();
     assert_eq!(v["id"], "after-junk");
 }
+
+// ------------------------------------------------------------ own metrics
+
+#[test]
+fn agent_reports_its_own_counters_as_stats() {
+    let router = Router::start("r1");
+    let stats = router.sink("stats");
+    let dir = TempDir::new("agent-own-stats");
+    let setup = AgentSetup::new(&dir, &router.client).env("VIGIL_STATS_INTERVAL_SECS", "1");
+    let agent = setup.start();
+    let v = recv_matching(&stats, "the agent's own stats", |v| {
+        v["source"] == "vigil-agent"
+    });
+    assert_eq!(v["uuid"], agent.uuid.as_str());
+    let metrics = v["metrics"].as_object().expect("metrics object");
+    for name in [
+        "vigil.agent.sent",
+        "vigil.agent.spool_live",
+        "vigil.agent.plugin_runs",
+    ] {
+        assert!(metrics[name].is_u64(), "{name} missing in {v}");
+    }
+    assert!(
+        metrics["vigil.agent.sent"].as_u64().unwrap() >= 1,
+        "hello and heartbeat were sent: {v}"
+    );
+}

@@ -127,6 +127,7 @@ impl LinkThread {
                 if now >= at {
                     self.publish_gauges();
                     log::info!("{}", self.metrics.summary_line());
+                    self.queue_own_stats(interval);
                     next_stats = Some(now + interval);
                 }
             }
@@ -274,6 +275,26 @@ impl LinkThread {
                 }
             }
         }
+    }
+
+    /// The agent's own counters as a `stats` message (`vigil.agent.*`), so
+    /// the monitor is monitored like everything else.
+    fn queue_own_stats(&mut self, interval: Duration) {
+        let metrics: serde_json::Map<String, serde_json::Value> = self
+            .metrics
+            .values()
+            .into_iter()
+            .map(|(name, value)| (format!("vigil.agent.{name}"), value.into()))
+            .collect();
+        let mut body = serde_json::Map::new();
+        body.insert("hostname".into(), self.hostname.clone().into());
+        body.insert("source".into(), "vigil-agent".into());
+        body.insert("interval_s".into(), interval.as_secs().into());
+        body.insert("metrics".into(), metrics.into());
+        self.queue.push(Outgoing {
+            kind: Kind::Stats,
+            frame: message::with_envelope(&self.uuid, "stats", body),
+        });
     }
 
     fn publish_gauges(&self) {

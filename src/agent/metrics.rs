@@ -29,29 +29,35 @@ impl AgentMetrics {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub fn summary_line(&self) -> String {
+    /// Every counter by name, in the order the log line shows them.
+    pub fn values(&self) -> Vec<(&'static str, u64)> {
         let g = |c: &AtomicU64| c.load(Relaxed);
-        format!(
-            "stats: local_accepted={} local_refused={} sent={} spooled={} acked={} resent={} \
-             spool_live={} queue={} dropped_stats={} dropped_other={} router_errors={} \
-             plugin_runs={} plugin_refused={} plugin_timeouts={} statsd_lines={} statsd_bad={} statsd_dropped={}",
-            g(&self.local_accepted),
-            g(&self.local_refused),
-            g(&self.sent),
-            g(&self.spooled),
-            g(&self.acked),
-            g(&self.resent),
-            g(&self.spool_live),
-            g(&self.queue_len),
-            g(&self.dropped_stats),
-            g(&self.dropped_other),
-            g(&self.router_errors),
-            g(&self.plugin_runs),
-            g(&self.plugin_refused),
-            g(&self.plugin_timeouts),
-            g(&self.statsd_lines),
-            g(&self.statsd_bad),
-            g(&self.statsd_dropped),
-        )
+        vec![
+            ("local_accepted", g(&self.local_accepted)),
+            ("local_refused", g(&self.local_refused)),
+            ("sent", g(&self.sent)),
+            ("spooled", g(&self.spooled)),
+            ("acked", g(&self.acked)),
+            ("resent", g(&self.resent)),
+            ("spool_live", g(&self.spool_live)),
+            ("queue", g(&self.queue_len)),
+            ("dropped_stats", g(&self.dropped_stats)),
+            ("dropped_other", g(&self.dropped_other)),
+            ("router_errors", g(&self.router_errors)),
+            ("plugin_runs", g(&self.plugin_runs)),
+            ("plugin_refused", g(&self.plugin_refused)),
+            ("plugin_timeouts", g(&self.plugin_timeouts)),
+            ("statsd_lines", g(&self.statsd_lines)),
+            ("statsd_bad", g(&self.statsd_bad)),
+        ]
+    }
+
+    pub fn summary_line(&self) -> String {
+        let fields: Vec<String> = self
+            .values()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("stats: {}", fields.join(" "))
     }
 }
