@@ -21,8 +21,6 @@ pub enum DeliveryError {
     /// A router refused the request itself (`bad_request`): retrying
     /// elsewhere will not help.
     Refused(String),
-    /// A socket could not be created or used.
-    Socket(String),
 }
 
 impl fmt::Display for DeliveryError {
@@ -32,7 +30,6 @@ impl fmt::Display for DeliveryError {
                 write!(f, "no router delivered it: {}", tries.join("; "))
             }
             DeliveryError::Refused(detail) => write!(f, "refused by router: {detail}"),
-            DeliveryError::Socket(detail) => write!(f, "socket: {detail}"),
         }
     }
 }
@@ -61,10 +58,6 @@ impl BackendClient {
             preferred: 0,
             timeout,
         }
-    }
-
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
     }
 
     /// Delivers `frame` (a JSON object with `to`) to its client through the

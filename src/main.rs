@@ -1,5 +1,4 @@
 //! `vigil`: one binary, one subcommand per role.
-#![allow(dead_code)] // TEMPORARY while agent/sinks/scheduler are being built; removed when they land.
 //!
 //! `main` is thin: it picks the subcommand, runs it, and turns its error into
 //! one line on stderr and the exit status (`Error::exit_code`).

@@ -82,6 +82,7 @@ impl Store {
         Ok(store)
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -132,6 +133,21 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         drop((a, b));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_store_from_a_newer_vigil() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("vigil.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .pragma_update(None, "user_version", schema::VERSION + 1)
+            .unwrap();
+        drop(store);
+        let err = Store::open(&path).err().expect("a newer schema is refused");
+        assert!(err.to_string().contains("upgrade vigil"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

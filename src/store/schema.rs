@@ -132,6 +132,16 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > VERSION {
+            // A newer vigil migrated this file: writing to it with an older
+            // idea of the schema could corrupt what the newer one relies on.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+                Some(format!(
+                    "schema version {current} is newer than this vigil's ({VERSION}): upgrade vigil"
+                )),
+            ));
+        }
         let Some(step) = MIGRATIONS.get(current as usize) else {
             return Ok(());
         };
