@@ -127,7 +127,6 @@ pub struct Graphite {
     stop: Sender<Instant>,
     counters: Arc<Counters>,
     started: Instant,
-    prefix: String,
     timeout: Duration,
     thread: Option<JoinHandle<()>>,
 }
@@ -139,7 +138,6 @@ impl Graphite {
         let (lines, rx) = bounded(config.buffer);
         let (stop, stop_rx) = bounded(1);
         let counters = Arc::new(Counters::default());
-        let prefix = config.prefix.clone();
         let timeout = config.timeout;
         let writer = writer::Writer::new(config, rx.clone(), stop_rx, Arc::clone(&counters));
         let thread = std::thread::Builder::new()
@@ -152,15 +150,9 @@ impl Graphite {
             stop,
             counters,
             started: Instant::now(),
-            prefix,
             timeout,
             thread: Some(thread),
         })
-    }
-
-    /// The configured prefix, for building lines with [`line`].
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// Queues lines without blocking; when the bounded buffer is full the oldest are dropped and counted (logged, rate-limited).
