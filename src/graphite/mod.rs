@@ -8,8 +8,10 @@
 //!
 //! Delivery is at least once while a line is in the buffer: a batch whose
 //! write failed is sent again in full after the reconnect, so carbon may see
-//! a point twice (harmless: the later write of the same timestamp wins) but
-//! a line is lost only by overflow, which is counted and logged.
+//! a point twice (harmless: the later write of the same timestamp wins).
+//! A line is lost by overflow (counted and logged), or when carbon dies
+//! while it is in the kernel's socket buffer: the plaintext protocol has no
+//! acknowledgement to resend on.
 
 mod line;
 mod writer;
@@ -127,7 +129,6 @@ pub struct Graphite {
     stop: Sender<Instant>,
     counters: Arc<Counters>,
     started: Instant,
-    prefix: String,
     timeout: Duration,
     thread: Option<JoinHandle<()>>,
 }
@@ -139,7 +140,6 @@ impl Graphite {
         let (lines, rx) = bounded(config.buffer);
         let (stop, stop_rx) = bounded(1);
         let counters = Arc::new(Counters::default());
-        let prefix = config.prefix.clone();
         let timeout = config.timeout;
         let writer = writer::Writer::new(config, rx.clone(), stop_rx, Arc::clone(&counters));
         let thread = std::thread::Builder::new()
@@ -152,15 +152,9 @@ impl Graphite {
             stop,
             counters,
             started: Instant::now(),
-            prefix,
             timeout,
             thread: Some(thread),
         })
-    }
-
-    /// The configured prefix, for building lines with [`line`].
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// Queues lines without blocking; when the bounded buffer is full the oldest are dropped and counted (logged, rate-limited).

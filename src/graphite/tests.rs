@@ -238,15 +238,15 @@ fn lines_reach_a_real_carbon() {
     let graphite = Graphite::start(config(carbon.port)).unwrap();
     let ts = now();
     let lines = vec![
-        line(graphite.prefix(), &["web1", "load.1"], 0.25, ts).unwrap(),
+        line("vigil", &["web1", "load.1"], 0.25, ts).unwrap(),
         line(
-            graphite.prefix(),
+            "vigil",
             &["db1.example.org", "check_disk", "/var"],
             97.5,
             ts,
         )
         .unwrap(),
-        line(graphite.prefix(), &["web1", "cpu.user"], 12.0, ts).unwrap(),
+        line("vigil", &["web1", "cpu.user"], 12.0, ts).unwrap(),
     ];
     graphite.send(lines);
     carbon.wait_for("vigil.web1.load.1", ts, 0.25);
@@ -270,9 +270,7 @@ fn buffers_while_carbon_is_down_and_reconnects() {
     // Carbon is not running yet: lines wait in the buffer.
     let graphite = Graphite::start(config(carbon.port)).unwrap();
     let ts = now();
-    graphite.send(vec![
-        line(graphite.prefix(), &["h", "early"], 1.0, ts).unwrap()
-    ]);
+    graphite.send(vec![line("vigil", &["h", "early"], 1.0, ts).unwrap()]);
     eventually("a failed connect", || {
         (graphite.stats().connect_failures >= 2).then_some(())
     });
@@ -290,23 +288,11 @@ fn buffers_while_carbon_is_down_and_reconnects() {
     carbon.kill();
     let failures = graphite.stats().connect_failures;
     let ts2 = ts - 10;
-    graphite.send(vec![line(
-        graphite.prefix(),
-        &["h", "while_down"],
-        2.0,
-        ts2,
-    )
-    .unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "while_down"], 2.0, ts2).unwrap()]);
     eventually("the writer to notice carbon is gone", || {
         (graphite.stats().connect_failures > failures).then_some(())
     });
-    graphite.send(vec![line(
-        graphite.prefix(),
-        &["h", "while_down2"],
-        3.0,
-        ts2,
-    )
-    .unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "while_down2"], 3.0, ts2).unwrap()]);
     carbon.start();
     carbon.wait_for("vigil.h.while_down", ts2, 2.0);
     carbon.wait_for("vigil.h.while_down2", ts2, 3.0);
@@ -328,14 +314,12 @@ fn overflow_drops_the_oldest_and_counts_them() {
     let graphite = Graphite::start(cfg).unwrap();
     let ts = now();
     // Wait until the writer is failing to connect, holding what it took.
-    graphite.send(vec![
-        line(graphite.prefix(), &["h", "m00"], 0.0, ts).unwrap()
-    ]);
+    graphite.send(vec![line("vigil", &["h", "m00"], 0.0, ts).unwrap()]);
     eventually("a failed connect", || {
         (graphite.stats().connect_failures >= 1).then_some(())
     });
     let lines: Vec<String> = (1..30)
-        .map(|i| line(graphite.prefix(), &["h", &format!("m{i:02}")], i as f64, ts).unwrap())
+        .map(|i| line("vigil", &["h", &format!("m{i:02}")], i as f64, ts).unwrap())
         .collect();
     graphite.send(lines);
     let stats = graphite.stats();
@@ -368,7 +352,7 @@ fn many_small_batches_all_arrive_and_stop_flushes() {
     let graphite = Graphite::start(cfg).unwrap();
     let ts = now();
     let lines: Vec<String> = (0..500)
-        .map(|i| line(graphite.prefix(), &["h", "many"], i as f64, ts - i).unwrap())
+        .map(|i| line("vigil", &["h", "many"], i as f64, ts - i).unwrap())
         .collect();
     graphite.send(lines);
     graphite.stop(Duration::from_secs(10));
@@ -421,7 +405,7 @@ fn bench_writer_into_carbon() {
             .map(|i| {
                 let n = chunk * 1000 + i;
                 line(
-                    graphite.prefix(),
+                    "vigil",
                     &[&format!("host{}", n % 100), "bench.value"],
                     n as f64,
                     ts - (n / 100 % 3000) as i64,
