@@ -30,6 +30,11 @@ pub struct Job {
     pub plugin: String,
     /// The plugin's timeout, seconds.
     pub timeout_s: f64,
+    /// The end of the slot this run is for: a run not sent by then is
+    /// dropped, since the next slot's run is due. So a backlog never sends a
+    /// plugin twice in one interval, and `sent_at` always lies in the slot
+    /// the run was planned for (which a new lease holder relies on).
+    pub slot_end: f64,
 }
 
 /// The lease's expiry as the planner last saw it (f64 bits; 0 = not held):
@@ -61,6 +66,8 @@ pub struct Dispatcher {
     pub lease: Arc<LeaseClock>,
     pub sent: u64,
     pub failed: u64,
+    /// Runs dropped because their slot ended before they could be sent.
+    pub late: u64,
 }
 
 impl Dispatcher {
@@ -75,22 +82,38 @@ impl Dispatcher {
             }
             if Instant::now() >= summary_at {
                 summary_at = Instant::now() + SUMMARY_EVERY;
-                log::info!("runs sent: {}, not delivered: {}", self.sent, self.failed);
+                self.summary("runs");
             }
         }
-        log::info!(
-            "dispatcher stopped; runs sent: {}, not delivered: {}",
-            self.sent,
-            self.failed
-        );
+        self.summary("dispatcher stopped; runs");
         Ok(())
     }
 
+    fn summary(&self, what: &str) {
+        let line = format!(
+            "{what} sent: {}, not delivered: {}, dropped late: {}",
+            self.sent, self.failed, self.late
+        );
+        if self.late > 0 {
+            // Runs are due faster than this scheduler sends them.
+            log::warn!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+    }
+
     fn dispatch(&mut self, batch: Vec<Job>) {
+        let now = store::now();
+        let planned = batch.len();
         let runs: Vec<(String, Job)> = batch
             .into_iter()
+            .filter(|job| job.slot_end > now)
             .map(|job| (uuid::Uuid::new_v4().to_string(), job))
             .collect();
+        self.late += (planned - runs.len()) as u64;
+        if runs.is_empty() {
+            return;
+        }
         match self.record(&runs) {
             Ok(true) => {}
             Ok(false) => {
@@ -108,7 +131,13 @@ impl Dispatcher {
         }
         let mut undone = Vec::new();
         for (run_id, job) in &runs {
-            if self.shutdown.is_set() || !self.lease.valid_at(store::now()) {
+            let now = store::now();
+            if self.shutdown.is_set() || !self.lease.valid_at(now) {
+                undone.push(run_id.as_str());
+                continue;
+            }
+            if now >= job.slot_end {
+                self.late += 1;
                 undone.push(run_id.as_str());
                 continue;
             }
