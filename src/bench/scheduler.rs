@@ -238,11 +238,11 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
     std::thread::sleep(shape.warmup);
     let (rpid, spid) = (router.pid(), scheduler.pid());
     let cpu = |pid| child::cpu_time(pid).unwrap_or_default();
-    let (runs0, results0, rcpu0, scpu0) = (count_runs()?, sink.results(), cpu(rpid), cpu(spid));
+    let (results0, rcpu0, scpu0) = (sink.results(), cpu(rpid), cpu(spid));
     let began = Instant::now();
     let started_at = store::now();
     std::thread::sleep(shape.window);
-    let (runs1, results1, rcpu1, scpu1) = (count_runs()?, sink.results(), cpu(rpid), cpu(spid));
+    let (results1, rcpu1, scpu1) = (sink.results(), cpu(rpid), cpu(spid));
     let wall = began.elapsed().as_secs_f64();
     let ended_at = store::now();
     let router_rss = child::memory_mib(rpid, "VmRSS");
@@ -260,6 +260,16 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
             |r| r.get(0),
         )
         .map_err(|e| BenchError::protocol("counting unanswered runs", e.to_string()))?;
+    // Rows of runs not sent (late or undeliverable) are deleted after their
+    // batch, so the runs sent are counted once that has settled.
+    let sent_in_window: i64 = store
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE sent_at >= ?1 AND sent_at < ?2",
+            params![started_at, ended_at],
+            |r| r.get(0),
+        )
+        .map_err(|e| BenchError::protocol("counting runs sent", e.to_string()))?;
 
     let duplicates = duplicate_slots(&store, shape.interval as f64)?;
     let stopped = scheduler.stop(Shutdown::Terminate, STOP_GRACE);
@@ -281,7 +291,7 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         interval_s: shape.interval,
         welcomed,
         demand_per_s: (shape.clients * shape.plugins) as f64 / shape.interval as f64,
-        runs_per_s: (runs1 - runs0) as f64 / wall,
+        runs_per_s: sent_in_window as f64 / (ended_at - started_at),
         results_per_s: (results1 - results0) as f64 / wall,
         unanswered,
         duplicates,
