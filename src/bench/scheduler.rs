@@ -122,6 +122,17 @@ struct PhaseResult {
     scheduler_rss_mib: Option<f64>,
     router_undeliverable: u64,
     scheduler_warnings: u64,
+    /// Runs the scheduler dropped because their slot ended before it could
+    /// send them (its own count, whole run).
+    dropped_late: Option<u64>,
+}
+
+/// The scheduler's `dropped late: N` from its last summary line.
+fn dropped_late<'a>(lines: impl Iterator<Item = &'a String>) -> Option<u64> {
+    lines
+        .filter_map(|line| line.split("dropped late: ").nth(1))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .last()
 }
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {
@@ -169,6 +180,13 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             result.router_peak_mib.unwrap_or(f64::NAN),
             result.scheduler_cpu_pct,
             result.scheduler_rss_mib.unwrap_or(f64::NAN),
+        );
+        println!(
+            "{:<10} scheduler dropped {} run(s) late over the whole phase (first round included)",
+            "",
+            result
+                .dropped_late
+                .map_or("?".to_string(), |n| n.to_string())
         );
         results.push(result);
     }
@@ -303,6 +321,7 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         scheduler_rss_mib: scheduler_rss,
         router_undeliverable: undeliverable,
         scheduler_warnings: stopped.log.warnings,
+        dropped_late: dropped_late(stopped.log.tail.iter()),
     })
 }
 
@@ -600,6 +619,16 @@ mod tests {
         assert_eq!(reply["type"], "result");
         assert_eq!(answer("u", br#"{"type":"ack","to":"u","id":"x"}"#), None);
         assert_eq!(answer("u", b"garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_late_count() {
+        let lines = [
+            "x".to_string(),
+            "[t WARN  vigil::scheduler::dispatch] dispatcher stopped; runs sent: 5, not delivered: 0, dropped late: 17".to_string(),
+        ];
+        assert_eq!(dropped_late(lines.iter()), Some(17));
+        assert_eq!(dropped_late([].iter()), None);
     }
 
     #[test]
