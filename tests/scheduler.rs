@@ -403,3 +403,44 @@ fn bad_configuration_stops_with_status_2_naming_the_variable() {
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
     }
 }
+
+#[test]
+fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
+    let router = Router::start("r1");
+    let store = TestStore::new();
+    let agent = Agent::start(&[&router], &["p", "q"]);
+    store.add_client(&agent.uuid, "web1", fresh());
+    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
+    store.add_plugin(&agent.uuid, "q", 1.0, 5.0);
+    let _sink = ResultSink::start(&store, &[&router]);
+    let lease = [("VIGIL_LEASE_SECS", "2")];
+    let first = Scheduler::start("s1", &store, &[&router], &lease);
+    wait_for(LONG_WAIT, "s1 to hold the lease", || {
+        (store.lease_holder().as_deref() == Some("s1")).then_some(())
+    });
+    let second = Scheduler::start("s2", &store, &[&router], &lease);
+    agent.wait_runs("p", 2);
+
+    // Frozen (as by a long GC pause, a VM stall or SIGSTOP), s1 cannot
+    // renew; s2 takes over; s1 wakes still believing it holds the lease.
+    first.signal("-STOP");
+    wait_for(LONG_WAIT, "s2 to take the lease over", || {
+        (store.lease_holder().as_deref() == Some("s2")).then_some(())
+    });
+    let before = agent.count("p");
+    agent.wait_runs("p", before + 2);
+    first.signal("-CONT");
+    wait_for(LONG_WAIT, "s1 to notice it lost the lease", || {
+        first
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("lease lost by s1"))
+            .then_some(())
+    });
+    let before = agent.count("p");
+    agent.wait_runs("p", before + 2);
+    agent.wait_runs("q", before + 2);
+    check_once_per_slot(&store, &agent, &[("p", 1.0), ("q", 1.0)]);
+    assert_eq!(store.lease_holder().as_deref(), Some("s2"));
+    drop(second);
+}
