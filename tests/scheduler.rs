@@ -444,3 +444,31 @@ fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
     assert_eq!(store.lease_holder().as_deref(), Some("s2"));
     drop(second);
 }
+
+#[test]
+fn a_silent_router_is_passed_over() {
+    let router = Router::start("r1");
+    let store = TestStore::new();
+    let agent = Agent::start(&[&router], &["p"]);
+    store.add_client(&agent.uuid, "web1", fresh());
+    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
+    let _sink = ResultSink::start(&store, &[&router]);
+    // Nothing listens on the first back end: its requests time out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!(
+        "tcp://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    drop(listener);
+    let _scheduler = Scheduler::start_on("s1", &store, &[&dead, &router.backend], &[]);
+    agent.wait_runs("p", 3);
+    check_once_per_slot(&store, &agent, &[("p", 1.0)]);
+    let received: Vec<String> = agent.received().into_iter().map(|r| r.run_id).collect();
+    wait_for(LONG_WAIT, "received runs completed", || {
+        let runs = store.runs();
+        received
+            .iter()
+            .all(|id| runs[id].completed_at.is_some())
+            .then_some(())
+    });
+}

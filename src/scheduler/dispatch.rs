@@ -53,6 +53,25 @@ impl LeaseClock {
     }
 }
 
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A router handed it to the client's connection.
+    Yes,
+    /// Every router said it has no route: no run happened.
+    No,
+    /// A router did not answer in time: it may have delivered it before
+    /// stalling, so the run stays recorded (its result may still come; if
+    /// not, it goes overdue, which is the truth of it).
+    Maybe,
+}
+
+/// Whether one failed try (`"ENDPOINT: WHY"` from [`BackendClient`]) was
+/// a router's definite answer that it cannot deliver, rather than silence.
+fn refused(attempt: &str) -> bool {
+    attempt.ends_with(": unknown_client") || attempt.ends_with(": unreachable")
+}
+
 /// How often the counters are logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -66,6 +85,8 @@ pub struct Dispatcher {
     pub lease: Arc<LeaseClock>,
     pub sent: u64,
     pub failed: u64,
+    /// Runs a router did not confirm in time (kept as sent).
+    pub unconfirmed: u64,
     /// Runs dropped because their slot ended before they could be sent.
     pub late: u64,
 }
@@ -91,8 +112,8 @@ impl Dispatcher {
 
     fn summary(&self, what: &str) {
         let line = format!(
-            "{what} sent: {}, not delivered: {}, dropped late: {}",
-            self.sent, self.failed, self.late
+            "{what} sent: {}, unconfirmed: {}, not delivered: {}, dropped late: {}",
+            self.sent, self.unconfirmed, self.failed, self.late
         );
         if self.late > 0 {
             // Runs are due faster than this scheduler sends them.
@@ -141,11 +162,13 @@ impl Dispatcher {
                 undone.push(run_id.as_str());
                 continue;
             }
-            if self.send(run_id, job) {
-                self.sent += 1;
-            } else {
-                self.failed += 1;
-                undone.push(run_id.as_str());
+            match self.send(run_id, job) {
+                Sent::Yes => self.sent += 1,
+                Sent::Maybe => self.unconfirmed += 1,
+                Sent::No => {
+                    self.failed += 1;
+                    undone.push(run_id.as_str());
+                }
             }
         }
         if let Err(e) = self.forget(&undone) {
@@ -176,8 +199,8 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// Sends one run_plugin; false when no router delivered it.
-    fn send(&mut self, run_id: &str, job: &Job) -> bool {
+    /// Sends one run_plugin through the first router that takes it.
+    fn send(&mut self, run_id: &str, job: &Job) -> Sent {
         let frame = json!({
             "type": "run_plugin",
             "to": job.uuid,
@@ -186,19 +209,28 @@ impl Dispatcher {
         })
         .to_string();
         match self.client.deliver(frame.as_bytes()) {
-            Ok(_) => true,
-            Err(DeliveryError::NoRoute(tries)) => {
+            Ok(_) => Sent::Yes,
+            Err(DeliveryError::NoRoute(tries)) if tries.iter().all(|t| refused(t)) => {
                 log::warn!(
                     "run {run_id} of {} on {}: no route, retried next interval ({})",
                     job.plugin,
                     job.uuid,
                     tries.join("; ")
                 );
-                false
+                Sent::No
+            }
+            Err(DeliveryError::NoRoute(tries)) => {
+                log::warn!(
+                    "run {run_id} of {} on {}: not confirmed, kept as sent ({})",
+                    job.plugin,
+                    job.uuid,
+                    tries.join("; ")
+                );
+                Sent::Maybe
             }
             Err(e) => {
                 log::warn!("run {run_id} of {} on {}: {e}", job.plugin, job.uuid);
-                false
+                Sent::No
             }
         }
     }
@@ -221,6 +253,16 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_definite_refusals_undo_a_run() {
+        assert!(refused("tcp://a:1: unknown_client"));
+        assert!(refused("tcp://a:1: unreachable"));
+        assert!(!refused("tcp://a:1: no reply within 2000 ms"));
+        assert!(!refused(
+            "tcp://a:1: send: Resource temporarily unavailable"
+        ));
+    }
 
     #[test]
     fn lease_clock() {
