@@ -155,7 +155,7 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             clients: o.fleet,
             plugins: 1,
             interval: o.fleet_interval,
-            warmup: Duration::from_secs(o.fleet_interval),
+            warmup: Duration::from_secs(2 * o.fleet_interval),
             window,
         },
     ];
