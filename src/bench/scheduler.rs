@@ -39,6 +39,8 @@ run_plugin through one router (router CPU and RSS). Defaults: --seconds 8,
 
 const READY_LIMIT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The load generator's pause between poll rounds.
+const ANSWER_PAUSE: Duration = Duration::from_millis(20);
 /// Clients connected per batch, each batch awaiting its welcomes.
 const CONNECT_BATCH: usize = 100;
 
@@ -110,6 +112,8 @@ struct PhaseResult {
     results_per_s: f64,
     /// Runs sent in the window still without result 2 s after it.
     unanswered: i64,
+    /// Runs sent in a slot that already had one (must be 0).
+    duplicates: usize,
     window_s: f64,
     router_cpu_pct: f64,
     router_rss_mib: Option<f64>,
@@ -118,6 +122,17 @@ struct PhaseResult {
     scheduler_rss_mib: Option<f64>,
     router_undeliverable: u64,
     scheduler_warnings: u64,
+    /// Runs the scheduler dropped because their slot ended before it could
+    /// send them (its own count, whole run).
+    dropped_late: Option<u64>,
+}
+
+/// The scheduler's `dropped late: N` from its last summary line.
+fn dropped_late<'a>(lines: impl Iterator<Item = &'a String>) -> Option<u64> {
+    lines
+        .filter_map(|line| line.split("dropped late: ").nth(1))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .last()
 }
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {
@@ -140,8 +155,7 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             clients: o.fleet,
             plugins: 1,
             interval: o.fleet_interval,
-            // The first slot of a fresh store comes as one burst.
-            warmup: Duration::from_secs(o.fleet_interval + 1),
+            warmup: Duration::from_secs(2 * o.fleet_interval),
             window,
         },
     ];
@@ -153,18 +167,26 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         );
         let result = phase(shape)?;
         println!(
-            "{:<10} demand {:>8.0}/s  runs sent {:>8.0}/s  results {:>8.0}/s  unanswered {:>5}  \
+            "{:<10} demand {:>8.0}/s  runs sent {:>8.0}/s  results {:>8.0}/s  unanswered {:>5}  duplicates {}  \
              router CPU {:>5.1}% RSS {:>6.1} MiB (peak {:>6.1})  scheduler CPU {:>5.1}% RSS {:>6.1} MiB",
             result.phase,
             result.demand_per_s,
             result.runs_per_s,
             result.results_per_s,
             result.unanswered,
+            result.duplicates,
             result.router_cpu_pct,
             result.router_rss_mib.unwrap_or(f64::NAN),
             result.router_peak_mib.unwrap_or(f64::NAN),
             result.scheduler_cpu_pct,
             result.scheduler_rss_mib.unwrap_or(f64::NAN),
+        );
+        println!(
+            "{:<10} scheduler dropped {} run(s) late over the whole phase (first round included)",
+            "",
+            result
+                .dropped_late
+                .map_or("?".to_string(), |n| n.to_string())
         );
         results.push(result);
     }
@@ -215,7 +237,6 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         .env("VIGIL_LOG", "info");
     let mut scheduler = ChildProc::spawn("scheduler", command)?;
     scheduler.wait_ready(READY_LIMIT)?;
-    std::thread::sleep(shape.warmup);
 
     let store =
         Store::open(&db).map_err(|e| BenchError::protocol("opening the store", e.to_string()))?;
@@ -225,13 +246,21 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
             .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
             .map_err(|e| BenchError::protocol("counting runs", e.to_string()))
     };
+    // Warm-up: a fresh store's first round goes out as one burst; measure
+    // the steady state after it (at saturation, the ceiling either way).
+    let first_round = (shape.clients * shape.plugins).min(shape.clients * 10) as i64;
+    let warm_by = Instant::now() + READY_LIMIT;
+    while count_runs()? < first_round && Instant::now() < warm_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(shape.warmup);
     let (rpid, spid) = (router.pid(), scheduler.pid());
     let cpu = |pid| child::cpu_time(pid).unwrap_or_default();
-    let (runs0, results0, rcpu0, scpu0) = (count_runs()?, sink.results(), cpu(rpid), cpu(spid));
+    let (results0, rcpu0, scpu0) = (sink.results(), cpu(rpid), cpu(spid));
     let began = Instant::now();
     let started_at = store::now();
     std::thread::sleep(shape.window);
-    let (runs1, results1, rcpu1, scpu1) = (count_runs()?, sink.results(), cpu(rpid), cpu(spid));
+    let (results1, rcpu1, scpu1) = (sink.results(), cpu(rpid), cpu(spid));
     let wall = began.elapsed().as_secs_f64();
     let ended_at = store::now();
     let router_rss = child::memory_mib(rpid, "VmRSS");
@@ -249,8 +278,27 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
             |r| r.get(0),
         )
         .map_err(|e| BenchError::protocol("counting unanswered runs", e.to_string()))?;
+    // Rows of runs not sent (late or undeliverable) are deleted after their
+    // batch, so the runs sent are counted once that has settled.
+    let sent_in_window: i64 = store
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE sent_at >= ?1 AND sent_at < ?2",
+            params![started_at, ended_at],
+            |r| r.get(0),
+        )
+        .map_err(|e| BenchError::protocol("counting runs sent", e.to_string()))?;
 
+    let duplicates = duplicate_slots(&store, shape.interval as f64)?;
     let stopped = scheduler.stop(Shutdown::Terminate, STOP_GRACE);
+    for line in stopped
+        .log
+        .notable
+        .iter()
+        .chain(stopped.log.tail.iter().rev().take(1))
+    {
+        eprintln!("  scheduler | {line}");
+    }
     agents.stop(Shutdown::CloseStdin, STOP_GRACE);
     sink.stop()?;
     router.stop_now();
@@ -261,9 +309,10 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         interval_s: shape.interval,
         welcomed,
         demand_per_s: (shape.clients * shape.plugins) as f64 / shape.interval as f64,
-        runs_per_s: (runs1 - runs0) as f64 / wall,
+        runs_per_s: sent_in_window as f64 / (ended_at - started_at),
         results_per_s: (results1 - results0) as f64 / wall,
         unanswered,
+        duplicates,
         window_s: wall,
         router_cpu_pct: (rcpu1 - rcpu0).as_secs_f64() / wall * 100.0,
         router_rss_mib: router_rss,
@@ -272,7 +321,37 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         scheduler_rss_mib: scheduler_rss,
         router_undeliverable: undeliverable,
         scheduler_warnings: stopped.log.warnings,
+        dropped_late: dropped_late(stopped.log.tail.iter()),
     })
+}
+
+/// Counts runs that share a (client, plugin, slot) with an earlier one.
+fn duplicate_slots(store: &Store, interval: f64) -> Result<usize, BenchError> {
+    let fail = |e: rusqlite::Error| BenchError::protocol("reading runs", e.to_string());
+    let mut stmt = store
+        .conn
+        .prepare("SELECT uuid, plugin, sent_at FROM runs")
+        .map_err(fail)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })
+        .map_err(fail)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    for row in rows {
+        let (uuid, plugin, sent_at) = row.map_err(fail)?;
+        let phase = crate::scheduler::plan::phase(&uuid, &plugin, interval);
+        let slot = ((sent_at - phase) / interval).floor() as i64;
+        if !seen.insert((uuid, plugin, slot)) {
+            duplicates += 1;
+        }
+    }
+    Ok(duplicates)
 }
 
 /// Creates the store with the phase's clients and plugins; returns the UUIDs.
@@ -493,6 +572,10 @@ pub fn agents(args: &[String]) -> Result<(), BenchError> {
         }
         let ready: Vec<bool> = items.iter().map(zmq::PollItem::is_readable).collect();
         drop(items);
+        // One poll scans every socket, so polling per message would make
+        // this generator, not the router, the machine's main CPU user;
+        // pausing lets messages gather (a few ms of latency, no loss).
+        std::thread::sleep(ANSWER_PAUSE);
         for (dealer, _) in dealers.iter().zip(ready).filter(|(_, r)| *r) {
             while let Ok(frame) = dealer.socket.recv_bytes(zmq::DONTWAIT) {
                 let Some(reply) = answer(&dealer.uuid, &frame) else {
@@ -536,6 +619,16 @@ mod tests {
         assert_eq!(reply["type"], "result");
         assert_eq!(answer("u", br#"{"type":"ack","to":"u","id":"x"}"#), None);
         assert_eq!(answer("u", b"garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_late_count() {
+        let lines = [
+            "x".to_string(),
+            "[t WARN  vigil::scheduler::dispatch] dispatcher stopped; runs sent: 5, not delivered: 0, dropped late: 17".to_string(),
+        ];
+        assert_eq!(dropped_late(lines.iter()), Some(17));
+        assert_eq!(dropped_late([].iter()), None);
     }
 
     #[test]

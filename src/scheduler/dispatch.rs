@@ -30,6 +30,11 @@ pub struct Job {
     pub plugin: String,
     /// The plugin's timeout, seconds.
     pub timeout_s: f64,
+    /// The end of the slot this run is for: a run not sent by then is
+    /// dropped, since the next slot's run is due. So a backlog never sends a
+    /// plugin twice in one interval, and `sent_at` always lies in the slot
+    /// the run was planned for (which a new lease holder relies on).
+    pub slot_end: f64,
 }
 
 /// The lease's expiry as the planner last saw it (f64 bits; 0 = not held):
@@ -48,6 +53,25 @@ impl LeaseClock {
     }
 }
 
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A router handed it to the client's connection.
+    Yes,
+    /// Every router said it has no route: no run happened.
+    No,
+    /// A router did not answer in time: it may have delivered it before
+    /// stalling, so the run stays recorded (its result may still come; if
+    /// not, it goes overdue, which is the truth of it).
+    Maybe,
+}
+
+/// Whether one failed try (`"ENDPOINT: WHY"` from [`BackendClient`]) was
+/// a router's definite answer that it cannot deliver, rather than silence.
+fn refused(attempt: &str) -> bool {
+    attempt.ends_with(": unknown_client") || attempt.ends_with(": unreachable")
+}
+
 /// How often the counters are logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -61,6 +85,10 @@ pub struct Dispatcher {
     pub lease: Arc<LeaseClock>,
     pub sent: u64,
     pub failed: u64,
+    /// Runs a router did not confirm in time (kept as sent).
+    pub unconfirmed: u64,
+    /// Runs dropped because their slot ended before they could be sent.
+    pub late: u64,
 }
 
 impl Dispatcher {
@@ -75,22 +103,38 @@ impl Dispatcher {
             }
             if Instant::now() >= summary_at {
                 summary_at = Instant::now() + SUMMARY_EVERY;
-                log::info!("runs sent: {}, not delivered: {}", self.sent, self.failed);
+                self.summary("runs");
             }
         }
-        log::info!(
-            "dispatcher stopped; runs sent: {}, not delivered: {}",
-            self.sent,
-            self.failed
-        );
+        self.summary("dispatcher stopped; runs");
         Ok(())
     }
 
+    fn summary(&self, what: &str) {
+        let line = format!(
+            "{what} sent: {}, unconfirmed: {}, not delivered: {}, dropped late: {}",
+            self.sent, self.unconfirmed, self.failed, self.late
+        );
+        if self.late > 0 {
+            // Runs are due faster than this scheduler sends them.
+            log::warn!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+    }
+
     fn dispatch(&mut self, batch: Vec<Job>) {
+        let now = store::now();
+        let planned = batch.len();
         let runs: Vec<(String, Job)> = batch
             .into_iter()
+            .filter(|job| job.slot_end > now)
             .map(|job| (uuid::Uuid::new_v4().to_string(), job))
             .collect();
+        self.late += (planned - runs.len()) as u64;
+        if runs.is_empty() {
+            return;
+        }
         match self.record(&runs) {
             Ok(true) => {}
             Ok(false) => {
@@ -108,15 +152,23 @@ impl Dispatcher {
         }
         let mut undone = Vec::new();
         for (run_id, job) in &runs {
-            if self.shutdown.is_set() || !self.lease.valid_at(store::now()) {
+            let now = store::now();
+            if self.shutdown.is_set() || !self.lease.valid_at(now) {
                 undone.push(run_id.as_str());
                 continue;
             }
-            if self.send(run_id, job) {
-                self.sent += 1;
-            } else {
-                self.failed += 1;
+            if now >= job.slot_end {
+                self.late += 1;
                 undone.push(run_id.as_str());
+                continue;
+            }
+            match self.send(run_id, job) {
+                Sent::Yes => self.sent += 1,
+                Sent::Maybe => self.unconfirmed += 1,
+                Sent::No => {
+                    self.failed += 1;
+                    undone.push(run_id.as_str());
+                }
             }
         }
         if let Err(e) = self.forget(&undone) {
@@ -147,8 +199,8 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// Sends one run_plugin; false when no router delivered it.
-    fn send(&mut self, run_id: &str, job: &Job) -> bool {
+    /// Sends one run_plugin through the first router that takes it.
+    fn send(&mut self, run_id: &str, job: &Job) -> Sent {
         let frame = json!({
             "type": "run_plugin",
             "to": job.uuid,
@@ -157,19 +209,28 @@ impl Dispatcher {
         })
         .to_string();
         match self.client.deliver(frame.as_bytes()) {
-            Ok(_) => true,
-            Err(DeliveryError::NoRoute(tries)) => {
+            Ok(_) => Sent::Yes,
+            Err(DeliveryError::NoRoute(tries)) if tries.iter().all(|t| refused(t)) => {
                 log::warn!(
                     "run {run_id} of {} on {}: no route, retried next interval ({})",
                     job.plugin,
                     job.uuid,
                     tries.join("; ")
                 );
-                false
+                Sent::No
+            }
+            Err(DeliveryError::NoRoute(tries)) => {
+                log::warn!(
+                    "run {run_id} of {} on {}: not confirmed, kept as sent ({})",
+                    job.plugin,
+                    job.uuid,
+                    tries.join("; ")
+                );
+                Sent::Maybe
             }
             Err(e) => {
                 log::warn!("run {run_id} of {} on {}: {e}", job.plugin, job.uuid);
-                false
+                Sent::No
             }
         }
     }
@@ -192,6 +253,16 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_definite_refusals_undo_a_run() {
+        assert!(refused("tcp://a:1: unknown_client"));
+        assert!(refused("tcp://a:1: unreachable"));
+        assert!(!refused("tcp://a:1: no reply within 2000 ms"));
+        assert!(!refused(
+            "tcp://a:1: send: Resource temporarily unavailable"
+        ));
+    }
 
     #[test]
     fn lease_clock() {

@@ -88,6 +88,8 @@ pub fn run(config: SchedulerConfig) -> Result<(), Error> {
         lease: Arc::clone(&lease_clock),
         sent: 0,
         failed: 0,
+        unconfirmed: 0,
+        late: 0,
     };
     let planner = Planner::new(
         planner_store,

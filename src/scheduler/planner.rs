@@ -26,6 +26,10 @@ const SWEEP_EVERY: f64 = 1.0;
 const PRUNE_EVERY: f64 = 600.0;
 /// The longest the planner sleeps without looking around, seconds.
 const MAX_SLEEP: f64 = 1.0;
+/// The shortest: runs due within one tick go out as one batch, so the
+/// dispatcher records them in one transaction instead of one each (store
+/// writes, not the network, bound a scheduler that wakes per run).
+const TICK: f64 = 0.05;
 /// A new sweep looks this far before the last one's horizon, in case a
 /// clock step or another holder left runs behind it, seconds.
 const SWEEP_OVERLAP: f64 = 60.0;
@@ -91,7 +95,7 @@ impl Planner {
     pub fn run(mut self) -> Result<(), String> {
         while !self.shutdown.is_set() {
             let wake = self.round();
-            let wait = (wake - store::now()).clamp(0.001, MAX_SLEEP);
+            let wait = (wake - store::now()).clamp(TICK, MAX_SLEEP);
             let mut items = [self.bell.poll_item()];
             match zmq::poll(&mut items, (wait * 1000.0).ceil() as i64) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -275,14 +279,15 @@ impl Planner {
             }
             match plan::decide(now, pair.interval, pair.phase, pair.last_sent, catch_up) {
                 plan::Decision::Run if batch.len() < MAX_BATCH => {
+                    let slot_end = plan::slot_start(now, pair.interval, pair.phase) + pair.interval;
                     batch.push(Job {
                         uuid: pair.uuid.clone(),
                         plugin: pair.plugin.clone(),
                         timeout_s: pair.timeout_s,
+                        slot_end,
                     });
                     pair.last_sent = Some(now);
-                    pair.next_check =
-                        plan::slot_start(now, pair.interval, pair.phase) + pair.interval;
+                    pair.next_check = slot_end;
                     next = next.min(pair.next_check);
                 }
                 plan::Decision::Run => next = now,
