@@ -38,6 +38,9 @@ commands:
   status          show clients, plugin states, notifications, routers
   standalone      run router, sinks, scheduler and agent together
   bench router    measure the router against libzmq's zmq_proxy
+  bench agent     measure the agent: acked notifications into the spool, stats through it
+  bench sinks     measure the sinks: msgs/s per sink, acks/s
+  bench scheduler measure the scheduler and a simulated fleet through one router
   help            show this text
   --version       show the version
 
