@@ -18,7 +18,7 @@
 
 /// One plaintext line, or `None` when the value is not finite (NaN and
 /// infinities have no meaning to carbon) or there is no metric name.
-pub fn line(prefix: &str, parts: &[&str], value: f64, ts: i64) -> Option<String> {
+pub fn plaintext(prefix: &str, parts: &[&str], value: f64, ts: i64) -> Option<String> {
     if !value.is_finite() {
         return None;
     }
@@ -95,15 +95,15 @@ mod tests {
     #[test]
     fn plain_line() {
         assert_eq!(
-            line("vigil", &["web1", "load.1"], 0.25, 1_700_000_000).as_deref(),
+            plaintext("vigil", &["web1", "load.1"], 0.25, 1_700_000_000).as_deref(),
             Some("vigil.web1.load.1 0.25 1700000000\n")
         );
         assert_eq!(
-            line("vigil", &["h", "m"], 3.0, 5).as_deref(),
+            plaintext("vigil", &["h", "m"], 3.0, 5).as_deref(),
             Some("vigil.h.m 3 5\n")
         );
         assert_eq!(
-            line("vigil", &["h", "m"], -0.0, 5).as_deref(),
+            plaintext("vigil", &["h", "m"], -0.0, 5).as_deref(),
             Some("vigil.h.m 0 5\n")
         );
     }
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn host_dots_stay_one_level_metric_dots_separate() {
         assert_eq!(
-            line(
+            plaintext(
                 "vigil.prod",
                 &["web1.example.org", "check_disk", "/var.used"],
                 12.5,
@@ -124,16 +124,16 @@ mod tests {
 
     #[test]
     fn hostile_names_cannot_add_fields_or_lines() {
-        let l = line("vigil", &["a b\nvigil.x 1 2", "m\n9 9"], 1.0, 2).unwrap();
+        let l = plaintext("vigil", &["a b\nvigil.x 1 2", "m\n9 9"], 1.0, 2).unwrap();
         assert_eq!(l, "vigil.a_b_vigil_x_1_2.m_9_9 1 2\n");
         assert_eq!(l.matches('\n').count(), 1);
         assert_eq!(l.split(' ').count(), 3);
         assert_eq!(
-            line("vigil", &["../..", "../../etc"], 1.0, 2).as_deref(),
+            plaintext("vigil", &["../..", "../../etc"], 1.0, 2).as_deref(),
             Some("vigil._____._._etc 1 2\n")
         );
         assert_eq!(
-            line("vigil", &["h\u{e9}", "\u{2603}"], 1.0, 2).as_deref(),
+            plaintext("vigil", &["h\u{e9}", "\u{2603}"], 1.0, 2).as_deref(),
             Some("vigil.h_._ 1 2\n")
         );
     }
@@ -141,26 +141,29 @@ mod tests {
     #[test]
     fn empty_segments() {
         assert_eq!(
-            line("vigil", &["", "..a..b.."], 1.0, 2).as_deref(),
+            plaintext("vigil", &["", "..a..b.."], 1.0, 2).as_deref(),
             Some("vigil._.a.b 1 2\n")
         );
-        assert_eq!(line("vigil", &["h", "..."], 1.0, 2), None);
-        assert_eq!(line("vigil", &[], 1.0, 2), None);
-        assert_eq!(line("", &["h", "m"], 1.0, 2).as_deref(), Some("h.m 1 2\n"));
+        assert_eq!(plaintext("vigil", &["h", "..."], 1.0, 2), None);
+        assert_eq!(plaintext("vigil", &[], 1.0, 2), None);
+        assert_eq!(
+            plaintext("", &["h", "m"], 1.0, 2).as_deref(),
+            Some("h.m 1 2\n")
+        );
     }
 
     #[test]
     fn non_finite_values_are_refused() {
         for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert_eq!(line("vigil", &["h", "m"], v, 1), None);
+            assert_eq!(plaintext("vigil", &["h", "m"], v, 1), None);
         }
     }
 
     #[test]
     fn big_and_small_numbers_have_no_exponent() {
-        let l = line("p", &["m"], 1e21, 1).unwrap();
+        let l = plaintext("p", &["m"], 1e21, 1).unwrap();
         assert_eq!(l, format!("p.m 1{} 1\n", "0".repeat(21)));
-        let l = line("p", &["m"], 1.5e-7, 1).unwrap();
+        let l = plaintext("p", &["m"], 1.5e-7, 1).unwrap();
         assert_eq!(l, "p.m 0.00000015 1\n");
     }
 

@@ -14,8 +14,6 @@
 mod line;
 mod writer;
 
-pub use line::line;
-
 use crate::config::{ConfigError, Env};
 use crate::error::Error;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -23,6 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// One plaintext line `PREFIX.PART1.PART2... VALUE TS\n`, or `None` when
+/// the value is not finite or there is no metric name. The last part is the
+/// metric name and may be dotted (its dots separate path segments); every
+/// other part (host name, plugin name) is one segment, its dots becoming
+/// `_`. Every segment is sanitised to `[A-Za-z0-9_-]`. See `line.rs`.
+pub fn line(prefix: &str, parts: &[&str], value: f64, ts: i64) -> Option<String> {
+    line::plaintext(prefix, parts, value, ts)
+}
 
 /// How often at most a run of dropped lines is logged.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -120,7 +127,6 @@ pub struct Graphite {
     stop: Sender<Instant>,
     counters: Arc<Counters>,
     started: Instant,
-    prefix: String,
     timeout: Duration,
     thread: Option<JoinHandle<()>>,
 }
@@ -132,7 +138,6 @@ impl Graphite {
         let (lines, rx) = bounded(config.buffer);
         let (stop, stop_rx) = bounded(1);
         let counters = Arc::new(Counters::default());
-        let prefix = config.prefix.clone();
         let timeout = config.timeout;
         let writer = writer::Writer::new(config, rx.clone(), stop_rx, Arc::clone(&counters));
         let thread = std::thread::Builder::new()
@@ -145,15 +150,9 @@ impl Graphite {
             stop,
             counters,
             started: Instant::now(),
-            prefix,
             timeout,
             thread: Some(thread),
         })
-    }
-
-    /// [`line`] with the configured prefix.
-    pub fn line(&self, parts: &[&str], value: f64, ts: i64) -> Option<String> {
-        line(&self.prefix, parts, value, ts)
     }
 
     /// Queues lines without blocking; when the bounded buffer is full the oldest are dropped and counted (logged, rate-limited).

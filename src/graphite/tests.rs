@@ -238,11 +238,15 @@ fn lines_reach_a_real_carbon() {
     let graphite = Graphite::start(config(carbon.port)).unwrap();
     let ts = now();
     let lines = vec![
-        graphite.line(&["web1", "load.1"], 0.25, ts).unwrap(),
-        graphite
-            .line(&["db1.example.org", "check_disk", "/var"], 97.5, ts)
-            .unwrap(),
-        graphite.line(&["web1", "cpu.user"], 12.0, ts).unwrap(),
+        line("vigil", &["web1", "load.1"], 0.25, ts).unwrap(),
+        line(
+            "vigil",
+            &["db1.example.org", "check_disk", "/var"],
+            97.5,
+            ts,
+        )
+        .unwrap(),
+        line("vigil", &["web1", "cpu.user"], 12.0, ts).unwrap(),
     ];
     graphite.send(lines);
     carbon.wait_for("vigil.web1.load.1", ts, 0.25);
@@ -266,7 +270,7 @@ fn buffers_while_carbon_is_down_and_reconnects() {
     // Carbon is not running yet: lines wait in the buffer.
     let graphite = Graphite::start(config(carbon.port)).unwrap();
     let ts = now();
-    graphite.send(vec![graphite.line(&["h", "early"], 1.0, ts).unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "early"], 1.0, ts).unwrap()]);
     eventually("a failed connect", || {
         (graphite.stats().connect_failures >= 2).then_some(())
     });
@@ -284,13 +288,11 @@ fn buffers_while_carbon_is_down_and_reconnects() {
     carbon.kill();
     let failures = graphite.stats().connect_failures;
     let ts2 = ts - 10;
-    graphite.send(vec![graphite.line(&["h", "while_down"], 2.0, ts2).unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "while_down"], 2.0, ts2).unwrap()]);
     eventually("the writer to notice carbon is gone", || {
         (graphite.stats().connect_failures > failures).then_some(())
     });
-    graphite.send(vec![graphite
-        .line(&["h", "while_down2"], 3.0, ts2)
-        .unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "while_down2"], 3.0, ts2).unwrap()]);
     carbon.start();
     carbon.wait_for("vigil.h.while_down", ts2, 2.0);
     carbon.wait_for("vigil.h.while_down2", ts2, 3.0);
@@ -312,16 +314,12 @@ fn overflow_drops_the_oldest_and_counts_them() {
     let graphite = Graphite::start(cfg).unwrap();
     let ts = now();
     // Wait until the writer is failing to connect, holding what it took.
-    graphite.send(vec![graphite.line(&["h", "m00"], 0.0, ts).unwrap()]);
+    graphite.send(vec![line("vigil", &["h", "m00"], 0.0, ts).unwrap()]);
     eventually("a failed connect", || {
         (graphite.stats().connect_failures >= 1).then_some(())
     });
     let lines: Vec<String> = (1..30)
-        .map(|i| {
-            graphite
-                .line(&["h", &format!("m{i:02}")], i as f64, ts)
-                .unwrap()
-        })
+        .map(|i| line("vigil", &["h", &format!("m{i:02}")], i as f64, ts).unwrap())
         .collect();
     graphite.send(lines);
     let stats = graphite.stats();
@@ -354,7 +352,7 @@ fn many_small_batches_all_arrive_and_stop_flushes() {
     let graphite = Graphite::start(cfg).unwrap();
     let ts = now();
     let lines: Vec<String> = (0..500)
-        .map(|i| graphite.line(&["h", "many"], i as f64, ts - i).unwrap())
+        .map(|i| line("vigil", &["h", "many"], i as f64, ts - i).unwrap())
         .collect();
     graphite.send(lines);
     graphite.stop(Duration::from_secs(10));
@@ -382,4 +380,53 @@ fn dropping_the_handle_joins_the_writer() {
     let started = Instant::now();
     drop(graphite);
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Throughput of the writer into a real carbon-cache: lines/s written to
+/// the socket (carbon reads as fast as it parses, so TCP backpressure makes
+/// this carbon's intake rate too). Run with
+/// `cargo test --release graphite::tests::bench_writer -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_writer_into_carbon() {
+    if !carbon_present() {
+        return;
+    }
+    let mut carbon = Carbon::new();
+    carbon.start();
+    let mut cfg = config(carbon.port);
+    cfg.buffer = 1_000_000;
+    let graphite = Graphite::start(cfg).unwrap();
+    let total = 200_000u64;
+    let ts = now();
+    let started = Instant::now();
+    for chunk in 0..total / 1000 {
+        let lines = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                line(
+                    "vigil",
+                    &[&format!("host{}", n % 100), "bench.value"],
+                    n as f64,
+                    ts - (n / 100 % 3000) as i64,
+                )
+                .unwrap()
+            })
+            .collect();
+        graphite.send(lines);
+    }
+    let queued = started.elapsed();
+    eventually("all lines written", || {
+        (graphite.stats().sent == total).then_some(())
+    });
+    let elapsed = started.elapsed();
+    let stats = graphite.stats();
+    assert_eq!(stats.dropped, 0);
+    println!(
+        "{{\"lines\":{total},\"queue_s\":{:.3},\"written_s\":{:.3},\"lines_per_s\":{:.0}}}",
+        queued.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    graphite.stop(Duration::from_secs(5));
 }
