@@ -610,3 +610,37 @@ fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt()
     let (status, log) = sink.stop();
     assert!(status.success(), "exit status {status}\n{log}");
 }
+
+#[test]
+fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
+    let dir = TempDir::new("sink-failover");
+    let store = dir.join("vigil.db");
+    let (r1, r2) = (Router::start("r1"), Router::start("r2"));
+    // Nothing listens on the first back end (a timeout), r1 has no route to
+    // the agent (unknown_client), r2 has.
+    let dead = format!("tcp://127.0.0.1:{}", sinks_util::free_port());
+    let backends = format!("{dead},{},{}", r1.backend, r2.backend);
+    let sink = SinkBuilder::new(&["registration"], &[&r1, &r2], &store)
+        .env("VIGIL_BACKENDS", &backends)
+        .env("VIGIL_ACK_TIMEOUT_MS", "300")
+        .start();
+    let agent = r2.agent();
+    agent.send(&registration(
+        &agent,
+        "via-r2",
+        "vigil-agent",
+        json!([plugin("load")]),
+    ));
+    expect_ack(&agent, "via-r2");
+    // The router that delivered is tried first from now on.
+    agent.send(&registration(
+        &agent,
+        "again",
+        "vigil-agent",
+        json!([plugin("load")]),
+    ));
+    expect_ack(&agent, "again");
+    let (status, log) = sink.stop();
+    assert!(status.success(), "exit status {status}\n{log}");
+    assert!(log.contains("acks sent=2 failed=0"), "{log}");
+}

@@ -41,7 +41,7 @@ impl TypeSink for HeartbeatSink {
     ) -> Result<(), Failure> {
         let interval = interval_s(msg)?;
         let before = clients::record_heartbeat(conn, &msg.uuid, msg.meta.received_at, interval)?;
-        if before == Liveness::Down {
+        if before == Some(Liveness::Down) {
             let hostname = clients::hostname(conn, &msg.uuid)?;
             notifications::raise(
                 conn,
@@ -183,6 +183,14 @@ mod tests {
         sink.sweep_once(&mut store, &mut out).unwrap();
         assert_eq!(out.raised, 1, "down once");
         sink.handle(&store.conn, &msg, &mut out).unwrap();
+        assert_eq!(out.raised, 1, "a copy of the old heartbeat is no recovery");
+        let later = {
+            let json = format!(r#"{{"uuid":"{U}","type":"heartbeat","interval_s":1}}"#);
+            let meta = r#"{"router":"r2","received_at":1764072700.0}"#;
+            let frames = vec![json.into_bytes(), meta.as_bytes().to_vec()];
+            crate::sink::message::parse(&frames, SinkType::Heartbeat).unwrap()
+        };
+        sink.handle(&store.conn, &later, &mut out).unwrap();
         assert_eq!(out.raised, 2, "recovery");
         let rows = pending(&store);
         assert_eq!(rows.len(), 2);

@@ -112,13 +112,7 @@ pub fn run(config: SinkConfig, env: &Env) -> Result<(), Error> {
     Store::open(&config.db).map_err(|e| Error::setup("VIGIL_DB", e))?;
     let parts = Parts::new(&config, env)?;
     let ctx = zmq::Context::new();
-    let mut pulls = Vec::new();
-    for kind in &config.types {
-        let socket = pull::connect(&ctx, config.endpoints(*kind))
-            .map_err(|e| Error::setup(format!("VIGIL_SINK_CONNECT ({kind})"), e))?;
-        let (bell, ringer) = doorbell(kind.name())?;
-        pulls.push((*kind, socket, bell, ringer));
-    }
+    let pulls = connect_pulls(&ctx, &config)?;
     let outbox_bell = match parts.handlers {
         Some(_) => Some(doorbell("outbox")?),
         None => None,
@@ -171,6 +165,21 @@ pub fn run(config: SinkConfig, env: &Env) -> Result<(), Error> {
     }
 }
 
+/// Every type's PULL socket, connected to every router, with the doorbell
+/// that wakes its thread, and the ringer shutdown uses.
+type Pulls = Vec<(SinkType, zmq::Socket, Doorbell, Ringer)>;
+
+fn connect_pulls(ctx: &zmq::Context, config: &SinkConfig) -> Result<Pulls, Error> {
+    let mut pulls = Vec::new();
+    for kind in &config.types {
+        let socket = pull::connect(ctx, config.endpoints(*kind))
+            .map_err(|e| Error::setup(format!("VIGIL_SINK_CONNECT ({kind})"), e))?;
+        let (bell, ringer) = doorbell(kind.name())?;
+        pulls.push((*kind, socket, bell, ringer));
+    }
+    Ok(pulls)
+}
+
 /// What every worker is handed.
 struct Shared<'a> {
     config: &'a SinkConfig,
@@ -186,7 +195,7 @@ struct Shared<'a> {
 fn spawn_all(
     supervisor: &mut Supervisor,
     shared: &Shared,
-    pulls: Vec<(SinkType, zmq::Socket, Doorbell, Ringer)>,
+    pulls: Pulls,
     parts: &Parts,
     outbox_bell: Option<(Doorbell, Ringer)>,
     ack_rx: Receiver<Ack>,

@@ -40,15 +40,19 @@ impl TypeSink for ResultSink {
     ) -> Result<(), Failure> {
         let result = parse(msg)?;
         let host = hostname(conn, msg)?;
-        let before = results::last_status(conn, &result.uuid, &result.plugin)?;
-        results::store(conn, &result)?;
+        let last = results::last(conn, &result.uuid, &result.plugin)?;
         if let Some(run_id) = &result.run_id {
             results::complete_run(conn, run_id, &result.uuid, result.at)?;
         }
-        if let Some((severity, recovery)) = transition(before, result.status) {
-            let known_host = (host != result.uuid).then_some(host.as_str());
-            notifications::raise(conn, &change(&result, known_host, severity, recovery))?;
-            out.raised += 1;
+        // A result older than the stored one (a copy relayed late by
+        // another router) must not turn the state back.
+        if last.is_none_or(|(_, at)| result.at >= at) {
+            results::store(conn, &result)?;
+            if let Some((severity, recovery)) = transition(last.map(|(s, _)| s), result.status) {
+                let known_host = (host != result.uuid).then_some(host.as_str());
+                notifications::raise(conn, &change(&result, known_host, severity, recovery))?;
+                out.raised += 1;
+            }
         }
         let ts = msg.timestamp() as i64;
         let (values, refused) = perf_values(msg.body.get("perfdata"));
@@ -332,6 +336,31 @@ mod tests {
                 "load on db1 is CRITICAL: LOAD 2",
                 "load on db1 is OK: LOAD 0"
             ]
+        );
+    }
+
+    #[test]
+    fn a_late_copy_of_an_older_result_does_not_turn_the_state_back() {
+        let store = test_store();
+        let mut sink = ResultSink {
+            prefix: "vigil".into(),
+        };
+        let at = |status: i64, received_at: f64| {
+            let json =
+                format!(r#"{{"uuid":"{U}","type":"result","plugin":"load","status":{status}}}"#);
+            let meta = format!(r#"{{"router":"r1","received_at":{received_at}}}"#);
+            let frames = vec![json.into_bytes(), meta.into_bytes()];
+            crate::sink::message::parse(&frames, SinkType::Result).unwrap()
+        };
+        let mut out = Effects::default();
+        for msg in [at(0, 100.0), at(2, 200.0), at(0, 150.0)] {
+            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+            sink.handle(&store.conn, &msg, &mut out).unwrap();
+        }
+        assert_eq!(out.raised, 1, "only OK → CRITICAL");
+        assert_eq!(
+            results::last(&store.conn, U, "load").unwrap(),
+            Some((2, 200.0))
         );
     }
 

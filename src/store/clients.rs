@@ -64,27 +64,30 @@ impl Liveness {
     }
 }
 
-/// Records a heartbeat (the client row must exist: upsert first) and marks
-/// the client up. Returns its liveness before, so the caller can raise a
-/// recovery when it was down.
+/// Records a heartbeat (the client row must exist: upsert first) received
+/// at `at`. A heartbeat newer than the last one marks the client up and
+/// returns its liveness before, so the caller can raise a recovery when it
+/// was down. An older one (a copy relayed late by another router) changes
+/// nothing but the interval and returns `None`: it says nothing about now.
 pub fn record_heartbeat(
     conn: &Connection,
     uuid: &str,
     at: f64,
     interval_s: f64,
-) -> rusqlite::Result<Liveness> {
-    let before: String = conn
-        .prepare_cached("SELECT liveness FROM clients WHERE uuid = ?1")?
-        .query_row([uuid], |r| r.get(0))?;
+) -> rusqlite::Result<Option<Liveness>> {
+    let (before, last): (String, Option<f64>) = conn
+        .prepare_cached("SELECT liveness, last_heartbeat FROM clients WHERE uuid = ?1")?
+        .query_row([uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let news = last.is_none_or(|last| at > last);
     conn.prepare_cached(
         "UPDATE clients SET
              last_heartbeat = MAX(COALESCE(last_heartbeat, ?2), ?2),
              heartbeat_interval_s = ?3,
-             liveness = 'up'
+             liveness = CASE WHEN ?4 THEN 'up' ELSE liveness END
          WHERE uuid = ?1",
     )?
-    .execute(params![uuid, at, interval_s])?;
-    Ok(Liveness::from_text(&before))
+    .execute(params![uuid, at, interval_s, news])?;
+    Ok(news.then(|| Liveness::from_text(&before)))
 }
 
 /// A client whose heartbeats stopped for longer than its grace window.
@@ -183,7 +186,7 @@ mod tests {
         upsert(c, &seen("u1", None, 100.0, "r1")).unwrap();
         assert_eq!(
             record_heartbeat(c, "u1", 100.0, 10.0).unwrap(),
-            Liveness::Unknown
+            Some(Liveness::Unknown)
         );
         // Started at 1000: the old heartbeat does not count until 1030.
         assert!(silent(c, 1000.0, 3.0, 1029.0).unwrap().is_empty());
@@ -193,12 +196,17 @@ mod tests {
         assert!(!mark_down(c, &gone[0]).unwrap(), "only once");
         assert!(silent(c, 1000.0, 3.0, 2000.0).unwrap().is_empty());
         assert_eq!(
-            record_heartbeat(c, "u1", 2000.0, 10.0).unwrap(),
-            Liveness::Down
+            record_heartbeat(c, "u1", 1990.0, 10.0).unwrap(),
+            Some(Liveness::Down)
         );
         assert_eq!(
-            record_heartbeat(c, "u1", 1990.0, 10.0).unwrap(),
-            Liveness::Up
+            record_heartbeat(c, "u1", 2000.0, 10.0).unwrap(),
+            Some(Liveness::Up)
+        );
+        assert_eq!(
+            record_heartbeat(c, "u1", 1995.0, 10.0).unwrap(),
+            None,
+            "a late copy is not news"
         );
         let last: f64 = c
             .query_row("SELECT last_heartbeat FROM clients", [], |r| r.get(0))

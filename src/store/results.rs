@@ -18,10 +18,10 @@ pub struct PluginResult {
     pub at: f64,
 }
 
-/// The status stored for (uuid, plugin), if any.
-pub fn last_status(conn: &Connection, uuid: &str, plugin: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT status FROM results WHERE uuid = ?1 AND plugin = ?2")?
-        .query_row([uuid, plugin], |r| r.get(0))
+/// The status stored for (uuid, plugin) and when it was received, if any.
+pub fn last(conn: &Connection, uuid: &str, plugin: &str) -> rusqlite::Result<Option<(i64, f64)>> {
+    conn.prepare_cached("SELECT status, ts FROM results WHERE uuid = ?1 AND plugin = ?2")?
+        .query_row([uuid, plugin], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
@@ -94,11 +94,11 @@ mod tests {
     fn changed_at_moves_on_a_change_only() {
         let store = test_store();
         let c = &store.conn;
-        assert_eq!(last_status(c, "u", "load").unwrap(), None);
+        assert_eq!(last(c, "u", "load").unwrap(), None);
         store_and_check(c, result(0, 1.0), 1.0);
         store_and_check(c, result(0, 2.0), 1.0);
         store_and_check(c, result(2, 3.0), 3.0);
-        assert_eq!(last_status(c, "u", "load").unwrap(), Some(2));
+        assert_eq!(last(c, "u", "load").unwrap(), Some((2, 3.0)));
     }
 
     fn store_and_check(c: &Connection, r: PluginResult, changed_at: f64) {
