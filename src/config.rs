@@ -106,11 +106,116 @@ impl Env {
         }
         Ok(value)
     }
+
+    /// A number in `(above, max]`, fractions allowed, or `default` when
+    /// unset.
+    pub fn number(
+        &self,
+        var: &str,
+        default: f64,
+        above: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > above && v <= max => Ok(v),
+            _ => Err(ConfigError::new(
+                var,
+                raw,
+                format!("expected a number above {above} and at most {max}"),
+            )),
+        }
+    }
+
+    /// A comma-separated list of ZeroMQ endpoints to connect to, at least
+    /// one, or `default` when unset.
+    pub fn endpoints(&self, var: &str, default: &str) -> Result<Vec<String>, ConfigError> {
+        let raw = self.string(var, default);
+        let list: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() {
+            return Err(ConfigError::new(
+                var,
+                &raw,
+                "expected at least one endpoint",
+            ));
+        }
+        if let Some(bad) = list.iter().find(|e| !is_endpoint(e)) {
+            return Err(ConfigError::new(
+                var,
+                &raw,
+                format!("{bad:?} is not a ZeroMQ endpoint such as tcp://host:5556"),
+            ));
+        }
+        Ok(list)
+    }
+}
+
+/// What plainly is a ZeroMQ endpoint to connect to; libzmq has the last
+/// word when connecting.
+pub fn is_endpoint(value: &str) -> bool {
+    ["tcp://", "ipc://", "inproc://"]
+        .iter()
+        .any(|t| value.starts_with(t) && value.len() > t.len())
+        && !value.contains(char::is_whitespace)
+}
+
+/// `VIGIL_HEARTBEAT_GRACE`: after how many of its heartbeat intervals a
+/// silent client is down. Read by the heartbeat sink and the scheduler,
+/// which must agree.
+pub fn heartbeat_grace(env: &Env) -> Result<f64, ConfigError> {
+    env.number("VIGIL_HEARTBEAT_GRACE", 3.0, 0.0, 1_000.0)
+}
+
+/// This machine's host name, when the kernel or /etc/hostname gives one.
+pub fn system_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_lists() {
+        let env = Env::from_pairs([
+            ("VIGIL_X", " tcp://a:1 , ipc:///run/x ,"),
+            ("VIGIL_Y", "tcp://a:1,b:2"),
+        ]);
+        assert_eq!(
+            env.endpoints("VIGIL_X", "tcp://d:1").unwrap(),
+            ["tcp://a:1", "ipc:///run/x"]
+        );
+        assert_eq!(
+            env.endpoints("VIGIL_Z", "tcp://d:1").unwrap(),
+            ["tcp://d:1"]
+        );
+        let err = env.endpoints("VIGIL_Y", "").unwrap_err();
+        assert_eq!(err.var, "VIGIL_Y");
+        assert!(err.reason.contains("\"b:2\""), "{err}");
+        assert!(Env::from_pairs([("VIGIL_X", ",")])
+            .endpoints("VIGIL_X", "")
+            .is_err());
+    }
+
+    #[test]
+    fn numbers_with_fractions() {
+        let env = Env::from_pairs([("VIGIL_A", "1.5"), ("VIGIL_B", "0"), ("VIGIL_C", "inf")]);
+        assert_eq!(env.number("VIGIL_A", 3.0, 0.0, 10.0).unwrap(), 1.5);
+        assert_eq!(env.number("VIGIL_D", 3.0, 0.0, 10.0).unwrap(), 3.0);
+        assert!(env.number("VIGIL_B", 3.0, 0.0, 10.0).is_err());
+        assert!(env.number("VIGIL_C", 3.0, 0.0, 10.0).is_err());
+    }
 
     #[test]
     fn empty_means_default() {

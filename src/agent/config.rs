@@ -53,7 +53,7 @@ impl AgentConfig {
             state_dir: PathBuf::from(env.string("VIGIL_STATE_DIR", "/var/lib/vigil/agent")),
             machine_id_file: PathBuf::from(env.string("VIGIL_MACHINE_ID_FILE", "/etc/machine-id")),
             hostname: hostname(env)?,
-            routers: routers(env)?,
+            routers: env.endpoints("VIGIL_ROUTERS", "tcp://127.0.0.1:5555")?,
             heartbeat: Duration::from_secs(env.int("VIGIL_HEARTBEAT_SECS", 30u64, 1, 86_400)?),
             local: local_endpoint(env)?,
             statsd: statsd_bind(env)?,
@@ -82,34 +82,6 @@ impl AgentConfig {
             drain: Duration::from_millis(env.int("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?),
         })
     }
-}
-
-/// `VIGIL_ROUTERS`: comma-separated endpoints, each a `tcp://` or `ipc://`.
-fn routers(env: &Env) -> Result<Vec<String>, ConfigError> {
-    const VAR: &str = "VIGIL_ROUTERS";
-    let raw = env.string(VAR, "tcp://127.0.0.1:5555");
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if list.is_empty() {
-        return Err(ConfigError::new(VAR, &raw, "no router endpoint given"));
-    }
-    for endpoint in &list {
-        let ok = ["tcp://", "ipc://"]
-            .iter()
-            .any(|t| endpoint.starts_with(t) && endpoint.len() > t.len());
-        if !ok || endpoint.contains(char::is_whitespace) {
-            return Err(ConfigError::new(
-                VAR,
-                &raw,
-                format!("{endpoint:?} is not an endpoint such as tcp://router1:5555"),
-            ));
-        }
-    }
-    Ok(list)
 }
 
 /// `VIGIL_AGENT_LOCAL`: ipc, or tcp on a loopback address. Anything else
@@ -195,12 +167,7 @@ fn hostname(env: &Env) -> Result<String, ConfigError> {
 }
 
 pub fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    crate::config::system_hostname().unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -233,12 +233,7 @@ fn address(var: &str, raw: &str) -> Result<String, ConfigError> {
 
 /// This machine's name, for the default sender and EHLO.
 pub fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    crate::config::system_hostname().unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -147,12 +147,7 @@ fn router_name(env: &Env) -> Result<String, ConfigError> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "vigil-router".to_string())
+    crate::config::system_hostname().unwrap_or_else(|| "vigil-router".to_string())
 }
 
 #[cfg(test)]

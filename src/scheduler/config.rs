@@ -78,51 +78,10 @@ pub fn db_path(env: &Env) -> PathBuf {
 
 /// `VIGIL_BACKENDS`: a comma list of ZeroMQ endpoints, at least one.
 pub fn backends(env: &Env) -> Result<Vec<String>, ConfigError> {
-    const VAR: &str = "VIGIL_BACKENDS";
-    let raw = env.string(VAR, DEFAULT_BACKENDS);
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if list.is_empty() {
-        return Err(ConfigError::new(
-            VAR,
-            &raw,
-            "expected at least one endpoint",
-        ));
-    }
-    for endpoint in &list {
-        let ok = ["tcp://", "ipc://", "inproc://"]
-            .iter()
-            .any(|t| endpoint.starts_with(t) && endpoint.len() > t.len());
-        if !ok || endpoint.contains(char::is_whitespace) {
-            return Err(ConfigError::new(
-                VAR,
-                &raw,
-                format!("{endpoint:?} is not a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
-            ));
-        }
-    }
-    Ok(list)
+    env.endpoints("VIGIL_BACKENDS", DEFAULT_BACKENDS)
 }
 
-/// `VIGIL_HEARTBEAT_GRACE`: a positive multiplier (fractions allowed).
-pub fn heartbeat_grace(env: &Env) -> Result<f64, ConfigError> {
-    const VAR: &str = "VIGIL_HEARTBEAT_GRACE";
-    let Some(raw) = env.get(VAR) else {
-        return Ok(3.0);
-    };
-    match raw.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1_000.0 => Ok(v),
-        _ => Err(ConfigError::new(
-            VAR,
-            raw,
-            "expected a number above 0 and at most 1000",
-        )),
-    }
-}
+pub use crate::config::heartbeat_grace;
 
 /// `VIGIL_BACKEND_TIMEOUT_MS`: how long one router may take to answer.
 pub fn backend_timeout(env: &Env) -> Result<Duration, ConfigError> {
@@ -150,12 +109,7 @@ fn scheduler_id(env: &Env) -> Result<String, ConfigError> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    crate::config::system_hostname().unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -126,9 +126,9 @@ impl SinkConfig {
         Ok(SinkConfig {
             connect: parse_connect(env, &types)?,
             types,
-            backends: parse_backends(env)?,
+            backends: env.endpoints("VIGIL_BACKENDS", "tcp://127.0.0.1:5556")?,
             db: PathBuf::from(env.string("VIGIL_DB", "/var/lib/vigil/vigil.db")),
-            heartbeat_grace: parse_grace(env)?,
+            heartbeat_grace: crate::config::heartbeat_grace(env)?,
             sweep: ms("VIGIL_HEARTBEAT_SWEEP_MS", 1_000, 10, 3_600_000)?,
             ack_timeout: ms("VIGIL_ACK_TIMEOUT_MS", 2_000, 10, 600_000)?,
             batch_max: env.int("VIGIL_SINK_BATCH", 500, 1, 100_000)?,
@@ -214,7 +214,7 @@ fn parse_connect(
         let kind = SinkType::parse(name.trim())
             .ok_or_else(|| fail(format!("unknown sink type {:?}", name.trim())))?;
         let endpoint = endpoint.trim();
-        if !is_endpoint(endpoint) {
+        if !crate::config::is_endpoint(endpoint) {
             return Err(fail(format!("{endpoint:?} is not a ZeroMQ endpoint")));
         }
         if let Some((_, list)) = connect.iter_mut().find(|(t, _)| *t == kind) {
@@ -227,54 +227,6 @@ fn parse_connect(
         return Err(fail(format!("no endpoint for type {kind}")));
     }
     Ok(connect)
-}
-
-/// `VIGIL_BACKENDS`: every router's back-end endpoint, comma-separated.
-fn parse_backends(env: &Env) -> Result<Vec<String>, ConfigError> {
-    const VAR: &str = "VIGIL_BACKENDS";
-    let raw = env.string(VAR, "tcp://127.0.0.1:5556");
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if let Some(bad) = list.iter().find(|e| !is_endpoint(e)) {
-        return Err(ConfigError::new(
-            VAR,
-            &raw,
-            format!("{bad:?} is not a ZeroMQ endpoint"),
-        ));
-    }
-    if list.is_empty() {
-        return Err(ConfigError::new(VAR, &raw, "no endpoint given"));
-    }
-    Ok(list)
-}
-
-/// `VIGIL_HEARTBEAT_GRACE`: a positive number (fractions allowed).
-fn parse_grace(env: &Env) -> Result<f64, ConfigError> {
-    const VAR: &str = "VIGIL_HEARTBEAT_GRACE";
-    let Some(raw) = env.get(VAR) else {
-        return Ok(3.0);
-    };
-    match raw.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1_000.0 => Ok(v),
-        _ => Err(ConfigError::new(
-            VAR,
-            raw,
-            "expected a number above 0 and at most 1000",
-        )),
-    }
-}
-
-/// What plainly is a ZeroMQ endpoint to connect to; libzmq has the last
-/// word when connecting.
-fn is_endpoint(value: &str) -> bool {
-    ["tcp://", "ipc://", "inproc://"]
-        .iter()
-        .any(|t| value.starts_with(t) && value.len() > t.len())
-        && !value.contains(char::is_whitespace)
 }
 
 #[cfg(test)]
