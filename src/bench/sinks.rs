@@ -85,6 +85,16 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
     let sink_stop = sink.take().map(|s| s.stop(Shutdown::Terminate, STOP_GRACE));
     router.stop_router();
     drop(carbon);
+    let graphite_line = sink_stop
+        .as_ref()
+        .and_then(|s| {
+            s.log
+                .tail
+                .iter()
+                .find(|l| l.contains("graphite before the flush"))
+        })
+        .map(|l| l[l.find("GraphiteStats").unwrap_or(0)..].to_string())
+        .unwrap_or_else(|| "(not in the log)".to_string());
     let clean = sink_stop.is_some_and(|s| s.status.is_some_and(|st| st.success()));
 
     let stats_rate = n as f64 / stats.took.as_secs_f64();
@@ -109,6 +119,7 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         acked.acks,
         acked.took.as_secs_f64()
     );
+    println!("  graphite writer at exit: {graphite_line}");
     println!("  sink exited cleanly on SIGTERM: {clean}");
     println!(
         "{}",
@@ -185,6 +196,8 @@ fn start_sink(dir: &Path, router: &RouterReady, carbon: &Carbon) -> Result<SinkP
         .env("VIGIL_BACKENDS", &router.backend)
         .env("VIGIL_DB", dir.join("vigil.db"))
         .env("VIGIL_GRAPHITE", format!("127.0.0.1:{}", carbon.port))
+        // Room for every line, so the carbon figure is of full delivery.
+        .env("VIGIL_GRAPHITE_BUFFER", "10000000")
         .env("VIGIL_STATS_INTERVAL_SECS", "0")
         .env("VIGIL_LOG", "info");
     let mut proc = ChildProc::spawn("sink", command)?;
