@@ -644,3 +644,42 @@ fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
     assert!(status.success(), "exit status {status}\n{log}");
     assert!(log.contains("acks sent=2 failed=0"), "{log}");
 }
+
+#[test]
+fn the_outbox_retries_a_raised_notification_until_its_handler_succeeds() {
+    let dir = TempDir::new("sink-outbox");
+    let store = dir.join("vigil.db");
+    let out = dir.join("handled.jsonl");
+    let flag = dir.join("fail");
+    std::fs::write(&flag, "").expect("create the fail flag");
+    let router = Router::start("r1");
+    let _sink = SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store)
+        .env("VIGIL_HEARTBEAT_GRACE", "1")
+        .env("VIGIL_NOTIFY_COMMAND", &handler_command(&out, &flag))
+        .start();
+    let agent = router.agent();
+    agent.send(&agent.frame("heartbeat", json!({"interval_s": 0.2})));
+    // Down after 0.2 s; the handler fails, so the outbox retries.
+    wait_for("two failed attempts", EVENTUALLY, || {
+        (count(
+            &store,
+            "SELECT attempts FROM notifications WHERE state='pending'",
+        ) >= 2)
+            .then_some(())
+    });
+    let error: String = query(&store, "SELECT last_error FROM notifications").unwrap();
+    assert!(error.contains("handler told to fail"), "{error}");
+    assert!(handled_lines(&out).is_empty());
+    std::fs::remove_file(&flag).expect("remove the fail flag");
+    wait_for("the notification to be handled", EVENTUALLY, || {
+        (count(
+            &store,
+            "SELECT COUNT(*) FROM notifications WHERE state='handled'",
+        ) == 1)
+            .then_some(())
+    });
+    let lines = handled_lines(&out);
+    assert_eq!(lines.len(), 1, "delivered once");
+    assert_eq!(lines[0]["severity"], "critical");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM notifications"), 1);
+}
