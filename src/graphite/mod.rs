@@ -8,8 +8,10 @@
 //!
 //! Delivery is at least once while a line is in the buffer: a batch whose
 //! write failed is sent again in full after the reconnect, so carbon may see
-//! a point twice (harmless: the later write of the same timestamp wins) but
-//! a line is lost only by overflow, which is counted and logged.
+//! a point twice (harmless: the later write of the same timestamp wins).
+//! A line is lost by overflow (counted and logged), or when carbon dies
+//! while it is in the kernel's socket buffer: the plaintext protocol has no
+//! acknowledgement to resend on.
 
 mod line;
 mod writer;

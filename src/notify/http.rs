@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client: one JSON POST to an `http://` URL.
+//! A minimal HTTP/1.1 client: one JSON POST to an `http://` URL (over the
+//! bounded TCP helpers of `net.rs`).
 //!
 //! The webhook handler needs exactly one request shape, and the project adds
 //! no crates, so this is written over `std::net::TcpStream`: one connection
@@ -8,8 +9,9 @@
 //! configuration is read (put a local relay such as stunnel or nginx in
 //! front of a TLS-only receiver).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use super::net::{connect, io_reason, remaining, write_all};
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The most of a response kept (status line, headers and the start of the
@@ -110,48 +112,6 @@ pub fn post_json(url: &HttpUrl, body: &[u8], timeout: Duration) -> Result<u16, S
     }
 }
 
-/// Connects to the first address of `host:port` that accepts before the
-/// deadline. Shared with the SMTP client.
-pub fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{host}:{port}: cannot resolve: {e}"))?;
-    let mut last = format!("{host}:{port}: no address");
-    for addr in addrs {
-        let Some(left) = remaining(deadline) else {
-            return Err(format!("{host}:{port}: timed out connecting"));
-        };
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => last = format!("{addr}: cannot connect: {e}"),
-        }
-    }
-    Err(last)
-}
-
-/// Time left before `deadline`, or `None` when it has passed.
-pub fn remaining(deadline: Instant) -> Option<Duration> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-}
-
-/// Writes all of `data`, each write bounded by the time left.
-pub fn write_all(stream: &mut TcpStream, data: &[u8], deadline: Instant) -> Result<(), String> {
-    let left = remaining(deadline).ok_or("timed out")?;
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    // One write_all under a timeout: a peer that stops reading makes the
-    // write block at most `left`, which is then reported as a timeout.
-    stream.write_all(data).map_err(|e| io_reason(&e))?;
-    stream.flush().map_err(|e| io_reason(&e))
-}
-
 /// Reads the status line and headers (up to [`MAX_RESPONSE`] bytes).
 fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
@@ -199,18 +159,10 @@ fn first_line(response: &[u8]) -> String {
     String::from_utf8_lossy(&response[..end]).into_owned()
 }
 
-/// An I/O error in words, with timeouts called timeouts.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timed out".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     use std::net::TcpListener;
 
     #[test]

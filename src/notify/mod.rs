@@ -21,6 +21,7 @@ pub mod command;
 pub mod config;
 pub mod email;
 pub mod http;
+mod net;
 pub mod smtp;
 pub mod webhook;
 

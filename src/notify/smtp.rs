@@ -15,7 +15,7 @@
 
 use super::config::SmtpConfig;
 use super::email;
-use super::http::{connect, io_reason, remaining, write_all};
+use super::net::{connect, io_reason, remaining, write_all};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
