@@ -447,3 +447,42 @@ fn free_port() -> Result<u16, BenchError> {
         .map(|a| a.port())
         .doing("finding a free port")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_args(&[]).unwrap(), Some(20_000));
+        assert_eq!(
+            parse_args(&args(&["--messages", "500"])).unwrap(),
+            Some(500)
+        );
+        assert_eq!(parse_args(&args(&["--help"])).unwrap(), None);
+        assert!(parse_args(&args(&["--messages", "5"]))
+            .unwrap_err()
+            .is_usage());
+        assert!(parse_args(&args(&["--seconds", "5"]))
+            .unwrap_err()
+            .is_usage());
+    }
+
+    #[test]
+    fn only_the_last_message_asks_for_an_ack() {
+        let u = "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b";
+        let body = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        assert_eq!(body(stats_message(u, 3, false)).get("ack"), None);
+        assert_eq!(body(stats_message(u, 3, true))["ack"], true);
+        assert_eq!(body(registration_message(u, 3, false)).get("ack"), None);
+        assert_eq!(
+            body(registration_message(u, 3, true))["id"],
+            "registration-end"
+        );
+        assert_eq!(body(heartbeat_message(u, 7))["id"], "hb-7");
+    }
+}
