@@ -683,3 +683,48 @@ fn the_outbox_retries_a_raised_notification_until_its_handler_succeeds() {
     assert_eq!(lines[0]["severity"], "critical");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM notifications"), 1);
 }
+
+#[test]
+fn two_notification_sinks_on_one_store_never_run_the_same_notification_twice() {
+    let dir = TempDir::new("sink-two-procs");
+    let store = dir.join("vigil.db");
+    let out = dir.join("handled.jsonl");
+    // A slow handler, so the second copy arrives while the first runs.
+    let command = format!("sleep 2; {}", handler_command(&out, &dir.join("no-flag")));
+    let (r1, r2) = (Router::start("r1"), Router::start("r2"));
+    let sink_a = SinkBuilder::new(&["notification"], &[&r1], &store)
+        .env("VIGIL_NOTIFY_COMMAND", &command)
+        .start();
+    let sink_b = SinkBuilder::new(&["notification"], &[&r2], &store)
+        .env("VIGIL_NOTIFY_COMMAND", &command)
+        .start();
+    let via_r1 = r1.agent();
+    let uuid = via_r1.uuid.clone();
+    let via_r2 = Client::connect(&r2.ctx, &[&r2.client], &uuid, Some(uuid.as_bytes()));
+    let note = via_r1.frame(
+        "notification",
+        json!({"id": "both", "ack": true, "severity": "warning", "message": "swap 90%"}),
+    );
+    via_r1.send(&note);
+    wait_for("sink A to claim the notification", EVENTUALLY, || {
+        query::<f64>(
+            &store,
+            "SELECT next_attempt_at FROM notifications WHERE id='both'",
+        )
+    });
+    via_r2.send(&note);
+    expect_ack(&via_r1, "both");
+    // The agent resends through r2: sink B, which left its first copy to
+    // A, now finds it handled and acks it.
+    via_r2.send(&note);
+    expect_ack(&via_r2, "both");
+    assert_eq!(handled_lines(&out).len(), 1, "the handler ran once");
+    let (status, log_b) = sink_b.stop();
+    assert!(status.success(), "{log_b}");
+    assert!(
+        log_b.contains("notification: received=2 handled=1 duplicates=1"),
+        "{log_b}"
+    );
+    let (status, log_a) = sink_a.stop();
+    assert!(status.success(), "{log_a}");
+}
