@@ -85,6 +85,16 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
     let sink_stop = sink.take().map(|s| s.stop(Shutdown::Terminate, STOP_GRACE));
     router.stop_router();
     drop(carbon);
+    let graphite_line = sink_stop
+        .as_ref()
+        .and_then(|s| {
+            s.log
+                .tail
+                .iter()
+                .find(|l| l.contains("graphite before the flush"))
+        })
+        .map(|l| l[l.find("GraphiteStats").unwrap_or(0)..].to_string())
+        .unwrap_or_else(|| "(not in the log)".to_string());
     let clean = sink_stop.is_some_and(|s| s.status.is_some_and(|st| st.success()));
 
     let stats_rate = n as f64 / stats.took.as_secs_f64();
@@ -109,6 +119,7 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         acked.acks,
         acked.took.as_secs_f64()
     );
+    println!("  graphite writer at exit: {graphite_line}");
     println!("  sink exited cleanly on SIGTERM: {clean}");
     println!(
         "{}",
@@ -185,6 +196,8 @@ fn start_sink(dir: &Path, router: &RouterReady, carbon: &Carbon) -> Result<SinkP
         .env("VIGIL_BACKENDS", &router.backend)
         .env("VIGIL_DB", dir.join("vigil.db"))
         .env("VIGIL_GRAPHITE", format!("127.0.0.1:{}", carbon.port))
+        // Room for every line, so the carbon figure is of full delivery.
+        .env("VIGIL_GRAPHITE_BUFFER", "10000000")
         .env("VIGIL_STATS_INTERVAL_SECS", "0")
         .env("VIGIL_LOG", "info");
     let mut proc = ChildProc::spawn("sink", command)?;
@@ -433,4 +446,43 @@ fn free_port() -> Result<u16, BenchError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .doing("finding a free port")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_args(&[]).unwrap(), Some(20_000));
+        assert_eq!(
+            parse_args(&args(&["--messages", "500"])).unwrap(),
+            Some(500)
+        );
+        assert_eq!(parse_args(&args(&["--help"])).unwrap(), None);
+        assert!(parse_args(&args(&["--messages", "5"]))
+            .unwrap_err()
+            .is_usage());
+        assert!(parse_args(&args(&["--seconds", "5"]))
+            .unwrap_err()
+            .is_usage());
+    }
+
+    #[test]
+    fn only_the_last_message_asks_for_an_ack() {
+        let u = "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b";
+        let body = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        assert_eq!(body(stats_message(u, 3, false)).get("ack"), None);
+        assert_eq!(body(stats_message(u, 3, true))["ack"], true);
+        assert_eq!(body(registration_message(u, 3, false)).get("ack"), None);
+        assert_eq!(
+            body(registration_message(u, 3, true))["id"],
+            "registration-end"
+        );
+        assert_eq!(body(heartbeat_message(u, 7))["id"], "hb-7");
+    }
 }

@@ -284,6 +284,7 @@ fn spawn_worker(
                     .expect("handlers are made when the notification type runs"),
                 retry_min: config.retry_min,
                 dedup_retention: config.dedup_retention,
+                lease: client_lease(parts.handlers.as_ref()),
             },
         ),
         SinkType::Result => start_worker(
@@ -313,6 +314,13 @@ fn start_worker<S: TypeSink + Send + 'static>(
         stats_interval: shared.config.stats_interval,
     };
     spawn(supervisor, name, move || worker.run())
+}
+
+/// How long one attempt at a client notification may hold it: every
+/// handler at its timeout, and a margin.
+fn client_lease(handlers: Option<&Handlers>) -> std::time::Duration {
+    let timeout = handlers.map_or(std::time::Duration::from_secs(10), |h| h.config().timeout);
+    timeout * 3 + std::time::Duration::from_secs(30)
 }
 
 fn open_store(config: &SinkConfig) -> Result<Store, Error> {

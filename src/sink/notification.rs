@@ -11,8 +11,10 @@
 //! which retries with backoff.
 //!
 //! Handlers may take seconds, so they never run inside a store
-//! transaction: one short transaction records the message, another its
-//! outcome.
+//! transaction: one short transaction records the message and claims it
+//! for this attempt (so a second sink process, or the outbox, given the same
+//! notification meanwhile leaves it alone and sends no ack), another
+//! records the outcome.
 
 use super::config::SinkType;
 use super::handling;
@@ -33,6 +35,8 @@ pub struct NotificationSink {
     /// Outbox delay for the first retry of a notification without `ack`.
     pub retry_min: Duration,
     pub dedup_retention: Duration,
+    /// How long an attempt holds a notification against other processes.
+    pub lease: Duration,
 }
 
 /// What the first transaction found.
@@ -42,6 +46,9 @@ enum Found {
     /// To run: its row, the handlers already done, and the hostname the
     /// store knows for the client.
     Run(Progress, Option<String>),
+    /// Another process is running its handlers now: no ack; the agent's
+    /// resend finds it handled (or retries it).
+    Busy,
 }
 
 impl TypeSink for NotificationSink {
@@ -99,6 +106,14 @@ impl NotificationSink {
                 return Ok(true);
             }
             Found::Run(progress, hostname) => (progress, hostname),
+            Found::Busy => {
+                log::debug!(
+                    "notification {:?} from {} is being handled elsewhere",
+                    msg.id,
+                    msg.uuid
+                );
+                return Ok(false);
+            }
         };
         let mut body = msg.body.clone();
         // Handlers name the host; fill it in when the client left it out.
@@ -187,9 +202,16 @@ impl NotificationSink {
                 }
             }
         };
-        let hostname = crate::store::clients::hostname(&tx, &msg.uuid)?;
+        let found = if progress.state == "handled" {
+            // Handled by the outbox (it was sent without ack before).
+            Found::Duplicate
+        } else if notifications::claim(&tx, progress.seq, now(), self.lease.as_secs_f64())? {
+            Found::Run(progress, crate::store::clients::hostname(&tx, &msg.uuid)?)
+        } else {
+            Found::Busy
+        };
         tx.commit()?;
-        Ok(Found::Run(progress, hostname))
+        Ok(found)
     }
 }
 

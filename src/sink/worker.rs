@@ -164,15 +164,19 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
         Err(e) => return ctx.store_error(msgs.len(), &e),
     };
     let mut handled = 0;
+    let mut seen = SeenInBatch::default();
     for msg in msgs {
         let mark = out.mark();
         let result = tx.savepoint().map_err(Failure::Store).and_then(|sp| {
-            upsert_client(&sp, msg)?;
+            if !seen.only_time_moved(msg)? {
+                upsert_client(&sp, msg)?;
+            }
             sink.handle(&sp, msg, out)?;
             sp.commit().map_err(Failure::Store)
         });
         match result {
             Ok(()) => {
+                seen.committed(msg);
                 handled += 1;
                 if msg.ack {
                     out.acks.push(Ack::of(msg));
@@ -193,12 +197,87 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
             }
         }
     }
-    match tx.commit() {
+    match seen.flush(&tx).and_then(|()| tx.commit()) {
         Ok(()) => TypeMetrics::add(&ctx.metrics.handled, handled),
         Err(e) => {
             out.rewind(start);
             ctx.store_error(handled, &e);
         }
+    }
+}
+
+/// The last sighting committed in this batch, so that a run of messages
+/// from one client on one connection costs one client upsert, not one each:
+/// when only the time moved, the new `last_seen` is written once at the end.
+#[derive(Default)]
+struct SeenInBatch {
+    last: Option<Sighting>,
+    /// The latest `received_at` not yet written, per skipped client.
+    pending: Vec<(String, f64)>,
+}
+
+/// What the client row says after a committed message.
+struct Sighting {
+    uuid: String,
+    hostname: Option<String>,
+    router: String,
+    peer: Option<String>,
+    at: f64,
+}
+
+impl SeenInBatch {
+    /// Whether `msg` tells nothing about its client but a later time.
+    fn only_time_moved(&mut self, msg: &Incoming) -> Result<bool, Malformed> {
+        let Some(last) = &self.last else {
+            return Ok(false);
+        };
+        let hostname = msg.hostname()?;
+        let same = last.uuid == msg.uuid
+            && last.router == msg.meta.router
+            && last.peer == msg.meta.peer
+            && (hostname.is_none() || hostname == last.hostname.as_deref())
+            && msg.meta.received_at >= last.at;
+        if same {
+            match self.pending.last_mut() {
+                Some((uuid, at)) if *uuid == msg.uuid => *at = at.max(msg.meta.received_at),
+                _ => self.pending.push((msg.uuid.clone(), msg.meta.received_at)),
+            }
+        }
+        Ok(same)
+    }
+
+    /// Remembers a committed message: its client row is current.
+    fn committed(&mut self, msg: &Incoming) {
+        let given = msg.hostname().ok().flatten().map(str::to_string);
+        let hostname = match (&self.last, given) {
+            (_, Some(h)) => Some(h),
+            (Some(last), None) if last.uuid == msg.uuid => last.hostname.clone(),
+            // Unknown here; a later message naming one will upsert.
+            (_, None) => None,
+        };
+        let at = self
+            .last
+            .as_ref()
+            .filter(|l| l.uuid == msg.uuid)
+            .map_or(msg.meta.received_at, |l| l.at.max(msg.meta.received_at));
+        self.last = Some(Sighting {
+            uuid: msg.uuid.clone(),
+            hostname,
+            router: msg.meta.router.clone(),
+            peer: msg.meta.peer.clone(),
+            at,
+        });
+    }
+
+    /// Writes the deferred `last_seen` times.
+    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        for (uuid, at) in self.pending.drain(..) {
+            conn.prepare_cached(
+                "UPDATE clients SET last_seen = MAX(last_seen, ?2) WHERE uuid = ?1",
+            )?
+            .execute(rusqlite::params![uuid, at])?;
+        }
+        Ok(())
     }
 }
 
@@ -334,5 +413,55 @@ impl<S: TypeSink> Worker<S> {
                 bell.ring();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::message::tests::U;
+    use crate::sink::stats::StatsSink;
+    use crate::store::test_store;
+
+    fn stats(hostname: Option<&str>, router: &str, at: f64) -> Incoming {
+        let host = hostname.map_or(String::new(), |h| format!(r#","hostname":"{h}""#));
+        let json = format!(r#"{{"uuid":"{U}","type":"stats","metrics":{{"a":1}}{host}}}"#);
+        let meta = format!(r#"{{"router":"{router}","received_at":{at}}}"#);
+        message::parse(&[json.into_bytes(), meta.into_bytes()], SinkType::Stats).unwrap()
+    }
+
+    #[test]
+    fn a_batch_keeps_the_client_row_exact_with_fewer_writes() {
+        let mut store = test_store();
+        let metrics = Metrics::new(&[SinkType::Stats]);
+        let mut logs = Logs::default();
+        let batch = [
+            stats(Some("web1"), "r1", 10.0),
+            stats(None, "r1", 11.0),
+            stats(Some("web2"), "r1", 12.0),
+            stats(None, "r2", 13.0),
+            stats(None, "r2", 14.0),
+        ];
+        let mut out = Effects::default();
+        let ctx = Ctx {
+            metrics: metrics.of(SinkType::Stats),
+            logs: &mut logs,
+        };
+        let mut sink = StatsSink {
+            prefix: "vigil".into(),
+        };
+        one_transaction(&mut sink, &mut store, &batch, &mut out, ctx);
+        let row: (String, f64, f64, String) = store
+            .conn
+            .query_row(
+                "SELECT hostname, first_seen, last_seen, last_router FROM clients",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("web2".into(), 10.0, 14.0, "r2".into()));
+        assert_eq!(out.lines.len(), 5);
+        assert!(out.lines[1].starts_with("vigil.web1.a "), "{:?}", out.lines);
+        assert!(out.lines[4].starts_with("vigil.web2.a "), "{:?}", out.lines);
     }
 }

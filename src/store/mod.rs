@@ -105,11 +105,45 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A store in a fresh temporary file, for unit tests.
+/// A store in a fresh temporary directory, removed when dropped: for unit
+/// tests. It derefs to the [`Store`].
 #[cfg(test)]
-pub fn test_store() -> Store {
+pub struct TestStore {
+    store: Option<Store>,
+    dir: PathBuf,
+}
+
+#[cfg(test)]
+pub fn test_store() -> TestStore {
     let dir = std::env::temp_dir().join(format!("vigil-store-{}", uuid::Uuid::new_v4()));
-    Store::open(&dir.join("vigil.db")).expect("open a test store")
+    let store = Store::open(&dir.join("vigil.db")).expect("open a test store");
+    TestStore {
+        store: Some(store),
+        dir,
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for TestStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store.as_ref().expect("open until dropped")
+    }
+}
+
+#[cfg(test)]
+impl std::ops::DerefMut for TestStore {
+    fn deref_mut(&mut self) -> &mut Store {
+        self.store.as_mut().expect("open until dropped")
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        drop(self.store.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,21 @@ pub fn record_client(conn: &Connection, n: &ClientNotification) -> rusqlite::Res
     Ok(conn.last_insert_rowid())
 }
 
+/// Claims a notification for one attempt by the caller: its next attempt
+/// moves to `now + lease_s`, so no other process (another notification
+/// sink, an outbox) runs its handlers meanwhile. Returns false when it is
+/// handled already or someone else holds it.
+pub fn claim(conn: &Connection, seq: i64, now: f64, lease_s: f64) -> rusqlite::Result<bool> {
+    let taken = conn
+        .prepare_cached(
+            "UPDATE notifications SET next_attempt_at = ?3
+             WHERE seq = ?1 AND state != 'handled'
+               AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)",
+        )?
+        .execute(params![seq, now, now + lease_s])?;
+    Ok(taken == 1)
+}
+
 /// What becomes of a notification after an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next<'a> {
@@ -284,7 +299,15 @@ mod tests {
         let done = vec!["a".to_string()];
         record_attempt(c, seq, &done, &Next::AwaitResend { error: "b failed" }).unwrap();
         let p = find_client(c, "u", "m1").unwrap().unwrap();
-        assert_eq!((p.seq, p.state.as_str(), p.done), (seq, "failed", done));
+        assert_eq!(
+            (p.seq, p.state.as_str(), p.done),
+            (seq, "failed", done.clone())
+        );
         assert_eq!(claim_due(c, 1e12, 1.0).unwrap(), None, "not for the outbox");
+        assert!(claim(c, seq, 10.0, 60.0).unwrap());
+        assert!(!claim(c, seq, 20.0, 60.0).unwrap(), "held by the first");
+        assert!(claim(c, seq, 71.0, 60.0).unwrap(), "the lease ran out");
+        record_attempt(c, seq, &done, &Next::Handled).unwrap();
+        assert!(!claim(c, seq, 1e12, 60.0).unwrap(), "handled");
     }
 }
