@@ -122,6 +122,11 @@ const MIGRATIONS: &[&str] = &[
     -- A client's resend finds its earlier row by (uuid, id).
     CREATE INDEX notifications_client_id ON notifications (uuid, id);
     "#,
+    // 2 → 3: a scheduler that takes the lease reads the last run sent per
+    // (client, plugin); without this index that is a scan of every run.
+    r#"
+    CREATE INDEX runs_last_sent ON runs (uuid, plugin, sent_at);
+    "#,
 ];
 
 /// The schema version this program writes.
