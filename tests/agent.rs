@@ -806,3 +806,43 @@ fn agent_reports_its_own_counters_as_stats() {
         "hello and heartbeat were sent: {v}"
     );
 }
+
+#[test]
+fn an_id_reused_for_a_different_message_is_refused_and_a_retry_is_not() {
+    // No router: the first message stays in the spool, waiting for its ack.
+    let port = free_port();
+    let dir = TempDir::new("agent-dup-id");
+    let setup = AgentSetup::new(&dir, &format!("tcp://127.0.0.1:{port}"));
+    let _agent = setup.start();
+    let send = |message: &str| {
+        setup.send(&[
+            "notification",
+            "--severity",
+            "error",
+            "--message",
+            message,
+            "--id",
+            "job-42",
+        ])
+    };
+    let first = send("backup failed");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let retry = send("backup failed");
+    assert_eq!(
+        retry.status.code(),
+        Some(0),
+        "a retry of the same message is fine: {}",
+        stderr(&retry)
+    );
+    let other = send("disk full");
+    assert_eq!(
+        other.status.code(),
+        Some(1),
+        "a different message must not be swallowed"
+    );
+    assert!(
+        stderr(&other).contains("duplicate_id"),
+        "{}",
+        stderr(&other)
+    );
+}

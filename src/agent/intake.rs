@@ -423,6 +423,13 @@ impl IntakeThread {
                 ),
             ),
             Err(AppendRefusal::Io(e)) => self.reply_refusal(envelope, &refuse("spool_error", e)),
+            Err(AppendRefusal::DuplicateId(id)) => self.reply_refusal(
+                envelope,
+                &refuse(
+                    "duplicate_id",
+                    format!("a different message with id {id:?} is still waiting for its ack"),
+                ),
+            ),
         }
     }
 

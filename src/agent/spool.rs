@@ -23,6 +23,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "spool.log";
+/// Locked for the agent's lifetime. Not the spool file itself: compaction
+/// replaces that, and a lock on the replaced inode would guard nothing.
+pub const LOCK_NAME: &str = "spool.lock";
 const HEADER: usize = 1 + 4 + 8;
 /// Compaction is not worth it below this size.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
@@ -132,13 +135,37 @@ pub enum AppendError {
     Full { live: u64, max: u64 },
 }
 
+/// What the spool remembers of a live entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Live {
+    size: u64,
+    /// [`content_fingerprint`] of its frame: tells a sender's retry (same
+    /// content) from a different message reusing the id.
+    fingerprint: u64,
+}
+
+/// A message's identity for retries: its frame without `ts`, which the
+/// agent fills in anew on every try. JSON object keys are sorted (serde's
+/// map), so the same fields give the same fingerprint.
+pub fn content_fingerprint(frame: &[u8]) -> u64 {
+    match serde_json::from_slice::<serde_json::Value>(frame) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.remove("ts");
+            fnv1a(serde_json::Value::Object(map).to_string().as_bytes())
+        }
+        _ => fnv1a(frame),
+    }
+}
+
 /// The spool file and the size of what is live in it. Owned by the spool
 /// thread alone.
 pub struct Spool {
     path: PathBuf,
     file: File,
-    /// Size of each live entry's frame, by id.
-    live: HashMap<String, u64>,
+    /// Held open (and flocked) for the agent's lifetime.
+    _lock: File,
+    /// Each live entry, by id.
+    live: HashMap<String, Live>,
     live_bytes: u64,
     file_bytes: u64,
     max_bytes: u64,
@@ -151,6 +178,20 @@ impl Spool {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Vec<Entry>), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        let lock_path = dir.join(LOCK_NAME);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: cannot open: {e}", lock_path.display()))?;
+        lock(&lock_file).map_err(|e| {
+            format!(
+                "{}: {e}; is another agent using this VIGIL_STATE_DIR?",
+                lock_path.display()
+            )
+        })?;
         let path = dir.join(FILE_NAME);
         let fail =
             |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", path.display());
@@ -161,12 +202,6 @@ impl Spool {
             .truncate(false)
             .open(&path)
             .map_err(|e| fail("open", e))?;
-        lock(&file).map_err(|e| {
-            format!(
-                "{}: {e}; is another agent using this VIGIL_STATE_DIR?",
-                path.display()
-            )
-        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
         let (records, valid) = decode_all(&bytes);
@@ -184,14 +219,21 @@ impl Spool {
         file.seek(SeekFrom::Start(valid as u64))
             .map_err(|e| fail("seek", e))?;
         let entries = live_entries(records);
-        let live: HashMap<String, u64> = entries
+        let live: HashMap<String, Live> = entries
             .iter()
-            .map(|e| (e.id.clone(), e.frame.len() as u64))
+            .map(|e| {
+                let live = Live {
+                    size: e.frame.len() as u64,
+                    fingerprint: content_fingerprint(&e.frame),
+                };
+                (e.id.clone(), live)
+            })
             .collect();
-        let live_bytes = live.values().sum();
+        let live_bytes = live.values().map(|l| l.size).sum();
         let spool = Spool {
             path,
             file,
+            _lock: lock_file,
             live,
             live_bytes,
             file_bytes: valid as u64,
@@ -214,6 +256,11 @@ impl Spool {
         self.live.contains_key(id)
     }
 
+    /// The content fingerprint of live entry `id`, if it is live.
+    pub fn fingerprint(&self, id: &str) -> Option<u64> {
+        self.live.get(id).map(|l| l.fingerprint)
+    }
+
     /// Buffers an add record; it is durable only after [`Spool::commit`].
     pub fn add(&mut self, entry: &Entry) -> Result<(), AppendError> {
         let size = entry.frame.len() as u64;
@@ -224,7 +271,9 @@ impl Spool {
             });
         }
         encode(&Record::Add(entry.clone()), &mut self.buf);
-        self.live.insert(entry.id.clone(), size);
+        let fingerprint = content_fingerprint(&entry.frame);
+        self.live
+            .insert(entry.id.clone(), Live { size, fingerprint });
         self.live_bytes += size;
         Ok(())
     }
@@ -232,8 +281,8 @@ impl Spool {
     /// Buffers a done record for an acked id (unknown ids are ignored: a
     /// duplicate ack, or one for an id already compacted away).
     pub fn done(&mut self, id: &str) {
-        if let Some(size) = self.live.remove(id) {
-            self.live_bytes -= size;
+        if let Some(live) = self.live.remove(id) {
+            self.live_bytes -= live.size;
             encode(&Record::Done(id.to_string()), &mut self.buf);
         }
     }
@@ -241,34 +290,54 @@ impl Spool {
     /// Writes what is buffered; with `sync`, fsyncs it. On failure the
     /// buffered adds are undone so the caller can refuse them.
     pub fn commit(&mut self, sync: bool, added: &[&str]) -> Result<(), String> {
+        let start = self.file_bytes;
         if !self.buf.is_empty() {
             let result = self.file.write_all(&self.buf);
             self.file_bytes += self.buf.len() as u64;
             self.buf.clear();
             if let Err(e) = result {
-                self.undo(added);
+                self.undo(added, start);
                 return Err(format!("{}: write failed: {e}", self.path.display()));
             }
         }
         if sync {
             if let Err(e) = self.file.sync_data() {
-                self.undo(added);
+                self.undo(added, start);
                 return Err(format!("{}: fsync failed: {e}", self.path.display()));
             }
         }
         Ok(())
     }
 
-    fn undo(&mut self, added: &[&str]) {
+    /// Forgets the refused adds and cuts the file back to `start`, where
+    /// this group began. A torn record must not stay in the middle of the
+    /// file: replay stops at the first bad record, so every group appended
+    /// after it (fsynced and accepted) would be cut away at the next start.
+    fn undo(&mut self, added: &[&str], start: u64) {
         for id in added {
-            if let Some(size) = self.live.remove(*id) {
-                self.live_bytes -= size;
+            if let Some(live) = self.live.remove(*id) {
+                self.live_bytes -= live.size;
             }
         }
-        // A partial write leaves a torn record that the next replay cuts;
-        // reopening at the real end keeps later records after it valid.
-        if let Ok(len) = self.file.seek(SeekFrom::End(0)) {
-            self.file_bytes = len;
+        let cut = self
+            .file
+            .set_len(start)
+            .and_then(|()| self.file.seek(SeekFrom::Start(start)));
+        match cut {
+            Ok(_) => self.file_bytes = start,
+            Err(e) => {
+                // Cannot cut: appending after a torn record would bury
+                // later groups, so keep the file's end and let replay
+                // report the tear. Later groups are still refused only
+                // if their own writes fail.
+                log::error!(
+                    "{}: cannot cut a failed write back: {e}",
+                    self.path.display()
+                );
+                if let Ok(len) = self.file.seek(SeekFrom::End(0)) {
+                    self.file_bytes = len;
+                }
+            }
         }
     }
 
@@ -293,23 +362,25 @@ impl Spool {
             encode(&Record::Add(entry), &mut out);
         }
         let tmp = self.path.with_extension("log.tmp");
-        let mut file = File::create(&tmp).map_err(|e| fail("create", e))?;
-        file.write_all(&out).map_err(|e| fail("write", e))?;
-        file.sync_all().map_err(|e| fail("fsync", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| fail("rename", e))?;
-        if let Some(dir) = self.path.parent() {
-            super::identity::sync_dir(dir);
-        }
+        // Opened for reading and writing before the rename, so after it this
+        // very handle is the spool: nothing can fail between the rename and
+        // switching to it (a reopen could, leaving us writing to the
+        // unlinked old file).
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&self.path)
-            .map_err(|e| fail("reopen", e))?;
-        // The lock was on the old file; hold it on the new one.
-        lock(&file)?;
-        file.seek(SeekFrom::End(0)).map_err(|e| fail("seek", e))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| fail("create", e))?;
+        file.write_all(&out).map_err(|e| fail("write", e))?;
+        file.sync_all().map_err(|e| fail("fsync", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail("rename", e))?;
         self.file = file;
         self.file_bytes = out.len() as u64;
+        if let Some(dir) = self.path.parent() {
+            super::identity::sync_dir(dir);
+        }
         Ok(true)
     }
 }
@@ -419,5 +490,45 @@ mod tests {
         let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["m7", "late"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_away_so_later_groups_survive_replay() {
+        let dir = temp_dir();
+        let (mut spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        spool.add(&entry("a", r#"{"m":"a"}"#)).unwrap();
+        spool.commit(true, &["a"]).unwrap();
+        // A write that failed half-way: a torn record at the end.
+        let start = spool.file_bytes;
+        spool.file.write_all(b"A\x40\x00\x00\x00torn").unwrap();
+        spool.undo(&[], start);
+        spool.add(&entry("b", r#"{"m":"b"}"#)).unwrap();
+        spool.commit(true, &["b"]).unwrap();
+        drop(spool);
+        let (_, entries) = Spool::open(&dir, 1 << 20).unwrap();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "the group after the failed write is kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn fingerprints_ignore_ts_only() {
+        let a = content_fingerprint(br#"{"id":"x","message":"m","ts":1.0}"#);
+        let b = content_fingerprint(br#"{"ts":2.5,"message":"m","id":"x"}"#);
+        let c = content_fingerprint(br#"{"id":"x","message":"other","ts":1.0}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_lock_outlives_compaction() {
+        let dir = temp_dir();
+        let (_spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        let second = Spool::open(&dir, 1 << 20);
+        assert!(
+            second.is_err(),
+            "a second agent on the same directory is refused"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -9,7 +9,7 @@
 
 use super::link::{LinkTx, ToLink};
 use super::metrics::AgentMetrics;
-use super::spool::{AppendError, Entry, Spool};
+use super::spool::{content_fingerprint, AppendError, Entry, Spool};
 use crate::doorbell::Ringer;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,8 +35,13 @@ pub struct Completion {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendRefusal {
-    Full { live: u64, max: u64 },
+    Full {
+        live: u64,
+        max: u64,
+    },
     Io(String),
+    /// A different message already waits under this id.
+    DuplicateId(String),
 }
 
 pub struct SpoolThread {
@@ -66,18 +71,33 @@ impl SpoolThread {
     fn commit_group(&mut self, group: Vec<SpoolCmd>) {
         let mut accepted: Vec<(u64, Entry)> = Vec::new();
         let mut refused: Vec<Completion> = Vec::new();
+        // Retries of an entry added in this same group: answered as it is,
+        // once the commit says whether it stuck.
+        let mut retries: Vec<(u64, String)> = Vec::new();
         for cmd in group {
             match cmd {
                 SpoolCmd::Done(id) => self.spool.done(&id),
                 SpoolCmd::Append { entry, token } => {
-                    if self.spool.contains(&entry.id)
-                        || accepted.iter().any(|(_, e)| e.id == entry.id)
-                    {
-                        // Already kept: a sender retrying. Same answer, one copy.
-                        refused.push(Completion {
-                            token,
-                            result: Ok(entry.id),
-                        });
+                    let in_group = accepted.iter().any(|(_, e)| e.id == entry.id);
+                    if in_group || self.spool.contains(&entry.id) {
+                        let fingerprint = content_fingerprint(&entry.frame);
+                        if self.spool.fingerprint(&entry.id) != Some(fingerprint) {
+                            // Another message under an id already waiting:
+                            // saying "accepted" would lose it silently.
+                            refused.push(Completion {
+                                token,
+                                result: Err(AppendRefusal::DuplicateId(entry.id)),
+                            });
+                        } else if in_group {
+                            retries.push((token, entry.id));
+                        } else {
+                            // Already kept: a sender retrying. Same answer,
+                            // one copy.
+                            refused.push(Completion {
+                                token,
+                                result: Ok(entry.id),
+                            });
+                        }
                         continue;
                     }
                     match self.spool.add(&entry) {
@@ -106,6 +126,13 @@ impl SpoolThread {
                     let _ = self.link.send(ToLink::Spooled(entry));
                     Ok(id)
                 }
+                Err(e) => Err(AppendRefusal::Io(e.clone())),
+            };
+            let _ = self.completions.send(Completion { token, result });
+        }
+        for (token, id) in retries {
+            let result = match &committed {
+                Ok(()) => Ok(id),
                 Err(e) => Err(AppendRefusal::Io(e.clone())),
             };
             let _ = self.completions.send(Completion { token, result });
