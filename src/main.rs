@@ -26,6 +26,11 @@ mod zmq_send;
 
 use error::Error;
 
+/// The log target of every daemon's `ready:` line. Scripts, tests and
+/// `vigil standalone` wait for that line, so standalone keeps this target
+/// at `info` whatever `VIGIL_LOG` says.
+pub const READY_TARGET: &str = "vigil::ready";
+
 const USAGE: &str = "\
 usage: vigil <command>
 

@@ -446,8 +446,16 @@ fn start_part(
     parts: &mut Vec<Part>,
 ) -> Result<String, Error> {
     let mut command = Command::new(exe);
+    // The ready line must get through whatever level the user chose.
+    let log = std::env::var("VIGIL_LOG").unwrap_or_default();
+    let log = if log.trim().is_empty() {
+        "info".to_string()
+    } else {
+        log
+    };
     command
         .args(args)
+        .env("VIGIL_LOG", format!("{log},{}=info", crate::READY_TARGET))
         .envs(vars.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())

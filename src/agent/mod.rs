@@ -260,6 +260,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         .map_err(start)?;
     // Only now: a signal sent as soon as this line appears must drain.
     log::info!(
+        target: crate::READY_TARGET,
         "ready: uuid={uuid} local={local_endpoint} statsd={statsd_port} routers={}",
         config.routers.join(",")
     );

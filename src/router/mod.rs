@@ -70,7 +70,7 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     )
     .map_err(|e| Error::setup("starting threads", e))?;
     // Only now: a signal sent as soon as this line appears must drain.
-    log::info!("{ready_line}");
+    log::info!(target: crate::READY_TARGET, "{ready_line}");
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();

@@ -104,7 +104,7 @@ pub fn run(config: SchedulerConfig) -> Result<(), Error> {
         .spawn("dispatch", move || dispatcher.run())
         .and_then(|()| supervisor.spawn("planner", move || planner.run()))
         .map_err(|e| Error::setup("starting threads", e))?;
-    log::info!("{ready_line}");
+    log::info!(target: crate::READY_TARGET, "{ready_line}");
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();
