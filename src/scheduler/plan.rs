@@ -88,7 +88,9 @@ pub fn decide(
 ) -> Decision {
     let start = slot_start(now, interval, phase);
     let next = start + interval;
-    let done = last_sent.is_some_and(|sent| sent >= start);
+    // A last send "in the future" means the wall clock stepped back; it does
+    // not count for this slot, or nothing would run until the clock caught up.
+    let done = last_sent.is_some_and(|sent| sent >= start && sent < next);
     if done || now - start > catch_up {
         Decision::WaitUntil(next)
     } else {
@@ -98,6 +100,15 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_clock_stepped_back_does_not_stop_scheduling() {
+        // Last sent at 4600, then the clock went back to 965 (slot 960–1020).
+        assert_eq!(
+            super::decide(965.0, 60.0, 0.0, Some(4600.0), 30.0),
+            super::Decision::Run
+        );
+    }
+
     use super::*;
 
     const U: &str = "6f1c1d7e-8a5b-4c1e-9d2f-0a1b2c3d4e5f";

@@ -167,6 +167,20 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     if rows.is_empty() {
         return "  (none)\n".to_string();
     }
+    // Cells hold what clients sent (host names, plugin names): no escape
+    // sequence or newline of theirs reaches the operator's terminal.
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|cell| {
+                    cell.chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -244,6 +258,12 @@ mod tests {
         let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "  A    LONGER\n  xyz  1\n");
         assert_eq!(table(&["A"], vec![]), "  (none)\n");
+    }
+
+    #[test]
+    fn client_text_cannot_drive_the_terminal() {
+        let t = table(&["HOST"], vec![vec!["evil\x1b[2J\nhost".into()]]);
+        assert_eq!(t, "  HOST\n  evil [2J host\n");
     }
 
     #[test]
