@@ -6,11 +6,17 @@
 //! answered last; on `unknown_client`, `unreachable` or a timeout it goes to
 //! the next one, until every router was tried once. A REQ that timed out is
 //! stuck mid-conversation, so it is closed and a new one opened (the lazy
-//! pirate pattern). One `BackendClient` belongs to one thread.
+//! pirate pattern). A router that timed out is passed over for a while
+//! (`SUSPECT_FOR`), so a dead router costs one timeout per period rather
+//! than one per request. One `BackendClient` belongs to one thread.
 
 use serde_json::Value;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a router that did not answer in time is tried only when every
+/// other router is suspect too.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 /// Why a delivery failed on every router.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +49,8 @@ pub struct BackendClient {
     sockets: Vec<Option<zmq::Socket>>,
     /// The router to try first: the last one that delivered.
     preferred: usize,
+    /// Per router: passed over until then, after a timeout or socket error.
+    suspect_until: Vec<Option<Instant>>,
     timeout: Duration,
 }
 
@@ -51,11 +59,13 @@ impl BackendClient {
     /// `timeout`: how long to wait for one router's reply.
     pub fn new(ctx: &zmq::Context, endpoints: Vec<String>, timeout: Duration) -> BackendClient {
         let sockets = endpoints.iter().map(|_| None).collect();
+        let suspect_until = endpoints.iter().map(|_| None).collect();
         BackendClient {
             ctx: ctx.clone(),
             endpoints,
             sockets,
             preferred: 0,
+            suspect_until,
             timeout,
         }
     }
@@ -64,8 +74,7 @@ impl BackendClient {
     /// first router that has a route. Returns the router index that took it.
     pub fn deliver(&mut self, frame: &[u8]) -> Result<usize, DeliveryError> {
         let mut tries = Vec::new();
-        for step in 0..self.endpoints.len() {
-            let index = (self.preferred + step) % self.endpoints.len();
+        for index in self.order() {
             match self.request(index, frame) {
                 Ok(reply) if reply.get("ok") == Some(&Value::Bool(true)) => {
                     self.preferred = index;
@@ -87,13 +96,34 @@ impl BackendClient {
         Err(DeliveryError::NoRoute(tries))
     }
 
+    /// The routers to try, in order: from the preferred one on, those not
+    /// suspect; every router when all are suspect.
+    fn order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        let all: Vec<usize> = (0..n).map(|step| (self.preferred + step) % n).collect();
+        let healthy: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| self.suspect_until[i].is_none_or(|until| until <= now))
+            .collect();
+        if healthy.is_empty() {
+            all
+        } else {
+            healthy
+        }
+    }
+
     /// Sends one request to router `index` and waits for its reply.
     /// On a timeout or a socket error the REQ is closed, so the next call
-    /// starts a fresh conversation.
+    /// starts a fresh conversation, and the router is suspect for a while.
     pub fn request(&mut self, index: usize, frame: &[u8]) -> Result<Value, String> {
         let result = self.exchange(index, frame);
         if result.is_err() {
             self.sockets[index] = None;
+            self.suspect_until[index] = Some(Instant::now() + SUSPECT_FOR);
+        } else {
+            self.suspect_until[index] = None;
         }
         result
     }
@@ -131,5 +161,48 @@ impl BackendClient {
             .connect(&self.endpoints[index])
             .map_err(|e| format!("connect {}: {e}", self.endpoints[index]))?;
         Ok(socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(n: usize) -> BackendClient {
+        let endpoints = (0..n)
+            .map(|i| format!("tcp://127.0.0.1:{}", 1 + i))
+            .collect();
+        BackendClient::new(&zmq::Context::new(), endpoints, Duration::from_millis(10))
+    }
+
+    #[test]
+    fn a_suspect_router_is_passed_over_until_all_are_suspect() {
+        let mut c = client(3);
+        c.preferred = 1;
+        assert_eq!(c.order(), [1, 2, 0]);
+        c.suspect_until[2] = Some(Instant::now() + SUSPECT_FOR);
+        assert_eq!(c.order(), [1, 0]);
+        c.suspect_until[0] = Some(Instant::now() + SUSPECT_FOR);
+        c.suspect_until[1] = Some(Instant::now() + SUSPECT_FOR);
+        assert_eq!(c.order(), [1, 2, 0], "all suspect: try them all");
+        c.suspect_until[0] = Some(Instant::now() - Duration::from_secs(1));
+        assert_eq!(c.order(), [0], "a suspicion runs out");
+    }
+
+    #[test]
+    fn a_router_that_does_not_answer_becomes_suspect() {
+        let ctx = zmq::Context::new();
+        // Bound, so the request is taken, but nothing ever replies.
+        let silent = ctx.socket(zmq::ROUTER).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = silent.get_last_endpoint().unwrap().unwrap();
+        let mut c = BackendClient::new(&ctx, vec![endpoint], Duration::from_millis(50));
+        assert_eq!(
+            c.deliver(br#"{"to":"x"}"#)
+                .map_err(|e| matches!(e, DeliveryError::NoRoute(_))),
+            Err(true)
+        );
+        assert!(c.suspect_until[0].is_some_and(|t| t > Instant::now()));
+        assert!(c.sockets[0].is_none(), "the stuck REQ was closed");
     }
 }
