@@ -101,6 +101,11 @@ pub struct LinkThread {
     pub drain: Duration,
     /// Whether the last send attempt found a router.
     pub reachable: bool,
+    /// Acked ids not yet handed to the spool thread. Handed over with
+    /// `try_send` only: the spool thread may itself be waiting for room in
+    /// this thread's channel, and a blocking send here would deadlock the
+    /// two. Bounded by the spool's own size.
+    pub pending_done: Vec<String>,
 }
 
 impl LinkThread {
@@ -132,6 +137,7 @@ impl LinkThread {
                 }
             }
             self.take_channel();
+            self.hand_over_dones();
             self.flush(Instant::now());
             let mut wake = next_heartbeat;
             if let Some(at) = next_stats {
@@ -248,7 +254,7 @@ impl LinkThread {
             Inbound::Ack { id } => {
                 if self.resend.ack(&id) {
                     AgentMetrics::add(&self.metrics.acked, 1);
-                    let _ = self.spool.send(SpoolCmd::Done(id));
+                    self.pending_done.push(id);
                 }
             }
             Inbound::RunPlugin { plugin, run_id } => {
@@ -313,10 +319,32 @@ impl LinkThread {
             .store(self.queue.dropped_other, Relaxed);
     }
 
+    /// Tells the spool thread about acks, as far as its channel has room;
+    /// the rest wait for the next turn of the loop.
+    fn hand_over_dones(&mut self) {
+        let mut handed = 0;
+        for id in &self.pending_done {
+            match self.spool.try_send(SpoolCmd::Done(id.clone())) {
+                Ok(()) => handed += 1,
+                Err(_) => break,
+            }
+        }
+        self.pending_done.drain(..handed);
+    }
+
     /// On shutdown: take what the channel holds, try to send the queue for
     /// at most `drain`, then let the socket's linger flush it.
     fn drain_and_stop(mut self) -> Result<(), zmq::Error> {
         self.take_channel();
+        self.hand_over_dones();
+        if !self.pending_done.is_empty() {
+            // Not lost: their messages are resent after the restart and
+            // the sinks drop the duplicates.
+            log::warn!(
+                "stopping with {} ack(s) not yet recorded in the spool",
+                self.pending_done.len()
+            );
+        }
         let deadline = Instant::now() + self.drain;
         loop {
             self.flush(Instant::now());

@@ -194,6 +194,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         stats_interval: config.stats_interval,
         drain: config.drain,
         reachable: false,
+        pending_done: Vec::new(),
     };
     supervisor
         .spawn("link", move || link_thread.run())

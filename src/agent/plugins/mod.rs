@@ -121,6 +121,7 @@ impl PluginManager {
             concurrency: self.concurrency,
             output_max: self.output_max,
             metrics: self.metrics,
+            shutdown: self.shutdown.clone(),
         };
         loop {
             let now = Instant::now();
@@ -154,7 +155,7 @@ impl PluginManager {
                 break;
             }
         }
-        // Runs in progress end by their own timeout at the latest.
+        // Runs in progress see the shutdown and kill their process groups.
         for (_, (_, handle)) in state.running.drain() {
             let _ = handle.join();
         }
@@ -186,6 +187,7 @@ struct Inner {
     concurrency: usize,
     output_max: usize,
     metrics: Arc<AgentMetrics>,
+    shutdown: ShutdownWatch,
 }
 
 fn register(link: &LinkTx, uuid: &str, hostname: &str, files: &[Declaration]) {
@@ -297,6 +299,7 @@ impl Inner {
                 hostname: self.hostname.clone(),
                 output_max: self.output_max,
                 metrics: Arc::clone(&self.metrics),
+                stopping: self.shutdown.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("plugin-{name}"))
@@ -424,6 +427,7 @@ struct Worker {
     hostname: String,
     output_max: usize,
     metrics: Arc<AgentMetrics>,
+    stopping: ShutdownWatch,
 }
 
 impl Worker {
@@ -431,7 +435,8 @@ impl Worker {
         let decl = &job.decl;
         AgentMetrics::add(&self.metrics.plugin_runs, 1);
         let timeout = Duration::from_secs_f64(decl.timeout_s);
-        let outcome = run::run(&decl.command, timeout, self.output_max);
+        let stopping = || self.stopping.is_set();
+        let outcome = run::run(&decl.command, timeout, self.output_max, &stopping);
         if outcome.timed_out {
             AgentMetrics::add(&self.metrics.plugin_timeouts, 1);
             log::warn!(

@@ -33,8 +33,18 @@ pub fn status_of(code: Option<i32>) -> i32 {
     }
 }
 
-/// Runs `command` with `timeout`, keeping at most `max_output` bytes.
-pub fn run(command: &str, timeout: Duration, max_output: usize) -> RunOutcome {
+/// How often a run checks whether the agent is stopping.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs `command` with `timeout`, keeping at most `max_output` bytes. When
+/// `stopping` turns true the run is cut short like a timeout, so SIGTERM
+/// does not wait for plugins with long timeouts.
+pub fn run(
+    command: &str,
+    timeout: Duration,
+    max_output: usize,
+    stopping: &dyn Fn() -> bool,
+) -> RunOutcome {
     let started = Instant::now();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -68,7 +78,19 @@ pub fn run(command: &str, timeout: Duration, max_output: usize) -> RunOutcome {
     let deadline = started + timeout;
     // Output ends when every process of the group has closed stdout
     // (normally: exited); then wait for the leader's status.
-    let read = rx.recv_deadline(deadline).ok();
+    let read = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(STOP_CHECK)) {
+            Ok(r) => break Some(r),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break None,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if left <= STOP_CHECK || stopping() {
+                    break None;
+                }
+            }
+        }
+    };
+    let stopped = read.is_none() && Instant::now() < deadline;
     let mut status = None;
     if read.is_some() {
         status = wait_until(&mut child, deadline);
@@ -78,22 +100,36 @@ pub fn run(command: &str, timeout: Duration, max_output: usize) -> RunOutcome {
     if timed_out {
         let _ = child.wait();
     }
-    let (bytes, truncated) = match read {
-        Some(r) => r,
-        None => rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default(),
+    let (read, finished) = match read {
+        Some(r) => (r, true),
+        None => match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(r) => (r, true),
+            Err(_) => (Default::default(), false),
+        },
     };
-    if let Ok(handle) = reader {
-        let _ = handle.join();
+    let (bytes, truncated) = read;
+    match reader {
+        Ok(handle) if finished => {
+            let _ = handle.join();
+        }
+        // Still reading: a process that left the group (its own setsid)
+        // holds stdout open. Joining would block this worker until it
+        // exits, maybe never; the reader ends on its own when it does.
+        _ => {}
     }
     let duration = started.elapsed();
     if timed_out {
         return RunOutcome {
             status: UNKNOWN,
             output: Output {
-                text: format!(
-                    "UNKNOWN: plugin timed out after {:.1} s and was killed",
-                    timeout.as_secs_f64()
-                ),
+                text: if stopped {
+                    "UNKNOWN: plugin killed: the agent is stopping".to_string()
+                } else {
+                    format!(
+                        "UNKNOWN: plugin timed out after {:.1} s and was killed",
+                        timeout.as_secs_f64()
+                    )
+                },
                 ..Output::default()
             },
             duration,
@@ -192,7 +228,7 @@ mod tests {
             (4, UNKNOWN),
             (255, UNKNOWN),
         ] {
-            let out = run(&format!("echo 'text|a=1'; exit {code}"), T, 1024);
+            let out = run(&format!("echo 'text|a=1'; exit {code}"), T, 1024, &|| false);
             assert_eq!(out.status, status, "exit {code}");
             assert!(out.output.text.ends_with("text"), "{:?}", out.output.text);
             assert_eq!(out.output.perfdata.len(), 1);
@@ -201,7 +237,12 @@ mod tests {
 
     #[test]
     fn output_is_capped() {
-        let out = run("head -c 100000 /dev/zero | tr '\\0' x; exit 0", T, 1000);
+        let out = run(
+            "head -c 100000 /dev/zero | tr '\\0' x; exit 0",
+            T,
+            1000,
+            &|| false,
+        );
         assert!(out.truncated);
         assert_eq!(out.output.text.len(), 1000);
         assert_eq!(out.status, OK);
@@ -209,9 +250,35 @@ mod tests {
 
     #[test]
     fn timeout_is_unknown() {
-        let out = run("exec sleep 30", Duration::from_millis(200), 1024);
+        let out = run("exec sleep 30", Duration::from_millis(200), 1024, &|| false);
         assert!(out.timed_out);
         assert_eq!(out.status, UNKNOWN);
         assert!(out.duration < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_escaped_child_holding_stdout_does_not_hold_the_worker() {
+        // The child leaves the process group (setsid) and keeps stdout open
+        // for 20 s; the run must end at its timeout, not when the child does.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run(
+                "setsid sleep 20 & echo OK; exit 0",
+                Duration::from_millis(200),
+                1024,
+                &|| false,
+            ));
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the run returned while the escaped child still runs");
+        assert!(out.timed_out, "stdout never closed within the timeout");
+    }
+
+    #[test]
+    fn stopping_cuts_a_run_short() {
+        let out = run("exec sleep 30", Duration::from_secs(3600), 1024, &|| true);
+        assert!(out.timed_out);
+        assert!(out.output.text.contains("stopping"), "{}", out.output.text);
     }
 }
