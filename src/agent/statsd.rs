@@ -25,6 +25,12 @@ use std::time::{Duration, Instant};
 const MAX_NAMES: usize = 10_000;
 /// Metrics per stats message, so each stays well under the size limit.
 const PER_MESSAGE: usize = 400;
+/// Samples a timer keeps per interval for its p90 (a uniform reservoir);
+/// count, min, max and mean stay exact however many arrive.
+const TIMER_SAMPLES: usize = 1_000;
+/// A gauge not set for this many intervals is forgotten (its name no
+/// longer counts against `MAX_NAMES`; a later delta starts from 0).
+const GAUGE_KEEP_INTERVALS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
@@ -70,23 +76,77 @@ pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
     Ok((name.to_string(), sample))
 }
 
+/// One timer's interval: exact count/sum/min/max, and a bounded uniform
+/// sample for the percentile, so a flood of one name costs fixed memory.
+#[derive(Debug)]
+struct Timer {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    reservoir: Vec<f64>,
+    /// xorshift state for the reservoir's choices.
+    rng: u64,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            reservoir: Vec::new(),
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if self.reservoir.len() < TIMER_SAMPLES {
+            self.reservoir.push(v);
+            return;
+        }
+        // Algorithm R: keep the new sample with probability k / count.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let slot = self.rng % self.count;
+        if let Some(kept) = self.reservoir.get_mut(slot as usize) {
+            *kept = v;
+        }
+    }
+
+    fn p90(mut self) -> f64 {
+        self.reservoir.sort_by(f64::total_cmp);
+        let n = self.reservoir.len();
+        self.reservoir[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1]
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Aggregator {
     counters: BTreeMap<String, f64>,
-    gauges: HashMap<String, f64>,
+    /// Value and the interval it was last set in.
+    gauges: HashMap<String, (f64, u64)>,
     gauges_touched: BTreeMap<String, ()>,
-    timers: BTreeMap<String, Vec<f64>>,
+    timers: BTreeMap<String, Timer>,
+    /// Intervals flushed so far.
+    interval: u64,
 }
 
 impl Aggregator {
     fn names(&self) -> usize {
-        self.counters.len() + self.gauges_touched.len() + self.timers.len()
+        self.counters.len() + self.gauges.len() + self.timers.len()
     }
 
     /// Adds a sample; `false` when the interval already has too many names.
     pub fn add(&mut self, name: String, sample: Sample) -> bool {
         let known = self.counters.contains_key(&name)
-            || self.gauges_touched.contains_key(&name)
+            || self.gauges.contains_key(&name)
             || self.timers.contains_key(&name);
         if !known && self.names() >= MAX_NAMES {
             return false;
@@ -95,10 +155,11 @@ impl Aggregator {
             Sample::Counter(v) => *self.counters.entry(name).or_default() += v,
             Sample::Gauge { value, delta } => {
                 let g = self.gauges.entry(name.clone()).or_default();
-                *g = if delta { *g + value } else { value };
+                g.0 = if delta { g.0 + value } else { value };
+                g.1 = self.interval;
                 self.gauges_touched.insert(name, ());
             }
-            Sample::Timer(v) => self.timers.entry(name).or_default().push(v),
+            Sample::Timer(v) => self.timers.entry(name).or_insert_with(Timer::new).add(v),
         }
         true
     }
@@ -111,18 +172,18 @@ impl Aggregator {
             out.insert(name, v);
         }
         for (name, ()) in std::mem::take(&mut self.gauges_touched) {
-            out.insert(name.clone(), self.gauges[&name]);
+            out.insert(name.clone(), self.gauges[&name].0);
         }
-        for (name, mut values) in std::mem::take(&mut self.timers) {
-            values.sort_by(f64::total_cmp);
-            let n = values.len();
-            let sum: f64 = values.iter().sum();
-            let p90 = values[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1];
-            out.insert(format!("{name}.count"), n as f64);
-            out.insert(format!("{name}.min"), values[0]);
-            out.insert(format!("{name}.max"), values[n - 1]);
-            out.insert(format!("{name}.mean"), sum / n as f64);
-            out.insert(format!("{name}.p90"), p90);
+        let now = self.interval;
+        self.gauges
+            .retain(|_, (_, set_in)| now - *set_in < GAUGE_KEEP_INTERVALS);
+        self.interval += 1;
+        for (name, timer) in std::mem::take(&mut self.timers) {
+            out.insert(format!("{name}.count"), timer.count as f64);
+            out.insert(format!("{name}.min"), timer.min);
+            out.insert(format!("{name}.max"), timer.max);
+            out.insert(format!("{name}.mean"), timer.sum / timer.count as f64);
+            out.insert(format!("{name}.p90"), timer.p90());
         }
         out
     }
@@ -280,5 +341,39 @@ mod tests {
         let (n, s) = parse_line("g:+1|g").unwrap();
         agg.add(n, s);
         assert_eq!(agg.flush()["g"], 15.0);
+    }
+
+    #[test]
+    fn a_flooded_timer_keeps_exact_summaries_in_fixed_memory() {
+        let mut agg = Aggregator::default();
+        for i in 0..100_000 {
+            assert!(agg.add("t".into(), Sample::Timer(f64::from(i % 100))));
+        }
+        assert_eq!(agg.timers["t"].reservoir.len(), TIMER_SAMPLES);
+        let out = agg.flush();
+        assert_eq!(out["t.count"], 100_000.0);
+        assert_eq!(out["t.min"], 0.0);
+        assert_eq!(out["t.max"], 99.0);
+        assert_eq!(out["t.mean"], 49.5);
+        assert!((80.0..=99.0).contains(&out["t.p90"]), "{}", out["t.p90"]);
+    }
+
+    #[test]
+    fn gauges_not_set_for_long_are_forgotten() {
+        let mut agg = Aggregator::default();
+        agg.add(
+            "pid.1".into(),
+            Sample::Gauge {
+                value: 1.0,
+                delta: false,
+            },
+        );
+        // Reported by the flush of the interval it was set in, then kept
+        // through GAUGE_KEEP_INTERVALS intervals without a new value.
+        for _ in 0..=GAUGE_KEEP_INTERVALS {
+            assert_eq!(agg.gauges.len(), 1);
+            agg.flush();
+        }
+        assert!(agg.gauges.is_empty(), "an abandoned gauge name is dropped");
     }
 }
