@@ -44,18 +44,30 @@ pub fn read(tx: &Connection) -> rusqlite::Result<Option<Lease>> {
     .optional()
 }
 
-/// Takes or renews the lease for `secs` seconds. Returns its new expiry
-/// when `me` holds it, None when another holder's lease is still running.
+/// A lease `me` holds after [`acquire`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Held {
+    pub expires_at: f64,
+    /// The lease was already ours and had not lapsed: nobody else can have
+    /// sent runs since our last renewal. False after a lapse, even if no
+    /// one else took it meanwhile: another may have held it and let go.
+    pub continued: bool,
+}
+
+/// Takes or renews the lease for `secs` seconds. Returns it when `me`
+/// holds it, None when another holder's lease is still running.
 pub fn acquire(
     conn: &mut Connection,
     me: &str,
     secs: f64,
     now: f64,
-) -> rusqlite::Result<Option<f64>> {
+) -> rusqlite::Result<Option<Held>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !may_take(read(&tx)?.as_ref(), me, now) {
+    let current = read(&tx)?;
+    if !may_take(current.as_ref(), me, now) {
         return Ok(None);
     }
+    let continued = current.is_some_and(|lease| lease.holder == me && lease.expires_at > now);
     let expires_at = now + secs;
     tx.execute(
         "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
@@ -63,7 +75,10 @@ pub fn acquire(
         params![NAME, me, expires_at],
     )?;
     tx.commit()?;
-    Ok(Some(expires_at))
+    Ok(Some(Held {
+        expires_at,
+        continued,
+    }))
 }
 
 /// Whether `me` holds an unexpired lease, read inside the caller's
@@ -85,6 +100,20 @@ pub fn release(conn: &Connection, me: &str) -> rusqlite::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lapsed_lease_taken_again_is_not_a_continuation() {
+        let dir = std::env::temp_dir().join(format!("vigil-lease-{}", uuid::Uuid::new_v4()));
+        let mut a = crate::store::Store::open(&dir.join("v.db")).unwrap();
+        let first = acquire(&mut a.conn, "a", 10.0, 100.0).unwrap().unwrap();
+        assert!(!first.continued, "a first take");
+        let renewed = acquire(&mut a.conn, "a", 10.0, 105.0).unwrap().unwrap();
+        assert!(renewed.continued);
+        // Stalled past the expiry: someone may have held it meanwhile.
+        let after_lapse = acquire(&mut a.conn, "a", 10.0, 120.0).unwrap().unwrap();
+        assert!(!after_lapse.continued);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
     use crate::store::Store;
 
     fn store() -> (Store, std::path::PathBuf) {
@@ -109,16 +138,41 @@ mod tests {
     fn one_holder_until_it_lapses_or_is_released() {
         let (mut a, dir) = store();
         let mut b = Store::open(a.path()).unwrap();
-        assert_eq!(acquire(&mut a.conn, "a", 10.0, 100.0).unwrap(), Some(110.0));
-        assert_eq!(acquire(&mut b.conn, "b", 10.0, 105.0).unwrap(), None);
-        assert_eq!(acquire(&mut a.conn, "a", 10.0, 105.0).unwrap(), Some(115.0));
-        assert_eq!(acquire(&mut b.conn, "b", 10.0, 115.0).unwrap(), Some(125.0));
+        assert_eq!(
+            acquire(&mut a.conn, "a", 10.0, 100.0)
+                .unwrap()
+                .map(|h| h.expires_at),
+            Some(110.0)
+        );
+        assert_eq!(
+            acquire(&mut b.conn, "b", 10.0, 105.0)
+                .unwrap()
+                .map(|h| h.expires_at),
+            None
+        );
+        assert_eq!(
+            acquire(&mut a.conn, "a", 10.0, 105.0)
+                .unwrap()
+                .map(|h| h.expires_at),
+            Some(115.0)
+        );
+        assert_eq!(
+            acquire(&mut b.conn, "b", 10.0, 115.0)
+                .unwrap()
+                .map(|h| h.expires_at),
+            Some(125.0)
+        );
         let tx = a.conn.transaction().unwrap();
         assert!(!held_in(&tx, "a", 116.0).unwrap());
         drop(tx);
         assert!(!release(&a.conn, "a").unwrap());
         assert!(release(&b.conn, "b").unwrap());
-        assert_eq!(acquire(&mut a.conn, "a", 10.0, 116.0).unwrap(), Some(126.0));
+        assert_eq!(
+            acquire(&mut a.conn, "a", 10.0, 116.0)
+                .unwrap()
+                .map(|h| h.expires_at),
+            Some(126.0)
+        );
         let tx = a.conn.transaction().unwrap();
         assert!(held_in(&tx, "a", 120.0).unwrap());
         drop(tx);

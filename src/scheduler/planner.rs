@@ -137,16 +137,20 @@ impl Planner {
     fn check_lease(&mut self, now: f64) {
         let lease_secs = self.config.lease.as_secs_f64();
         let held = lease::acquire(&mut self.store.conn, &self.config.id, lease_secs, now);
-        let expires_at = match held {
-            Ok(expires_at) => expires_at,
+        let held = match held {
+            Ok(held) => held,
             Err(e) => {
                 log::error!("{}", self.store.error("taking or renewing the lease", e));
                 None
             }
         };
-        self.lease_clock.set(expires_at);
+        self.lease_clock.set(held.map(|h| h.expires_at));
+        // A lease that lapsed (this scheduler stalled) and was taken again
+        // is a new take, even if this scheduler thought it held it: another
+        // may have sent runs in between.
         let was_holding = self.holding;
-        self.holding = expires_at.is_some();
+        let continued = was_holding && held.is_some_and(|h| h.continued);
+        self.holding = held.is_some();
         if self.holding {
             // Renew at a third of the lease, so two missed renewals still
             // keep it.
@@ -156,7 +160,7 @@ impl Planner {
             self.next_lease_at = now + (lease_secs / 4.0).min(1.0);
         }
         match (was_holding, self.holding) {
-            (false, true) => {
+            (_, true) if !continued => {
                 log::info!("lease taken by {}: sending runs", self.config.id);
                 // Forget what this scheduler knew: another may have sent runs
                 // meanwhile; the store says what was sent.
@@ -187,16 +191,34 @@ impl Planner {
             .drain(..)
             .map(|p| ((p.uuid, p.plugin), p.last_sent))
             .collect();
-        self.pairs = loaded
-            .into_iter()
-            .map(|mut pair| {
-                if let Some(sent) = known.remove(&(pair.uuid.clone(), pair.plugin.clone())) {
-                    pair.last_sent = sent;
-                }
-                pair
-            })
-            .collect();
+        let mut pairs = Vec::with_capacity(loaded.len());
+        for mut pair in loaded {
+            match known.remove(&(pair.uuid.clone(), pair.plugin.clone())) {
+                Some(sent) => pair.last_sent = sent,
+                // New to this scheduler but maybe not to the store: a plugin
+                // removed and declared again must not run twice in a slot.
+                None if !fresh => pair.last_sent = self.last_sent_in_store(&pair),
+                None => {}
+            }
+            pairs.push(pair);
+        }
+        self.pairs = pairs;
         log::debug!("{} declared plugin(s) loaded", self.pairs.len());
+    }
+
+    /// The last run sent for `pair`, from `runs` (an index lookup).
+    fn last_sent_in_store(&self, pair: &Pair) -> Option<f64> {
+        self.store
+            .conn
+            .query_row(
+                "SELECT MAX(sent_at) FROM runs WHERE uuid = ?1 AND plugin = ?2",
+                [&pair.uuid, &pair.plugin],
+                |r| r.get::<_, Option<f64>>(0),
+            )
+            .unwrap_or_else(|e| {
+                log::error!("{}", self.store.error("reading a pair's last run", e));
+                None
+            })
     }
 
     fn load_pairs(&self, with_last_sent: bool) -> rusqlite::Result<Vec<Pair>> {
