@@ -11,16 +11,12 @@
 #[allow(dead_code)]
 mod util;
 
-#[allow(dead_code)]
-#[path = "util/daemon.rs"]
-mod daemon;
-
-use daemon::{wait_for, Daemon};
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use util::daemon::{wait_for, Daemon};
 use util::Router;
 
 /// How long any step of the scenario may take. Generous: the scheduler,

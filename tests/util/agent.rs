@@ -2,13 +2,11 @@
 //! the real `vigil agent` process (its `ready:` line parsed for the UUID,
 //! the local endpoint and the statsd port), and `vigil send`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use crate::util::daemon::Daemon;
 use crate::util::{token, START_WAIT};
 
 /// A directory removed when dropped.
@@ -39,18 +37,7 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// The command of `vigil`, with no VIGIL_* variable of the test leaking in.
-pub fn vigil(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    cmd.args(args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VIGIL_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("VIGIL_LOG", "info");
-    cmd
-}
+pub use crate::util::daemon::vigil_command as vigil;
 
 /// Everything an agent needs to be restarted with the same state.
 #[derive(Clone)]
@@ -122,106 +109,42 @@ impl AgentSetup {
     }
 
     pub fn start(&self) -> Agent {
-        let mut cmd = self.command(&["agent"]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn vigil agent");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let reader = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut ready_tx = Some(ready_tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { return };
-                    if line.contains("ready: ") {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(line.clone());
-                        }
-                    }
-                    log.lock().expect("log").push(line);
-                }
-            })
-        };
-        let mut agent = Agent {
-            child,
-            reader: Some(reader),
-            log,
-            uuid: String::new(),
-            statsd: String::new(),
-        };
-        match ready_rx.recv_timeout(START_WAIT) {
-            Ok(line) => agent.parse_ready(&line),
-            Err(_) => panic!("agent printed no `ready:` line within {START_WAIT:?}"),
-        }
-        agent
-    }
-}
-
-/// Runs `cmd` to its end, killing it after `limit`.
-pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn vigil");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for vigil"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("vigil did not exit within {limit:?}");
+        let daemon = Daemon::spawn("agent", self.command(&["agent"]));
+        let field = |key: &str| daemon.ready_field(key).unwrap_or_default();
+        let uuid = field("uuid");
+        assert_eq!(uuid.len(), 36, "no uuid in ready line {:?}", daemon.ready);
+        Agent {
+            uuid,
+            statsd: field("statsd"),
+            daemon,
         }
     }
 }
 
+pub use crate::util::daemon::output_within;
+
+/// A running `vigil agent` (a [`Daemon`]) and what its ready line said.
 pub struct Agent {
-    child: Child,
-    reader: Option<JoinHandle<()>>,
-    log: Arc<Mutex<Vec<String>>>,
+    daemon: Daemon,
     pub uuid: String,
     /// `127.0.0.1:PORT` of the statsd socket.
     pub statsd: String,
 }
 
 impl Agent {
-    fn parse_ready(&mut self, line: &str) {
-        for field in line.split_whitespace() {
-            match field.split_once('=') {
-                Some(("uuid", v)) => self.uuid = v.to_string(),
-                Some(("statsd", v)) => self.statsd = v.to_string(),
-                _ => {}
-            }
-        }
-        assert_eq!(self.uuid.len(), 36, "no uuid in ready line {line:?}");
-    }
-
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
+        self.daemon.log_lines()
     }
 
     /// Waits (bounded) for a log line containing `text`.
     pub fn wait_log(&self, text: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.log_lines().into_iter().find(|l| l.contains(text)) {
-                return line;
-            }
-            assert!(Instant::now() < deadline, "agent never logged {text:?}");
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.wait_log(text, limit)
     }
 
+    /// `kill SIG`, e.g. `-TERM`.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &self.daemon.pid().to_string()])
             .status()
             .expect("run kill")
             .success();
@@ -230,40 +153,12 @@ impl Agent {
 
     /// Kills with SIGKILL and reaps.
     pub fn kill9(mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
+        self.daemon.kill9();
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent still running after {limit:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        if thread::panicking() {
-            let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
-            eprintln!(
-                "----- stderr of agent {} -----\n{log}\n----- end -----",
-                self.uuid
-            );
-        }
+        self.daemon
+            .wait_exit(limit)
+            .unwrap_or_else(|| panic!("agent still running after {limit:?}"))
     }
 }

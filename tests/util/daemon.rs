@@ -28,17 +28,15 @@ pub struct Daemon {
 impl Daemon {
     /// Runs `vigil ARGS` with `env` and waits for its `ready:` line.
     pub fn start(name: &str, args: &[&str], env: &[(&str, String)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-        cmd.args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VIGIL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("VIGIL_LOG", "info");
+        let mut cmd = vigil_command(args);
         for (key, value) in env {
             cmd.env(key, value);
         }
+        Daemon::spawn(name, cmd)
+    }
+
+    /// Spawns `cmd` (a `vigil` daemon) and waits for its `ready:` line.
+    pub fn spawn(name: &str, mut cmd: Command) -> Daemon {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -89,6 +87,13 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits (bounded) for a log line containing `text` and returns it.
+    pub fn wait_log(&self, text: &str, timeout: Duration) -> String {
+        wait_for(&format!("{} to log {text:?}", self.name), timeout, || {
+            self.log_lines().into_iter().find(|l| l.contains(text))
+        })
+    }
+
     /// The value of `key=` in the ready line.
     pub fn ready_field(&self, key: &str) -> Option<String> {
         let prefix = format!("{key}=");
@@ -97,7 +102,7 @@ impl Daemon {
             .find_map(|w| w.strip_prefix(&prefix).map(str::to_string))
     }
 
-    fn signal(&self, sig: i32) {
+    pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
@@ -141,6 +146,42 @@ impl Drop for Daemon {
             for line in self.log_lines() {
                 eprintln!("{line}");
             }
+        }
+    }
+}
+
+/// `vigil ARGS` with the test's own `VIGIL_*` variables removed and
+/// `VIGIL_LOG=info`, so the ready line is there to read.
+pub fn vigil_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    cmd.args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VIGIL_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("VIGIL_LOG", "info");
+    cmd
+}
+
+/// Runs `cmd` to its end and returns its output, killing it (and failing
+/// the test) if it takes longer than `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn vigil");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for vigil"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("vigil did not exit within {limit:?}");
         }
     }
 }

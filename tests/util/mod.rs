@@ -7,6 +7,11 @@
 //! (DEALER), sinks (PULL) and back-end connections (REQ) whose every wait is
 //! bounded. The router's stderr is kept and printed when a test fails, and the
 //! process is killed when the [`Router`] is dropped, so no test leaks a daemon.
+//! [`daemon`] does the same for any other `vigil` daemon.
+
+// Not every test binary starts other daemons than routers.
+#[allow(dead_code)]
+pub mod daemon;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};

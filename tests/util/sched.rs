@@ -6,17 +6,17 @@
 //! completed as the real one does. Every wait is bounded.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
+use crate::util::daemon::{output_within, vigil_command, Daemon};
 use crate::util::{now_secs, recv_within, Router, START_WAIT};
 
 /// How long a condition the tests wait for may take.
@@ -191,15 +191,10 @@ fn base_env(store: &Path, backends: &[&str]) -> Vec<(String, String)> {
     .collect()
 }
 
-/// A `vigil` command with the test's own VIGIL_* variables removed.
+/// A `vigil` command with the test's own VIGIL_* variables removed and
+/// `env` set.
 pub fn vigil(args: &[&str], env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    cmd.args(args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VIGIL_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = vigil_command(args);
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -208,33 +203,12 @@ pub fn vigil(args: &[&str], env: &[(String, String)]) -> Command {
 
 /// Runs `vigil ARGS` to completion (bounded) and returns its output.
 pub fn run_vigil(args: &[&str], env: &[(String, String)]) -> Output {
-    let child = vigil(args, env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vigil");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(START_WAIT) {
-        Ok(output) => output.expect("wait for vigil"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("vigil {args:?} did not finish within {START_WAIT:?}");
-        }
-    }
+    output_within(vigil(args, env), START_WAIT)
 }
 
-/// A running `vigil scheduler`.
+/// A running `vigil scheduler` (a [`Daemon`]).
 pub struct Scheduler {
-    child: Child,
-    reader: Option<JoinHandle<()>>,
-    log: Arc<Mutex<Vec<String>>>,
+    daemon: Daemon,
     pub id: String,
     pub ready: String,
 }
@@ -262,49 +236,20 @@ impl Scheduler {
         let mut env = base_env(&store.path, backends);
         env.push(("VIGIL_SCHEDULER_ID".into(), id.into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut child = vigil(&["scheduler"], &env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vigil scheduler");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let reader = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut ready_tx = Some(ready_tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { return };
-                    if line.contains("ready: ") {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(line.clone());
-                        }
-                    }
-                    log.lock().expect("log").push(line);
-                }
-            })
-        };
-        let mut scheduler = Scheduler {
-            child,
-            reader: Some(reader),
-            log,
+        let daemon = Daemon::spawn(&format!("scheduler {id}"), vigil(&["scheduler"], &env));
+        Scheduler {
             id: id.to_string(),
-            ready: String::new(),
-        };
-        scheduler.ready = ready_rx.recv_timeout(START_WAIT).unwrap_or_else(|_| {
-            panic!("scheduler {id} printed no ready line within {START_WAIT:?}")
-        });
-        scheduler
+            ready: daemon.ready.clone(),
+            daemon,
+        }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon.pid()
     }
 
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
+        self.daemon.log_lines()
     }
 
     pub fn signal(&self, sig: &str) {
@@ -317,28 +262,9 @@ impl Scheduler {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        wait_for(timeout, &format!("scheduler {} to exit", self.id), || {
-            self.child.try_wait().expect("try_wait")
-        })
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        if thread::panicking() {
-            eprintln!(
-                "----- stderr of scheduler {} -----\n{}\n----- end -----",
-                self.id,
-                self.log_lines().join("\n")
-            );
-        }
+        self.daemon
+            .wait_exit(timeout)
+            .unwrap_or_else(|| panic!("scheduler {} still running after {timeout:?}", self.id))
     }
 }
 

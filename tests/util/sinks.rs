@@ -14,30 +14,17 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
 
+use crate::util::daemon::{output_within, vigil_command, Daemon};
 use crate::util::{Router, START_WAIT};
 
 /// How long a condition the tests wait for may take.
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it returns `Some`, or panics after `timeout` with
-/// `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::util::daemon::wait_for;
 
 /// A directory removed when dropped (kept when the test fails, to look at).
 pub struct TempDir(pub PathBuf);
@@ -118,50 +105,22 @@ impl SinkBuilder {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-        cmd.arg("sink").args(&self.args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("VIGIL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut sink_args = vec!["sink"];
+        sink_args.extend(self.args.iter().map(String::as_str));
+        let mut cmd = vigil_command(&sink_args);
+        cmd.envs(&self.env);
         cmd
     }
 
     /// Starts the sink and waits (bounded) for its `ready:` line.
     pub fn start(self) -> SinkProc {
-        let mut child = self.command().spawn().expect("spawn vigil sink");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let reader = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || read_lines(stderr, &log, ready_tx))
-        };
-        let mut sink = SinkProc {
-            child,
-            reader: Some(reader),
-            log,
-            ready: String::new(),
-        };
-        match ready_rx.recv_timeout(START_WAIT) {
-            Ok(line) => sink.ready = line,
-            Err(_) => panic!("vigil sink printed no ready line within {START_WAIT:?}"),
-        }
-        sink
+        let daemon = Daemon::spawn("vigil sink", self.command());
+        SinkProc { daemon }
     }
 
     /// Runs a sink expected to stop at once; returns status and stderr.
     pub fn run_to_exit(self) -> (ExitStatus, String) {
-        let out = self
-            .command()
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run vigil sink");
+        let out = output_within(self.command(), START_WAIT);
         (
             out.status,
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -169,75 +128,29 @@ impl SinkBuilder {
     }
 }
 
-fn read_lines(
-    stderr: std::process::ChildStderr,
-    log: &Mutex<Vec<String>>,
-    ready: mpsc::Sender<String>,
-) {
-    let mut ready = Some(ready);
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { return };
-        if line.contains("ready: ") {
-            if let Some(tx) = ready.take() {
-                let _ = tx.send(line.clone());
-            }
-        }
-        log.lock().expect("log lock").push(line);
-    }
-}
-
-/// A running `vigil sink`.
+/// A running `vigil sink` (a [`Daemon`]).
 pub struct SinkProc {
-    child: Child,
-    reader: Option<JoinHandle<()>>,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Its `ready:` line.
-    pub ready: String,
+    daemon: Daemon,
 }
 
 impl SinkProc {
     pub fn log_text(&self) -> String {
-        self.log.lock().expect("log lock").join("\n")
+        self.daemon.log_lines().join("\n")
     }
 
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
+        self.daemon.sigterm();
     }
 
     /// SIGTERM, then waits (bounded) for the exit; returns the status and
     /// the whole stderr.
     pub fn stop(mut self) -> (ExitStatus, String) {
         self.sigterm();
-        let status = wait_for("the sink to exit after SIGTERM", START_WAIT, || {
-            self.child.try_wait().expect("try_wait")
-        });
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        let status = self
+            .daemon
+            .wait_exit(START_WAIT)
+            .unwrap_or_else(|| panic!("the sink still runs {START_WAIT:?} after SIGTERM"));
         (status, self.log_text())
-    }
-}
-
-impl Drop for SinkProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        if thread::panicking() {
-            eprintln!(
-                "----- stderr of vigil sink -----\n{}\n----- end -----",
-                self.log_text()
-            );
-        }
     }
 }
 
