@@ -145,7 +145,7 @@ fn routers(rows: &[RouterRow]) -> String {
             }
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "ENDPOINT",
             "NAME",
@@ -159,7 +159,43 @@ fn routers(rows: &[RouterRow]) -> String {
             "UNDELIVERABLE",
         ],
         body,
-    )
+    );
+    out.push_str(&forwarded_by_type(rows));
+    out
+}
+
+/// Messages each live router forwarded, per type: what is flowing.
+fn forwarded_by_type(rows: &[RouterRow]) -> String {
+    let by_type = |r: &RouterRow| -> Option<serde_json::Map<String, Value>> {
+        r.status.as_ref()?["forwarded_by_type"].as_object().cloned()
+    };
+    let mut types: Vec<String> = rows
+        .iter()
+        .filter_map(by_type)
+        .flat_map(|m| m.into_iter().map(|(k, _)| k))
+        .collect();
+    types.sort();
+    types.dedup();
+    if types.is_empty() {
+        return String::new();
+    }
+    let body = rows
+        .iter()
+        .filter_map(|r| Some((r, by_type(r)?)))
+        .map(|(r, counts)| {
+            let mut row = vec![r.endpoint.clone()];
+            row.extend(
+                types
+                    .iter()
+                    .map(|t| counts.get(t).map_or("-".into(), |n| n.to_string())),
+            );
+            row
+        })
+        .collect();
+    let upper: Vec<String> = types.iter().map(|t| t.to_uppercase()).collect();
+    let mut headers = vec!["FORWARDED BY TYPE"];
+    headers.extend(upper.iter().map(String::as_str));
+    format!("\n{}", table(&headers, body))
 }
 
 /// Left-aligned columns separated by two spaces; "(none)" when empty.
