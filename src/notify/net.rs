@@ -39,15 +39,23 @@ pub fn remaining(deadline: Instant) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// Writes all of `data`, each write bounded by the time left.
+/// Writes all of `data` within the deadline: the write timeout is reset to
+/// the time left before every write, so a peer reading slowly cannot
+/// stretch the whole beyond it.
 pub fn write_all(stream: &mut TcpStream, data: &[u8], deadline: Instant) -> Result<(), String> {
-    let left = remaining(deadline).ok_or("timed out")?;
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    // One write_all under a timeout: a peer that stops reading makes the
-    // write block at most `left`, which is then reported as a timeout.
-    stream.write_all(data).map_err(|e| io_reason(&e))?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let left = remaining(deadline).ok_or("timed out")?;
+        stream
+            .set_write_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.write(rest) {
+            Ok(0) => return Err("the connection closed while writing".into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_reason(&e)),
+        }
+    }
     stream.flush().map_err(|e| io_reason(&e))
 }
 

@@ -16,7 +16,7 @@
 use super::config::SmtpConfig;
 use super::email;
 use super::net::{connect, io_reason, remaining, write_all};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -193,22 +193,37 @@ impl Session {
         ))
     }
 
+    /// One reply line, within the deadline however slowly it trickles in:
+    /// the read timeout is reset to the time left before every read (a
+    /// single `read_until` would let each of its reads wait that long).
     fn read_line(&mut self) -> Result<String, String> {
-        let left = remaining(self.deadline).ok_or_else(|| format!("{}: timed out", self.server))?;
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        let n = (&mut self.reader)
-            .take(REPLY_LINE_MAX as u64)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("{}: reading the reply: {}", self.server, io_reason(&e)))?;
-        if n == 0 {
-            return Err(format!("{}: the server closed the connection", self.server));
+        loop {
+            let left =
+                remaining(self.deadline).ok_or_else(|| format!("{}: timed out", self.server))?;
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|e| format!("{}: reading the reply: {}", self.server, io_reason(&e)))?;
+            if available.is_empty() {
+                return Err(format!("{}: the server closed the connection", self.server));
+            }
+            let room = REPLY_LINE_MAX.saturating_sub(buf.len());
+            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) if i < room => (i + 1, true),
+                _ => (available.len().min(room), available.len() >= room),
+            };
+            buf.extend_from_slice(&available[..take]);
+            self.reader.consume(take);
+            if done {
+                let line = String::from_utf8_lossy(&buf);
+                return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+            }
         }
-        let line = String::from_utf8_lossy(&buf);
-        Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
 }
 

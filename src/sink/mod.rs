@@ -233,7 +233,9 @@ fn spawn_all(
             retry_min: config.retry_min,
             retry_max: config.retry_max,
             poll: config.outbox_poll,
-            lease: config.handler_lease,
+            // Shorter than one attempt could take, a claim would lapse
+            // mid-attempt and let a second outbox run the same handlers.
+            lease: config.handler_lease.max(client_lease(Some(handlers))),
         };
         spawn(supervisor, "outbox", move || outbox.run())?;
     }

@@ -425,3 +425,33 @@ fn dot_stuffing() {
     assert_eq!(dot_stuff(".\r\n"), "..\r\n.\r\n");
     assert_eq!(dot_stuff("x"), "x\r\n.\r\n");
 }
+
+#[test]
+fn a_trickling_server_cannot_stretch_the_timeout() {
+    // A tarpit: the greeting comes one byte every 200 ms, never ending.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Write;
+            for _ in 0..200 {
+                if stream.write_all(b"2").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cfg = config(&addr, &["ops@example.org"]);
+        let _ = tx.send(send(&cfg, &notification(), Duration::from_secs(1)));
+    });
+    // Each byte resets nothing: the handler gives up at its deadline,
+    // not after 200 bytes × 200 ms.
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the handler returned near its 1 s deadline");
+    let err = result.unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+}
