@@ -88,7 +88,7 @@ impl TypeSink for NotificationSink {
         let before = now() - self.dedup_retention.as_secs_f64();
         match dedup::prune(&store.conn, before) {
             Ok(0) => {}
-            Ok(n) => log::info!("notification: forgot {n} handled id(s) older than the retention"),
+            Ok(n) => log::info!("notification: forgot {n} handled id(s) and notification(s) older than the retention"),
             Err(e) => ctx.store_error(0, &e),
         }
         Some(Instant::now() + Duration::from_secs(3600))

@@ -28,11 +28,18 @@ pub fn mark_handled(
     Ok(inserted == 1)
 }
 
-/// Forgets ids handled before `before`: an agent gives up resending long
-/// before, so the table stays bounded. Returns how many were removed.
+/// Forgets ids handled before `before`, and the handled notifications
+/// logged before it: an agent gives up resending long before, so both
+/// tables stay bounded (pending and failed notifications are kept).
+/// Returns how many rows were removed.
 pub fn prune(conn: &Connection, before: f64) -> rusqlite::Result<usize> {
-    conn.prepare_cached("DELETE FROM handled WHERE handled_at < ?1")?
-        .execute([before])
+    let ids = conn
+        .prepare_cached("DELETE FROM handled WHERE handled_at < ?1")?
+        .execute([before])?;
+    let log = conn
+        .prepare_cached("DELETE FROM notifications WHERE state = 'handled' AND created_at < ?1")?
+        .execute([before])?;
+    Ok(ids + log)
 }
 
 #[cfg(test)]
