@@ -1,5 +1,5 @@
 //! `vigil agent`'s configuration: `VIGIL_*` variables validated into plain
-//! data, logged once at start. Every default is in README.agent.md.
+//! data, logged once at start. Every default is in the README's `vigil agent` section.
 
 use crate::config::{ConfigError, Env};
 use std::net::SocketAddr;

@@ -1,9 +1,12 @@
-//! `vigil bench`: measures the router against libzmq's own `zmq_proxy`, on
+//! `vigil bench`: the benchmarks of every part, each against real processes.
+//!
+//! `bench router` measures the router against libzmq's own `zmq_proxy`, on
 //! the same machine and in the same run, so the figures stay comparable on a
-//! noisy host. `bench router` is the command people run; `bench proxy` and
-//! `bench clients` are hidden helpers it starts as child processes, so that
-//! the baseline and the scale-test clients each get their own process, file
-//! descriptor limit and RSS, like the router does.
+//! noisy host; `bench proxy` and `bench clients` are hidden helpers it
+//! starts as child processes, so that the baseline and the scale-test
+//! clients each get their own process, file descriptor limit and RSS, like
+//! the router does. `bench agent`, `bench sinks` and `bench scheduler`
+//! (with its hidden `sched-agents` fleet) measure the other parts.
 
 mod agent;
 mod backend;
