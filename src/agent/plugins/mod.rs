@@ -108,7 +108,7 @@ impl PluginManager {
             file_errors: Vec::new(),
         };
         self.register(&state.files);
-        self.schedule_local(&mut state, Instant::now());
+        reschedule_local(&mut state, Instant::now());
         let mut next_rescan = self.rescan.map(|r| Instant::now() + r);
         let mut bell = self.bell;
         let this = Inner {
@@ -165,13 +165,22 @@ impl PluginManager {
     fn register(&self, files: &[Declaration]) {
         register(&self.link, &self.uuid, &self.hostname, files);
     }
+}
 
-    fn schedule_local(&self, state: &mut State, now: Instant) {
-        state.next_local.clear();
-        let all = state.files.iter().chain(state.local.values().flatten());
-        for d in all.filter(|d| d.local) {
-            state.next_local.entry(d.name.clone()).or_insert(now);
-        }
+/// Brings the local schedule in line with the declarations: plugins no
+/// longer declared `local` leave it, new ones are due `now`, the others
+/// keep their next run.
+fn reschedule_local(state: &mut State, now: Instant) {
+    let names: Vec<String> = state
+        .files
+        .iter()
+        .chain(state.local.values().flatten())
+        .filter(|d| d.local)
+        .map(|d| d.name.clone())
+        .collect();
+    state.next_local.retain(|name, _| names.contains(name));
+    for name in names {
+        state.next_local.entry(name).or_insert(now);
     }
 }
 
@@ -221,18 +230,7 @@ impl Inner {
             PluginEvent::Local { process, plugins } => {
                 log::info!("process {process:?} declared {} plugin(s)", plugins.len());
                 state.local.insert(process, plugins);
-                let now = Instant::now();
-                let all: Vec<_> = state
-                    .files
-                    .iter()
-                    .chain(state.local.values().flatten())
-                    .filter(|d| d.local)
-                    .map(|d| d.name.clone())
-                    .collect();
-                state.next_local.retain(|name, _| all.contains(name));
-                for name in all {
-                    state.next_local.entry(name).or_insert(now);
-                }
+                reschedule_local(state, Instant::now());
             }
             PluginEvent::Finished { worker } => {
                 if let Some((_, handle)) = state.running.remove(&worker) {
@@ -328,18 +326,7 @@ impl Inner {
             );
             state.files = files;
             register(&self.link, &self.uuid, &self.hostname, &state.files);
-            let now = Instant::now();
-            let names: Vec<_> = state
-                .files
-                .iter()
-                .chain(state.local.values().flatten())
-                .filter(|d| d.local)
-                .map(|d| d.name.clone())
-                .collect();
-            state.next_local.retain(|n, _| names.contains(n));
-            for n in names {
-                state.next_local.entry(n).or_insert(now);
-            }
+            reschedule_local(state, Instant::now());
         }
     }
 
