@@ -386,13 +386,7 @@ fn send_notification(setup: &AgentSetup, message: &str) -> String {
     id
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use util::scratch::free_port;
 
 fn router_on(port: u16) -> Router {
     Router::builder("r1")

@@ -17,33 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use util::daemon::{wait_for, Daemon};
+use util::scratch::TempDir;
 use util::Router;
 
 /// How long any step of the scenario may take. Generous: the scheduler,
 /// resends and reconnects all work in seconds, and CI machines are slow.
 const STEP: Duration = Duration::from_secs(60);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("vigil-e2e-{}", util::token()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 fn write_plugin(dir: &Path, name: &str, script: &str, interval: Option<u32>) {
     use std::os::unix::fs::PermissionsExt;
@@ -75,7 +54,7 @@ struct System {
 
 impl System {
     fn start() -> System {
-        let dir = TempDir::new();
+        let dir = TempDir::new("e2e");
         let db = dir.join("vigil.db");
         let handled = dir.join("handled.jsonl");
         let plugins = dir.join("plugins.d");

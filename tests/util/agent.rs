@@ -7,28 +7,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::util::daemon::Daemon;
-use crate::util::{token, START_WAIT};
+use crate::util::START_WAIT;
 
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("vigil-{what}-{}", &token()[..12]));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::util::scratch::TempDir;
 
 /// Writes an executable shell script.
 pub fn write_script(path: &Path, body: &str) {

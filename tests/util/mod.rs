@@ -12,6 +12,8 @@
 // Not every test binary starts other daemons than routers.
 #[allow(dead_code)]
 pub mod daemon;
+#[allow(dead_code)]
+pub mod scratch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};

@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -23,16 +23,9 @@ use crate::util::{now_secs, recv_within, Router, START_WAIT};
 pub const LONG_WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns Some, or panics after `timeout` saying
-/// what was awaited.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
+/// what was awaited (the shared poller, with this harness's argument order).
+pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    crate::util::daemon::wait_for(what, timeout, check)
 }
 
 /// The scheduler's splay hash, written again here from its definition
