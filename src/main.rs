@@ -3,33 +3,8 @@
 //! `main` is thin: it picks the subcommand, runs it, and turns its error into
 //! one line on stderr and the exit status (`Error::exit_code`).
 
-mod agent;
-mod backend_client;
-mod bench;
-mod config;
-mod doorbell;
-mod error;
-mod graphite;
-mod json_scan;
-mod notify;
-mod protocol;
-mod router;
-mod scheduler;
-mod send;
-mod signals;
-mod sink;
-mod standalone;
-mod status;
-mod store;
-mod supervisor;
-mod zmq_send;
-
-use error::Error;
-
-/// The log target of every daemon's `ready:` line. Scripts, tests and
-/// `vigil standalone` wait for that line, so standalone keeps this target
-/// at `info` whatever `VIGIL_LOG` says.
-pub const READY_TARGET: &str = "vigil::ready";
+use vigil::error::Error;
+use vigil::{agent, config, router, scheduler, send, sink, standalone, status};
 
 const USAGE: &str = "\
 usage: vigil <command>
@@ -42,13 +17,10 @@ commands:
   scheduler       run the plugin scheduler (foreground)
   status          show clients, plugin states, notifications, routers
   standalone      run router, sinks, scheduler and agent together
-  bench router    measure the router against libzmq's zmq_proxy
-  bench agent     measure the agent: acked notifications into the spool, stats through it
-  bench sinks     measure the sinks: msgs/s per sink, acks/s
-  bench scheduler measure the scheduler and a simulated fleet through one router
   help            show this text
   --version       show the version
 
+The benchmarks are the separate `vigil-bench` binary.
 See README.md for every VIGIL_* variable and its default.";
 
 fn main() {
@@ -70,10 +42,6 @@ fn run(command: &str, rest: &[String]) -> Result<(), Error> {
         "scheduler" => scheduler::command(rest),
         "status" => status::command(rest),
         "standalone" => standalone::command(rest),
-        "bench" => bench::run(rest).map_err(|e| Error::Bench {
-            usage: e.is_usage(),
-            message: e.to_string(),
-        }),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -1,4 +1,4 @@
-//! `vigil bench agent`: what one agent sustains, measured from outside.
+//! `vigil-bench agent`: what one agent sustains, measured from outside.
 //!
 //! A real `vigil router` and a real `vigil agent` run as child processes
 //! on loopback, with the agent's state in a temporary directory. Then:
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: vigil bench agent [--seconds N] [--senders K]
+const USAGE: &str = "usage: vigil-bench agent [--seconds N] [--senders K]
 
 Runs a router and an agent on loopback and measures acked notifications/s
 accepted into the agent's spool, stats messages/s through the agent to a
@@ -151,7 +151,7 @@ fn measure(opts: &Options, dir: &std::path::Path) -> Result<(), BenchError> {
     let acked_rate = acked as f64 / secs;
     let stats_rate = received as f64 / secs;
     println!(
-        "vigil bench agent: {} senders, {} s per phase",
+        "vigil-bench agent: {} senders, {} s per phase",
         opts.senders, opts.seconds
     );
     println!("  acked notifications accepted into the spool: {acked_rate:.0}/s ({acked} in {secs} s, {acked_refused} refused)");

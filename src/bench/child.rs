@@ -156,8 +156,14 @@ impl Drop for ChildProc {
 }
 
 /// A command that runs this same `vigil` binary with `args`.
+/// A command running `vigil ARGS…` (the binary beside this one), or, for
+/// `["bench", HELPER, …]`, this benchmark binary's own hidden helper.
 pub fn vigil_command(args: &[&str]) -> Result<Command, BenchError> {
-    let exe = std::env::current_exe().doing("finding the vigil executable")?;
+    let exe = std::env::current_exe().doing("finding the vigil-bench executable")?;
+    let (exe, args) = match args.split_first() {
+        Some((&"bench", rest)) => (exe, rest),
+        _ => (exe.with_file_name("vigil"), args),
+    };
     let mut command = Command::new(exe);
     command.args(args);
     Ok(command)

@@ -1,4 +1,4 @@
-//! `vigil bench clients`: a child process holding many idle, welcomed
+//! `vigil-bench clients`: a child process holding many idle, welcomed
 //! clients for the connection-scale phase. It exists because each ZeroMQ
 //! socket costs a TCP descriptor and a mailbox eventfd, so 10 000 clients
 //! would not fit under one process's 20 000-descriptor limit.
@@ -16,8 +16,8 @@ const BATCH: usize = 100;
 /// The whole connect-and-handshake stage gives up after this.
 const CONNECT_LIMIT: Duration = Duration::from_secs(90);
 
-const HELP: &str = "usage: vigil bench clients --connect EP --count N
-(started by `vigil bench router`; holds N welcomed clients until its stdin closes)
+const HELP: &str = "usage: vigil-bench clients --connect EP --count N
+(started by `vigil-bench router`; holds N welcomed clients until its stdin closes)
 ";
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {

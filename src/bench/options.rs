@@ -1,4 +1,4 @@
-//! Command lines of `vigil bench router` and of its two hidden helpers, and
+//! Command lines of `vigil-bench router` and of its two hidden helpers, and
 //! the few VIGIL_* values the benchmark itself must know, kept apart from
 //! the socket code so they can be tested as plain data.
 
@@ -6,7 +6,7 @@ use super::BenchError;
 use std::time::Duration;
 
 pub const ROUTER_USAGE: &str = "\
-usage: vigil bench router [OPTIONS]
+usage: vigil-bench router [OPTIONS]
 
 Measures `vigil router` against libzmq's zmq_proxy (ROUTER -> PUSH), both
 started as child processes on 127.0.0.1 with ephemeral ports, then prints a
@@ -64,14 +64,14 @@ impl Default for RouterOptions {
     }
 }
 
-/// `vigil bench proxy --client-bind EP --sink-bind EP`
+/// `vigil-bench proxy --client-bind EP --sink-bind EP`
 #[derive(Debug, PartialEq)]
 pub struct ProxyOptions {
     pub client_bind: String,
     pub sink_bind: String,
 }
 
-/// `vigil bench clients --connect EP --count N`
+/// `vigil-bench clients --connect EP --count N`
 #[derive(Debug, PartialEq)]
 pub struct ClientsOptions {
     pub connect: String,

@@ -1,4 +1,4 @@
-//! `vigil bench proxy`: the baseline, libzmq's own `zmq_proxy` from a
+//! `vigil-bench proxy`: the baseline, libzmq's own `zmq_proxy` from a
 //! ROUTER (client side) to a PUSH (sink side), run in a child process like
 //! the router, with the router's I/O threads and high-water marks, so that
 //! the ratio between the two is the cost of what vigil adds.
@@ -7,8 +7,8 @@ use super::options::{self, Parsed};
 use super::{BenchError, Doing};
 use std::io;
 
-const HELP: &str = "usage: vigil bench proxy --client-bind EP --sink-bind EP
-(started by `vigil bench router`; runs zmq_proxy until its stdin closes)
+const HELP: &str = "usage: vigil-bench proxy --client-bind EP --sink-bind EP
+(started by `vigil-bench router`; runs zmq_proxy until its stdin closes)
 ";
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {

@@ -1,4 +1,4 @@
-//! What `vigil bench router` prints: a table for people, notes on anything
+//! What `vigil-bench router` prints: a table for people, notes on anything
 //! that looks wrong (lost or rejected messages, warnings in the router's
 //! log, a slow shutdown), and one JSON object on the last line of stdout for
 //! tools that track the figures over time.
@@ -104,7 +104,7 @@ fn header(out: &mut String, report: &Report) {
     let o = &report.opts;
     let _ = writeln!(
         out,
-        "vigil bench router: {}-byte stats messages over 127.0.0.1 tcp, {} s per run, {} sinks, {} I/O thread(s)",
+        "vigil-bench router: {}-byte stats messages over 127.0.0.1 tcp, {} s per run, {} sinks, {} I/O thread(s)",
         o.size,
         o.seconds.as_secs_f64(),
         o.sinks,
@@ -576,7 +576,7 @@ fn grouped(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::CpuUse;
+    use crate::load::CpuUse;
     use std::time::Duration;
 
     fn result(clients: usize, in_window: u64, sent: u64, total: u64) -> LoadResult {

@@ -1,6 +1,6 @@
 //! The connection-scale phase: many idle, welcomed clients on one router,
 //! to see what a large fleet costs in router memory and whether the router
-//! really tracks them all. The clients live in `vigil bench clients` child
+//! really tracks them all. The clients live in `vigil-bench clients` child
 //! processes, at most `PER_CHILD` each, to stay under the per-process
 //! descriptor limit.
 

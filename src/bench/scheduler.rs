@@ -1,4 +1,4 @@
-//! `vigil bench scheduler`: what one `vigil scheduler` drives, and what a
+//! `vigil-bench scheduler`: what one `vigil scheduler` drives, and what a
 //! simulated fleet answering it costs the router.
 //!
 //! Each phase builds a fresh store with N clients (fresh heartbeats) and P
@@ -19,15 +19,15 @@
 use super::child::{self, ChildProc, Shutdown};
 use super::fleet::{self, ContextPool, Dealer};
 use super::{join, spawn, BenchError, Doing};
-use crate::store::{self, Store};
 use rusqlite::params;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil::store::{self, Store};
 
-const USAGE: &str = "usage: vigil bench scheduler [--seconds S] [--fleet N] [--fleet-interval S]
+const USAGE: &str = "usage: vigil-bench scheduler [--seconds S] [--fleet N] [--fleet-interval S]
                               [--saturation-clients N] [--saturation-plugins P]
 
 Measures one vigil scheduler: the (client, plugin) pairs it drives per
@@ -345,7 +345,7 @@ fn duplicate_slots(store: &Store, interval: f64) -> Result<usize, BenchError> {
     let mut duplicates = 0;
     for row in rows {
         let (uuid, plugin, sent_at) = row.map_err(fail)?;
-        let phase = crate::scheduler::plan::phase(&uuid, &plugin, interval);
+        let phase = vigil::scheduler::plan::phase(&uuid, &plugin, interval);
         let slot = ((sent_at - phase) / interval).floor() as i64;
         if !seen.insert((uuid, plugin, slot)) {
             duplicates += 1;
@@ -506,7 +506,7 @@ fn sink_loop(
     Ok(())
 }
 
-/// `vigil bench sched-agents --connect EP --uuids FILE`: the load
+/// `vigil-bench sched-agents --connect EP --uuids FILE`: the load
 /// generator. Holds one welcomed DEALER per UUID and answers every
 /// run_plugin with a result until its stdin closes.
 pub fn agents(args: &[String]) -> Result<(), BenchError> {

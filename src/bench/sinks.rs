@@ -1,4 +1,4 @@
-//! `vigil bench sinks`: how many messages per second the sinks sustain,
+//! `vigil-bench sinks`: how many messages per second the sinks sustain,
 //! end to end through a real router: stats into a real carbon-cache,
 //! registrations into SQLite, and acks through the REQ/REP path back to the
 //! client.
@@ -30,7 +30,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest one phase may take before the run fails.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
-pub const USAGE: &str = "usage: vigil bench sinks [--messages N]
+pub const USAGE: &str = "usage: vigil-bench sinks [--messages N]
 
 Measures, through a real router: stats messages/s into a real carbon-cache,
 registrations/s into SQLite, and acks/s through the REQ/REP path.
@@ -102,7 +102,7 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
     let reg_rate = regs as f64 / registrations.took.as_secs_f64();
     let ack_rate = acked.acks as f64 / acked.took.as_secs_f64();
     println!(
-        "vigil bench sinks: one agent → one router → one `vigil sink stats registration heartbeat`"
+        "vigil-bench sinks: one agent → one router → one `vigil sink stats registration heartbeat`"
     );
     println!(
         "  stats        {n} msgs (10 metrics each) handled in {:.2} s: {stats_rate:.0} msgs/s ({:.0} lines/s); last point on carbon's disk after {:.2} s: {carbon_rate:.0} msgs/s",
@@ -299,7 +299,7 @@ impl Agent {
 }
 
 fn now_s() -> f64 {
-    crate::store::now()
+    vigil::store::now()
 }
 
 /// Stats of ten hosts with ten metrics each (a fixed set of series, as a

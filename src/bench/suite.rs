@@ -1,4 +1,4 @@
-//! `vigil bench router`: starts the router and the zmq_proxy baseline as
+//! `vigil-bench router`: starts the router and the zmq_proxy baseline as
 //! child processes, runs the phases in order (throughput for each client
 //! count, delivery latency, connection scale on a fresh router), and prints
 //! the report. Every phase has its own time limit, and every child is

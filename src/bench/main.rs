@@ -1,8 +1,12 @@
-//! `vigil bench`: the benchmarks of every part, each against real processes.
+//! `vigil-bench`: the benchmarks of every part, each against real processes.
+//!
+//! A binary of its own, so the production `vigil` carries no benchmark code.
+//! It starts the real `vigil` (the binary beside it in `target/release/`)
+//! for routers, agents, sinks and schedulers, and itself for its helpers.
 //!
 //! `bench router` measures the router against libzmq's own `zmq_proxy`, on
 //! the same machine and in the same run, so the figures stay comparable on a
-//! noisy host; `bench proxy` and `bench clients` are hidden helpers it
+//! noisy host; `proxy` and `clients` are hidden helpers it
 //! starts as child processes, so that the baseline and the scale-test
 //! clients each get their own process, file descriptor limit and RSS, like
 //! the router does. `bench agent`, `bench sinks` and `bench scheduler`
@@ -27,11 +31,20 @@ mod suite;
 use std::fmt;
 use std::time::Duration;
 
-/// `args` are the words after `vigil bench`, e.g. ["router", "--seconds", "5"].
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("VIGIL_LOG", "info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("vigil-bench: {e}");
+        std::process::exit(if e.is_usage() { 2 } else { 1 });
+    }
+}
+
+/// `args` are the words after `vigil-bench`, e.g. ["router", "--seconds", "5"].
 pub fn run(args: &[String]) -> Result<(), BenchError> {
     let Some((which, rest)) = args.split_first() else {
         return Err(BenchError::usage(
-            "missing benchmark name: try `vigil bench router`",
+            "missing benchmark name: try `vigil-bench router`",
         ));
     };
     match which.as_str() {
@@ -150,7 +163,7 @@ impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::Usage(message) => {
-                write!(f, "{message} (see `vigil bench router --help`)")
+                write!(f, "{message} (see `vigil-bench router --help`)")
             }
             ErrorKind::Zmq { doing, source } => write!(f, "{doing}: {source}"),
             ErrorKind::Io { doing, source } => write!(f, "{doing}: {source}"),

@@ -1,0 +1,32 @@
+//! vigil, the library: every part of the system, each in its own module.
+//!
+//! The `vigil` binary (`src/main.rs`) only picks a subcommand and calls the
+//! part's `command`/`run`; the benchmarks (`src/bench/`, the `vigil-bench`
+//! binary) and the integration tests use these modules directly.
+//! `docs/ARCHITECTURE.md` walks through the parts, their threads and the
+//! channels between them.
+
+pub mod agent;
+pub mod backend_client;
+pub mod config;
+pub mod doorbell;
+pub mod error;
+pub mod graphite;
+pub mod json_scan;
+pub mod notify;
+pub mod protocol;
+pub mod router;
+pub mod scheduler;
+pub mod send;
+pub mod signals;
+pub mod sink;
+pub mod standalone;
+pub mod status;
+pub mod store;
+pub mod supervisor;
+pub mod zmq_send;
+
+/// The log target of every daemon's `ready:` line. Scripts, tests and
+/// `vigil standalone` wait for that line, so standalone keeps this target
+/// at `info` whatever `VIGIL_LOG` says.
+pub const READY_TARGET: &str = "vigil::ready";
