@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod backend_client;
 pub mod config;
+pub mod curve;
 pub mod doorbell;
 pub mod error;
 pub mod graphite;

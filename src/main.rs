@@ -4,7 +4,7 @@
 //! one line on stderr and the exit status (`Error::exit_code`).
 
 use vigil::error::Error;
-use vigil::{agent, config, router, scheduler, send, sink, standalone, status};
+use vigil::{agent, config, curve, router, scheduler, send, sink, standalone, status};
 
 const USAGE: &str = "\
 usage: vigil <command>
@@ -17,6 +17,7 @@ commands:
   scheduler       run the plugin scheduler (foreground)
   status          show clients, plugin states, notifications, routers
   standalone      run router, sinks, scheduler and agent together
+  keygen PATH     write a CURVE key pair: PATH (secret, 0600) and PATH.pub
   help            show this text
   --version       show the version
 
@@ -42,6 +43,7 @@ fn run(command: &str, rest: &[String]) -> Result<(), Error> {
         "scheduler" => scheduler::command(rest),
         "status" => status::command(rest),
         "standalone" => standalone::command(rest),
+        "keygen" => curve::keygen_command(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
