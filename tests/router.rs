@@ -1,4 +1,4 @@
-//! Integration tests of `vigil router` against /work/shared/PROTOCOL.md.
+//! Integration tests of `vigil router` against docs/PROTOCOL.md.
 //!
 //! Each test starts its own router process (the real binary, on ephemeral
 //! ports) and talks to it only over zmq on 127.0.0.1, as agents, sinks and the
