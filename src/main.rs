@@ -25,7 +25,10 @@ The benchmarks are the separate `vigil-bench` binary.
 See README.md for every VIGIL_* variable and its default.";
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("VIGIL_LOG", "info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::new().filter_or("VIGIL_LOG", "info"));
+    vigil::notify::quiet_library_logs(&mut logger);
+    logger.init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().map(String::as_str).unwrap_or("help");
     if let Err(e) = run(command, &args[1.min(args.len())..]) {

@@ -563,6 +563,7 @@ fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt()
             &handler_command(&out, &dir.join("no-flag")),
         )
         .env("VIGIL_NOTIFY_SMTP", &format!("127.0.0.1:{}", smtp.port))
+        .env("VIGIL_NOTIFY_SMTP_TLS", "off")
         .env("VIGIL_NOTIFY_SMTP_TO", "ops@example.org")
         .env("VIGIL_NOTIFY_WEBHOOK", &pager.url())
         .start();

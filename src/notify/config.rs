@@ -1,11 +1,16 @@
 //! The notification handlers' configuration, read from `VIGIL_NOTIFY_*`.
 //!
+//! Secrets are read from their files here, once, and held so that no
+//! `Debug` or `Display` shows them (`secret.rs`).
+//!
 //! Plain data validated once at start, so a typo in an address or a severity
 //! list stops the sink with one line naming the variable instead of
 //! surfacing as a failed page in the middle of the night. Each handler is
 //! optional (unset = not configured) and has its own list of the severities
 //! it fires for.
 
+use super::secret::{read_secret_file, redact_url, Secret};
+use super::tls::Roots;
 use crate::config::{ConfigError, Env};
 use std::time::Duration;
 
@@ -72,26 +77,135 @@ pub struct CommandConfig {
     pub severities: SeveritySet,
 }
 
-/// `VIGIL_NOTIFY_SMTP`: plain SMTP to a relay.
+/// `VIGIL_NOTIFY_SMTP_TLS`: how the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection, then `STARTTLS`, which the server must offer
+    /// (port 587, or 25 between relays).
+    StartTls,
+    /// TLS from the first byte ("implicit TLS", port 465).
+    Tls,
+    /// No TLS at all (a relay on localhost or a trusted network, port 25).
+    Off,
+}
+
+impl SmtpTls {
+    /// The port taken when `VIGIL_NOTIFY_SMTP` names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::Off => 25,
+        }
+    }
+}
+
+/// `VIGIL_NOTIFY_SMTP`: a mail relay or submission server.
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
-    /// `host:port` of the relay.
-    pub server: String,
+    /// The server's name or address (an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// `AUTH` user and password, when the server wants them.
+    pub auth: Option<(String, Secret)>,
     /// The envelope and header sender.
     pub from: String,
     /// The envelope and header recipients.
     pub to: Vec<String>,
-    /// The name given in EHLO/HELO.
+    /// The name given in EHLO.
     pub helo: String,
     pub severities: SeveritySet,
 }
 
-/// `VIGIL_NOTIFY_WEBHOOK`: a JSON POST in the PagerDuty Events v2 shape.
+impl SmtpConfig {
+    /// `host:port`, for messages.
+    pub fn server(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `VIGIL_NOTIFY_WEBHOOK_FORMAT`: the body the webhook POSTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// A PagerDuty Events API v2 event (`trigger`, `resolve` on recovery).
+    PagerDuty,
+    /// A Slack incoming-webhook message (`text` and blocks).
+    Slack,
+    /// The notification object as it is.
+    Json,
+}
+
+/// The webhook's URL: shown as `scheme://host/…` only, since many (Slack's)
+/// carry their token in the path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    full: Secret,
+    shown: String,
+}
+
+impl WebhookUrl {
+    /// Checks the URL's shape: `http://` or `https://`, a host, no
+    /// credentials. The error is a sentence fragment.
+    pub fn parse(raw: &str) -> Result<WebhookUrl, String> {
+        let uri: ureq::http::Uri = raw
+            .parse()
+            .map_err(|_| "expected an http:// or https:// URL".to_string())?;
+        match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+            _ => return Err("expected an http:// or https:// URL".into()),
+        }
+        let Some(authority) = uri.authority() else {
+            return Err("the URL has no host".into());
+        };
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL are not supported".into());
+        }
+        if authority.host().is_empty() {
+            return Err("the URL has no host".into());
+        }
+        if authority.port_u16() == Some(0) {
+            return Err("the port must be from 1 to 65535".into());
+        }
+        Ok(WebhookUrl {
+            full: Secret::new(raw.to_string()),
+            shown: redact_url(raw),
+        })
+    }
+
+    /// The whole URL, for the request only.
+    pub fn expose(&self) -> &str {
+        self.full.expose()
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.shown.starts_with("https:") || self.shown.starts_with("HTTPS:")
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown)
+    }
+}
+
+/// `VIGIL_NOTIFY_WEBHOOK`: an HTTP(S) POST per notification.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    pub url: super::http::HttpUrl,
-    /// `routing_key` of the event, when the receiver needs one.
-    pub key: Option<String>,
+    pub url: WebhookUrl,
+    pub format: WebhookFormat,
+    /// PagerDuty's `routing_key` (the integration key).
+    pub key: Option<Secret>,
     pub severities: SeveritySet,
 }
 
@@ -103,6 +217,8 @@ pub struct NotifyConfig {
     pub webhook: Option<WebhookConfig>,
     /// The most one handler may take for one notification.
     pub timeout: Duration,
+    /// The certificates TLS connections trust.
+    pub roots: Roots,
 }
 
 impl NotifyConfig {
@@ -113,6 +229,7 @@ impl NotifyConfig {
             smtp: smtp_from_env(env)?,
             webhook: webhook_from_env(env)?,
             timeout,
+            roots: Roots::from_env(env)?,
         })
     }
 }
@@ -131,7 +248,68 @@ fn smtp_from_env(env: &Env) -> Result<Option<SmtpConfig>, ConfigError> {
     let Some(server) = env.get("VIGIL_NOTIFY_SMTP") else {
         return Ok(None);
     };
-    let server = host_port("VIGIL_NOTIFY_SMTP", server, 25)?;
+    let tls_raw = env.string("VIGIL_NOTIFY_SMTP_TLS", "starttls");
+    let tls = match tls_raw.to_ascii_lowercase().as_str() {
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        "off" => SmtpTls::Off,
+        _ => {
+            return Err(ConfigError::new(
+                "VIGIL_NOTIFY_SMTP_TLS",
+                &tls_raw,
+                "expected starttls (port 587), tls (port 465) or off (port 25)",
+            ))
+        }
+    };
+    let hp = host_port("VIGIL_NOTIFY_SMTP", server, tls.default_port())?;
+    let (host, port) = hp
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| ConfigError::new("VIGIL_NOTIFY_SMTP", server, "expected host:port"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let auth = match (
+        env.get("VIGIL_NOTIFY_SMTP_USER"),
+        env.get("VIGIL_NOTIFY_SMTP_PASSWORD_FILE"),
+    ) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "VIGIL_NOTIFY_SMTP_PASSWORD_FILE",
+                "",
+                "required when VIGIL_NOTIFY_SMTP_USER is set (a file holding the password)",
+            ))
+        }
+        (None, Some(path)) => {
+            return Err(ConfigError::new(
+                "VIGIL_NOTIFY_SMTP_USER",
+                "",
+                format!("required when VIGIL_NOTIFY_SMTP_PASSWORD_FILE is set ({path})"),
+            ))
+        }
+        (Some(user), Some(path)) => {
+            if tls == SmtpTls::Off {
+                return Err(ConfigError::new(
+                    "VIGIL_NOTIFY_SMTP_TLS",
+                    &tls_raw,
+                    "AUTH without TLS would send the password in the clear: use starttls or tls",
+                ));
+            }
+            if user.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    "VIGIL_NOTIFY_SMTP_USER",
+                    user,
+                    "contains control characters",
+                ));
+            }
+            Some((
+                user.to_string(),
+                read_secret_file("VIGIL_NOTIFY_SMTP_PASSWORD_FILE", path)?,
+            ))
+        }
+    };
     let hostname = local_hostname();
     let from = match env.get("VIGIL_NOTIFY_SMTP_FROM") {
         Some(from) => address("VIGIL_NOTIFY_SMTP_FROM", from)?,
@@ -156,9 +334,10 @@ fn smtp_from_env(env: &Env) -> Result<Option<SmtpConfig>, ConfigError> {
         ));
     }
     let helo = env.string("VIGIL_NOTIFY_SMTP_HELO", &hostname);
-    if !helo
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+    if helo.is_empty()
+        || !helo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
     {
         return Err(ConfigError::new(
             "VIGIL_NOTIFY_SMTP_HELO",
@@ -167,7 +346,10 @@ fn smtp_from_env(env: &Env) -> Result<Option<SmtpConfig>, ConfigError> {
         ));
     }
     Ok(Some(SmtpConfig {
-        server,
+        host,
+        port,
+        tls,
+        auth,
         from,
         to,
         helo,
@@ -176,14 +358,46 @@ fn smtp_from_env(env: &Env) -> Result<Option<SmtpConfig>, ConfigError> {
 }
 
 fn webhook_from_env(env: &Env) -> Result<Option<WebhookConfig>, ConfigError> {
+    if let Some(_key) = env.get("VIGIL_NOTIFY_WEBHOOK_KEY") {
+        return Err(ConfigError::new(
+            "VIGIL_NOTIFY_WEBHOOK_KEY",
+            "(not shown)",
+            "secrets are read from files: put the key in a file readable by its owner only and set VIGIL_NOTIFY_WEBHOOK_KEY_FILE",
+        ));
+    }
     let Some(raw) = env.get("VIGIL_NOTIFY_WEBHOOK") else {
         return Ok(None);
     };
-    let url = super::http::HttpUrl::parse(raw)
-        .map_err(|reason| ConfigError::new("VIGIL_NOTIFY_WEBHOOK", raw, reason))?;
+    let url = WebhookUrl::parse(raw)
+        .map_err(|reason| ConfigError::new("VIGIL_NOTIFY_WEBHOOK", &redact_url(raw), reason))?;
+    let format_raw = env.string("VIGIL_NOTIFY_WEBHOOK_FORMAT", "pagerduty");
+    let format = match format_raw.to_ascii_lowercase().as_str() {
+        "pagerduty" => WebhookFormat::PagerDuty,
+        "slack" => WebhookFormat::Slack,
+        "json" => WebhookFormat::Json,
+        _ => {
+            return Err(ConfigError::new(
+                "VIGIL_NOTIFY_WEBHOOK_FORMAT",
+                &format_raw,
+                "expected pagerduty, slack or json",
+            ))
+        }
+    };
+    let key = env
+        .get("VIGIL_NOTIFY_WEBHOOK_KEY_FILE")
+        .map(|path| read_secret_file("VIGIL_NOTIFY_WEBHOOK_KEY_FILE", path))
+        .transpose()?;
+    if key.is_some() && format != WebhookFormat::PagerDuty {
+        return Err(ConfigError::new(
+            "VIGIL_NOTIFY_WEBHOOK_KEY_FILE",
+            env.get("VIGIL_NOTIFY_WEBHOOK_KEY_FILE").unwrap_or(""),
+            "a routing key is only sent with VIGIL_NOTIFY_WEBHOOK_FORMAT=pagerduty",
+        ));
+    }
     Ok(Some(WebhookConfig {
         url,
-        key: env.get("VIGIL_NOTIFY_WEBHOOK_KEY").map(str::to_string),
+        format,
+        key,
         severities: SeveritySet::from_env(env, "VIGIL_NOTIFY_WEBHOOK_SEVERITIES", "critical")?,
     }))
 }
@@ -256,6 +470,7 @@ mod tests {
                 "VIGIL_NOTIFY_SMTP_TO",
                 "ops@example.org, oncall@example.org",
             ),
+            ("VIGIL_NOTIFY_SMTP_TLS", "off"),
             ("VIGIL_NOTIFY_WEBHOOK", "http://relay:8080/v2/enqueue"),
         ]);
         let c = NotifyConfig::from_env(&env).unwrap();
@@ -304,11 +519,68 @@ mod tests {
                 "VIGIL_NOTIFY_SMTP_FROM",
             ),
             (
-                &[(
-                    "VIGIL_NOTIFY_WEBHOOK",
-                    "https://events.pagerduty.com/v2/enqueue",
-                )],
+                &[
+                    ("VIGIL_NOTIFY_SMTP", "mail:25"),
+                    ("VIGIL_NOTIFY_SMTP_TO", "a@b"),
+                    ("VIGIL_NOTIFY_SMTP_TLS", "ssl"),
+                ],
+                "VIGIL_NOTIFY_SMTP_TLS",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_SMTP", "mail:25"),
+                    ("VIGIL_NOTIFY_SMTP_TO", "a@b"),
+                    ("VIGIL_NOTIFY_SMTP_USER", "u"),
+                ],
+                "VIGIL_NOTIFY_SMTP_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_SMTP", "mail:25"),
+                    ("VIGIL_NOTIFY_SMTP_TO", "a@b"),
+                    ("VIGIL_NOTIFY_SMTP_USER", "u"),
+                    ("VIGIL_NOTIFY_SMTP_PASSWORD_FILE", "/nonexistent/pw"),
+                ],
+                "VIGIL_NOTIFY_SMTP_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_SMTP", "mail:25"),
+                    ("VIGIL_NOTIFY_SMTP_TO", "a@b"),
+                    ("VIGIL_NOTIFY_SMTP_TLS", "off"),
+                    ("VIGIL_NOTIFY_SMTP_USER", "u"),
+                    ("VIGIL_NOTIFY_SMTP_PASSWORD_FILE", "/nonexistent/pw"),
+                ],
+                "VIGIL_NOTIFY_SMTP_TLS",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_WEBHOOK", "https://x/"),
+                    ("VIGIL_NOTIFY_WEBHOOK_FORMAT", "teams"),
+                ],
+                "VIGIL_NOTIFY_WEBHOOK_FORMAT",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_WEBHOOK", "https://x/"),
+                    ("VIGIL_NOTIFY_WEBHOOK_KEY", "K"),
+                ],
+                "VIGIL_NOTIFY_WEBHOOK_KEY",
+            ),
+            (
+                &[
+                    ("VIGIL_NOTIFY_WEBHOOK", "https://x/"),
+                    ("VIGIL_NOTIFY_WEBHOOK_KEY_FILE", "/nonexistent/key"),
+                ],
+                "VIGIL_NOTIFY_WEBHOOK_KEY_FILE",
+            ),
+            (
+                &[("VIGIL_NOTIFY_WEBHOOK", "https://u:p@x/")],
                 "VIGIL_NOTIFY_WEBHOOK",
+            ),
+            (
+                &[("VIGIL_NOTIFY_CA_FILE", "/nonexistent/ca.pem")],
+                "VIGIL_NOTIFY_CA_FILE",
             ),
             (
                 &[("VIGIL_NOTIFY_WEBHOOK", "ftp://x")],
@@ -326,13 +598,80 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_advice() {
-        let env = Env::from_pairs([(
-            "VIGIL_NOTIFY_WEBHOOK",
-            "https://events.pagerduty.com/v2/enqueue",
-        )]);
-        let err = NotifyConfig::from_env(&env).unwrap_err();
-        assert!(err.to_string().contains("http relay"), "{err}");
+    fn https_webhooks_and_formats() {
+        let env = Env::from_pairs([
+            (
+                "VIGIL_NOTIFY_WEBHOOK",
+                "https://hooks.slack.com/services/T0/B0/S3CRET",
+            ),
+            ("VIGIL_NOTIFY_WEBHOOK_FORMAT", "Slack"),
+        ]);
+        let hook = NotifyConfig::from_env(&env).unwrap().webhook.unwrap();
+        assert_eq!(hook.format, WebhookFormat::Slack);
+        assert!(hook.url.is_https());
+        assert_eq!(hook.url.to_string(), "https://hooks.slack.com/…");
+        assert!(!format!("{hook:?}").contains("S3CRET"));
+        assert_eq!(
+            hook.url.expose(),
+            "https://hooks.slack.com/services/T0/B0/S3CRET"
+        );
+        let default = Env::from_pairs([("VIGIL_NOTIFY_WEBHOOK", "http://relay:8080/x")]);
+        let hook = NotifyConfig::from_env(&default).unwrap().webhook.unwrap();
+        assert_eq!(hook.format, WebhookFormat::PagerDuty);
+        assert!(hook.key.is_none());
+    }
+
+    #[test]
+    fn smtp_tls_modes_and_default_ports() {
+        for (mode, tls, port) in [
+            (None, SmtpTls::StartTls, 587),
+            (Some("starttls"), SmtpTls::StartTls, 587),
+            (Some("TLS"), SmtpTls::Tls, 465),
+            (Some("off"), SmtpTls::Off, 25),
+        ] {
+            let mut pairs = vec![
+                ("VIGIL_NOTIFY_SMTP", "mail.example.org"),
+                ("VIGIL_NOTIFY_SMTP_TO", "ops@example.org"),
+            ];
+            if let Some(m) = mode {
+                pairs.push(("VIGIL_NOTIFY_SMTP_TLS", m));
+            }
+            let smtp = NotifyConfig::from_env(&Env::from_pairs(pairs))
+                .unwrap()
+                .smtp
+                .unwrap();
+            assert_eq!((smtp.tls, smtp.port), (tls, port), "{mode:?}");
+            assert!(smtp.auth.is_none());
+        }
+        let v6 = Env::from_pairs([
+            ("VIGIL_NOTIFY_SMTP", "[::1]:2525"),
+            ("VIGIL_NOTIFY_SMTP_TO", "ops@example.org"),
+        ]);
+        let smtp = NotifyConfig::from_env(&v6).unwrap().smtp.unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port), ("::1", 2525));
+        assert_eq!(smtp.server(), "[::1]:2525");
+    }
+
+    #[test]
+    fn smtp_auth_reads_the_password_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vigil-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_str().unwrap();
+        let env = Env::from_pairs([
+            ("VIGIL_NOTIFY_SMTP", "smtp.example.org"),
+            ("VIGIL_NOTIFY_SMTP_TO", "ops@example.org"),
+            ("VIGIL_NOTIFY_SMTP_USER", "vigil"),
+            ("VIGIL_NOTIFY_SMTP_PASSWORD_FILE", path),
+        ]);
+        let config = NotifyConfig::from_env(&env).unwrap();
+        let (user, password) = config.smtp.as_ref().unwrap().auth.clone().unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("vigil", "hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! - `command`: a shell command with the notification as JSON on stdin and as
 //!   `VIGIL_*` environment variables, like Nagios notification commands and
 //!   Sensu pipe handlers (`command.rs`);
-//! - `email`: one message per notification through a plain SMTP relay
-//!   (`smtp.rs`);
-//! - `webhook`: a PagerDuty Events v2-shaped JSON POST (`webhook.rs` over
-//!   `http.rs`).
+//! - `email`: one message per notification to an SMTP server, with
+//!   STARTTLS or TLS and AUTH (`smtp.rs` over lettre; the message in
+//!   `email.rs`);
+//! - `webhook`: an HTTP(S) POST for PagerDuty, Slack or any JSON receiver
+//!   (`webhook.rs` over `http.rs`, ureq).
+//!
+//! TLS trusts Mozilla's roots and `VIGIL_NOTIFY_CA_FILE` (`tls.rs`);
+//! secrets come from files and stay out of every text (`secret.rs`).
 //!
 //! [`Handlers::run`] runs the handlers for one notification one after the
 //! other, each bounded by `VIGIL_NOTIFY_TIMEOUT_SECS`, and reports each one's
@@ -21,8 +25,9 @@ pub mod command;
 pub mod config;
 pub mod email;
 pub mod http;
-mod net;
+pub mod secret;
 pub mod smtp;
+pub mod tls;
 pub mod webhook;
 
 use crate::config::{ConfigError, Env};
@@ -38,6 +43,8 @@ pub const WEBHOOK: &str = "webhook";
 #[derive(Debug, Clone)]
 pub struct Handlers {
     config: NotifyConfig,
+    smtp: Option<smtp::SmtpClient>,
+    http: http::HttpClient,
 }
 
 /// What one handler did with one notification.
@@ -47,14 +54,24 @@ pub struct HandlerOutcome {
     pub handler: String,
     /// `Err` carries a one-line reason for the log and the store.
     pub result: Result<(), String>,
+    /// On a failure: how long the receiver asked to wait before the next
+    /// try (HTTP `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Handlers {
     /// Reads the handler configuration (VIGIL_NOTIFY_* variables) and checks it.
     pub fn from_env(env: &Env) -> Result<Handlers, ConfigError> {
-        Ok(Handlers {
-            config: NotifyConfig::from_env(env)?,
-        })
+        let config = NotifyConfig::from_env(env)?;
+        let smtp = match &config.smtp {
+            Some(c) => Some(
+                smtp::SmtpClient::new(c, &config.roots)
+                    .map_err(|e| ConfigError::new("VIGIL_NOTIFY_SMTP", &c.server(), e))?,
+            ),
+            None => None,
+        };
+        let http = http::HttpClient::new(&config.roots);
+        Ok(Handlers { config, smtp, http })
     }
 
     /// The configuration, e.g. to log it once at start.
@@ -103,31 +120,47 @@ impl Handlers {
             .into_iter()
             .filter(|name| !done.contains(name))
             .map(|name| {
-                let result = match name.as_str() {
-                    COMMAND => c
-                        .command
-                        .as_ref()
-                        .map(|h| command::run(h, notification, c.timeout)),
-                    EMAIL => c
-                        .smtp
-                        .as_ref()
-                        .map(|h| smtp::send(h, notification, c.timeout)),
-                    WEBHOOK => c
-                        .webhook
-                        .as_ref()
-                        .map(|h| webhook::send(h, notification, c.timeout)),
-                    _ => None,
-                }
-                .unwrap_or_else(|| Err(format!("handler {name} is not configured")));
+                let (result, retry_after) = match name.as_str() {
+                    COMMAND => match &c.command {
+                        Some(h) => (command::run(h, notification, c.timeout), None),
+                        None => (Err(not_configured(&name)), None),
+                    },
+                    EMAIL => match &self.smtp {
+                        Some(h) => (h.send(notification, c.timeout), None),
+                        None => (Err(not_configured(&name)), None),
+                    },
+                    WEBHOOK => match &c.webhook {
+                        Some(h) => match webhook::send(&self.http, h, notification, c.timeout) {
+                            Ok(()) => (Ok(()), None),
+                            Err(e) => (Err(e.reason), e.retry_after),
+                        },
+                        None => (Err(not_configured(&name)), None),
+                    },
+                    _ => (Err(not_configured(&name)), None),
+                };
                 if let Err(reason) = &result {
                     log::warn!("notification handler {name} failed: {reason}");
                 }
                 HandlerOutcome {
                     handler: name,
                     result,
+                    retry_after,
                 }
             })
             .collect()
+    }
+}
+
+fn not_configured(name: &str) -> String {
+    format!("handler {name} is not configured")
+}
+
+/// Caps the HTTP and TLS libraries' logs at `warn`, whatever `VIGIL_LOG`
+/// asks for: their debug and trace lines print request URLs and headers,
+/// which carry webhook tokens and keys.
+pub fn quiet_library_logs(logger: &mut env_logger::Builder) {
+    for module in ["ureq", "ureq_proto", "rustls", "lettre"] {
+        logger.filter_module(module, log::LevelFilter::Warn);
     }
 }
 
@@ -168,6 +201,7 @@ mod tests {
         let h = handlers(&[
             ("VIGIL_NOTIFY_COMMAND", "true"),
             ("VIGIL_NOTIFY_SMTP", "127.0.0.1:25"),
+            ("VIGIL_NOTIFY_SMTP_TLS", "off"),
             ("VIGIL_NOTIFY_SMTP_TO", "ops@example.org"),
             ("VIGIL_NOTIFY_WEBHOOK", "http://127.0.0.1:9/"),
         ]);
@@ -201,7 +235,8 @@ mod tests {
             outcomes[0],
             HandlerOutcome {
                 handler: "command".into(),
-                result: Ok(())
+                result: Ok(()),
+                retry_after: None,
             }
         );
         assert_eq!(outcomes[1].handler, "webhook");

@@ -1,265 +1,251 @@
-//! The email handler: one message per notification through a plain SMTP
-//! relay (RFC 5321).
+//! The email handler: one message per notification to an SMTP server, with
+//! lettre's synchronous SMTP client (rustls), STARTTLS or implicit TLS, and
+//! AUTH.
 //!
-//! The conversation is the minimal one every relay speaks: greeting 220,
-//! `EHLO` (falling back to `HELO` when refused), `MAIL FROM`, one `RCPT TO`
-//! per recipient, `DATA` with dot-stuffing, `QUIT`. Every reply code is
-//! checked and every read and write is bounded by the handler's deadline.
-//! No TLS or AUTH: point it at a local MTA (postfix, exim, nullmailer's
-//! relay) that handles onward delivery.
+//! TLS (`VIGIL_NOTIFY_SMTP_TLS`): `starttls` requires the server to offer
+//! STARTTLS and fails the attempt when it does not (lettre's
+//! `Tls::Required`: never a silent fallback to plaintext); `tls` speaks
+//! TLS from the first byte (port 465); `off` is for a relay on localhost.
+//! The certificate must verify against [`Roots`] for the configured host
+//! name, or the attempt fails with the TLS error.
 //!
-//! Recipients: a temporary refusal (4xx) of any recipient fails the handler
-//! so the sink retries later; a permanent refusal (5xx) of some recipients
-//! is logged and the others still get the message (retrying would not help
-//! them); the handler fails only when no recipient was accepted.
+//! The conversation is driven step by step on lettre's `SmtpConnection`
+//! rather than through `SmtpTransport::send`, for one reason: recipients.
+//! A temporary refusal (4xx) of any recipient fails the handler so the sink
+//! retries later; a permanent refusal (5xx) of some recipients is logged and
+//! the others still get the message (retrying would not help them, and one
+//! stale address must not hold every page back forever); the handler fails
+//! only when no recipient was accepted.
+//!
+//! Deadline: every socket operation is bounded by the time left, and the
+//! whole conversation runs on a thread of its own that the handler waits
+//! for at most the timeout: a server trickling a byte at a time cannot hold
+//! the sink past its deadline (the abandoned thread ends at its own next
+//! socket timeout).
 
-use super::config::SmtpConfig;
+use super::config::{SmtpConfig, SmtpTls};
 use super::email;
-use super::net::{connect, io_reason, remaining, write_all};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime};
+use super::tls::Roots;
+use lettre::address::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, SmtpConnection, Tls};
+use lettre::transport::smtp::client::{TlsParameters, TlsParametersBuilder};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
+use std::net::ToSocketAddrs;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-/// Longest reply line read, and most lines in one reply: a hostile server
-/// cannot make the handler buffer without end.
-const REPLY_LINE_MAX: usize = 4096;
-const REPLY_LINES_MAX: usize = 100;
+/// The SMTP side of the email handler: the configuration and its TLS
+/// parameters, made once at start. Cheap to clone.
+#[derive(Clone)]
+pub struct SmtpClient {
+    inner: Arc<Inner>,
+}
 
-/// Sends the notification as an email; `Ok` once the relay accepted it
-/// (250 after the data).
-pub fn send(
-    config: &SmtpConfig,
-    notification: &serde_json::Value,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let message = email::compose(
-        &config.from,
-        &config.to,
-        &config.helo,
-        notification,
-        SystemTime::now(),
-    );
-    let mut session = Session::open(&config.server, deadline)?;
-    let result = session.deliver(config, &message);
-    if result.is_ok() {
-        // The message is accepted; a failed QUIT changes nothing.
-        let _ = session.command("QUIT", &[221]);
+struct Inner {
+    config: SmtpConfig,
+    tls: Tls,
+}
+
+impl std::fmt::Debug for SmtpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SmtpClient({})", self.inner.config.server())
     }
-    result
 }
 
-/// One SMTP connection.
-struct Session {
-    server: String,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    deadline: Instant,
-}
-
-/// A server reply: its code and its text lines joined.
-#[derive(Debug, PartialEq, Eq)]
-struct Reply {
-    code: u16,
-    text: String,
-}
-
-impl Session {
-    fn open(server: &str, deadline: Instant) -> Result<Session, String> {
-        let (host, port) = server
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .ok_or_else(|| format!("{server}: not host:port"))?;
-        let writer = connect(host, port, deadline)?;
-        let reader = BufReader::new(writer.try_clone().map_err(|e| format!("{server}: {e}"))?);
-        let mut session = Session {
-            server: server.to_string(),
-            reader,
-            writer,
-            deadline,
+impl SmtpClient {
+    /// The error is a sentence fragment for `VIGIL_NOTIFY_SMTP`.
+    pub fn new(config: &SmtpConfig, roots: &Roots) -> Result<SmtpClient, String> {
+        let tls = match config.tls {
+            SmtpTls::Off => Tls::None,
+            SmtpTls::StartTls => Tls::Required(tls_parameters(&config.host, roots)?),
+            SmtpTls::Tls => Tls::Wrapper(tls_parameters(&config.host, roots)?),
         };
-        session.expect("greeting", &[220])?;
-        Ok(session)
+        Ok(SmtpClient {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                tls,
+            }),
+        })
     }
 
-    fn deliver(&mut self, config: &SmtpConfig, message: &str) -> Result<(), String> {
-        self.hello(&config.helo)?;
-        self.command(&format!("MAIL FROM:<{}>", config.from), &[250])?;
-        self.recipients(&config.to)?;
-        self.command("DATA", &[354])?;
-        self.send(&dot_stuff(message))?;
-        self.expect("end of data", &[250])?;
-        Ok(())
+    pub fn config(&self) -> &SmtpConfig {
+        &self.inner.config
     }
 
-    /// EHLO, or HELO for a server that does not know EHLO.
-    fn hello(&mut self, name: &str) -> Result<(), String> {
-        self.send(&format!("EHLO {name}\r\n"))?;
-        let reply = self.reply()?;
-        if reply.code == 250 {
-            return Ok(());
+    /// Sends the notification as an email; `Ok` once the server accepted
+    /// it (250 after the data). Returns within about `timeout`.
+    pub fn send(&self, notification: &serde_json::Value, timeout: Duration) -> Result<(), String> {
+        let c = &self.inner.config;
+        let message = email::compose(&c.from, &c.to, &c.helo, notification)?;
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.inner);
+        std::thread::Builder::new()
+            .name("smtp".into())
+            .spawn(move || {
+                let _ = tx.send(inner.deliver(&message, deadline));
+            })
+            .map_err(|e| format!("cannot start the SMTP thread: {e}"))?;
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "{}: timed out after {:.1} s",
+                c.server(),
+                timeout.as_secs_f64()
+            )),
         }
-        if (500..=504).contains(&reply.code) {
-            return self.command(&format!("HELO {name}"), &[250]).map(|_| ());
+    }
+}
+
+fn tls_parameters(host: &str, roots: &Roots) -> Result<TlsParameters, String> {
+    let mut builder = TlsParametersBuilder::new(host.to_string())
+        .certificate_store(CertificateStore::WebpkiRoots);
+    for cert in &roots.extra {
+        let cert = Certificate::from_der(cert.to_vec())
+            .map_err(|e| format!("a certificate of VIGIL_NOTIFY_CA_FILE: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| format!("TLS setup for {host}: {e}"))
+}
+
+/// `server: step: what lettre said`, with timeouts called timeouts.
+fn failure(server: &str, step: &str, e: &lettre::transport::smtp::Error) -> String {
+    // A socket read timeout is EAGAIN on Linux, which lettre's
+    // `is_timeout` does not count.
+    let mut source = std::error::Error::source(e);
+    let mut timed_out = e.is_timeout();
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            timed_out |= matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            );
         }
-        Err(self.refused(&format!("EHLO {name}"), &reply))
+        source = err.source();
+    }
+    if timed_out {
+        format!("{server}: {step}: timed out")
+    } else {
+        format!("{server}: {step}: {e}")
+    }
+}
+
+/// Time left before `deadline`, or an error when it has passed.
+fn left(server: &str, deadline: Instant) -> Result<Duration, String> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{server}: timed out"))
+}
+
+impl Inner {
+    fn deliver(&self, message: &[u8], deadline: Instant) -> Result<(), String> {
+        let c = &self.config;
+        let server = c.server();
+        let fail = |step: &str, e: lettre::transport::smtp::Error| failure(&server, step, &e);
+        let addrs: Vec<_> = (c.host.as_str(), c.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{server}: cannot resolve: {e}"))?
+            .collect();
+        let hello = ClientId::Domain(c.helo.clone());
+        let wrapper = match &self.tls {
+            Tls::Wrapper(p) => Some(p),
+            _ => None,
+        };
+        let mut conn = SmtpConnection::connect(
+            addrs.as_slice(),
+            Some(left(&server, deadline)?),
+            &hello,
+            wrapper,
+            None,
+        )
+        .map_err(|e| {
+            let step = if wrapper.is_some() {
+                "connecting with TLS"
+            } else {
+                "connecting"
+            };
+            fail(step, e)
+        })?;
+        let result = self.session(&mut conn, &server, &hello, message, deadline);
+        if result.is_ok() {
+            // The message is accepted; a failed QUIT changes nothing.
+            let _ = conn.quit();
+        } else {
+            conn.abort();
+        }
+        result
     }
 
-    fn recipients(&mut self, to: &[String]) -> Result<(), String> {
+    fn session(
+        &self,
+        conn: &mut SmtpConnection,
+        server: &str,
+        hello: &ClientId,
+        message: &[u8],
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let c = &self.config;
+        let fail = |step: &str, e: lettre::transport::smtp::Error| failure(server, step, &e);
+        let step_timeout = |conn: &mut SmtpConnection| -> Result<(), String> {
+            conn.set_timeout(Some(left(server, deadline)?))
+                .map_err(|e| format!("{server}: {e}"))
+        };
+        if let Tls::Required(params) = &self.tls {
+            if !conn.can_starttls() {
+                return Err(format!(
+                    "{server}: the server does not offer STARTTLS, and VIGIL_NOTIFY_SMTP_TLS=starttls requires it (nothing was sent)"
+                ));
+            }
+            step_timeout(conn)?;
+            conn.starttls(params, hello)
+                .map_err(|e| fail("STARTTLS", e))?;
+        }
+        if let Some((user, password)) = &c.auth {
+            step_timeout(conn)?;
+            let credentials = Credentials::new(user.clone(), password.expose().to_string());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .map_err(|e| fail(&format!("AUTH as {user}"), e))?;
+        }
+        let from: Address = c
+            .from
+            .parse()
+            .map_err(|e| format!("sender {:?}: {e}", c.from))?;
+        step_timeout(conn)?;
+        conn.command(Mail::new(Some(from), vec![]))
+            .map_err(|e| fail(&format!("MAIL FROM:<{}>", c.from), e))?;
         let mut accepted = 0;
         let mut refused = Vec::new();
-        for rcpt in to {
-            self.send(&format!("RCPT TO:<{rcpt}>\r\n"))?;
-            let reply = self.reply()?;
-            match reply.code {
-                250 | 251 => accepted += 1,
-                500..=599 => {
-                    log::warn!(
-                        "email: {} refused recipient {rcpt}: {} {}",
-                        self.server,
-                        reply.code,
-                        reply.text
-                    );
-                    refused.push(format!("{rcpt} ({} {})", reply.code, reply.text));
+        for rcpt in &c.to {
+            let address: Address = rcpt
+                .parse()
+                .map_err(|e| format!("recipient {rcpt:?}: {e}"))?;
+            step_timeout(conn)?;
+            match conn.command(Rcpt::new(address, vec![])) {
+                Ok(_) => accepted += 1,
+                Err(e) if e.is_permanent() => {
+                    log::warn!("email: {server} refused recipient {rcpt}: {e}");
+                    refused.push(format!("{rcpt} ({e})"));
                 }
-                _ => return Err(self.refused(&format!("RCPT TO:<{rcpt}>"), &reply)),
+                Err(e) => return Err(fail(&format!("RCPT TO:<{rcpt}>"), e)),
             }
         }
         if accepted == 0 {
             return Err(format!(
-                "{}: every recipient refused: {}",
-                self.server,
+                "{server}: every recipient refused: {}",
                 refused.join("; ")
             ));
         }
+        step_timeout(conn)?;
+        conn.command(Data).map_err(|e| fail("DATA", e))?;
+        step_timeout(conn)?;
+        conn.message(message).map_err(|e| fail("end of data", e))?;
         Ok(())
     }
-
-    /// Sends one command line and checks the reply code.
-    fn command(&mut self, line: &str, ok: &[u16]) -> Result<Reply, String> {
-        self.send(&format!("{line}\r\n"))?;
-        let reply = self.reply()?;
-        if ok.contains(&reply.code) {
-            Ok(reply)
-        } else {
-            Err(self.refused(line, &reply))
-        }
-    }
-
-    fn expect(&mut self, what: &str, ok: &[u16]) -> Result<Reply, String> {
-        let reply = self.reply()?;
-        if ok.contains(&reply.code) {
-            Ok(reply)
-        } else {
-            Err(self.refused(what, &reply))
-        }
-    }
-
-    fn refused(&self, what: &str, reply: &Reply) -> String {
-        format!(
-            "{}: {what} refused: {} {}",
-            self.server, reply.code, reply.text
-        )
-    }
-
-    fn send(&mut self, data: &str) -> Result<(), String> {
-        write_all(&mut self.writer, data.as_bytes(), self.deadline)
-            .map_err(|e| format!("{}: sending: {e}", self.server))
-    }
-
-    /// Reads one (possibly multi-line) reply.
-    fn reply(&mut self) -> Result<Reply, String> {
-        let mut text = Vec::new();
-        for _ in 0..REPLY_LINES_MAX {
-            let line = self.read_line()?;
-            let (code, more, rest) = parse_reply_line(&line).ok_or_else(|| {
-                format!(
-                    "{}: not an SMTP reply: {:?}",
-                    self.server,
-                    truncate(&line, 100)
-                )
-            })?;
-            text.push(rest.to_string());
-            if !more {
-                return Ok(Reply {
-                    code,
-                    text: text.join(" / "),
-                });
-            }
-        }
-        Err(format!(
-            "{}: reply longer than {REPLY_LINES_MAX} lines",
-            self.server
-        ))
-    }
-
-    /// One reply line, within the deadline however slowly it trickles in:
-    /// the read timeout is reset to the time left before every read (a
-    /// single `read_until` would let each of its reads wait that long).
-    fn read_line(&mut self) -> Result<String, String> {
-        let mut buf = Vec::new();
-        loop {
-            let left =
-                remaining(self.deadline).ok_or_else(|| format!("{}: timed out", self.server))?;
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(left))
-                .map_err(|e| e.to_string())?;
-            let available = self
-                .reader
-                .fill_buf()
-                .map_err(|e| format!("{}: reading the reply: {}", self.server, io_reason(&e)))?;
-            if available.is_empty() {
-                return Err(format!("{}: the server closed the connection", self.server));
-            }
-            let room = REPLY_LINE_MAX.saturating_sub(buf.len());
-            let (take, done) = match available.iter().position(|&b| b == b'\n') {
-                Some(i) if i < room => (i + 1, true),
-                _ => (available.len().min(room), available.len() >= room),
-            };
-            buf.extend_from_slice(&available[..take]);
-            self.reader.consume(take);
-            if done {
-                let line = String::from_utf8_lossy(&buf);
-                return Ok(line.trim_end_matches(['\r', '\n']).to_string());
-            }
-        }
-    }
-}
-
-/// `250-text` → (250, true, "text"); `250 text` or `250` → (250, false, ..).
-fn parse_reply_line(line: &str) -> Option<(u16, bool, &str)> {
-    let code = line.get(..3)?;
-    if !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let code: u16 = code.parse().ok()?;
-    match line.as_bytes().get(3) {
-        None => Some((code, false, "")),
-        Some(b' ') => Some((code, false, &line[4..])),
-        Some(b'-') => Some((code, true, &line[4..])),
-        Some(_) => None,
-    }
-}
-
-/// The DATA payload: each line starting with `.` gets another one (RFC 5321
-/// 4.5.2), line ends are CRLF, and it ends with `CRLF.CRLF`.
-fn dot_stuff(message: &str) -> String {
-    let mut out = String::with_capacity(message.len() + 16);
-    for line in message.split_inclusive('\n') {
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.starts_with('.') {
-            out.push('.');
-        }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    out.push_str(".\r\n");
-    out
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ pub struct Attempt {
     pub done: Vec<String>,
     /// `handler: reason` for each that did not.
     pub failures: Vec<String>,
+    /// The longest wait a failed handler's receiver asked for (HTTP
+    /// `Retry-After`), which the outbox's next try honours.
+    pub retry_after: Option<Duration>,
 }
 
 impl Attempt {
@@ -50,7 +53,11 @@ pub fn settle(
     outcomes: Vec<HandlerOutcome>,
 ) -> Attempt {
     let mut failures = Vec::new();
+    let mut retry_after: Option<Duration> = None;
     for outcome in outcomes {
+        if outcome.result.is_err() {
+            retry_after = retry_after.max(outcome.retry_after);
+        }
         match outcome.result {
             Ok(()) if !done.contains(&outcome.handler) => done.push(outcome.handler),
             Ok(()) => {}
@@ -63,13 +70,23 @@ pub fn settle(
             failures.push(format!("{name}: did not run"));
         }
     }
-    Attempt { done, failures }
+    Attempt {
+        done,
+        failures,
+        retry_after,
+    }
 }
 
 /// The wait before attempt `attempts + 1`: doubling from `min`, at most `max`.
 pub fn backoff(attempts: i64, min: Duration, max: Duration) -> Duration {
     let doublings = attempts.clamp(0, 30) as u32;
     min.saturating_mul(1u32 << doublings).min(max)
+}
+
+/// The wait before the next try: the backoff, or longer when a receiver
+/// asked for longer (`Retry-After`, itself capped where it is read).
+pub fn next_wait(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    retry_after.map_or(backoff, |r| r.max(backoff))
 }
 
 #[cfg(test)]
@@ -80,6 +97,7 @@ mod tests {
         HandlerOutcome {
             handler: handler.into(),
             result: result.map_err(str::to_string),
+            retry_after: None,
         }
     }
 
@@ -112,6 +130,20 @@ mod tests {
         let attempt = settle(&names(&["command"]), vec![], vec![]);
         assert_eq!(attempt.failures, names(&["command: did not run"]));
         assert!(settle(&[], vec![], vec![]).complete(), "no handlers: done");
+    }
+
+    #[test]
+    fn retry_after_of_a_failure_lengthens_the_wait() {
+        let mut slow = outcome("webhook", Err("503"));
+        slow.retry_after = Some(Duration::from_secs(30));
+        let mut ignored = outcome("command", Ok(()));
+        ignored.retry_after = Some(Duration::from_secs(999));
+        let a = settle(&names(&["command", "webhook"]), vec![], vec![ignored, slow]);
+        assert_eq!(a.retry_after, Some(Duration::from_secs(30)));
+        let b = Duration::from_secs(5);
+        assert_eq!(next_wait(b, a.retry_after), Duration::from_secs(30));
+        assert_eq!(next_wait(b, Some(Duration::from_secs(1))), b);
+        assert_eq!(next_wait(b, None), b);
     }
 
     #[test]

@@ -128,7 +128,8 @@ impl NotificationSink {
         } else if msg.ack {
             Next::AwaitResend { error: &error }
         } else {
-            let at = now() + self.retry_min.as_secs_f64();
+            let wait = handling::next_wait(self.retry_min, attempt.retry_after);
+            let at = now() + wait.as_secs_f64();
             Next::RetryAt { at, error: &error }
         };
         let tx = store

@@ -86,9 +86,11 @@ impl Outbox {
     fn attempt(&mut self, claimed: Claimed) -> rusqlite::Result<()> {
         self.metrics.outbox_attempts.fetch_add(1, Relaxed);
         let next_at;
+        let mut retry_after = None;
         let (done, error) = match serde_json::from_str::<serde_json::Value>(&claimed.body) {
             Ok(body) => {
                 let attempt = handling::attempt(&self.handlers, &body, claimed.done);
+                retry_after = attempt.retry_after;
                 (
                     attempt.done.clone(),
                     (!attempt.complete()).then(|| attempt.error()),
@@ -106,7 +108,10 @@ impl Outbox {
         let next = match &error {
             None => Next::Handled,
             Some(error) => {
-                let wait = handling::backoff(claimed.attempts, self.retry_min, self.retry_max);
+                let wait = handling::next_wait(
+                    handling::backoff(claimed.attempts, self.retry_min, self.retry_max),
+                    retry_after,
+                );
                 next_at = now() + wait.as_secs_f64();
                 log::warn!(
                     "outbox: notification {} failed (attempt {}), next in {:.0} s: {error}",
