@@ -25,6 +25,7 @@ pub mod standalone;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod web;
 pub mod zmq_send;
 
 /// The log target of every daemon's `ready:` line. Scripts, tests and

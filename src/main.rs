@@ -4,7 +4,7 @@
 //! one line on stderr and the exit status (`Error::exit_code`).
 
 use vigil::error::Error;
-use vigil::{agent, config, curve, router, scheduler, send, sink, standalone, status};
+use vigil::{agent, config, curve, router, scheduler, send, sink, standalone, status, web};
 
 const USAGE: &str = "\
 usage: vigil <command>
@@ -16,7 +16,8 @@ commands:
   sink TYPE|all   run the back-end sink(s) of a message type (foreground)
   scheduler       run the plugin scheduler (foreground)
   status          show clients, plugin states, notifications, routers
-  standalone      run router, sinks, scheduler and agent together
+  web             serve the fleet's state in a browser (and as JSON)
+  standalone      run router, sinks, scheduler, agent and web together
   keygen PATH     write a CURVE key pair: PATH (secret, 0600) and PATH.pub
   help            show this text
   --version       show the version
@@ -45,6 +46,7 @@ fn run(command: &str, rest: &[String]) -> Result<(), Error> {
         "sink" => sink::command(rest),
         "scheduler" => scheduler::command(rest),
         "status" => status::command(rest),
+        "web" => web::command(rest),
         "standalone" => standalone::command(rest),
         "keygen" => curve::keygen_command(rest),
         "help" | "--help" | "-h" => {

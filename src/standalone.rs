@@ -1,7 +1,8 @@
 //! `vigil standalone`: the whole system on one machine, in one command.
 //!
-//! It runs a router, every sink (`vigil sink all`), the scheduler and a local
-//! agent as child processes of this binary, so each part runs exactly as it
+//! It runs a router, every sink (`vigil sink all`), the scheduler, a local
+//! agent and the web view (`vigil web`, whose URL it prints last) as child
+//! processes of this binary, so each part runs exactly as it
 //! would in production, configured by the same `VIGIL_*` variables. Unset
 //! variables get local defaults: the protocol's ports on 127.0.0.1 and every
 //! file under one data directory. Each child's log lines are passed through
@@ -274,7 +275,21 @@ fn start_all(
         inbox,
         parts,
     )?;
-    log::info!("{}", plan.banner(exe));
+    let web_ready = start_part(
+        exe,
+        "web",
+        &["web"],
+        &plan.web_env(&endpoints),
+        events,
+        inbox,
+        parts,
+    )?;
+    let url = web_url(&web_ready).ok_or_else(|| {
+        Error::Runtime(format!(
+            "cannot read the web view's ready line: {web_ready}"
+        ))
+    })?;
+    log::info!("{}", plan.banner(exe, &url));
     Ok(())
 }
 
@@ -299,6 +314,7 @@ impl Plan {
             "VIGIL_PLUGIN_DIR",
             "VIGIL_STATS_INTERVAL_SECS",
             "VIGIL_HEARTBEAT_SECS",
+            "VIGIL_WEB_BIND",
         ]
         .iter()
         .filter_map(|var| env.get(var).map(|v| (var.to_string(), v.to_string())))
@@ -381,15 +397,25 @@ impl Plan {
         ]
     }
 
-    /// What to try next, printed once everything is up.
-    fn banner(&self, exe: &Path) -> String {
+    fn web_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
+        vec![
+            self.db(),
+            ("VIGIL_BACKENDS".into(), router.backend.clone()),
+            self.or("VIGIL_WEB_BIND", crate::web::config::DEFAULT_BIND.into()),
+        ]
+    }
+
+    /// What to try next, printed once everything is up; the web view's URL
+    /// ends it, where a newcomer's eye lands.
+    fn banner(&self, exe: &Path, url: &str) -> String {
         let (_, db) = self.db();
         let (_, local) = self.agent_local();
         format!(
             "standalone ready: every part is running. Try, in another terminal:\n  \
              VIGIL_AGENT_LOCAL={local} {exe} send notification --severity warning --source demo --message 'hello from vigil'\n  \
              VIGIL_DB={db} {exe} status\n\
-             Notifications handled by the default handler are appended to {log}. Ctrl-C stops everything.",
+             Notifications handled by the default handler are appended to {log}. Ctrl-C stops everything.\n\
+             The fleet in a browser: {url}",
             exe = exe.display(),
             log = self.data_dir.join("notifications.log").display(),
         )
@@ -428,6 +454,14 @@ impl RouterEndpoints {
             sinks: sinks?,
         })
     }
+}
+
+/// The URL in the web view's `ready: web=URL ...` line.
+fn web_url(line: &str) -> Option<String> {
+    let rest = &line[line.find("ready:")? + "ready:".len()..];
+    rest.split_whitespace()
+        .find_map(|w| w.strip_prefix("web="))
+        .map(str::to_string)
 }
 
 fn local(endpoint: &str) -> String {
@@ -634,6 +668,11 @@ mod tests {
             })
         );
         assert_eq!(RouterEndpoints::parse("ready: client=x"), None);
+        assert_eq!(
+            web_url("[x INFO vigil::ready] ready: web=http://127.0.0.1:8080/ bind=127.0.0.1:8080"),
+            Some("http://127.0.0.1:8080/".into())
+        );
+        assert_eq!(web_url("ready: bind=x"), None);
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct SinkConfig {
     /// How long handled ids are remembered for dropping duplicates.
     pub dedup_retention: Duration,
     pub stats_interval: Option<Duration>,
+    /// Recent metric samples kept in the store for `vigil web`; `None`
+    /// when `VIGIL_METRICS_RETENTION_RAW_SECS=0`.
+    pub metrics: Option<MetricsRetention>,
     /// Shutdown's bound on flushing Graphite and pending acks.
     pub drain: Duration,
 }
@@ -146,6 +149,7 @@ impl SinkConfig {
                 86_400 * env.int("VIGIL_DEDUP_RETENTION_DAYS", 30, 1, 3_650)?,
             ),
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
+            metrics: MetricsRetention::from_env(env)?,
             drain: ms("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?,
         })
     }
@@ -161,6 +165,37 @@ impl SinkConfig {
 
     pub fn runs(&self, kind: SinkType) -> bool {
         self.types.contains(&kind)
+    }
+}
+
+/// How long the store keeps metric samples (`store::metrics`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsRetention {
+    /// Every sample, for this long (`VIGIL_METRICS_RETENTION_RAW_SECS`).
+    pub raw: Duration,
+    /// One-minute averages, for this long
+    /// (`VIGIL_METRICS_RETENTION_MINUTE_SECS`).
+    pub minute: Duration,
+    /// How often older samples are folded and expired
+    /// (`VIGIL_METRICS_ROLLUP_SECS`).
+    pub rollup_every: Duration,
+}
+
+impl MetricsRetention {
+    pub fn from_env(env: &Env) -> Result<Option<MetricsRetention>, ConfigError> {
+        let raw = env.int("VIGIL_METRICS_RETENTION_RAW_SECS", 3_600u64, 0, 7 * 86_400)?;
+        let minute = env.int(
+            "VIGIL_METRICS_RETENTION_MINUTE_SECS",
+            86_400u64,
+            0,
+            31 * 86_400,
+        )?;
+        let every = env.int("VIGIL_METRICS_ROLLUP_SECS", 60u64, 1, 3_600)?;
+        Ok((raw > 0).then(|| MetricsRetention {
+            raw: Duration::from_secs(raw),
+            minute: Duration::from_secs(minute),
+            rollup_every: Duration::from_secs(every),
+        }))
     }
 }
 
@@ -281,6 +316,8 @@ mod tests {
             ("VIGIL_BACKENDS", "nowhere"),
             ("VIGIL_SINK_BATCH", "0"),
             ("VIGIL_NOTIFY_RETRY_MAX_MS", "20"),
+            ("VIGIL_METRICS_RETENTION_RAW_SECS", "-1"),
+            ("VIGIL_METRICS_ROLLUP_SECS", "0"),
         ] {
             let env = Env::from_pairs([(var, value)]);
             let err = SinkConfig::from_env(vec![SinkType::Stats], &env).unwrap_err();

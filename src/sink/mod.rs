@@ -267,7 +267,10 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            stats::StatsSink { prefix: prefix() },
+            stats::StatsSink {
+                prefix: prefix(),
+                keeper: stats::MetricKeeper::new(config.metrics),
+            },
         ),
         SinkType::Registration => start_worker(
             supervisor,
@@ -293,7 +296,10 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            result::ResultSink { prefix: prefix() },
+            result::ResultSink {
+                prefix: prefix(),
+                keeper: stats::MetricKeeper::new(config.metrics),
+            },
         ),
     }
 }

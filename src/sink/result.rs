@@ -4,7 +4,8 @@
 //! A change (including a plugin's first non-OK result) raises a pending
 //! notification for the outbox: CRITICAL → `critical`, WARNING and UNKNOWN
 //! → `warning`, back to OK → `info` with `"recovery": true`. Perfdata
-//! values go to Graphite as `PREFIX.HOSTNAME.PLUGIN.LABEL`. A result
+//! values go to Graphite as `PREFIX.HOSTNAME.PLUGIN.LABEL`, and into the
+//! store's recent metrics as `PLUGIN.LABEL` (for `vigil web`). A result
 //! carrying `run_id` completes the scheduler's run.
 //!
 //! Perfdata is accepted as the agent may send it: an object of
@@ -14,8 +15,8 @@
 
 use super::config::SinkType;
 use super::message::{Incoming, Malformed};
-use super::stats::hostname;
-use super::worker::{Effects, Failure, TypeSink};
+use super::stats::{hostname, MetricKeeper};
+use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
 use crate::store::notifications::{self, Raised};
 use crate::store::results::{self, PluginResult};
@@ -25,6 +26,7 @@ use serde_json::Value;
 pub struct ResultSink {
     /// `VIGIL_GRAPHITE_PREFIX`.
     pub prefix: String,
+    pub keeper: MetricKeeper,
 }
 
 impl TypeSink for ResultSink {
@@ -59,11 +61,24 @@ impl TypeSink for ResultSink {
         out.rejected += refused;
         for (label, value) in values {
             match graphite::line(&self.prefix, &[&host, &result.plugin, &label], value, ts) {
-                Some(line) => out.lines.push(line),
+                Some(line) => {
+                    out.lines.push(line);
+                    let name = format!("{}.{label}", result.plugin);
+                    self.keeper.record(conn, msg, &name, value)?;
+                }
                 None => out.rejected += 1,
             }
         }
         Ok(())
+    }
+
+    fn tick(
+        &mut self,
+        store: &mut crate::store::Store,
+        _out: &mut Effects,
+        mut ctx: Ctx,
+    ) -> Option<std::time::Instant> {
+        self.keeper.tick(store, &mut ctx)
     }
 }
 
@@ -303,6 +318,7 @@ mod tests {
         let store = test_store();
         let mut sink = ResultSink {
             prefix: "vigil".into(),
+            keeper: MetricKeeper::new(None),
         };
         let result = |status: i64| {
             incoming(
@@ -344,6 +360,7 @@ mod tests {
         let store = test_store();
         let mut sink = ResultSink {
             prefix: "vigil".into(),
+            keeper: MetricKeeper::new(None),
         };
         let at = |status: i64, received_at: f64| {
             let json =

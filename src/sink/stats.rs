@@ -6,18 +6,82 @@
 //! client, else its UUID, so a metric is never filed under nobody. A metric
 //! whose value is not a number (or cannot be named) is refused alone and
 //! counted; the rest of the message still goes out.
+//!
+//! The same numbers are kept in the store for a while (`store::metrics`,
+//! by a [`MetricKeeper`]) so `vigil web` plots them without Graphite; the
+//! samples go in inside the batch's transaction, and the keeper's tick
+//! folds and expires old ones.
 
-use super::config::SinkType;
+use super::config::{MetricsRetention, SinkType};
 use super::message::{Incoming, Malformed};
-use super::worker::{Effects, Failure, TypeSink};
+use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
-use crate::store::clients;
+use crate::store::{clients, metrics, Store};
 use rusqlite::Connection;
 use serde_json::Value;
+use std::time::Instant;
 
 pub struct StatsSink {
     /// `VIGIL_GRAPHITE_PREFIX`.
     pub prefix: String,
+    pub keeper: MetricKeeper,
+}
+
+/// Keeps metric samples in the store for the web view, within the
+/// configured retention; does nothing when that is off.
+#[derive(Debug)]
+pub struct MetricKeeper {
+    retention: Option<MetricsRetention>,
+    next_rollup: Instant,
+}
+
+impl MetricKeeper {
+    pub fn new(retention: Option<MetricsRetention>) -> MetricKeeper {
+        MetricKeeper {
+            retention,
+            next_rollup: Instant::now(),
+        }
+    }
+
+    /// Stores one sample of `msg`'s client. A timestamp ahead of the
+    /// router's clock is taken as received now (it would never expire).
+    pub fn record(
+        &self,
+        conn: &Connection,
+        msg: &Incoming,
+        name: &str,
+        value: f64,
+    ) -> rusqlite::Result<()> {
+        if self.retention.is_some() {
+            let ts = msg.timestamp().min(msg.meta.received_at);
+            metrics::record(conn, &msg.uuid, name, ts, value)?;
+        }
+        Ok(())
+    }
+
+    /// Folds and expires old samples when due; returns when next due.
+    pub fn tick(&mut self, store: &mut Store, ctx: &mut Ctx) -> Option<Instant> {
+        let retention = self.retention?;
+        if Instant::now() >= self.next_rollup {
+            let now = crate::store::now();
+            match metrics::roll_up(
+                &mut store.conn,
+                now,
+                retention.raw.as_secs_f64(),
+                retention.minute.as_secs_f64(),
+            ) {
+                Ok(done) if done.folded + done.dropped > 0 => log::debug!(
+                    "metrics: folded {} raw samples, dropped {} minutes",
+                    done.folded,
+                    done.dropped
+                ),
+                Ok(_) => {}
+                Err(e) => ctx.store_error(0, &e),
+            }
+            self.next_rollup = Instant::now() + retention.rollup_every;
+        }
+        Some(self.next_rollup)
+    }
 }
 
 impl TypeSink for StatsSink {
@@ -38,11 +102,20 @@ impl TypeSink for StatsSink {
         let ts = msg.timestamp() as i64;
         for (name, value) in metrics {
             match metric_line(&self.prefix, &host, name, value, ts) {
-                Some(line) => out.lines.push(line),
+                Some(line) => {
+                    out.lines.push(line);
+                    if let Some(v) = value.as_f64() {
+                        self.keeper.record(conn, msg, name, v)?;
+                    }
+                }
                 None => out.rejected += 1,
             }
         }
         Ok(())
+    }
+
+    fn tick(&mut self, store: &mut Store, _out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
+        self.keeper.tick(store, &mut ctx)
     }
 }
 
@@ -83,10 +156,17 @@ mod tests {
         let mut out = Effects::default();
         StatsSink {
             prefix: "vigil".into(),
+            keeper: MetricKeeper::new(MetricsRetention::from_env(&Default::default()).unwrap()),
         }
         .handle(&store.conn, &msg, &mut out)
         .unwrap();
         assert_eq!(out.rejected, 2);
+        // Kept for the web view too, under the client and the metric name,
+        // at the router's time (the message's is in the past, so it stays).
+        let names = metrics::names(&store.conn, U, 0.0).unwrap();
+        assert_eq!(names, ["load.1m", "mem.free"]);
+        let points = metrics::series(&store.conn, U, "load.1m", 0.0, 10).unwrap();
+        assert_eq!(points, [(1_700_000_000.0, 0.5)]);
         let mut lines = out.lines.clone();
         lines.sort();
         assert_eq!(lines.len(), 2);
@@ -109,6 +189,7 @@ mod tests {
         );
         let mut sink = StatsSink {
             prefix: "vigil".into(),
+            keeper: MetricKeeper::new(None),
         };
         assert!(matches!(
             sink.handle(&store.conn, &msg, &mut Effects::default()),

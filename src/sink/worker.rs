@@ -449,6 +449,7 @@ mod tests {
         };
         let mut sink = StatsSink {
             prefix: "vigil".into(),
+            keeper: crate::sink::stats::MetricKeeper::new(None),
         };
         one_transaction(&mut sink, &mut store, &batch, &mut out, ctx);
         let row: (String, f64, f64, String) = store

@@ -4,7 +4,7 @@
 //! one JSON object for scripts.
 
 mod render;
-mod snapshot;
+pub mod snapshot;
 
 use crate::config::Env;
 use crate::error::Error;

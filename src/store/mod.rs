@@ -10,6 +10,8 @@
 
 pub mod clients;
 pub mod dedup;
+pub mod fleet;
+pub mod metrics;
 pub mod notifications;
 pub mod plugins;
 pub mod results;

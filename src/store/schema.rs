@@ -127,6 +127,30 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX runs_last_sent ON runs (uuid, plugin, sent_at);
     "#,
+    // 3 → 4: recent metric samples, so the web view plots them without
+    // Graphite (see store/metrics.rs): raw samples for a short while, then
+    // one-minute sums and counts for longer.
+    r#"
+    CREATE TABLE metric_raw (
+        uuid  TEXT NOT NULL,
+        name  TEXT NOT NULL,   -- the metric's name below the host
+        ts    REAL NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (uuid, name, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_raw_ts ON metric_raw (ts);
+    CREATE TABLE metric_minute (
+        uuid   TEXT NOT NULL,
+        name   TEXT NOT NULL,
+        minute INTEGER NOT NULL,  -- floor(ts / 60)
+        sum    REAL NOT NULL,
+        count  INTEGER NOT NULL,
+        PRIMARY KEY (uuid, name, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_minute_minute ON metric_minute (minute);
+    -- The web overview lists problems first: non-OK results without a scan.
+    CREATE INDEX results_status ON results (status);
+    "#,
 ];
 
 /// The schema version this program writes.
