@@ -77,6 +77,22 @@ impl Doorbell {
         Ok(ready)
     }
 
+    /// Sleeps until the bell rings or `timeout_ms` passes (-1: no limit);
+    /// re-arms it if it rang. For a thread that has stopped reading its
+    /// socket but must still notice work and shutdown.
+    pub fn wait_alone(&mut self, timeout_ms: i64) -> zmq::Result<()> {
+        let mut items = [self.poll_item()];
+        match zmq::poll(&mut items, timeout_ms) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if items[0].is_readable() {
+            self.clear();
+        }
+        Ok(())
+    }
+
     /// Re-arms the bell. Call only after poll said it is readable (the read
     /// would block otherwise), and before draining the work it announced.
     pub fn clear(&mut self) {

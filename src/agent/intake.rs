@@ -384,6 +384,7 @@ impl IntakeThread {
         let item = ToLink::Send(Outgoing {
             kind: prepared.kind,
             frame: prepared.frame,
+            id: Some(prepared.id.clone()),
         });
         match self.link.try_send(item) {
             Ok(()) => {

@@ -2,7 +2,9 @@
 //!
 //! Other threads hand it frames over one bounded channel and ring its
 //! doorbell. It sends `hello` and heartbeats, keeps unacked traffic in a
-//! bounded memory queue while no router is reachable, sends spooled
+//! bounded memory queue while no router is reachable, keeps what it sent
+//! for a while and queues again what a router refused as `overloaded`
+//! (after a backoff, see `refused.rs`), sends spooled
 //! (acked) messages and resends them with backoff until their `ack`, and
 //! passes `run_plugin` requests to the plugin manager.
 //!
@@ -18,6 +20,7 @@ use super::message::{self, Inbound};
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, OutQueue, Outgoing};
 use super::plugins::{PluginEvent, PluginTx};
+use super::refused::Refused;
 use super::resend::Resend;
 use super::spool::Entry;
 use super::spool_thread::SpoolCmd;
@@ -31,6 +34,8 @@ use std::time::{Duration, Instant};
 const BURST: usize = 256;
 /// At most one log line per this window for router error replies.
 const ERROR_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// The error code of a router whose queue toward the sinks stayed full.
+const OVERLOADED: &str = "overloaded";
 
 /// What other threads give the link thread.
 #[derive(Debug)]
@@ -92,6 +97,8 @@ pub struct LinkThread {
     pub hostname: String,
     pub heartbeat: Duration,
     pub queue: OutQueue,
+    /// Unacked messages sent lately, in case a router refuses them.
+    pub refused: Refused,
     pub resend: Resend,
     pub plugins: PluginTx,
     pub spool: Sender<SpoolCmd>,
@@ -113,6 +120,7 @@ impl LinkThread {
         self.queue.push(Outgoing {
             kind: Kind::Other,
             frame: message::hello(&self.uuid),
+            id: None,
         });
         let mut next_heartbeat = Instant::now();
         let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
@@ -120,11 +128,13 @@ impl LinkThread {
         loop {
             let now = Instant::now();
             if now >= next_heartbeat {
+                let id = message::next_id();
                 let frame =
-                    message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs());
+                    message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs(), &id);
                 self.queue.push(Outgoing {
-                    kind: Kind::Other,
+                    kind: Kind::Heartbeat,
                     frame,
+                    id: Some(id),
                 });
                 next_heartbeat = now + self.heartbeat;
             }
@@ -138,9 +148,13 @@ impl LinkThread {
             }
             self.take_channel();
             self.hand_over_dones();
+            self.requeue_refused(Instant::now());
             self.flush(Instant::now());
             let mut wake = next_heartbeat;
             if let Some(at) = next_stats {
+                wake = wake.min(at);
+            }
+            if let Some(at) = self.refused.next_due() {
                 wake = wake.min(at);
             }
             // Unreachable: POLLOUT, not a timer, says when to try again.
@@ -178,14 +192,23 @@ impl LinkThread {
         }
     }
 
+    /// Puts refused messages whose backoff is over back into the queue.
+    fn requeue_refused(&mut self, now: Instant) {
+        for item in self.refused.due(now) {
+            self.queue.requeue(item);
+        }
+        self.refused.forget_old(now);
+    }
+
     /// Sends what can be sent now: queued unacked traffic, then acked
     /// messages that are fresh or due again.
     fn flush(&mut self, now: Instant) {
-        while let Some(item) = self.queue.front() {
-            if !self.try_send(&item.frame.clone()) {
+        while let Some(item) = self.queue.pop() {
+            if !self.try_send(&item.frame) {
+                self.queue.unpop(item);
                 break;
             }
-            self.queue.pop();
+            self.refused.sent(item, now);
             AgentMetrics::add(&self.metrics.sent, 1);
         }
         let due = self.resend.due(now);
@@ -264,12 +287,19 @@ impl LinkThread {
                 AgentMetrics::add(&self.metrics.router_errors, 1);
                 let spooled = id.as_deref().is_some_and(|id| self.resend.contains(id));
                 // A spooled message stays due on its backoff: it is simply
-                // sent again later. Anything else is counted and logged.
+                // sent again later. An unacked one refused as overloaded
+                // goes back into the queue after its own backoff. Anything
+                // else is counted and logged.
+                let kept = !spooled
+                    && code == OVERLOADED
+                    && id
+                        .as_deref()
+                        .is_some_and(|id| self.refused.refused(id, Instant::now()));
                 if let Some(suppressed) = error_log.allow() {
                     log::warn!(
                         "router refused a message: {code}: {detail} (id {id:?}{}; {suppressed} \
                          similar lines suppressed)",
-                        if spooled { ", will resend" } else { "" }
+                        if spooled || kept { ", will resend" } else { "" }
                     );
                 }
             }
@@ -297,10 +327,8 @@ impl LinkThread {
         body.insert("source".into(), "vigil-agent".into());
         body.insert("interval_s".into(), interval.as_secs().into());
         body.insert("metrics".into(), metrics.into());
-        self.queue.push(Outgoing {
-            kind: Kind::Stats,
-            frame: message::with_envelope(&self.uuid, "stats", body),
-        });
+        let frame = message::with_envelope(&self.uuid, "stats", body);
+        self.queue.push(Outgoing::new(Kind::AgentStats, frame));
     }
 
     fn publish_gauges(&self) {
@@ -317,6 +345,18 @@ impl LinkThread {
         self.metrics
             .dropped_other
             .store(self.queue.dropped_other, Relaxed);
+        self.metrics
+            .superseded
+            .store(self.queue.superseded, Relaxed);
+        self.metrics
+            .refused_retried
+            .store(self.refused.retried, Relaxed);
+        self.metrics
+            .refused_lost
+            .store(self.refused.unknown, Relaxed);
+        self.metrics
+            .refused_held
+            .store(self.refused.held() as u64, Relaxed);
     }
 
     /// Tells the spool thread about acks, as far as its channel has room;

@@ -2,7 +2,23 @@
 //! send") and reading the ones routers send back.
 
 use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A fresh `id` for one of the agent's own unacked messages: unique within
+/// this agent's run (a random prefix per process, then a counter), so that
+/// a router's `overloaded` reply, which echoes it, says which message to
+/// send again.
+pub fn next_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let random = uuid::Uuid::new_v4().as_u128() as u32;
+        format!("a{random:08x}")
+    });
+    format!("{prefix}-{}", COUNTER.fetch_add(1, Relaxed))
+}
 
 /// Unix time in seconds, with millisecond precision.
 pub fn now_secs() -> f64 {
@@ -16,20 +32,24 @@ pub fn hello(uuid: &str) -> Vec<u8> {
     to_frame(json!({"uuid": uuid, "type": "hello", "ts": now_secs()}))
 }
 
-pub fn heartbeat(uuid: &str, hostname: &str, interval_s: u64) -> Vec<u8> {
+/// A heartbeat with the given `id` (see [`next_id`]).
+pub fn heartbeat(uuid: &str, hostname: &str, interval_s: u64, id: &str) -> Vec<u8> {
     to_frame(json!({
         "uuid": uuid,
         "type": "heartbeat",
+        "id": id,
         "ts": now_secs(),
         "hostname": hostname,
         "interval_s": interval_s,
     }))
 }
 
-/// A message built by a part of the agent: envelope fields added to `body`.
+/// A message built by a part of the agent: envelope fields added to `body`,
+/// and a fresh `id` unless it has one.
 pub fn with_envelope(uuid: &str, kind: &str, mut body: Map<String, Value>) -> Vec<u8> {
     body.insert("uuid".into(), json!(uuid));
     body.insert("type".into(), json!(kind));
+    body.entry("id").or_insert_with(|| json!(next_id()));
     body.entry("ts").or_insert(json!(now_secs()));
     to_frame(Value::Object(body))
 }
@@ -119,7 +139,9 @@ mod tests {
 
     #[test]
     fn heartbeat_fields() {
-        let v: Value = serde_json::from_slice(&heartbeat("u", "h", 30)).unwrap();
+        let v: Value = serde_json::from_slice(&heartbeat("u", "h", 30, "i-1")).unwrap();
+        assert_eq!(v["id"], "i-1");
+        assert_ne!(next_id(), next_id());
         assert_eq!(v["type"], "heartbeat");
         assert_eq!(v["interval_s"], 30);
         assert_eq!(v["hostname"], "h");

@@ -13,6 +13,14 @@ pub struct AgentMetrics {
     pub sent: AtomicU64,
     pub dropped_stats: AtomicU64,
     pub dropped_other: AtomicU64,
+    /// Heartbeats and own stats samples dropped for a newer one.
+    pub superseded: AtomicU64,
+    /// Unacked messages refused as `overloaded` and queued again.
+    pub refused_retried: AtomicU64,
+    /// `overloaded` refusals of messages no longer kept (lost).
+    pub refused_lost: AtomicU64,
+    /// Refused messages waiting for their retry now.
+    pub refused_held: AtomicU64,
     pub router_errors: AtomicU64,
     pub plugin_runs: AtomicU64,
     pub plugin_refused: AtomicU64,
@@ -43,6 +51,10 @@ impl AgentMetrics {
             ("queue", g(&self.queue_len)),
             ("dropped_stats", g(&self.dropped_stats)),
             ("dropped_other", g(&self.dropped_other)),
+            ("superseded", g(&self.superseded)),
+            ("refused_retried", g(&self.refused_retried)),
+            ("refused_lost", g(&self.refused_lost)),
+            ("refused_held", g(&self.refused_held)),
             ("router_errors", g(&self.router_errors)),
             ("plugin_runs", g(&self.plugin_runs)),
             ("plugin_refused", g(&self.plugin_refused)),

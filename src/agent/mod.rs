@@ -23,6 +23,7 @@ mod message;
 mod metrics;
 mod outqueue;
 mod plugins;
+mod refused;
 mod resend;
 mod spool;
 mod spool_thread;
@@ -38,6 +39,7 @@ use link::{LinkThread, LinkTx};
 use metrics::AgentMetrics;
 use outqueue::OutQueue;
 use plugins::{PluginManager, PluginTx};
+use refused::Refused;
 use std::sync::Arc;
 
 const USAGE: &str = "\
@@ -186,6 +188,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         hostname: config.hostname.clone(),
         heartbeat: config.heartbeat,
         queue: OutQueue::new(config.queue_max, QUEUE_MAX_BYTES),
+        refused: Refused::new(config.queue_max, QUEUE_MAX_BYTES),
         resend,
         plugins: plugin_tx.clone(),
         spool: spool_tx.clone(),

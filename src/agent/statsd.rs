@@ -264,10 +264,7 @@ impl StatsdThread {
             let m: Map<String, Value> = chunk.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             body.insert("metrics".into(), Value::Object(m));
             let frame = message::with_envelope(&self.uuid, "stats", body);
-            let item = ToLink::Send(Outgoing {
-                kind: Kind::Stats,
-                frame,
-            });
+            let item = ToLink::Send(Outgoing::new(Kind::Stats, frame));
             if self.link.try_send(item).is_err() {
                 AgentMetrics::add(&self.metrics.statsd_dropped, 1);
             }

@@ -108,6 +108,9 @@ pub struct LoadSpec {
     pub clients: usize,
     pub sinks: usize,
     pub size: usize,
+    /// Clients that never back off: no in-flight limit, replies never
+    /// read, as a third-party client that ignores `overloaded` would.
+    pub flood: bool,
 }
 
 /// How to tell that everything sent during a run has come out.
@@ -271,6 +274,7 @@ pub struct Prepared {
     dealers: Vec<Dealer>,
     bodies: Vec<Vec<u8>>,
     sinks: Vec<zmq::Socket>,
+    flood: bool,
 }
 
 /// Connects `spec.clients` DEALERs and `spec.sinks` PULLs to `target` and
@@ -301,6 +305,7 @@ pub fn prepare(target: &Target, spec: &LoadSpec) -> Result<Prepared, BenchError>
         dealers,
         bodies,
         sinks,
+        flood: spec.flood,
     };
     prepared.warm_up(target.kind, deadline)?;
     Ok(prepared)
@@ -401,13 +406,19 @@ impl Prepared {
         }
         let clients = self.dealers.len();
         let clock = Arc::new(Clock::new(length, self.target_pid));
+        let reads_replies = self.kind == TargetKind::Router && !self.flood;
         let mut sender = Sender {
             dealers: self.dealers,
             bodies: self.bodies,
             next: 0,
-            reads_replies: self.kind == TargetKind::Router,
+            reads_replies,
             last_sweep: Instant::now(),
-            limit: IN_FLIGHT_LIMIT,
+            // A flood is limited only by what libzmq's queues take.
+            limit: if self.flood {
+                u64::MAX
+            } else {
+                IN_FLIGHT_LIMIT
+            },
             last_backoff: None,
             stats: SendStats::default(),
         };
@@ -426,7 +437,7 @@ impl Prepared {
         })?;
         Ok(Running {
             clients,
-            reads_replies: self.kind == TargetKind::Router,
+            reads_replies,
             clock,
             sender: Some(sender),
             receiver: Some(receiver),

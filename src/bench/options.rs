@@ -14,6 +14,8 @@ table and, as the last line of stdout, one JSON object.
 
 options:
   --clients LIST            client counts of the throughput runs [default: 1,100,1000]
+  --flood-clients LIST      client counts of the flood runs, whose clients never
+                            back off nor read replies; 0 skips [default: 100]
   --sinks N                 PULL sinks per run [default: 2]
   --seconds S               timed length of each throughput run [default: 5]
   --size BYTES              size of each stats message [default: 200]
@@ -42,6 +44,8 @@ pub enum Parsed<T> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouterOptions {
     pub clients: Vec<usize>,
+    /// Client counts of the flood runs (clients that never back off).
+    pub flood_clients: Vec<usize>,
     pub sinks: usize,
     pub seconds: Duration,
     pub size: usize,
@@ -54,6 +58,7 @@ impl Default for RouterOptions {
     fn default() -> Self {
         RouterOptions {
             clients: vec![1, 100, 1000],
+            flood_clients: vec![100],
             sinks: 2,
             seconds: Duration::from_secs(5),
             size: 200,
@@ -86,6 +91,10 @@ pub fn parse_router(args: &[String]) -> Result<Parsed<RouterOptions>, BenchError
     for (flag, value) in pairs {
         match flag {
             "--clients" => o.clients = list(flag, value, 1, MAX_LOAD_CLIENTS)?,
+            "--flood-clients" => {
+                o.flood_clients = list(flag, value, 0, MAX_LOAD_CLIENTS)?;
+                o.flood_clients.retain(|&n| n > 0);
+            }
             "--sinks" => o.sinks = number(flag, value, 1, 64)?,
             "--seconds" => o.seconds = seconds(flag, value)?,
             "--size" => o.size = number(flag, value, 1, 1 << 20)?,

@@ -22,11 +22,22 @@ const BUSY_ELSEWHERE: f64 = 0.1;
 #[derive(Debug)]
 pub struct Row {
     pub clients: usize,
+    /// A flood run: clients that never back off nor read replies.
+    pub flood: bool,
     pub proxy: LoadResult,
     pub vigil: LoadResult,
 }
 
 impl Row {
+    /// The first column: the client count, and the mode of a flood run.
+    fn label(&self) -> String {
+        if self.flood {
+            format!("{} flood", self.clients)
+        } else {
+            self.clients.to_string()
+        }
+    }
+
     pub fn ratio(&self) -> f64 {
         ratio(self.vigil.msgs_per_s(), self.proxy.msgs_per_s())
     }
@@ -77,8 +88,18 @@ impl Report {
     }
 
     fn headline(&self) -> Option<&Row> {
+        self.headline_of(false)
+    }
+
+    /// The flood run nearest the headline client count.
+    fn flood_headline(&self) -> Option<&Row> {
+        self.headline_of(true)
+    }
+
+    fn headline_of(&self, flood: bool) -> Option<&Row> {
         self.rows
             .iter()
+            .filter(|row| row.flood == flood)
             .min_by_key(|row| row.clients.abs_diff(HEADLINE_CLIENTS))
     }
 }
@@ -138,7 +159,7 @@ fn throughput_table(out: &mut String, report: &Report) {
         let _ = writeln!(
             out,
             "{:>8} {:>14} {:>14} {:>12.2} {:>14} {:>14} {:>10}",
-            row.clients,
+            row.label(),
             grouped(row.proxy.msgs_per_s() as u64),
             grouped(row.vigil.msgs_per_s() as u64),
             row.ratio(),
@@ -148,7 +169,8 @@ fn throughput_table(out: &mut String, report: &Report) {
         );
     }
     out.push_str(
-        "cpu µs: CPU time (user + system, all threads) the target process used in the window, \
+        "flood: clients that never back off nor read replies (libzmq's queues are the only limit);\n\
+         cpu µs: CPU time (user + system, all threads) the target process used in the window, \
          per message that reached a sink;\n        unlike msg/s it leaves out time the target \
          spent waiting for a core, e.g. while the load generator or other processes ran\n",
     );
@@ -177,7 +199,7 @@ fn accounting(out: &mut String, report: &Report) {
         let _ = writeln!(
             out,
             "{:>8} {:>12} → {:>12} → {:>12} → {:>12}; {rejected}; clients read {}",
-            row.clients,
+            row.label(),
             grouped(row.vigil.sent),
             received,
             forwarded,
@@ -299,7 +321,10 @@ pub fn notes(report: &Report) -> Vec<String> {
 }
 
 fn row_notes(row: &Row, notes: &mut Vec<String>) {
-    let n = clients(row.clients);
+    let mut n = clients(row.clients);
+    if row.flood {
+        n.push_str(" flooding");
+    }
     let proxy = &row.proxy;
     if proxy.total != proxy.sent {
         notes.push(format!(
@@ -333,7 +358,8 @@ fn row_notes(row: &Row, notes: &mut Vec<String>) {
             ));
         }
         let answered = vigil.replies.refused() + c.replies_dropped;
-        if answered != c.rejected {
+        // Flooding clients read no replies: the router's queues hold them.
+        if answered != c.rejected && !row.flood {
             notes.push(format!(
                 "vigil, {n}: clients read {} error replies and the router dropped {}, for {} rejected",
                 grouped(vigil.replies.refused()),
@@ -446,6 +472,7 @@ fn scale_notes(scale: &ScaleResult, notes: &mut Vec<String>) {
 /// The last line of stdout.
 pub fn render_json(report: &Report) -> Value {
     let headline = report.headline();
+    let flood = report.flood_headline();
     let percentiles = report
         .latency
         .as_ref()
@@ -463,6 +490,16 @@ pub fn render_json(report: &Report) -> Value {
         "vigil_cpu_us_per_msg": headline.and_then(|row| row.vigil.cpu_us_per_msg()).map(|us| round(us, 4)),
         "proxy_cpu_us_per_msg": headline.and_then(|row| row.proxy.cpu_us_per_msg()).map(|us| round(us, 4)),
         "cpu_ratio": headline.and_then(Row::cpu_ratio).map(|r| round(r, 3)),
+        "flood_clients": flood.map(|row| row.clients),
+        "flood_vigil_msgs_per_s": flood.map(|row| row.vigil.msgs_per_s().round()),
+        "flood_proxy_msgs_per_s": flood.map(|row| row.proxy.msgs_per_s().round()),
+        "flood_ratio": flood.map(|row| round(row.ratio(), 3)),
+        "flood_cpu_ratio": flood.and_then(Row::cpu_ratio).map(|r| round(r, 3)),
+        "flood_refused": flood.and_then(|row| row.vigil.router.as_ref()).map(|s| s.counters.rejected),
+        "flood_lost": flood.and_then(|row| {
+            let s = row.vigil.router.as_ref()?;
+            Some(row.vigil.sent.saturating_sub(row.vigil.total + s.counters.rejected))
+        }),
         "rows": report.rows.iter().map(row_json).collect::<Vec<_>>(),
         "rss_mib": report.rss_peak_mib.map(|m| round(m, 1)),
         "deliver_p50_us": percentiles.map(|p| round(p.0, 1)),
@@ -491,6 +528,7 @@ fn row_json(row: &Row) -> Value {
     let router = row.vigil.router.as_ref();
     json!({
         "clients": row.clients,
+        "flood": row.flood,
         "proxy_msgs_per_s": row.proxy.msgs_per_s().round(),
         "vigil_msgs_per_s": row.vigil.msgs_per_s().round(),
         "ratio": round(row.ratio(), 3),
@@ -602,6 +640,7 @@ mod tests {
         for (clients, proxy, vigil) in [(1, 1000, 500), (100, 2000, 1000), (1000, 3000, 900)] {
             report.rows.push(Row {
                 clients,
+                flood: false,
                 proxy: result(clients, proxy, proxy, proxy),
                 vigil: result(clients, vigil, vigil, vigil),
             });

@@ -87,11 +87,14 @@ fn throughput(
     router: &Router,
     report: &mut Report,
 ) -> Result<(), BenchError> {
-    for &clients in &opts.clients {
+    let backing_off = opts.clients.iter().map(|&c| (c, false));
+    let flooding = opts.flood_clients.iter().map(|&c| (c, true));
+    for (clients, flood) in backing_off.chain(flooding) {
         let spec = LoadSpec {
             clients,
             sinks: opts.sinks,
             size: opts.size,
+            flood,
         };
         let proxy_result = timed_run("proxy", proxy, &spec, opts.seconds, None)?;
         let vigil_result = timed_run(
@@ -103,6 +106,7 @@ fn throughput(
         )?;
         report.rows.push(Row {
             clients,
+            flood,
             proxy: proxy_result,
             vigil: vigil_result,
         });
@@ -139,6 +143,7 @@ fn latency_phase(
         clients: opts.latency_clients,
         sinks: opts.sinks,
         size: opts.size,
+        flood: false,
     };
     log::info!(
         "bench: delivery latency, {} requests while {} clients stream",

@@ -2,16 +2,21 @@
 //!
 //! It reads client messages in bounded bursts, validates each, and either
 //! answers it (`welcome`, `error`) or adds the frame to its type's batch.
-//! At the end of a burst each batch goes to its type's sink thread. A type
-//! whose queue already holds `VIGIL_QUEUE_CAPACITY` messages gets an
-//! `overloaded` reply instead, so this thread never blocks. Between bursts it serves back-end deliveries sent to
-//! it by the back-end thread, since only the ROUTER's owner may send on it
-//! and only the table's owner knows the routes.
+//! At the end of a burst each batch goes to its type's sink thread. When a
+//! type's queue already holds `VIGIL_QUEUE_CAPACITY` messages this thread
+//! stops reading client input until there is room, for at most
+//! `VIGIL_OVERLOAD_WAIT_MS` (see `pressure.rs`), so libzmq's high-water
+//! marks push back on the clients; only a queue that stays full that long
+//! gets `overloaded` replies. Between bursts, and while it waits, it serves
+//! back-end deliveries sent to it by the back-end thread, since only the
+//! ROUTER's owner may send on it and only the table's owner knows the
+//! routes.
 //!
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
 use super::metrics::Metrics;
+use super::pressure::{Admission, Gate, OverloadReplies, RoomBell};
 use super::table::ClientTable;
 use crate::doorbell::Doorbell;
 use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
@@ -83,6 +88,18 @@ pub struct ClientThread {
     pub router_name: String,
     pub max_message_bytes: usize,
     pub stats_interval: Option<Duration>,
+    /// Back-pressure per type, in the order of `sink_types`.
+    pub gates: Vec<Gate>,
+    /// How the sink threads wake this thread while it waits for room.
+    pub room: Arc<RoomBell>,
+    /// Longest wait for room without progress (`VIGIL_OVERLOAD_WAIT_MS`).
+    pub overload_wait: Duration,
+    pub overload_replies: OverloadReplies,
+    pub reject_log: RejectLog,
+    /// The clock read once per burst (and after a wait), as the
+    /// `received_at` of the burst's messages: one system call per burst,
+    /// and runs of equal metadata the sink threads can reuse.
+    pub burst_ms: u64,
 }
 
 /// When the periodic work is next due.
@@ -98,7 +115,6 @@ impl ClientThread {
             housekeeping: start + HOUSEKEEPING,
             stats: self.stats_interval.map(|d| start + d),
         };
-        let mut reject_log = RejectLog::default();
         loop {
             let readable = self.wait(&timers)?;
             if self.shutdown.is_set() {
@@ -106,7 +122,7 @@ impl ClientThread {
             }
             self.serve_commands();
             if readable {
-                self.read_burst(&mut reject_log)?;
+                self.read_burst()?;
             }
             self.periodic(&mut timers);
         }
@@ -141,14 +157,15 @@ impl ClientThread {
         }
     }
 
-    fn read_burst(&mut self, reject_log: &mut RejectLog) -> Result<(), zmq::Error> {
-        let result = self.read_messages(reject_log);
+    fn read_burst(&mut self) -> Result<(), zmq::Error> {
+        let result = self.read_messages();
         // Even after an error: what was accepted must not be lost.
         self.flush_batches();
         result
     }
 
-    fn read_messages(&mut self, reject_log: &mut RejectLog) -> Result<(), zmq::Error> {
+    fn read_messages(&mut self) -> Result<(), zmq::Error> {
+        self.burst_ms = unix_ms();
         for n in 1..=BURST {
             let mut routing_id = Message::new();
             match self.socket.recv(&mut routing_id, zmq::DONTWAIT) {
@@ -159,7 +176,8 @@ impl ClientThread {
             let (body, extra) = self.recv_body()?;
             if let Err(rejection) = self.handle(&routing_id, body, extra) {
                 self.metrics.reject(rejection.code);
-                reject_log.note(&rejection, &routing_id);
+                self.reject_log
+                    .note(rejection.code, &rejection.detail, &routing_id);
                 self.reply(&routing_id, rejection.to_frame());
             }
             if n % DELIVERY_CHECK_EVERY == 0 && !self.commands.is_empty() {
@@ -223,7 +241,7 @@ impl ClientThread {
             let detail = format!("message has {} frames; send exactly one", extra.frames + 1);
             return Err(Rejection::new(RejectCode::Multipart, detail, None));
         }
-        let received_at_ms = unix_ms();
+        let received_at_ms = self.burst_ms;
         let Accepted { uuid, target, id } = protocol::validate(&body, &self.sink_types)?;
         match target {
             Target::Hello => {
@@ -235,11 +253,11 @@ impl ClientThread {
                 Ok(())
             }
             Target::Sink(index) => {
-                let depth =
-                    self.metrics.types[index].queued.load(Relaxed) + self.pending[index].len();
-                if depth >= self.queue_capacity {
-                    return Err(self.overloaded(index, protocol::string_id(id)));
+                if !self.make_room(index) {
+                    self.refuse_overloaded(routing_id, index, id);
+                    return Ok(());
                 }
+                let depth = self.depth(index);
                 let forward = if depth < COPY_DEPTH {
                     Forward {
                         frame: body,
@@ -261,12 +279,75 @@ impl ClientThread {
         self.metrics.clients.store(self.table.len(), Relaxed);
     }
 
-    fn overloaded(&self, index: usize, id: Option<String>) -> Rejection {
-        let detail = format!(
-            "the queue for {} is full ({} messages): its sinks are absent or slow; retry later",
-            self.sink_types[index], self.queue_capacity
-        );
-        Rejection::new(RejectCode::Overloaded, detail, id)
+    /// Messages of type `index` accepted and not yet handed to its PUSH.
+    fn depth(&self, index: usize) -> usize {
+        self.metrics.types[index].queued.load(Relaxed) + self.pending[index].len()
+    }
+
+    /// Whether a message of type `index` may be queued now, waiting for
+    /// room first if its queue is full (see `pressure.rs`).
+    fn make_room(&mut self, index: usize) -> bool {
+        let may_wait = !self.overload_wait.is_zero();
+        let depth = self.depth(index);
+        match self.gates[index].admit(depth, self.queue_capacity, may_wait) {
+            Admission::Admit => true,
+            Admission::Refuse => false,
+            Admission::Wait => {
+                let room = self.wait_for_room(index);
+                self.gates[index].waited(room) == Admission::Admit
+            }
+        }
+    }
+
+    /// Stops reading client input until `index`'s queue has room, for at
+    /// most `overload_wait`; deliveries are still served meanwhile.
+    /// Returns whether room came.
+    fn wait_for_room(&mut self, index: usize) -> bool {
+        // What this burst accepted must reach the sink thread to drain.
+        self.flush_batches();
+        let stats = &self.metrics.types[index];
+        stats.waits.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + self.overload_wait;
+        let room = loop {
+            self.room.want(index);
+            if self.depth(index) < self.queue_capacity {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.shutdown.is_set() {
+                break false;
+            }
+            let timeout = left.as_millis() as i64 + 1;
+            if let Err(e) = self.bell.wait_alone(timeout) {
+                log::error!(
+                    "waiting for room in the {} queue: {e}",
+                    self.sink_types[index]
+                );
+                break false;
+            }
+            self.serve_commands();
+        };
+        self.room.cancel(index);
+        self.burst_ms = unix_ms();
+        if !room {
+            log::warn!(
+                "{}: queue full for {} ms; answering overloaded until it drains \
+                 (its sinks are absent or stuck)",
+                self.sink_types[index],
+                self.overload_wait.as_millis()
+            );
+        }
+        room
+    }
+
+    /// Answers `overloaded` with the type's prebuilt frame.
+    fn refuse_overloaded(&mut self, routing_id: &[u8], index: usize, raw_id: Option<&str>) {
+        self.metrics.reject(RejectCode::Overloaded);
+        let detail = self.overload_replies.detail(index);
+        self.reject_log
+            .note(RejectCode::Overloaded, detail, routing_id);
+        let frame = self.overload_replies.frame(index, raw_id);
+        self.reply(routing_id, frame);
     }
 
     /// Answers a client. A reply libzmq will not take (the client is gone or
@@ -351,14 +432,14 @@ struct Extra {
 /// Logs refusals at most once per code per window, so a hostile or broken
 /// client cannot flood the log; the counters keep the full tally.
 #[derive(Default)]
-struct RejectLog {
+pub struct RejectLog {
     last: [Option<Instant>; RejectCode::ALL.len()],
     suppressed: [u64; RejectCode::ALL.len()],
 }
 
 impl RejectLog {
-    fn note(&mut self, rejection: &Rejection, routing_id: &[u8]) {
-        let i = rejection.code as usize;
+    fn note(&mut self, code: RejectCode, detail: &str, routing_id: &[u8]) {
+        let i = code as usize;
         let now = Instant::now();
         if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW) {
             self.suppressed[i] += 1;
@@ -367,8 +448,8 @@ impl RejectLog {
         log::warn!(
             "refused a message from client {}: {}: {} ({} more like it not logged)",
             String::from_utf8_lossy(routing_id).escape_debug(),
-            rejection.code.as_str(),
-            rejection.detail,
+            code.as_str(),
+            detail,
             self.suppressed[i]
         );
         self.last[i] = Some(now);

@@ -23,6 +23,9 @@ pub struct RouterConfig {
     pub max_message_bytes: usize,
     pub io_threads: i32,
     pub queue_capacity: usize,
+    /// Longest time the client thread stops reading input while a type's
+    /// queue is full, before that type is answered `overloaded`.
+    pub overload_wait: Duration,
     pub client_hwm: i32,
     pub client_sndhwm: i32,
     pub sink_hwm: i32,
@@ -46,6 +49,12 @@ impl RouterConfig {
             max_message_bytes: env.int("VIGIL_MAX_MESSAGE_BYTES", 65_536, 64, 16 << 20)?,
             io_threads: env.int("VIGIL_IO_THREADS", 1, 1, 64)?,
             queue_capacity: env.int("VIGIL_QUEUE_CAPACITY", 4_096, 1, 10_000_000)?,
+            overload_wait: Duration::from_millis(env.int(
+                "VIGIL_OVERLOAD_WAIT_MS",
+                1_000,
+                0,
+                600_000,
+            )?),
             client_hwm: env.int("VIGIL_CLIENT_HWM", 1_000, 1, 10_000_000)?,
             client_sndhwm: env.int("VIGIL_CLIENT_SNDHWM", 1_000, 1, 10_000_000)?,
             sink_hwm: env.int("VIGIL_SINK_HWM", 10_000, 1, 10_000_000)?,
@@ -188,6 +197,8 @@ mod tests {
             ("VIGIL_MAX_MESSAGE_BYTES", "big"),
             ("VIGIL_IO_THREADS", "0"),
             ("VIGIL_DRAIN_MS", "-1"),
+            ("VIGIL_OVERLOAD_WAIT_MS", "soon"),
+            ("VIGIL_OVERLOAD_WAIT_MS", "600001"),
         ];
         for (var, value) in cases {
             let err = RouterConfig::from_env(&Env::from_pairs([(var, value)])).unwrap_err();

@@ -21,6 +21,9 @@ pub struct TypeMetrics {
     pub queued: AtomicUsize,
     /// Messages still queued when the drain deadline passed at shutdown.
     pub dropped_at_exit: AtomicU64,
+    /// Times the client thread stopped reading input because this type's
+    /// queue was full (back-pressure, see `pressure.rs`).
+    pub waits: AtomicU64,
 }
 
 /// Every counter of one router process.
@@ -55,6 +58,7 @@ impl Metrics {
                     forwarded: AtomicU64::new(0),
                     queued: AtomicUsize::new(0),
                     dropped_at_exit: AtomicU64::new(0),
+                    waits: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -105,6 +109,7 @@ impl Metrics {
             "forwarded_by_type": per_type(&|t| t.forwarded.load(Relaxed)),
             "rejected_by_code": by_code,
             "queue_depth": per_type(&|t| t.queued.load(Relaxed) as u64),
+            "backpressure_waits_by_type": per_type(&|t| t.waits.load(Relaxed)),
         })
     }
 

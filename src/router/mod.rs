@@ -8,8 +8,11 @@
 //!  back end ◄──► [backend thread: REP-like ROUTER]
 //! ```
 //!
-//! The queues are bounded crossbeam channels; a full one turns into an
-//! `overloaded` reply, so one absent sink type never holds up the others.
+//! The queues are bounded (in messages) crossbeam channels; a full one makes
+//! the client thread stop reading client input until there is room, for at
+//! most `VIGIL_OVERLOAD_WAIT_MS` (back-pressure, `pressure.rs`); only a
+//! queue that stays full longer turns into `overloaded` replies, so one
+//! absent sink type never holds up the others for longer than that.
 //! Here the sockets are made and bound (so a bad endpoint stops the start
 //! with exit status 2), handed to their threads, and the threads supervised
 //! until a signal drains them.
@@ -18,6 +21,7 @@ mod backend;
 mod clients;
 pub mod config;
 mod metrics;
+mod pressure;
 mod sink;
 mod table;
 
@@ -27,17 +31,18 @@ use crate::protocol::MetadataWriter;
 use crate::signals::{Shutdown, SignalThread};
 use crate::supervisor::Supervisor;
 use backend::BackendThread;
-use clients::{Batch, ClientThread, Command};
+use clients::{Batch, ClientThread, Command, RejectLog};
 use config::RouterConfig;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use metrics::Metrics;
+use pressure::{Gate, OverloadReplies, RoomBell};
 use sink::SinkThread;
 use std::sync::Arc;
 use table::ClientTable;
 
-/// Deliveries waiting for the client thread. The REP socket has at most one
-/// request in flight, so a handful is plenty.
-const COMMAND_QUEUE: usize = 16;
+/// Deliveries waiting for the client thread: a whole back-end burst, so
+/// the back-end thread hands it over without waiting.
+const COMMAND_QUEUE: usize = backend::BURST;
 
 /// The router's sockets, bound and configured, before their threads start.
 struct Sockets {
@@ -51,7 +56,11 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     let ctx = zmq::Context::new();
     ctx.set_io_threads(config.io_threads)
         .map_err(|e| Error::setup("VIGIL_IO_THREADS", e))?;
-    let sockets = bind_all(&ctx, &config)?;
+    // The back end's socket has a context, so an I/O thread, of its own:
+    // its requests and replies never wait behind client traffic in the
+    // client I/O thread's queue (delivery latency under load).
+    let backend_ctx = zmq::Context::new();
+    let sockets = bind_all(&ctx, &backend_ctx, &config)?;
     let ready_line = ready_line(&sockets, &config);
     let bells = Bells::new(config.sinks.len())?;
     let shutdown = Arc::new(Shutdown::new(bells.ringers()));
@@ -130,6 +139,9 @@ fn spawn_threads(
     let (queue_txs, queue_rxs): (Vec<Sender<Batch>>, Vec<Receiver<Batch>>) =
         config.sinks.iter().map(|_| unbounded()).unzip();
     let (command_tx, command_rx) = bounded::<Command>(COMMAND_QUEUE);
+    let sink_types = config.sink_types();
+    let room = Arc::new(RoomBell::new(sink_types.len(), bells.client_ringer.clone()));
+    let wait_ms = config.overload_wait.as_millis() as u64;
     let client_thread = ClientThread {
         socket: sockets.client,
         bell: bells.client,
@@ -144,6 +156,12 @@ fn spawn_threads(
         router_name: config.name.clone(),
         max_message_bytes: config.max_message_bytes,
         stats_interval: config.stats_interval,
+        gates: vec![Gate::default(); sink_types.len()],
+        room: Arc::clone(&room),
+        overload_wait: config.overload_wait,
+        overload_replies: OverloadReplies::new(&sink_types, config.queue_capacity, wait_ms),
+        reject_log: RejectLog::default(),
+        burst_ms: 0,
     };
     supervisor.spawn("clients", move || client_thread.run())?;
     let backend_thread = BackendThread {
@@ -170,6 +188,8 @@ fn spawn_threads(
             metadata: metadata.clone(),
             drain: config.drain,
             deadline: None,
+            room: Arc::clone(&room),
+            last_meta: sink::MetaCache::default(),
         };
         let name = format!("sink-{}", config.sinks[index].kind);
         supervisor.spawn(&name, move || sink_thread.run())?;
@@ -182,12 +202,16 @@ fn doorbell(what: &str) -> Result<(Doorbell, Ringer), Error> {
 }
 
 /// Creates and binds every socket. Any failure names its variable.
-fn bind_all(ctx: &zmq::Context, config: &RouterConfig) -> Result<Sockets, Error> {
+fn bind_all(
+    ctx: &zmq::Context,
+    backend_ctx: &zmq::Context,
+    config: &RouterConfig,
+) -> Result<Sockets, Error> {
     let client = make_socket(ctx, zmq::ROUTER, "VIGIL_CLIENT_BIND", |s| {
         configure_client_socket(s, config)
     })?;
     bind(&client, "VIGIL_CLIENT_BIND", &config.client_bind)?;
-    let backend = make_socket(ctx, zmq::ROUTER, "VIGIL_BACKEND_BIND", |s| {
+    let backend = make_socket(backend_ctx, zmq::ROUTER, "VIGIL_BACKEND_BIND", |s| {
         s.set_router_mandatory(true)?;
         s.set_linger(config.drain.as_millis() as i32)?;
         s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))

@@ -17,6 +17,7 @@
 
 use super::clients::{Batch, Forward};
 use super::metrics::Metrics;
+use super::pressure::RoomBell;
 use crate::doorbell::Doorbell;
 use crate::protocol::MetadataWriter;
 use crate::signals::ShutdownWatch;
@@ -37,7 +38,48 @@ pub struct SinkThread {
     pub drain: Duration,
     /// Set once shutdown is noticed: the drain must end by then.
     pub deadline: Option<Instant>,
+    /// Told each time room is freed, for a client thread waiting on it.
+    pub room: Arc<RoomBell>,
+    /// The last metadata frame built, reused while it fits.
+    pub last_meta: MetaCache,
 }
+
+/// The metadata frame of the previous message and what it says. Messages
+/// of one burst mostly share the millisecond and (behind one NAT or on
+/// loopback) the peer, so their metadata is the same bytes: the frame is
+/// then shared (a reference count in libzmq) instead of formatted and
+/// allocated again per message.
+#[derive(Default)]
+pub struct MetaCache {
+    received_at_ms: u64,
+    peer: Option<String>,
+    frame: Option<zmq::Message>,
+}
+
+impl MetaCache {
+    /// The cached frame, if it says exactly this.
+    fn get(&mut self, received_at_ms: u64, peer: Option<&str>) -> Option<zmq::Message> {
+        let same = self.received_at_ms == received_at_ms && self.peer.as_deref() == peer;
+        match &mut self.frame {
+            Some(frame) if same => Some(share(frame)),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, received_at_ms: u64, peer: Option<&str>, frame: &mut zmq::Message) {
+        self.received_at_ms = received_at_ms;
+        if self.peer.as_deref() != peer {
+            self.peer = peer.map(str::to_owned);
+        }
+        self.frame = Some(share(frame));
+    }
+}
+
+/// The queue depth is lowered every this many messages sent, not only per
+/// batch, so a client thread waiting for room sees progress even from a
+/// slow sink; often enough for that, rarely enough to keep the shared
+/// counter's cache line quiet.
+const RELEASE_EVERY: usize = 64;
 
 impl SinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
@@ -45,11 +87,12 @@ impl SinkThread {
         // Ends when the client thread has gone and the queue is empty.
         while let Ok(batch) = self.queue.recv() {
             let total = batch.len();
+            // Lowers `queued` by what it sent; the rest is done here.
             let sent = self.send_batch(batch, &mut buf)?;
-            self.metrics.types[self.index]
-                .queued
-                .fetch_sub(total, Relaxed);
             if sent < total {
+                // Not forwarded: `abandon_rest` counts them as dropped.
+                let stats = &self.metrics.types[self.index];
+                stats.queued.fetch_sub(total - sent, Relaxed);
                 self.abandon_rest(total - sent);
                 break;
             }
@@ -60,27 +103,54 @@ impl SinkThread {
     /// Sends a batch; returns how many went out before the drain deadline.
     fn send_batch(&mut self, batch: Batch, buf: &mut String) -> Result<usize, zmq::Error> {
         let mut sent = 0;
+        let mut unreleased = 0;
         for mut forward in batch {
             if !self.send(&mut forward, buf)? {
                 break;
             }
             sent += 1;
+            unreleased += 1;
+            if unreleased == RELEASE_EVERY {
+                self.release(unreleased);
+                unreleased = 0;
+            }
         }
-        self.metrics.types[self.index]
-            .forwarded
-            .fetch_add(sent as u64, Relaxed);
+        self.release(unreleased);
         Ok(sent)
+    }
+
+    /// Counts `n` messages as sent: lowers the depth and tells a waiting
+    /// client thread there is room.
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let stats = &self.metrics.types[self.index];
+        stats.forwarded.fetch_add(n as u64, Relaxed);
+        stats.queued.fetch_sub(n, Relaxed);
+        self.room.freed(self.index);
     }
 
     /// Sends one message and its metadata. `Ok(false)` when the drain
     /// deadline passed first.
     fn send(&mut self, forward: &mut Forward, buf: &mut String) -> Result<bool, zmq::Error> {
-        let peer = match &forward.peer {
-            Some(peer) => Some(peer.as_str()),
-            // libzmq reports a peer address for tcp only; ipc gives nothing.
-            None => forward.frame.gets("Peer-Address").filter(|p| !p.is_empty()),
+        let at = forward.received_at_ms;
+        let mut metadata = {
+            let peer = match &forward.peer {
+                Some(peer) => Some(peer.as_str()),
+                // libzmq reports a peer address for tcp only; ipc gives nothing.
+                None => forward.frame.gets("Peer-Address").filter(|p| !p.is_empty()),
+            };
+            match self.last_meta.get(at, peer) {
+                Some(frame) => frame,
+                None => {
+                    self.metadata.write(buf, at, peer);
+                    let mut frame = zmq::Message::from(buf.as_bytes());
+                    self.last_meta.put(at, peer, &mut frame);
+                    frame
+                }
+            }
         };
-        self.metadata.write(buf, forward.received_at_ms, peer);
         loop {
             let mut first = share(&mut forward.frame);
             if !self.send_frame(&mut first, zmq::SNDMORE)? {
@@ -91,7 +161,7 @@ impl SinkThread {
             // then it has discarded that part too. So a refusal here means
             // the whole message must go again, to another sink: sending the
             // metadata alone would hand some sink a one-frame message.
-            let mut metadata = zmq::Message::from(buf.as_bytes());
+            // A failed send leaves `metadata` whole for the retry.
             match send_keeping(&mut self.socket, &mut metadata, zmq::DONTWAIT) {
                 Ok(()) => return Ok(true),
                 Err(zmq::Error::EAGAIN) => {

@@ -151,8 +151,9 @@ impl Dispatcher {
             }
         }
         let mut undone = Vec::new();
+        let mut sending = Vec::new();
+        let now = store::now();
         for (run_id, job) in &runs {
-            let now = store::now();
             if self.shutdown.is_set() || !self.lease.valid_at(now) {
                 undone.push(run_id.as_str());
                 continue;
@@ -162,12 +163,16 @@ impl Dispatcher {
                 undone.push(run_id.as_str());
                 continue;
             }
-            match self.send(run_id, job) {
+            sending.push((run_id.as_str(), job));
+        }
+        // One pipelined batch through the routers, not a round trip each.
+        for ((run_id, _), sent) in sending.iter().zip(self.send_all(&sending)) {
+            match sent {
                 Sent::Yes => self.sent += 1,
                 Sent::Maybe => self.unconfirmed += 1,
                 Sent::No => {
                     self.failed += 1;
-                    undone.push(run_id.as_str());
+                    undone.push(run_id);
                 }
             }
         }
@@ -199,42 +204,6 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// Sends one run_plugin through the first router that takes it.
-    fn send(&mut self, run_id: &str, job: &Job) -> Sent {
-        let frame = json!({
-            "type": "run_plugin",
-            "to": job.uuid,
-            "plugin": job.plugin,
-            "run_id": run_id,
-        })
-        .to_string();
-        match self.client.deliver(frame.as_bytes()) {
-            Ok(_) => Sent::Yes,
-            Err(DeliveryError::NoRoute(tries)) if tries.iter().all(|t| refused(t)) => {
-                log::warn!(
-                    "run {run_id} of {} on {}: no route, retried next interval ({})",
-                    job.plugin,
-                    job.uuid,
-                    tries.join("; ")
-                );
-                Sent::No
-            }
-            Err(DeliveryError::NoRoute(tries)) => {
-                log::warn!(
-                    "run {run_id} of {} on {}: not confirmed, kept as sent ({})",
-                    job.plugin,
-                    job.uuid,
-                    tries.join("; ")
-                );
-                Sent::Maybe
-            }
-            Err(e) => {
-                log::warn!("run {run_id} of {} on {}: {e}", job.plugin, job.uuid);
-                Sent::No
-            }
-        }
-    }
-
     fn forget(&mut self, run_ids: &[&str]) -> rusqlite::Result<()> {
         if run_ids.is_empty() {
             return Ok(());
@@ -247,6 +216,57 @@ impl Dispatcher {
             }
         }
         tx.commit()
+    }
+
+    /// Sends each run_plugin through the first router that takes it.
+    fn send_all(&mut self, runs: &[(&str, &Job)]) -> Vec<Sent> {
+        let frames: Vec<Vec<u8>> = runs
+            .iter()
+            .map(|(run_id, job)| {
+                json!({
+                    "type": "run_plugin",
+                    "to": job.uuid,
+                    "plugin": job.plugin,
+                    "run_id": run_id,
+                })
+                .to_string()
+                .into_bytes()
+            })
+            .collect();
+        let results = self.client.deliver_batch(&frames);
+        runs.iter()
+            .zip(results)
+            .map(|((run_id, job), result)| outcome(run_id, job, result))
+            .collect()
+    }
+}
+
+/// What one delivery's result means for its run, logged.
+fn outcome(run_id: &str, job: &Job, result: Result<usize, DeliveryError>) -> Sent {
+    match result {
+        Ok(_) => Sent::Yes,
+        Err(DeliveryError::NoRoute(tries)) if tries.iter().all(|t| refused(t)) => {
+            log::warn!(
+                "run {run_id} of {} on {}: no route, retried next interval ({})",
+                job.plugin,
+                job.uuid,
+                tries.join("; ")
+            );
+            Sent::No
+        }
+        Err(DeliveryError::NoRoute(tries)) => {
+            log::warn!(
+                "run {run_id} of {} on {}: not confirmed, kept as sent ({})",
+                job.plugin,
+                job.uuid,
+                tries.join("; ")
+            );
+            Sent::Maybe
+        }
+        Err(e) => {
+            log::warn!("run {run_id} of {} on {}: {e}", job.plugin, job.uuid);
+            Sent::No
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! worker has durably handled.
 //!
 //! Acks go through [`BackendClient`], which tries the router that answered
-//! last and fails over on `unknown_client`, `unreachable` or a timeout. A
+//! last and fails over on `unknown_client`, `unreachable` or a timeout.
+//! Whatever is waiting is sent as one pipelined batch (up to [`BATCH`]),
+//! so a busy sink pays about one round trip per batch, not per ack. A
 //! failed ack is only logged: the agent keeps the message and resends it,
 //! and the sink acks the duplicate then. Workers never wait for this
 //! thread; they hand acks over a bounded channel.
@@ -64,16 +66,21 @@ pub struct AckThread {
     pub drain: Duration,
 }
 
+/// Most acks sent as one pipelined batch.
+pub const BATCH: usize = 1_024;
+
 impl AckThread {
     pub fn run(mut self) -> Result<(), String> {
         let mut failures = RateLimitedLog::new(Duration::from_secs(10));
         let mut deadline: Option<Instant> = None;
         // Ends when every worker has dropped its sender and the queue is empty.
-        while let Ok(ack) = self.acks.recv() {
+        while let Ok(first) = self.acks.recv() {
+            let mut batch = vec![first];
+            batch.extend(self.acks.try_iter().take(BATCH - 1));
             if self.shutdown.is_set() {
                 let at = *deadline.get_or_insert_with(|| Instant::now() + self.drain);
                 if Instant::now() >= at {
-                    let left = 1 + self.acks.len();
+                    let left = batch.len() + self.acks.len();
                     self.metrics.acks_failed.fetch_add(left as u64, Relaxed);
                     log::warn!(
                         "acks: drain deadline passed, {left} ack(s) not sent (the agents resend)"
@@ -81,16 +88,20 @@ impl AckThread {
                     return Ok(());
                 }
             }
-            match self.client.deliver(&ack.frame()) {
-                Ok(_) => {
-                    self.metrics.acks_sent.fetch_add(1, Relaxed);
-                }
-                Err(e) => {
-                    self.metrics.acks_failed.fetch_add(1, Relaxed);
-                    failures.warn(format_args!(
-                        "ack of {} to {} not delivered (the agent will resend): {e}",
-                        ack.id, ack.to
-                    ));
+            let frames: Vec<Vec<u8>> = batch.iter().map(Ack::frame).collect();
+            let results = self.client.deliver_batch(&frames);
+            for (ack, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(_) => {
+                        self.metrics.acks_sent.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        self.metrics.acks_failed.fetch_add(1, Relaxed);
+                        failures.warn(format_args!(
+                            "ack of {} to {} not delivered (the agent will resend): {e}",
+                            ack.id, ack.to
+                        ));
+                    }
                 }
             }
         }

@@ -109,6 +109,11 @@ impl SinkProc {
         self.daemon.sigterm();
     }
 
+    /// Sends `sig` (e.g. `libc::SIGSTOP` to freeze it, `SIGCONT` to resume).
+    pub fn signal(&self, sig: i32) {
+        self.daemon.signal(sig);
+    }
+
     /// SIGTERM, then waits (bounded) for the exit; returns the status and
     /// the whole stderr.
     pub fn stop(mut self) -> (ExitStatus, String) {

@@ -211,10 +211,7 @@ fn register(link: &LinkTx, uuid: &str, hostname: &str, files: &[Declaration]) {
         Value::Array(files.iter().map(Declaration::to_json).collect()),
     );
     let frame = message::with_envelope(uuid, "registration", body);
-    let item = ToLink::Send(Outgoing {
-        kind: Kind::Other,
-        frame,
-    });
+    let item = ToLink::Send(Outgoing::new(Kind::Other, frame));
     if link.send_timeout(item, Duration::from_secs(5)).is_err() {
         log::error!("could not queue the host registration");
     }
@@ -396,10 +393,7 @@ fn send_result(link: &LinkTx, uuid: &str, hostname: &str, r: ResultFields) {
         body.insert((*k).into(), v.clone());
     }
     let frame = message::with_envelope(uuid, "result", body);
-    let item = ToLink::Send(Outgoing {
-        kind: Kind::Other,
-        frame,
-    });
+    let item = ToLink::Send(Outgoing::new(Kind::Other, frame));
     if link.send_timeout(item, Duration::from_secs(5)).is_err() {
         log::error!("could not queue the result of plugin {}", r.plugin);
     }
