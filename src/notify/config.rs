@@ -477,7 +477,7 @@ mod tests {
         let cmd = c.command.unwrap();
         assert!(SEVERITIES.iter().all(|s| cmd.severities.contains(s)));
         let smtp = c.smtp.unwrap();
-        assert_eq!(smtp.server, "mail.example.org:25");
+        assert_eq!(smtp.server(), "mail.example.org:25");
         assert_eq!(smtp.to, ["ops@example.org", "oncall@example.org"]);
         assert!(smtp.severities.contains("critical") && smtp.severities.contains("error"));
         assert!(!smtp.severities.contains("warning"));

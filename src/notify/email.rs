@@ -8,7 +8,7 @@
 //! robots (vacation responders) and scripts what the mail is.
 
 use super::{field, field_text};
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
 use lettre::message::Mailbox;
 use lettre::Message;
 
@@ -29,6 +29,7 @@ pub fn compose(
         .from(mailbox(from)?)
         .subject(subject(notification))
         .message_id(Some(format!("<{}@{}>", uuid::Uuid::new_v4(), domain)))
+        .header(MIME_VERSION_1_0)
         .header(ContentType::TEXT_PLAIN)
         // RFC 3834: tells vacation responders not to answer a machine.
         .raw_header(header("Auto-Submitted", "auto-generated")?);
@@ -165,6 +166,7 @@ mod tests {
             "To: a@x.example, b@x.example",
             "Subject: [vigil CRITICAL] web1: /var is 97% full",
             "Content-Type: text/plain; charset=utf-8",
+            "MIME-Version: 1.0",
             "Auto-Submitted: auto-generated",
             "X-Vigil-UUID: u-1",
             "X-Vigil-Severity: critical",
@@ -194,7 +196,10 @@ mod tests {
         ));
         let m = text(&n);
         assert!(m.is_ascii(), "{m}");
-        assert!(m.contains("Subject: =?utf-8?"), "{m}");
+        assert!(
+            m.contains("Subject: [vigil CRITICAL] web1: disque plein =?utf-8?b?"),
+            "{m}"
+        );
         assert!(m.lines().all(|l| l.len() <= 998), "{m}");
     }
 

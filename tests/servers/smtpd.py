@@ -77,7 +77,8 @@ def main():
                   and auth_data.password.decode() == password)
             emit({"auth": auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None,
                   "ok": ok})
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd answers 535 itself.
+            return AuthResult(success=ok, handled=False)
 
         kwargs.update(auth_required=True, authenticator=authenticator,
                       auth_require_tls=(args.tls == "starttls"))
