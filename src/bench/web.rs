@@ -131,6 +131,7 @@ fn fill(db: &std::path::Path, hosts: usize, checks: usize) -> Result<(), String>
                 let state = if c % 7 == 0 { "pending" } else { "handled" };
                 note.execute(params![
                     uuid(h),
+                    format!("n{c}"),
                     format!("check{}", c / hosts),
                     output,
                     format!("host{h:05}.example.net"),
