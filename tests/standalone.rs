@@ -74,6 +74,7 @@ fn standalone_runs_everything_and_stops_cleanly() {
             ),
             ("VIGIL_STATSD_BIND", "127.0.0.1:0".into()),
             ("VIGIL_GRAPHITE", "127.0.0.1:9".into()),
+            ("VIGIL_WEB_BIND", "127.0.0.1:0".into()),
         ],
     );
     wait_for("standalone ready", STEP, || {

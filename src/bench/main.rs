@@ -27,6 +27,7 @@ mod scale;
 mod scheduler;
 mod sinks;
 mod suite;
+mod web;
 
 use std::fmt;
 use std::time::Duration;
@@ -55,12 +56,13 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         "sinks" => sinks::run(rest),
         "scheduler" => scheduler::run(rest),
         "sched-agents" => scheduler::agents(rest),
+        "web" => web::run(rest),
         "-h" | "--help" | "help" => {
             print!("{}", options::ROUTER_USAGE);
             Ok(())
         }
         other => Err(BenchError::usage(format!(
-            "unknown benchmark {other:?}: try router, agent, sinks or scheduler"
+            "unknown benchmark {other:?}: try router, agent, sinks, scheduler or web"
         ))),
     }
 }
