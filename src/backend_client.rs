@@ -9,6 +9,10 @@
 //! pirate pattern). A router that timed out is passed over for a while
 //! (`SUSPECT_FOR`), so a dead router costs one timeout per period rather
 //! than one per request. One `BackendClient` belongs to one thread.
+//!
+//! With keys ([`BackendClient::with_keys`]) every socket is a CURVE client
+//! of the routers, authenticated by its own key (the routers'
+//! `VIGIL_BACKEND_KEYS`).
 
 use serde_json::Value;
 use std::fmt;
@@ -52,6 +56,8 @@ pub struct BackendClient {
     /// Per router: passed over until then, after a timeout or socket error.
     suspect_until: Vec<Option<Instant>>,
     timeout: Duration,
+    /// This part's CURVE keys (`VIGIL_CURVE_KEY`, `VIGIL_ROUTER_KEY`).
+    keys: Option<crate::curve::ClientKeys>,
 }
 
 impl BackendClient {
@@ -67,7 +73,14 @@ impl BackendClient {
             preferred: 0,
             suspect_until,
             timeout,
+            keys: None,
         }
+    }
+
+    /// Connects with these CURVE keys (none: plaintext).
+    pub fn with_keys(mut self, keys: Option<crate::curve::ClientKeys>) -> BackendClient {
+        self.keys = keys;
+        self
     }
 
     /// Delivers `frame` (a JSON object with `to`) to its client through the
@@ -152,6 +165,9 @@ impl BackendClient {
             .socket(zmq::REQ)
             .map_err(|e| format!("REQ socket: {e}"))?;
         socket.set_linger(0).map_err(|e| e.to_string())?;
+        if let Some(keys) = &self.keys {
+            keys.apply(&socket).map_err(|e| e.to_string())?;
+        }
         // A send must not block forever when the router is down: REQ queues
         // the request until it connects, so bound the send as well.
         socket

@@ -100,6 +100,9 @@ pub struct SinkConfig {
     pub stats_interval: Option<Duration>,
     /// Shutdown's bound on flushing Graphite and pending acks.
     pub drain: Duration,
+    /// `VIGIL_CURVE_KEY` + `VIGIL_ROUTER_KEY`: the PULL and ack sockets
+    /// are CURVE clients of the routers.
+    pub keys: Option<crate::curve::ClientKeys>,
 }
 
 impl SinkConfig {
@@ -147,6 +150,7 @@ impl SinkConfig {
             ),
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             drain: ms("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?,
+            keys: crate::curve::client_keys(env)?,
         })
     }
 
