@@ -19,6 +19,10 @@
 //! out is passed over for a while (`SUSPECT_FOR`), so a dead router costs
 //! one timeout per period rather than one per request. One `BackendClient`
 //! belongs to one thread.
+//!
+//! With keys ([`BackendClient::with_keys`]) every socket is a CURVE client
+//! of the routers, authenticated by its own key (the routers'
+//! `VIGIL_BACKEND_KEYS`).
 
 use serde_json::Value;
 use std::fmt;
@@ -81,6 +85,8 @@ pub struct BackendClient {
     /// The tag of the next request; never reused, so a late reply cannot
     /// be taken for another request's.
     next_tag: u64,
+    /// This part's CURVE keys (`VIGIL_CURVE_KEY`, `VIGIL_ROUTER_KEY`).
+    keys: Option<crate::curve::ClientKeys>,
 }
 
 impl BackendClient {
@@ -97,7 +103,14 @@ impl BackendClient {
             suspect_until,
             timeout,
             next_tag: 1,
+            keys: None,
         }
+    }
+
+    /// Connects with these CURVE keys (none: plaintext).
+    pub fn with_keys(mut self, keys: Option<crate::curve::ClientKeys>) -> BackendClient {
+        self.keys = keys;
+        self
     }
 
     /// Delivers `frame` (a JSON object with `to`) to its client through the
@@ -274,6 +287,9 @@ impl BackendClient {
             .socket(zmq::DEALER)
             .map_err(|e| format!("DEALER socket: {e}"))?;
         socket.set_linger(0).map_err(|e| e.to_string())?;
+        if let Some(keys) = &self.keys {
+            keys.apply(&socket).map_err(|e| e.to_string())?;
+        }
         // Room for a whole window each way, whatever libzmq's default.
         let hwm = (WINDOW as i32) * 2;
         socket.set_sndhwm(hwm).map_err(|e| e.to_string())?;

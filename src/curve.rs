@@ -112,6 +112,13 @@ impl fmt::Display for PublicKey {
     }
 }
 
+/// Equal when the secrets are (configs compare their keys in tests).
+impl PartialEq for KeyPair {
+    fn eq(&self, other: &KeyPair) -> bool {
+        self.secret == other.secret
+    }
+}
+
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyPair {{ public: {}, secret: <hidden> }}", self.public)
@@ -271,7 +278,7 @@ pub fn derived_uuid(key: &PublicKey) -> uuid::Uuid {
 
 /// The keys a connecting part (agent, sink, scheduler, status) uses: its
 /// own pair and the routers' public key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClientKeys {
     pub own: KeyPair,
     pub router: PublicKey,

@@ -342,7 +342,7 @@ impl Plan {
     fn agent_local(&self) -> (String, String) {
         self.or(
             "VIGIL_AGENT_LOCAL",
-            format!("ipc://{}", self.data_dir.join("agent.sock").display()),
+            format!("ipc://{}", self.data_dir.join("run/agent.sock").display()),
         )
     }
 
@@ -682,7 +682,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
         let plan = Plan::new(&env, &config, PathBuf::from("/srv/v/plugins.d"));
         assert_eq!(plan.db().1, "/tmp/x.db");
-        assert_eq!(plan.agent_local().1, "ipc:///srv/v/agent.sock");
+        assert_eq!(plan.agent_local().1, "ipc:///srv/v/run/agent.sock");
     }
 
     #[test]

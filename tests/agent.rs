@@ -525,6 +525,7 @@ fn vigil_send_exit_codes_and_local_messages() {
     let registrations = router.sink("registration");
     let results = router.sink("result");
     let dir = TempDir::new("agent-send");
+    declare(&dir, "appcheck", "echo 'APP OK'; exit 0", 10.0);
     let setup = AgentSetup::new(&dir, &router.client);
     let agent = setup.start();
 
@@ -557,17 +558,18 @@ fn vigil_send_exit_codes_and_local_messages() {
     let out = setup.send(&["stats", "not-json"]);
     assert_eq!(out.status.code(), Some(2));
 
-    // A local process's registration is forwarded and declares its plugins.
-    let script = dir.join("appcheck");
-    write_script(&script, "echo 'APP OK'; exit 0");
+    // A local process's registration is forwarded and declares its
+    // plugins by name: the directory's entry (written before the start).
     let reg = json!({"process": {"name": "app", "pid": 42},
-        "plugins": [{"name": "appcheck", "command": script.display().to_string(), "timeout_s": 5}]});
+        "plugins": [{"name": "appcheck", "timeout_s": 5}]});
     let out = setup.send(&["registration", &reg.to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = recv_matching(&registrations, "app registration", |v| {
         v["process"]["name"] == "app"
     });
     assert_eq!(v["uuid"], agent.uuid.as_str());
+    assert_eq!(v["plugins"][0]["name"], "appcheck");
+    assert!(v["plugins"][0].get("command").is_none(), "{v}");
     let r = run_plugin(&router, &results, &agent.uuid, "appcheck");
     assert_eq!(
         (r["status"].as_i64(), r["output"].as_str()),
@@ -839,4 +841,222 @@ fn an_id_reused_for_a_different_message_is_refused_and_a_retry_is_not() {
         "{}",
         stderr(&other)
     );
+}
+
+// ---------------------------------------------------------------- security
+
+#[test]
+fn print_key_gives_the_enrollment_line_and_an_exposed_key_stops_the_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("agent-key");
+    let setup = AgentSetup::new(&dir, "tcp://127.0.0.1:1");
+    let out = setup.run_to_exit(&["--print-key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let (uuid, key) = line.split_once(' ').expect("UUID KEY");
+    assert_eq!(uuid, stdout(&setup.run_to_exit(&["--print-uuid"])));
+    let key_file = setup.state_dir.join("curve.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the secret key is the agent's alone");
+    let public = std::fs::read_to_string(setup.state_dir.join("curve.key.pub")).unwrap();
+    assert_eq!(key, public.trim());
+    assert_eq!(stdout(&setup.run_to_exit(&["--print-key"])), line, "kept");
+    // Derived mode: the UUID is the one the routers derive from the key.
+    let derived = setup.clone().env("VIGIL_CLIENT_AUTH", "derived");
+    let out = derived.run_to_exit(&["--print-key"]);
+    let public = vigil::curve::PublicKey::from_z85(key).unwrap();
+    let expected = vigil::curve::derived_uuid(&public).hyphenated().to_string();
+    assert_eq!(stdout(&out), format!("{expected} {key}"));
+    assert_ne!(expected, uuid);
+
+    // A clone (another machine id) gets a new key as well as a new UUID.
+    std::fs::write(dir.join("machine-id"), "ffffffffffffffffffffffffffffffff\n").unwrap();
+    let clone = stdout(&setup.run_to_exit(&["--print-key"]));
+    let (clone_uuid, clone_key) = clone.split_once(' ').unwrap();
+    assert_ne!((clone_uuid, clone_key), (uuid, key));
+    assert_ne!(clone_key, key, "a clone must not share its parent's key");
+
+    // A secret key others can read is refused at start, exit 2.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = setup.clone().env("VIGIL_ROUTER_KEY", key).run_to_exit(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("curve.key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    let out = setup.run_to_exit(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "also without CURVE on: {}",
+        stderr(&out)
+    );
+    // A router key that is not one: exit 2 naming the variable.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = setup
+        .clone()
+        .env("VIGIL_ROUTER_KEY", "not-a-key")
+        .run_to_exit(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("VIGIL_ROUTER_KEY"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_intake_socket_is_private_and_tcp_needs_consent() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("agent-intake-perms");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let private = AgentSetup {
+        local: format!("ipc://{}", dir.join("run/vigil/agent.sock").display()),
+        ..AgentSetup::new(&dir, "tcp://127.0.0.1:1")
+    };
+    {
+        let _agent = private.start();
+        assert_eq!(mode(&dir.join("run/vigil")), 0o750, "the directory it made");
+        assert_eq!(mode(&dir.join("run/vigil/agent.sock")), 0o660, "the socket");
+    }
+    // A directory others may write: anyone could swap the socket. Refused.
+    std::fs::set_permissions(
+        dir.join("run/vigil"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let out = private.run_to_exit(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("VIGIL_AGENT_LOCAL"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
+    // TCP on loopback: every local user can reach it. Only when allowed.
+    let tcp = AgentSetup {
+        local: format!("tcp://127.0.0.1:{}", free_port()),
+        ..AgentSetup::new(&dir, "tcp://127.0.0.1:1")
+    };
+    let out = tcp.run_to_exit(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("VIGIL_AGENT_INTAKE_TCP"),
+        "{}",
+        stderr(&out)
+    );
+    let _agent = tcp.env("VIGIL_AGENT_INTAKE_TCP", "1").start();
+}
+
+#[test]
+fn an_intake_registration_carrying_a_command_is_refused() {
+    let router = Router::start("r1");
+    let registrations = router.sink("registration");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-local-command");
+    let setup = AgentSetup::new(&dir, &router.client);
+    let agent = setup.start();
+    recv_matching(&registrations, "the host registration", |v| {
+        v["process"]["name"] == "vigil-agent"
+    });
+    let marker = dir.join("owned");
+    let evil = json!({"process": {"name": "evil"},
+        "plugins": [{"name": "evil", "command": format!("id > {}", marker.display()),
+                     "interval_s": 1, "local": true}]});
+    let out = setup.send(&["registration", &evil.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refused: bad_field"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("VIGIL_AGENT_LOCAL_COMMANDS"),
+        "{}",
+        stderr(&out)
+    );
+    // Neither run on request nor forwarded.
+    let refused = run_plugin(&router, &results, &agent.uuid, "evil");
+    assert_eq!(refused["status"], 3, "{refused}");
+    registrations.expect_silence(Duration::from_millis(500), "the host registration only");
+    assert!(!marker.exists(), "a command from the intake ran");
+    drop(agent);
+
+    // With the operator's consent, as before.
+    let allowed = setup.env("VIGIL_AGENT_LOCAL_COMMANDS", "1");
+    let agent = allowed.start();
+    let script = dir.join("mine");
+    write_script(&script, "echo 'MINE OK'; exit 0");
+    let reg = json!({"process": {"name": "app"},
+        "plugins": [{"name": "mine", "command": script.display().to_string()}]});
+    let out = allowed.send(&["registration", &reg.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        run_plugin(&router, &results, &agent.uuid, "mine")["output"],
+        "MINE OK"
+    );
+}
+
+#[test]
+fn a_thousand_run_plugins_for_one_plugin_cause_one_run_at_a_time() {
+    let router = Router::start("r1");
+    let results = router.sink("result");
+    let dir = TempDir::new("agent-coalesce");
+    let runs = dir.join("runs");
+    let overlaps = dir.join("overlaps");
+    let lock = dir.join("lock");
+    let go = dir.join("go");
+    // mkdir is atomic: a second concurrent run finds the lock taken. The
+    // run holds on until every request is in (bounded), so the outcome
+    // does not depend on how fast requests arrive.
+    declare(
+        &dir,
+        "slow",
+        &format!(
+            "echo run >> {runs}\nif ! mkdir {lock} 2>/dev/null; then echo overlap >> {o}; fi\n\
+             n=0; while [ ! -e {go} ] && [ $n -lt 2400 ]; do sleep 0.05; n=$((n+1)); done\n\
+             rmdir {lock} 2>/dev/null\necho 'SLOW OK'",
+            runs = runs.display(),
+            lock = lock.display(),
+            go = go.display(),
+            o = overlaps.display()
+        ),
+        180.0,
+    );
+    let agent = AgentSetup::new(&dir, &router.client)
+        .env("VIGIL_PLUGIN_CONCURRENCY", "8")
+        .start();
+    const N: usize = 1_000;
+    let mut asked = HashSet::new();
+    for n in 0..N {
+        let run_id = format!("flood-{n}");
+        let reply = router.request(
+            json!({"to": agent.uuid, "type": "run_plugin", "plugin": "slow", "run_id": run_id})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(reply, json!({"ok": true}), "run_plugin {n}");
+        asked.insert(run_id);
+    }
+    std::fs::write(&go, "").unwrap();
+    // Every request is answered with its own run_id, and exactly once.
+    let mut answered = HashSet::new();
+    while answered.len() < N {
+        let v = recv_matching(&results, "a result of the flood", |v| v["plugin"] == "slow");
+        assert_eq!(v["output"], "SLOW OK", "{v}");
+        let run_id = v["run_id"].as_str().expect("a run_id").to_string();
+        assert!(asked.contains(&run_id), "{v}");
+        assert!(answered.insert(run_id), "answered twice: {v}");
+    }
+    let ran = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(ran, 1, "every request came while the first run went on");
+    assert!(!overlaps.exists(), "two runs of one plugin overlapped");
+    results.expect_silence(QUIET, "no result beyond one per request");
+    // Later requests get a run of their own again, still one at a time.
+    let again = run_plugin(&router, &results, &agent.uuid, "slow");
+    assert_eq!(again["output"], "SLOW OK");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    assert!(!overlaps.exists());
 }

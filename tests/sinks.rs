@@ -527,6 +527,75 @@ fn bad_input_is_counted_and_harms_nothing() {
 }
 
 #[test]
+fn a_clients_origin_and_recovery_are_dropped() {
+    let dir = TempDir::new("sink-forged-recovery");
+    let store = dir.join("vigil.db");
+    let out = dir.join("handled.jsonl");
+    let router = Router::start("r1");
+    let sink = SinkBuilder::new(&["notification"], &[&router], &store)
+        .env(
+            "VIGIL_NOTIFY_COMMAND",
+            &handler_command(&out, &dir.join("no-flag")),
+        )
+        .start();
+    let agent = router.agent();
+    // What would close vigil's own host-down page, were it believed.
+    agent.send(&agent.frame(
+        "notification",
+        json!({"id": "forged", "ack": true, "severity": "info", "source": "heartbeat",
+               "message": "host is back", "origin": "heartbeat", "recovery": true}),
+    ));
+    expect_ack(&agent, "forged");
+    let lines = handled_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["message"], "host is back");
+    assert!(lines[0].get("recovery").is_none(), "{}", lines[0]);
+    assert!(lines[0].get("origin").is_none(), "{}", lines[0]);
+    let origin: String = query(&store, "SELECT origin FROM notifications").unwrap();
+    assert_eq!(origin, "client");
+    let body: String = query(&store, "SELECT body FROM notifications").unwrap();
+    assert!(!body.contains("recovery"), "{body}");
+    let (status, log) = sink.stop();
+    assert!(status.success(), "exit status {status}\n{log}");
+}
+
+#[test]
+fn a_world_readable_secret_key_stops_the_sink_with_status_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("sink-exposed-key");
+    let store = dir.join("vigil.db");
+    let router = Router::start("r1");
+    let key = dir.join("sink.key");
+    let pair = vigil::curve::KeyPair::generate().expect("a key pair");
+    pair.write(&key).expect("write the key");
+    let router_key = vigil::curve::KeyPair::generate().unwrap().public.to_z85();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, stderr) = SinkBuilder::new(&["heartbeat"], &[&router], &store)
+        .env("VIGIL_CURVE_KEY", &key.display().to_string())
+        .env("VIGIL_ROUTER_KEY", &router_key)
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("VIGIL_CURVE_KEY"), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("VIGIL_CURVE_KEY"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    // The key's owner alone may read it: then the sink starts.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sink = SinkBuilder::new(&["heartbeat"], &[&router], &store)
+        .env("VIGIL_CURVE_KEY", &key.display().to_string())
+        .env("VIGIL_ROUTER_KEY", &router_key)
+        .start();
+    let (status, log) = sink.stop();
+    assert!(status.success(), "exit status {status}\n{log}");
+}
+
+#[test]
 fn bad_configuration_stops_the_start_with_status_2() {
     let dir = TempDir::new("sink-config");
     let store = dir.join("vigil.db");

@@ -2,6 +2,7 @@
 //! data, logged once at start. Every default is in the README's `vigil agent` section.
 
 use crate::config::{ConfigError, Env};
+use crate::curve::PublicKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,25 @@ pub struct AgentConfig {
     pub max_message_bytes: usize,
     pub stats_interval: Option<Duration>,
     pub drain: Duration,
+    /// `VIGIL_ROUTER_KEY`: with it, the DEALER speaks CURVE to the routers.
+    pub router_key: Option<PublicKey>,
+    /// `VIGIL_CLIENT_AUTH`: where this agent's UUID comes from.
+    pub client_auth: ClientAuth,
+    /// `VIGIL_AGENT_LOCAL_COMMANDS=1`: local registrations may carry a
+    /// plugin `command` (else only names from the plugin directory).
+    pub local_commands: bool,
+}
+
+/// Where the agent's UUID comes from (`VIGIL_CLIENT_AUTH`, matching the
+/// routers' setting of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `keys` (default): the UUID minted in `identity.json`; the routers
+    /// list it beside this agent's public key.
+    Keys,
+    /// `derived`: the UUID derived from this agent's public key
+    /// (`curve::derived_uuid`), so no router needs to list it.
+    Derived,
 }
 
 impl AgentConfig {
@@ -80,28 +100,49 @@ impl AgentConfig {
             max_message_bytes: env.int("VIGIL_MAX_MESSAGE_BYTES", 65_536, 256, 16 << 20)?,
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             drain: Duration::from_millis(env.int("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?),
+            router_key: crate::curve::router_key(env)?,
+            client_auth: client_auth(env)?,
+            local_commands: env.int("VIGIL_AGENT_LOCAL_COMMANDS", 0u8, 0, 1)? == 1,
         })
     }
 }
 
-/// `VIGIL_AGENT_LOCAL`: ipc, or tcp on a loopback address. Anything else
-/// would let other machines inject messages under this host's UUID, so it
+/// `VIGIL_CLIENT_AUTH`: `keys` (default) or `derived`.
+fn client_auth(env: &Env) -> Result<ClientAuth, ConfigError> {
+    const VAR: &str = "VIGIL_CLIENT_AUTH";
+    match env.get(VAR) {
+        None | Some("keys") => Ok(ClientAuth::Keys),
+        Some("derived") => Ok(ClientAuth::Derived),
+        Some(other) => Err(ConfigError::new(VAR, other, "expected keys or derived")),
+    }
+}
+
+/// `VIGIL_AGENT_LOCAL`: an ipc socket by default. Whoever can connect to
+/// the intake speaks as this host, so an ipc socket is guarded by file
+/// permissions (see `intake_dir`), and TCP, which any local user can
+/// reach, needs `VIGIL_AGENT_INTAKE_TCP=1`; a non-loopback address also
 /// needs `VIGIL_AGENT_LOCAL_ALLOW_REMOTE=1`.
 fn local_endpoint(env: &Env) -> Result<String, ConfigError> {
     const VAR: &str = "VIGIL_AGENT_LOCAL";
     let value = env.string(VAR, DEFAULT_LOCAL);
     let allow_remote = env.int("VIGIL_AGENT_LOCAL_ALLOW_REMOTE", 0u8, 0, 1)? == 1;
-    check_local(&value, allow_remote).map_err(|reason| ConfigError::new(VAR, &value, reason))?;
+    let allow_tcp = env.int("VIGIL_AGENT_INTAKE_TCP", 0u8, 0, 1)? == 1;
+    check_local(&value, allow_tcp, allow_remote)
+        .map_err(|reason| ConfigError::new(VAR, &value, reason))?;
     Ok(value)
 }
 
-pub fn check_local(value: &str, allow_remote: bool) -> Result<(), String> {
+pub fn check_local(value: &str, allow_tcp: bool, allow_remote: bool) -> Result<(), String> {
     if value.contains(char::is_whitespace) {
         return Err("must not contain spaces".into());
     }
     if let Some(path) = value.strip_prefix("ipc://") {
         return if path.is_empty() {
             Err("ipc:// needs a path".into())
+        } else if path.starts_with('@') {
+            Err("an abstract ipc socket has no file permissions; use a path".into())
+        } else if !path.starts_with('/') {
+            Err("the ipc path must be absolute".into())
         } else {
             Ok(())
         };
@@ -109,6 +150,13 @@ pub fn check_local(value: &str, allow_remote: bool) -> Result<(), String> {
     let Some(addr) = value.strip_prefix("tcp://") else {
         return Err("expected ipc:///path or tcp://127.0.0.1:PORT".into());
     };
+    if !allow_tcp {
+        return Err(
+            "a TCP intake is open to every local user; set VIGIL_AGENT_INTAKE_TCP=1 to allow it \
+             (or use ipc:///path, guarded by file permissions)"
+                .into(),
+        );
+    }
     let host = match addr.rsplit_once(':') {
         Some((host, _port)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => return Err("tcp endpoint needs a port".into()),
@@ -185,16 +233,56 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_intake_needs_its_own_consent() {
+        let err = check_local("tcp://127.0.0.1:7000", false, false).unwrap_err();
+        assert!(err.contains("VIGIL_AGENT_INTAKE_TCP"), "{err}");
+        let env = Env::from_pairs([("VIGIL_AGENT_LOCAL", "tcp://127.0.0.1:7000")]);
+        assert_eq!(
+            AgentConfig::from_env(&env).unwrap_err().var,
+            "VIGIL_AGENT_LOCAL"
+        );
+        let env = Env::from_pairs([
+            ("VIGIL_AGENT_LOCAL", "tcp://127.0.0.1:7000"),
+            ("VIGIL_AGENT_INTAKE_TCP", "1"),
+        ]);
+        assert!(AgentConfig::from_env(&env).is_ok());
+    }
+
+    #[test]
+    fn client_auth_and_router_key() {
+        let c = AgentConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(
+            (c.client_auth, c.router_key, c.local_commands),
+            (ClientAuth::Keys, None, false)
+        );
+        let env = Env::from_pairs([("VIGIL_CLIENT_AUTH", "derived")]);
+        assert_eq!(
+            AgentConfig::from_env(&env).unwrap().client_auth,
+            ClientAuth::Derived
+        );
+        for (var, value) in [
+            ("VIGIL_CLIENT_AUTH", "trust-me"),
+            ("VIGIL_ROUTER_KEY", "not-a-key"),
+            ("VIGIL_AGENT_LOCAL_COMMANDS", "yes"),
+        ] {
+            let err = AgentConfig::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
+    }
+
+    #[test]
     fn local_endpoint_must_be_local() {
-        assert!(check_local("ipc:///run/vigil/agent.sock", false).is_ok());
-        assert!(check_local("tcp://127.0.0.1:7000", false).is_ok());
-        assert!(check_local("tcp://[::1]:7000", false).is_ok());
-        assert!(check_local("tcp://localhost:7000", false).is_ok());
-        assert!(check_local("tcp://*:7000", false).is_err());
-        assert!(check_local("tcp://10.0.0.1:7000", false).is_err());
-        assert!(check_local("tcp://10.0.0.1:7000", true).is_ok());
-        assert!(check_local("ipc://", false).is_err());
-        assert!(check_local("udp://x", false).is_err());
+        assert!(check_local("ipc:///run/vigil/agent.sock", false, false).is_ok());
+        assert!(check_local("tcp://127.0.0.1:7000", true, false).is_ok());
+        assert!(check_local("tcp://[::1]:7000", true, false).is_ok());
+        assert!(check_local("tcp://localhost:7000", true, false).is_ok());
+        assert!(check_local("tcp://*:7000", true, false).is_err());
+        assert!(check_local("tcp://10.0.0.1:7000", true, false).is_err());
+        assert!(check_local("tcp://10.0.0.1:7000", true, true).is_ok());
+        assert!(check_local("ipc://", false, false).is_err());
+        assert!(check_local("ipc://@vigil", false, false).is_err());
+        assert!(check_local("ipc://run/agent.sock", false, false).is_err());
+        assert!(check_local("udp://x", false, false).is_err());
     }
 
     #[test]

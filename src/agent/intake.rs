@@ -8,6 +8,14 @@
 //! spool. The socket is a ROUTER speaking to REQ peers, so many senders
 //! can wait on the spool at once and share one fsync.
 //!
+//! Whoever can connect here speaks as this host, and can ask it to run
+//! plugins, so the intake is guarded (PROTOCOL.md, "The local intake and
+//! plugins"): the ipc socket is mode 0660 in a directory no one else can
+//! write (created 0750 when missing; an existing one writable by group or
+//! others, or owned by another user, stops the start); a registration may
+//! declare plugins only by name (the plugin directory's entry of that
+//! name) unless `VIGIL_AGENT_LOCAL_COMMANDS=1`.
+//!
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
@@ -77,6 +85,68 @@ pub struct Prepared {
     pub registration: Option<(String, Vec<Declaration>)>,
 }
 
+/// Makes the directory of the intake socket `path`: created mode 0750
+/// when missing; an existing one must be owned by this user (or root) and
+/// not writable by group or others, or anyone could replace the socket
+/// with their own and read what local processes send. A directory others
+/// may only read is accepted: the socket's own mode 0660 keeps them from
+/// connecting.
+pub fn prepare_ipc_dir(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Err("the ipc path needs a directory".into()),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // The umask may have taken bits away; never more than 0750.
+        set_mode(dir, 0o750)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} belongs to uid {}, not to this user or root; its owner could replace the socket",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {mode:04o}): anyone there could replace              the socket; chmod 750 it or choose another directory",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Sets the bound socket's mode to 0660: the agent's user and group.
+pub fn restrict_socket(path: &std::path::Path) -> Result<(), String> {
+    set_mode(path, 0o660)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {mode:o} {}: {e}", path.display()))
+}
+
+/// What a local request may do, beside the envelope it is filled into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// `VIGIL_AGENT_LOCAL_COMMANDS=1`: plugins may carry a `command`.
+    pub commands: bool,
+}
+
 /// Checks a local request and fills in the envelope. Pure: `fresh_id` and
 /// `now` are given.
 pub fn prepare(
@@ -84,6 +154,7 @@ pub fn prepare(
     uuid: &str,
     hostname: &str,
     max_bytes: usize,
+    policy: Policy,
     fresh_id: impl FnOnce() -> String,
     now: f64,
 ) -> Result<Prepared, Refusal> {
@@ -140,7 +211,14 @@ pub fn prepare(
     }
     check_type_fields(&kind, &obj)?;
     let registration = if kind == "registration" {
-        Some(registration_plugins(&obj)?)
+        let (process, plugins) = registration_plugins(&obj, policy)?;
+        // Forwarded as the agent understood them (a timeout filled in, no
+        // command for one declared by name), so the sinks store what runs.
+        if obj.contains_key("plugins") {
+            let list = plugins.iter().map(Declaration::to_json).collect();
+            obj.insert("plugins".into(), Value::Array(list));
+        }
+        Some((process, plugins))
     } else {
         None
     };
@@ -222,7 +300,10 @@ fn check_type_fields(kind: &str, obj: &Map<String, Value>) -> Result<(), Refusal
     Ok(())
 }
 
-fn registration_plugins(obj: &Map<String, Value>) -> Result<(String, Vec<Declaration>), Refusal> {
+fn registration_plugins(
+    obj: &Map<String, Value>,
+    policy: Policy,
+) -> Result<(String, Vec<Declaration>), Refusal> {
     let process = obj
         .get("process")
         .and_then(|p| p.get("name"))
@@ -240,6 +321,14 @@ fn registration_plugins(obj: &Map<String, Value>) -> Result<(String, Vec<Declara
         None => {}
         Some(Value::Array(list)) => {
             for item in list {
+                if item.get("command").is_some() && !policy.commands {
+                    return Err(refuse(
+                        "bad_field",
+                        "a local registration may not carry a plugin command: declare the \
+                         plugin by name (its command comes from the agent's plugin directory), \
+                         or the operator sets VIGIL_AGENT_LOCAL_COMMANDS=1",
+                    ));
+                }
                 let decl = declare::from_json(item, process).map_err(|e| refuse("bad_field", e))?;
                 if plugins.iter().any(|d: &Declaration| d.name == decl.name) {
                     return Err(refuse(
@@ -265,6 +354,7 @@ pub struct IntakeThread {
     pub uuid: String,
     pub hostname: String,
     pub max_message_bytes: usize,
+    pub policy: Policy,
     pub metrics: Arc<AgentMetrics>,
     pub shutdown: ShutdownWatch,
     pub drain: Duration,
@@ -339,6 +429,7 @@ impl IntakeThread {
             &self.uuid,
             &self.hostname,
             self.max_message_bytes,
+            self.policy,
             || uuid::Uuid::new_v4().to_string(),
             super::message::now_secs(),
         );
@@ -461,8 +552,22 @@ mod tests {
 
     const U: &str = "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b";
 
+    const STRICT: Policy = Policy { commands: false };
+
+    fn prep_with(body: &str, policy: Policy) -> Result<Prepared, Refusal> {
+        prepare(
+            body.as_bytes(),
+            U,
+            "h1",
+            4096,
+            policy,
+            || "fresh".into(),
+            100.5,
+        )
+    }
+
     fn prep(body: &str) -> Result<Prepared, Refusal> {
-        prepare(body.as_bytes(), U, "h1", 4096, || "fresh".into(), 100.5)
+        prep_with(body, STRICT)
     }
 
     #[test]
@@ -525,15 +630,60 @@ mod tests {
     }
 
     #[test]
-    fn registration_declares_plugins() {
+    fn registration_declares_plugins_by_name() {
         let p = prep(
             r#"{"type":"registration","process":{"name":"app","pid":7},
-                "plugins":[{"name":"q","command":"/bin/true","interval_s":60}]}"#,
+                "plugins":[{"name":"q","interval_s":60,"timeout_s":5}]}"#,
         )
         .unwrap();
         let (process, plugins) = p.registration.unwrap();
         assert_eq!(process, "app");
         assert_eq!(plugins[0].name, "q");
+        assert_eq!(
+            plugins[0].command, "",
+            "the command comes from the directory"
+        );
+        assert_eq!(
+            (plugins[0].interval_s, plugins[0].timeout_s),
+            (Some(60.0), 5.0)
+        );
         assert!(prep(r#"{"type":"registration","process":{"name":"vigil-agent"}}"#).is_err());
+    }
+
+    #[test]
+    fn a_command_over_the_intake_needs_the_operators_consent() {
+        let body = r#"{"type":"registration","process":{"name":"app"},
+                "plugins":[{"name":"q","command":"id>f","interval_s":60}]}"#;
+        let refusal = prep(body).unwrap_err();
+        assert_eq!(refusal.code, "bad_field");
+        assert!(
+            refusal.detail.contains("VIGIL_AGENT_LOCAL_COMMANDS"),
+            "{refusal:?}"
+        );
+        let p = prep_with(body, Policy { commands: true }).unwrap();
+        assert_eq!(p.registration.unwrap().1[0].command, "id>f");
+    }
+
+    #[test]
+    fn the_ipc_directory_is_made_private_and_a_writable_one_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("vigil-intake-{}", uuid::Uuid::new_v4()));
+        let sock = root.join("run/agent.sock");
+        prepare_ipc_dir(&sock).unwrap();
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&root.join("run")), 0o750);
+        for loose in [0o770, 0o757, 0o1777] {
+            std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(loose))
+                .unwrap();
+            let err = prepare_ipc_dir(&sock).unwrap_err();
+            assert!(
+                err.contains("writable by group or others"),
+                "{loose:o}: {err}"
+            );
+        }
+        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(prepare_ipc_dir(&sock).is_ok(), "readable by others is fine");
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -430,15 +430,18 @@ impl RateLimit {
     }
 }
 
-/// The DEALER's options: routing id, linger, reconnect with jitter, ZMTP
-/// heartbeats, IMMEDIATE so reachability is visible.
+/// The DEALER's options: routing id (none under CURVE: the router assigns
+/// one and routes by the authenticated UUID), linger, reconnect with
+/// jitter, ZMTP heartbeats, IMMEDIATE so reachability is visible.
 pub fn configure_dealer(
     socket: &zmq::Socket,
-    uuid: &str,
+    routing_id: Option<&str>,
     config: &super::config::AgentConfig,
     jitter: f64,
 ) -> zmq::Result<()> {
-    socket.set_identity(uuid.as_bytes())?;
+    if let Some(id) = routing_id {
+        socket.set_identity(id.as_bytes())?;
+    }
     socket.set_linger(config.drain.as_millis().min(i32::MAX as u128) as i32)?;
     socket.set_immediate(true)?;
     // Each agent starts from its own interval in [base, 2*base), so a

@@ -24,6 +24,8 @@ pub struct AgentMetrics {
     pub router_errors: AtomicU64,
     pub plugin_runs: AtomicU64,
     pub plugin_refused: AtomicU64,
+    /// `run_plugin` requests answered by a run already waiting or running.
+    pub plugin_shared: AtomicU64,
     pub plugin_timeouts: AtomicU64,
     pub statsd_lines: AtomicU64,
     pub statsd_bad: AtomicU64,
@@ -58,6 +60,7 @@ impl AgentMetrics {
             ("router_errors", g(&self.router_errors)),
             ("plugin_runs", g(&self.plugin_runs)),
             ("plugin_refused", g(&self.plugin_refused)),
+            ("plugin_shared", g(&self.plugin_shared)),
             ("plugin_timeouts", g(&self.plugin_timeouts)),
             ("statsd_lines", g(&self.statsd_lines)),
             ("statsd_bad", g(&self.statsd_bad)),

@@ -29,11 +29,12 @@ mod spool;
 mod spool_thread;
 mod statsd;
 
+use crate::curve::{ClientKeys, KeyPair};
 use crate::doorbell::{Doorbell, Ringer};
 use crate::error::Error;
 use crate::signals::{Shutdown, SignalThread};
 use crate::supervisor::Supervisor;
-use config::AgentConfig;
+use config::{AgentConfig, ClientAuth};
 use crossbeam_channel::{bounded, unbounded};
 use link::{LinkThread, LinkTx};
 use metrics::AgentMetrics;
@@ -43,11 +44,16 @@ use refused::Refused;
 use std::sync::Arc;
 
 const USAGE: &str = "\
-usage: vigil agent [--print-uuid]
+usage: vigil agent [--print-uuid | --print-key]
 
 Runs the agent of this host in the foreground, configured by VIGIL_*
 variables (see README). --print-uuid prints this host's UUID (minting it
-on first use) and exits.";
+on first use) and exits. --print-key prints `UUID PUBLIC_KEY` (minting the
+CURVE key in VIGIL_STATE_DIR/curve.key on first use), the line a router's
+VIGIL_CLIENT_KEYS file takes, and exits.";
+
+/// The agent's CURVE secret key file, beside its identity.
+pub const KEY_FILE: &str = "curve.key";
 
 /// Messages waiting for the link thread, at most.
 const LINK_CHANNEL: usize = 4_096;
@@ -58,9 +64,11 @@ const QUEUE_MAX_BYTES: usize = 32 << 20;
 
 pub fn command(args: &[String]) -> Result<(), Error> {
     let mut print_uuid = false;
+    let mut print_key = false;
     for arg in args {
         match arg.as_str() {
             "--print-uuid" => print_uuid = true,
+            "--print-key" => print_key = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -74,20 +82,57 @@ pub fn command(args: &[String]) -> Result<(), Error> {
     }
     let env = crate::config::Env::from_process()?;
     let config = AgentConfig::from_env(&env)?;
-    let identity = load_identity(&config)?;
+    let (identity, key) = load_identity(&config)?;
     if print_uuid {
         println!("{}", identity.uuid);
         return Ok(());
     }
-    run(config, identity)
+    if print_key {
+        println!("{} {}", identity.uuid, key.public);
+        return Ok(());
+    }
+    run(config, identity, key)
 }
 
-fn load_identity(config: &AgentConfig) -> Result<identity::Identity, Error> {
+/// The identity and the CURVE key, minted together on first start and
+/// again together when the machine changed (a clone must not share its
+/// parent's key any more than its UUID). Under `VIGIL_CLIENT_AUTH=derived`
+/// the UUID is the one derived from the key; `identity.json` then still
+/// tells a clone apart (which gets a new key, hence a new UUID), but its
+/// `uuid` is not used.
+fn load_identity(config: &AgentConfig) -> Result<(identity::Identity, KeyPair), Error> {
     let machine = identity::Machine::read(&config.machine_id_file, &config.hostname)
         .map_err(|e| Error::setup("VIGIL_MACHINE_ID_FILE", e))?;
-    let (identity, _) = identity::load_or_create(&config.state_dir, &machine)
+    let (mut identity, origin) = identity::load_or_create(&config.state_dir, &machine)
         .map_err(|e| Error::setup("agent identity", e))?;
-    Ok(identity)
+    let path = config.state_dir.join(KEY_FILE);
+    if origin == identity::Origin::MachineChanged && path.exists() {
+        retire_key(&path)?;
+    }
+    let key = KeyPair::read_or_create(&path)
+        .map_err(|e| Error::setup(format!("agent key (VIGIL_STATE_DIR/{KEY_FILE})"), e))?;
+    if config.client_auth == ClientAuth::Derived {
+        identity.uuid = crate::protocol::uuid_text(&crate::curve::derived_uuid(&key.public));
+    }
+    Ok((identity, key))
+}
+
+/// Moves the key of the machine this state was copied from aside
+/// (`curve.key.old`), so a fresh one is minted.
+fn retire_key(path: &std::path::Path) -> Result<(), Error> {
+    let old = path.with_extension("key.old");
+    let fail = |e: std::io::Error| Error::setup(format!("retiring {}", path.display()), e);
+    std::fs::rename(path, &old).map_err(fail)?;
+    let public = crate::curve::public_path(path);
+    if public.exists() {
+        std::fs::rename(&public, crate::curve::public_path(&old)).map_err(fail)?;
+    }
+    log::warn!(
+        "machine identity changed: the CURVE key was moved to {} and a new one minted; \
+         enroll the new key (vigil agent --print-key) with the routers",
+        old.display()
+    );
+    Ok(())
 }
 
 /// Every thread's doorbell, made before shutdown so it can ring them all.
@@ -121,8 +166,12 @@ impl Bells {
     }
 }
 
-pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Error> {
-    log::info!("starting agent {}: {config:?}", identity.uuid);
+pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> Result<(), Error> {
+    log::info!(
+        "starting agent {} (key {}): {config:?}",
+        identity.uuid,
+        key.public
+    );
     let uuid = identity.uuid.clone();
     let (spool, entries) = spool::Spool::open(&config.state_dir, config.spool_max_bytes)
         .map_err(|e| Error::setup("VIGIL_STATE_DIR", e))?;
@@ -137,7 +186,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         log::warn!("plugin declarations: {e}");
     }
     let ctx = zmq::Context::new();
-    let dealer = make_dealer(&ctx, &uuid, &config)?;
+    let dealer = make_dealer(&ctx, &uuid, &config, key)?;
     let local = bind_local(&ctx, &config)?;
     let statsd = match config.statsd {
         Some(addr) => Some(std::net::UdpSocket::bind(addr).map_err(|e| Error::Setup {
@@ -223,6 +272,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
         uuid: uuid.clone(),
         hostname: config.hostname.clone(),
         max_message_bytes: config.max_message_bytes,
+        policy: intake::Policy {
+            commands: config.local_commands,
+        },
         metrics: Arc::clone(&metrics),
         shutdown: shutdown.watch(),
         drain: config.drain,
@@ -279,12 +331,36 @@ pub fn run(config: AgentConfig, identity: identity::Identity) -> Result<(), Erro
     }
 }
 
-fn make_dealer(ctx: &zmq::Context, uuid: &str, config: &AgentConfig) -> Result<zmq::Socket, Error> {
+/// The DEALER to every router. With `VIGIL_ROUTER_KEY` it is a CURVE
+/// client (fail closed: without CURVE in libzmq the agent does not start)
+/// and leaves its routing id to the router, which routes by the UUID the
+/// key authenticates; without, its routing id is its UUID (PROTOCOL.md).
+fn make_dealer(
+    ctx: &zmq::Context,
+    uuid: &str,
+    config: &AgentConfig,
+    key: KeyPair,
+) -> Result<zmq::Socket, Error> {
     let socket = ctx
         .socket(zmq::DEALER)
         .map_err(|e| Error::setup("creating the DEALER socket", e))?;
     let jitter = resend::Jitter::new().unit();
-    link::configure_dealer(&socket, uuid, config, jitter)
+    let routing_id = match config.router_key {
+        Some(router) => {
+            let keys = ClientKeys { own: key, router };
+            crate::curve::require_curve()
+                .and_then(|()| keys.apply(&socket))
+                .map_err(|e| Error::setup("VIGIL_ROUTER_KEY", e))?;
+            None
+        }
+        None => {
+            log::warn!(
+                "VIGIL_ROUTER_KEY is not set: talking to the routers in plaintext, unauthenticated"
+            );
+            Some(uuid)
+        }
+    };
+    link::configure_dealer(&socket, routing_id, config, jitter)
         .map_err(|e| Error::setup("configuring the DEALER socket", e))?;
     for endpoint in &config.routers {
         socket.connect(endpoint).map_err(|source| Error::Bind {
@@ -306,15 +382,26 @@ fn bind_local(ctx: &zmq::Context, config: &AgentConfig) -> Result<zmq::Socket, E
         s.set_router_mandatory(false)
     };
     setup(&socket).map_err(|e| Error::setup("configuring the local socket", e))?;
-    if let Some(path) = config.local.strip_prefix("ipc://") {
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+    let ipc = config
+        .local
+        .strip_prefix("ipc://")
+        .map(std::path::Path::new);
+    if let Some(path) = ipc {
+        intake::prepare_ipc_dir(path).map_err(|reason| Error::Setup {
+            what: format!("VIGIL_AGENT_LOCAL={}", config.local),
+            reason,
+        })?;
     }
     socket.bind(&config.local).map_err(|source| Error::Bind {
         var: "VIGIL_AGENT_LOCAL".into(),
         endpoint: config.local.clone(),
         source,
     })?;
+    if let Some(path) = ipc {
+        intake::restrict_socket(path).map_err(|reason| Error::Setup {
+            what: format!("VIGIL_AGENT_LOCAL={}", config.local),
+            reason,
+        })?;
+    }
     Ok(socket)
 }

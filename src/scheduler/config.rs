@@ -38,6 +38,8 @@ pub struct SchedulerConfig {
     pub default_timeout_secs: f64,
     /// Finished runs older than this are deleted (`VIGIL_RUNS_KEEP_SECS`).
     pub runs_keep_secs: f64,
+    /// `VIGIL_CURVE_KEY` + `VIGIL_ROUTER_KEY`: CURVE to the back ends.
+    pub keys: Option<crate::curve::ClientKeys>,
 }
 
 impl SchedulerConfig {
@@ -58,6 +60,7 @@ impl SchedulerConfig {
             )?),
             default_timeout_secs: env.int("VIGIL_DEFAULT_TIMEOUT_SECS", 60u32, 1, 86_400)? as f64,
             runs_keep_secs: env.int("VIGIL_RUNS_KEEP_SECS", 86_400u32, 60, 365 * 86_400)? as f64,
+            keys: crate::curve::client_keys(env)?,
         })
     }
 

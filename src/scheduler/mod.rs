@@ -79,7 +79,8 @@ pub fn run(config: SchedulerConfig) -> Result<(), Error> {
             &ctx,
             config.backends.clone(),
             config.backend_timeout,
-        ),
+        )
+        .with_keys(config.keys.clone()),
         store: dispatch_store,
         me: config.id.clone(),
         result_grace_secs: config.result_grace_secs,

@@ -103,6 +103,9 @@ pub struct SinkConfig {
     pub metrics: Option<MetricsRetention>,
     /// Shutdown's bound on flushing Graphite and pending acks.
     pub drain: Duration,
+    /// `VIGIL_CURVE_KEY` + `VIGIL_ROUTER_KEY`: the PULL and ack sockets
+    /// are CURVE clients of the routers.
+    pub keys: Option<crate::curve::ClientKeys>,
 }
 
 impl SinkConfig {
@@ -151,6 +154,7 @@ impl SinkConfig {
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             metrics: MetricsRetention::from_env(env)?,
             drain: ms("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?,
+            keys: crate::curve::client_keys(env)?,
         })
     }
 

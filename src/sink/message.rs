@@ -94,6 +94,7 @@ pub fn parse(frames: &[Vec<u8>], kind: SinkType) -> Result<Incoming, Malformed> 
     if ack && id.is_none() {
         return Err(malformed("ack is true but id is missing"));
     }
+    let (body, text) = drop_vigils_own_fields(kind, body, text);
     Ok(Incoming {
         uuid,
         id,
@@ -102,6 +103,26 @@ pub fn parse(frames: &[Vec<u8>], kind: SinkType) -> Result<Incoming, Malformed> 
         text,
         meta,
     })
+}
+
+/// `origin` and `recovery` mark vigil's own notifications (a host down,
+/// a result state change, an overdue run; a recovery resolves a webhook
+/// incident). A client may not claim them: they are dropped from its
+/// notification, body and stored text alike (PROTOCOL.md, "Security").
+fn drop_vigils_own_fields(
+    kind: SinkType,
+    mut body: Map<String, Value>,
+    text: String,
+) -> (Map<String, Value>, String) {
+    if kind != SinkType::Notification {
+        return (body, text);
+    }
+    let dropped = body.remove("origin").is_some() | body.remove("recovery").is_some();
+    if !dropped {
+        return (body, text);
+    }
+    let text = serde_json::to_string(&body).unwrap_or(text);
+    (body, text)
 }
 
 fn parse_meta(frame: &[u8]) -> Result<Meta, Malformed> {
@@ -250,6 +271,27 @@ pub mod tests {
             assert!(parse(&case, SinkType::Stats).is_err(), "{case:?}");
         }
         assert!(parse(&frames(&ok), SinkType::Stats).is_ok());
+    }
+
+    #[test]
+    fn a_client_cannot_claim_vigils_own_origin_or_recovery() {
+        let json = format!(
+            r#"{{"uuid":"{U}","type":"notification","severity":"info","message":"m","origin":"heartbeat","recovery":true}}"#
+        );
+        let m = incoming(SinkType::Notification, &json);
+        assert!(!m.body.contains_key("origin") && !m.body.contains_key("recovery"));
+        assert!(
+            !m.text.contains("recovery") && !m.text.contains("origin"),
+            "{}",
+            m.text
+        );
+        assert_eq!(m.body["message"], "m");
+        let plain = format!(r#"{{"uuid":"{U}","type":"notification","message":"m"}}"#);
+        assert_eq!(
+            incoming(SinkType::Notification, &plain).text,
+            plain,
+            "untouched"
+        );
     }
 
     #[test]

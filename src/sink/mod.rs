@@ -172,7 +172,7 @@ type Pulls = Vec<(SinkType, zmq::Socket, Doorbell, Ringer)>;
 fn connect_pulls(ctx: &zmq::Context, config: &SinkConfig) -> Result<Pulls, Error> {
     let mut pulls = Vec::new();
     for kind in &config.types {
-        let socket = pull::connect(ctx, config.endpoints(*kind))
+        let socket = pull::connect(ctx, config.endpoints(*kind), config.keys.as_ref())
             .map_err(|e| Error::setup(format!("VIGIL_SINK_CONNECT ({kind})"), e))?;
         let (bell, ringer) = doorbell(kind.name())?;
         pulls.push((*kind, socket, bell, ringer));
@@ -216,7 +216,8 @@ fn spawn_all(
         spawn_worker(supervisor, shared, parts, kind, rx)?;
     }
     let ack_thread = AckThread {
-        client: BackendClient::new(ctx, config.backends.clone(), config.ack_timeout),
+        client: BackendClient::new(ctx, config.backends.clone(), config.ack_timeout)
+            .with_keys(config.keys.clone()),
         acks: ack_rx,
         metrics: Arc::clone(shared.metrics),
         shutdown: shared.watch.clone(),

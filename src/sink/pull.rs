@@ -71,14 +71,22 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Raw> {
     Ok(parts)
 }
 
-/// Makes the PULL socket of `kind` and connects it to every endpoint.
-pub fn connect(ctx: &zmq::Context, endpoints: &[String]) -> Result<zmq::Socket, String> {
+/// Makes the PULL socket of `kind` and connects it to every endpoint, as
+/// a CURVE client with `keys` (the routers' `VIGIL_SINK_KEYS` list them).
+pub fn connect(
+    ctx: &zmq::Context,
+    endpoints: &[String],
+    keys: Option<&crate::curve::ClientKeys>,
+) -> Result<zmq::Socket, String> {
     let socket = ctx
         .socket(zmq::PULL)
         .map_err(|e| format!("PULL socket: {e}"))?;
     // Unread messages are for another sink of this type, or resent by the
     // agent: nothing to flush at close.
     socket.set_linger(0).map_err(|e| e.to_string())?;
+    if let Some(keys) = keys {
+        keys.apply(&socket).map_err(|e| e.to_string())?;
+    }
     for endpoint in endpoints {
         socket
             .connect(endpoint)

@@ -1,7 +1,8 @@
 //! The registration sink: clients, their processes and declared plugins.
 //!
 //! A registration replaces that (client, `process.name`)'s plugin set. Each
-//! plugin entry is checked (a name, a command, `timeout_s` above 0,
+//! plugin entry is checked (a name, a command unless it is declared by
+//! name from the agent's plugin directory, `timeout_s` above 0,
 //! `interval_s` above 0 or absent, a name not repeated); a bad entry is refused alone, counted and
 //! logged, and the good ones are stored, so one typo in an agent's
 //! configuration does not unschedule all its other checks.
@@ -119,7 +120,11 @@ fn plugin(obj: &Map<String, Value>) -> Result<Plugin, Malformed> {
     };
     Ok(Plugin {
         name: text("name")?,
-        command: text("command")?,
+        // Absent: declared by name; the agent's plugin directory has it.
+        command: match opt_str(obj, "command")? {
+            None => String::new(),
+            Some(_) => text("command")?,
+        },
         interval_s,
         timeout_s: seconds("timeout_s")?,
     })

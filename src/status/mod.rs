@@ -64,6 +64,7 @@ pub fn command(args: &[String]) -> Result<(), Error> {
     let backends = shared::backends(&env)?;
     let grace = shared::heartbeat_grace(&env)?;
     let timeout = shared::backend_timeout(&env)?;
+    let keys = crate::curve::client_keys(&env)?;
 
     let conn = snapshot::open_store(&db).map_err(Error::Runtime)?;
     let now = crate::store::now();
@@ -76,7 +77,7 @@ pub fn command(args: &[String]) -> Result<(), Error> {
         clients,
         plugins,
         notifications,
-        routers: snapshot::routers(&backends, timeout),
+        routers: snapshot::routers(&backends, timeout, keys),
     };
     if options.json {
         let text = serde_json::to_string_pretty(&snapshot)

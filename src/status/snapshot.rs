@@ -208,9 +208,14 @@ fn recent_notifications(conn: &Connection, limit: usize) -> rusqlite::Result<Vec
 }
 
 /// Asks every router for its status; an unanswering one is "unreachable".
-pub fn routers(endpoints: &[String], timeout: Duration) -> Vec<RouterRow> {
+/// With `keys`, as a CURVE client authenticated by them.
+pub fn routers(
+    endpoints: &[String],
+    timeout: Duration,
+    keys: Option<crate::curve::ClientKeys>,
+) -> Vec<RouterRow> {
     let ctx = zmq::Context::new();
-    let mut client = BackendClient::new(&ctx, endpoints.to_vec(), timeout);
+    let mut client = BackendClient::new(&ctx, endpoints.to_vec(), timeout).with_keys(keys);
     (0..endpoints.len())
         .map(|index| {
             let endpoint = endpoints[index].clone();

@@ -17,6 +17,11 @@
 //! ```
 //!
 //! The command is run by `/bin/sh -c`, as Nagios does, so quoting works.
+//!
+//! A local process declares plugins by name: its entry has no `command`
+//! (an empty one here), and runs the plugin directory's command of that
+//! name at the interval and timeout the process gave. Only with
+//! `VIGIL_AGENT_LOCAL_COMMANDS=1` may it bring its own command.
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -27,6 +32,7 @@ const MAX_TIMEOUT_S: f64 = 3_600.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Declaration {
     pub name: String,
+    /// Empty for a local declaration by name (the directory's command).
     pub command: String,
     pub interval_s: Option<f64>,
     pub timeout_s: f64,
@@ -37,14 +43,23 @@ pub struct Declaration {
 }
 
 impl Declaration {
-    /// The entry in a registration's `plugins` list.
+    /// The entry in a registration's `plugins` list (no `command` for a
+    /// declaration by name).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "name": self.name,
-            "command": self.command,
             "interval_s": self.interval_s,
             "timeout_s": self.timeout_s,
-        })
+        });
+        if !self.by_name() {
+            v["command"] = json!(self.command);
+        }
+        v
+    }
+
+    /// A local declaration naming a plugin of the directory.
+    pub fn by_name(&self) -> bool {
+        self.command.is_empty()
     }
 }
 
@@ -57,14 +72,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
-fn check(decl: Declaration) -> Result<Declaration, String> {
+fn check(decl: Declaration, needs_command: bool) -> Result<Declaration, String> {
     if !valid_name(&decl.name) {
         return Err(format!(
             "plugin name {:?} must be 1-128 letters, digits, _ - . :",
             decl.name
         ));
     }
-    if decl.command.trim().is_empty() || decl.command.len() > 4096 {
+    let by_name = !needs_command && decl.command.is_empty();
+    if !by_name && (decl.command.trim().is_empty() || decl.command.len() > 4096) {
         return Err(format!(
             "plugin {}: command must be 1-4096 characters",
             decl.name
@@ -135,7 +151,7 @@ pub fn parse_file(text: &str) -> Result<Declaration, String> {
             other => return Err(format!("line {}: unknown key {other:?}", n + 1)),
         }
     }
-    check(decl)
+    check(decl, true)
 }
 
 /// Reads every `*.conf` in `dir`, sorted by file name. A missing directory
@@ -174,21 +190,30 @@ pub fn read_dir(dir: &Path) -> (Vec<Declaration>, Vec<String>) {
     (decls, errors)
 }
 
-/// One entry of a local registration's `plugins` list.
+/// One entry of a local registration's `plugins` list; without `command`
+/// it declares the directory's plugin of that name.
 pub fn from_json(value: &Value, process: &str) -> Result<Declaration, String> {
     let obj = value
         .as_object()
         .ok_or_else(|| "each plugin must be an object".to_string())?;
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
     let num = |k: &str| obj.get(k).and_then(Value::as_f64);
-    check(Declaration {
-        name: text("name").unwrap_or_default(),
-        command: text("command").unwrap_or_default(),
-        interval_s: num("interval_s"),
-        timeout_s: num("timeout_s").unwrap_or(DEFAULT_TIMEOUT_S),
-        local: obj.get("local").and_then(Value::as_bool).unwrap_or(false),
-        process: process.to_string(),
-    })
+    let command = match obj.get("command") {
+        None => String::new(),
+        Some(Value::String(c)) if !c.trim().is_empty() => c.clone(),
+        Some(_) => return Err("command must be a non-empty string".into()),
+    };
+    check(
+        Declaration {
+            name: text("name").unwrap_or_default(),
+            command,
+            interval_s: num("interval_s"),
+            timeout_s: num("timeout_s").unwrap_or(DEFAULT_TIMEOUT_S),
+            local: obj.get("local").and_then(Value::as_bool).unwrap_or(false),
+            process: process.to_string(),
+        },
+        false,
+    )
 }
 
 #[cfg(test)]
@@ -239,7 +264,11 @@ mod tests {
             (d.process.as_str(), d.timeout_s),
             ("app", DEFAULT_TIMEOUT_S)
         );
-        assert!(from_json(&json!({"name": "q"}), "app").is_err());
+        let by_name = from_json(&json!({"name": "q"}), "app").unwrap();
+        assert!(by_name.by_name());
+        assert!(by_name.to_json().get("command").is_none());
+        assert!(from_json(&json!({"name": "q", "command": ""}), "app").is_err());
+        assert!(from_json(&json!({"command": "/bin/true"}), "app").is_err());
         assert!(from_json(&json!(3), "app").is_err());
     }
 }

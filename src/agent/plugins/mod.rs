@@ -7,6 +7,13 @@
 //! thread (it mostly waits on the plugin); the manager only bookkeeps. The
 //! host `registration` (process `vigil-agent`, the file-declared plugins) is
 //! sent at start and whenever a rescan of `VIGIL_PLUGIN_DIR` changes it.
+//!
+//! At most one run per plugin is waiting or running: a `run_plugin` for a
+//! plugin already waiting or running shares that run, and when it ends the
+//! manager answers every request that shared it with a `result` carrying
+//! its own `run_id` (PROTOCOL.md). So no requester can make the host run a
+//! plugin faster than it finishes, nor fill the queue ahead of the
+//! schedule's runs.
 
 pub mod declare;
 pub mod perfdata;
@@ -29,6 +36,8 @@ use std::time::{Duration, Instant};
 
 /// Runs waiting for a free slot, at most.
 const WAITING_MAX: usize = 1024;
+/// Requests sharing one run, at most; more are answered UNKNOWN at once.
+const SHARERS_MAX: usize = 10_000;
 
 #[derive(Debug)]
 pub enum PluginEvent {
@@ -42,8 +51,19 @@ pub enum PluginEvent {
         process: String,
         plugins: Vec<Declaration>,
     },
-    /// A worker finished (sent by the worker itself).
-    Finished { worker: u64 },
+    /// A worker finished (sent by the worker itself) with its outcome.
+    Finished { worker: u64, report: Box<Report> },
+}
+
+/// What one run gave, for every request that shared it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    status: i32,
+    text: String,
+    long_output: String,
+    perfdata: Vec<perfdata::Perf>,
+    duration_ms: u64,
+    extra: Vec<(&'static str, Value)>,
 }
 
 /// The producers' end of the manager's channel.
@@ -67,7 +87,25 @@ impl PluginTx {
 #[derive(Debug, Clone)]
 struct Job {
     decl: Declaration,
-    run_id: Option<String>,
+    /// Every request this run answers: `None` for a local (scheduled here)
+    /// run, the `run_id` of each `run_plugin`.
+    run_ids: Vec<Option<String>>,
+}
+
+impl Job {
+    fn new(decl: Declaration, run_id: Option<String>) -> Job {
+        Job {
+            decl,
+            run_ids: vec![run_id],
+        }
+    }
+}
+
+/// A run in progress.
+struct Running {
+    name: String,
+    handle: JoinHandle<()>,
+    run_ids: Vec<Option<String>>,
 }
 
 pub struct PluginManager {
@@ -90,7 +128,7 @@ struct State {
     local: BTreeMap<String, Vec<Declaration>>,
     next_local: HashMap<String, Instant>,
     waiting: VecDeque<Job>,
-    running: HashMap<u64, (String, JoinHandle<()>)>,
+    running: HashMap<u64, Running>,
     next_worker: u64,
     /// The problems the last read of the directory found, logged once.
     file_errors: Vec<String>,
@@ -155,9 +193,14 @@ impl PluginManager {
                 break;
             }
         }
-        // Runs in progress see the shutdown and kill their process groups.
-        for (_, (_, handle)) in state.running.drain() {
-            let _ = handle.join();
+        // Runs in progress see the shutdown and kill their process groups;
+        // their results are still sent (the link drains what it can).
+        while !state.running.is_empty() {
+            match this.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(event @ PluginEvent::Finished { .. }) => this.handle(&mut state, event),
+                Ok(_) => {}
+                Err(_) => state.running.retain(|_, r| !r.handle.is_finished()),
+            }
         }
         Ok(())
     }
@@ -221,20 +264,71 @@ impl Inner {
     fn handle(&self, state: &mut State, event: PluginEvent) {
         match event {
             PluginEvent::Run { plugin, run_id } => match find(state, &plugin) {
-                Some(decl) => self.enqueue(state, Job { decl, run_id }),
+                Some(decl) => self.request(state, decl, run_id),
                 None => self.refuse(&plugin, run_id),
             },
             PluginEvent::Local { process, plugins } => {
                 log::info!("process {process:?} declared {} plugin(s)", plugins.len());
+                for d in plugins.iter().filter(|d| d.by_name()) {
+                    if !state.files.iter().any(|f| f.name == d.name) {
+                        log::warn!(
+                            "process {process:?} declared plugin {:?}, which {} does not \
+                             declare: it cannot run until it does",
+                            d.name,
+                            self.plugin_dir.display()
+                        );
+                    }
+                }
                 state.local.insert(process, plugins);
                 reschedule_local(state, Instant::now());
             }
-            PluginEvent::Finished { worker } => {
-                if let Some((_, handle)) = state.running.remove(&worker) {
-                    let _ = handle.join();
+            PluginEvent::Finished { worker, report } => {
+                if let Some(run) = state.running.remove(&worker) {
+                    let _ = run.handle.join();
+                    for run_id in run.run_ids {
+                        self.send_report(&run.name, &report, run_id);
+                    }
                 }
             }
         }
+    }
+
+    /// A `run_plugin`: shares the plugin's run that is waiting or running,
+    /// or queues one.
+    fn request(&self, state: &mut State, decl: Declaration, run_id: Option<String>) {
+        let name = decl.name.clone();
+        let sharers = match state.running.values_mut().find(|r| r.name == name) {
+            Some(run) => Some(&mut run.run_ids),
+            None => state
+                .waiting
+                .iter_mut()
+                .find(|j| j.decl.name == name)
+                .map(|j| &mut j.run_ids),
+        };
+        match sharers {
+            Some(list) if list.len() < SHARERS_MAX => {
+                AgentMetrics::add(&self.metrics.plugin_shared, 1);
+                list.push(run_id);
+            }
+            Some(_) => {
+                let text = "UNKNOWN: too many requests waiting for this plugin's run; not run";
+                self.send_result(&name, 3, text, "", &[], 0, run_id, &[]);
+            }
+            None => self.enqueue(state, Job::new(decl, run_id)),
+        }
+    }
+
+    fn send_report(&self, plugin: &str, r: &Report, run_id: Option<String>) {
+        self.send_result(
+            plugin,
+            r.status,
+            &r.text,
+            &r.long_output,
+            &r.perfdata,
+            r.duration_ms,
+            run_id,
+            &r.extra,
+        );
     }
 
     /// `run_plugin` for a name nobody declared: never run, answered with an
@@ -249,7 +343,9 @@ impl Inner {
     fn enqueue(&self, state: &mut State, job: Job) {
         if state.waiting.len() >= WAITING_MAX {
             let text = "UNKNOWN: too many plugin runs waiting on this agent; not run";
-            self.send_result(&job.decl.name, 3, text, "", &[], 0, job.run_id, &[]);
+            for run_id in job.run_ids {
+                self.send_result(&job.decl.name, 3, text, "", &[], 0, run_id, &[]);
+            }
             return;
         }
         state.waiting.push_back(job);
@@ -270,10 +366,10 @@ impl Inner {
             let every = Duration::from_secs_f64(decl.interval_s.unwrap_or(60.0));
             state.next_local.insert(name.clone(), now + every);
             // A slow plugin is not started again while its last run goes on.
-            let busy = state.running.values().any(|(n, _)| *n == name)
+            let busy = state.running.values().any(|r| r.name == name)
                 || state.waiting.iter().any(|j| j.decl.name == name);
             if !busy {
-                self.enqueue(state, Job { decl, run_id: None });
+                self.enqueue(state, Job::new(decl, None));
             }
         }
     }
@@ -287,21 +383,26 @@ impl Inner {
             state.next_worker += 1;
             let name = job.decl.name.clone();
             let ctx = Worker {
-                link: self.link.clone(),
                 tx: self.tx.tx.clone(),
                 ringer: self.tx.ringer.clone(),
-                uuid: self.uuid.clone(),
-                hostname: self.hostname.clone(),
                 output_max: self.output_max,
                 metrics: Arc::clone(&self.metrics),
                 stopping: self.shutdown.clone(),
             };
+            let decl = job.decl;
             let spawned = std::thread::Builder::new()
                 .name(format!("plugin-{name}"))
-                .spawn(move || ctx.run(job, worker));
+                .spawn(move || ctx.run(decl, worker));
             match spawned {
                 Ok(handle) => {
-                    state.running.insert(worker, (name, handle));
+                    state.running.insert(
+                        worker,
+                        Running {
+                            name,
+                            handle,
+                            run_ids: job.run_ids,
+                        },
+                    );
                 }
                 Err(e) => log::error!("cannot start a thread for plugin {name}: {e}"),
             }
@@ -357,13 +458,22 @@ impl Inner {
     }
 }
 
+/// The plugin `name` as it runs: the directory's command always wins; a
+/// local process's declaration by name brings its own interval and
+/// timeout; a local command (allowed by `VIGIL_AGENT_LOCAL_COMMANDS=1`)
+/// runs only for a name the directory does not declare.
 fn find(state: &State, name: &str) -> Option<Declaration> {
-    state
-        .files
-        .iter()
-        .chain(state.local.values().flatten())
-        .find(|d| d.name == name)
-        .cloned()
+    let file = state.files.iter().find(|d| d.name == name);
+    let local = state.local.values().flatten().find(|d| d.name == name);
+    match (file, local) {
+        (Some(file), Some(local)) if local.by_name() => Some(Declaration {
+            command: file.command.clone(),
+            ..local.clone()
+        }),
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(local)) if !local.by_name() => Some(local.clone()),
+        _ => None,
+    }
 }
 
 struct ResultFields<'a> {
@@ -399,21 +509,18 @@ fn send_result(link: &LinkTx, uuid: &str, hostname: &str, r: ResultFields) {
     }
 }
 
-/// One run, on its own thread.
+/// One run, on its own thread; the manager sends its results.
 struct Worker {
-    link: LinkTx,
     tx: Sender<PluginEvent>,
     ringer: Ringer,
-    uuid: String,
-    hostname: String,
     output_max: usize,
     metrics: Arc<AgentMetrics>,
     stopping: ShutdownWatch,
 }
 
 impl Worker {
-    fn run(self, job: Job, worker: u64) {
-        let decl = &job.decl;
+    fn run(self, decl: Declaration, worker: u64) {
+        let decl = &decl;
         AgentMetrics::add(&self.metrics.plugin_runs, 1);
         let timeout = Duration::from_secs_f64(decl.timeout_s);
         let stopping = || self.stopping.is_set();
@@ -433,22 +540,15 @@ impl Worker {
         if outcome.timed_out {
             extra.push(("timed_out", json!(true)));
         }
-        send_result(
-            &self.link,
-            &self.uuid,
-            &self.hostname,
-            ResultFields {
-                plugin: &decl.name,
-                status: outcome.status,
-                text: &outcome.output.text,
-                long_output: &outcome.output.long_output,
-                perfdata: &outcome.output.perfdata,
-                duration_ms: outcome.duration.as_millis() as u64,
-                run_id: job.run_id,
-                extra: &extra,
-            },
-        );
-        let _ = self.tx.send(PluginEvent::Finished { worker });
+        let report = Box::new(Report {
+            status: outcome.status,
+            text: outcome.output.text,
+            long_output: outcome.output.long_output,
+            perfdata: outcome.output.perfdata,
+            duration_ms: outcome.duration.as_millis() as u64,
+            extra,
+        });
+        let _ = self.tx.send(PluginEvent::Finished { worker, report });
         self.ringer.ring();
     }
 }
