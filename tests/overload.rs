@@ -132,7 +132,8 @@ fn an_absent_type_is_answered_overloaded_after_the_wait_and_blocks_nothing() {
     let client = router.client();
     client.expect_welcome("ov-absent");
     sync_sinks(&client, "stats", &[&stats_sink]);
-    for n in 0..CAPACITY {
+    // The queue's capacity, and one more the sink thread takes in hand.
+    for n in 0..=CAPACITY {
         let id = format!("queued-{n}");
         client.send(&client.frame("notification", json!({"id": id, "severity": "info"})));
     }
@@ -164,7 +165,7 @@ fn an_absent_type_is_answered_overloaded_after_the_wait_and_blocks_nothing() {
     // The queued ones were kept: a sink connecting now gets them in order,
     // and the type is admitted again.
     let sink = router.sink("notification");
-    for n in 0..CAPACITY {
+    for n in 0..=CAPACITY {
         let got = sink.recv("queued notification");
         assert_eq!(got.json()["id"], json!(format!("queued-{n}")));
     }

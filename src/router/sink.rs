@@ -75,12 +75,11 @@ impl MetaCache {
     }
 }
 
-/// The queue depth is lowered per chunk of this many messages, as the
-/// chunk is taken in hand (before its first send, so a message a sink has
-/// received is never still counted as queued), not only per batch: a
-/// client thread waiting for room sees progress even from a slow sink,
-/// and the shared counter's cache line stays quiet. The thread so holds at
-/// most this many beyond `VIGIL_QUEUE_CAPACITY`.
+/// `forwarded` is raised every this many messages sent. (The depth is
+/// lowered per message as it is taken in hand, before its send, so a
+/// message a sink has is never still counted as queued and a client thread
+/// waiting for room sees progress even from a slow sink; the thread so
+/// holds one message beyond `VIGIL_QUEUE_CAPACITY`.)
 const RELEASE_EVERY: usize = 64;
 
 impl SinkThread {
@@ -106,14 +105,10 @@ impl SinkThread {
     /// Sends a batch; returns how many went out before the drain deadline,
     /// and by how many it lowered the depth.
     fn send_batch(&mut self, batch: Batch, buf: &mut String) -> Result<(usize, usize), zmq::Error> {
-        let total = batch.len();
         let (mut sent, mut lowered, mut unforwarded) = (0, 0, 0);
         for mut forward in batch {
-            if sent == lowered {
-                let chunk = RELEASE_EVERY.min(total - lowered);
-                self.take_in_hand(chunk);
-                lowered += chunk;
-            }
+            self.take_in_hand(1);
+            lowered += 1;
             if !self.send(&mut forward, buf)? {
                 break;
             }
