@@ -51,7 +51,8 @@ pub struct Forward {
     pub received_at_ms: u64,
     /// The sender's address, when it was read here because `frame` is a
     /// copy without libzmq's metadata; otherwise the sink thread reads it.
-    pub peer: Option<String>,
+    /// Shared between the messages of one connection (see [`detach`]).
+    pub peer: Option<Arc<str>>,
 }
 
 /// The frames of one type accepted in one burst.
@@ -100,6 +101,9 @@ pub struct ClientThread {
     /// `received_at` of the burst's messages: one system call per burst,
     /// and runs of equal metadata the sink threads can reuse.
     pub burst_ms: u64,
+    /// The peer address of the last copied frame, shared by the next ones
+    /// from the same address instead of allocated per message.
+    pub last_peer: Option<Arc<str>>,
 }
 
 /// When the periodic work is next due.
@@ -265,7 +269,7 @@ impl ClientThread {
                         peer: None,
                     }
                 } else {
-                    detach(body, received_at_ms)
+                    detach(body, received_at_ms, &mut self.last_peer)
                 };
                 self.pending[index].push(forward);
                 self.learn(uuid, routing_id, received_at_ms);
@@ -460,12 +464,21 @@ impl RejectLog {
 /// A forward whose frame is a copy of `body`, with the peer address read
 /// now. A received frame points into the connection's 8 KiB read buffer and
 /// keeps all of it alive while queued; a frame that will wait behind others
-/// is copied so that it holds only its own bytes.
-fn detach(mut body: Message, received_at_ms: u64) -> Forward {
-    let peer = body
-        .gets("Peer-Address")
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned);
+/// is copied so that it holds only its own bytes. The address text is
+/// shared with the previous copy's when equal (`last_peer`), so a burst
+/// from one connection allocates it once.
+fn detach(mut body: Message, received_at_ms: u64, last_peer: &mut Option<Arc<str>>) -> Forward {
+    let peer = match body.gets("Peer-Address").filter(|p| !p.is_empty()) {
+        None => None,
+        Some(text) => match last_peer {
+            Some(last) if **last == *text => Some(Arc::clone(last)),
+            _ => {
+                let shared: Arc<str> = Arc::from(text);
+                *last_peer = Some(Arc::clone(&shared));
+                Some(shared)
+            }
+        },
+    };
     Forward {
         frame: Message::from(&body[..]),
         received_at_ms,

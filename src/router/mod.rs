@@ -162,6 +162,7 @@ fn spawn_threads(
         overload_replies: OverloadReplies::new(&sink_types, config.queue_capacity, wait_ms),
         reject_log: RejectLog::default(),
         burst_ms: 0,
+        last_peer: None,
     };
     supervisor.spawn("clients", move || client_thread.run())?;
     let backend_thread = BackendThread {

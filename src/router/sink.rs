@@ -75,10 +75,11 @@ impl MetaCache {
     }
 }
 
-/// The queue depth is lowered every this many messages sent, not only per
-/// batch, so a client thread waiting for room sees progress even from a
-/// slow sink; often enough for that, rarely enough to keep the shared
-/// counter's cache line quiet.
+/// `forwarded` is raised every this many messages sent. (The depth is
+/// lowered per message as it is taken in hand, before its send, so a
+/// message a sink has is never still counted as queued and a client thread
+/// waiting for room sees progress even from a slow sink; the thread so
+/// holds one message beyond `VIGIL_QUEUE_CAPACITY`.)
 const RELEASE_EVERY: usize = 64;
 
 impl SinkThread {
@@ -87,12 +88,13 @@ impl SinkThread {
         // Ends when the client thread has gone and the queue is empty.
         while let Ok(batch) = self.queue.recv() {
             let total = batch.len();
-            // Lowers `queued` by what it sent; the rest is done here.
-            let sent = self.send_batch(batch, &mut buf)?;
+            // Lowers `queued` by the chunks it took in hand; the rest is
+            // done here.
+            let (sent, lowered) = self.send_batch(batch, &mut buf)?;
             if sent < total {
                 // Not forwarded: `abandon_rest` counts them as dropped.
                 let stats = &self.metrics.types[self.index];
-                stats.queued.fetch_sub(total - sent, Relaxed);
+                stats.queued.fetch_sub(total - lowered, Relaxed);
                 self.abandon_rest(total - sent);
                 break;
             }
@@ -100,35 +102,39 @@ impl SinkThread {
         self.close()
     }
 
-    /// Sends a batch; returns how many went out before the drain deadline.
-    fn send_batch(&mut self, batch: Batch, buf: &mut String) -> Result<usize, zmq::Error> {
-        let mut sent = 0;
-        let mut unreleased = 0;
+    /// Sends a batch; returns how many went out before the drain deadline,
+    /// and by how many it lowered the depth.
+    fn send_batch(&mut self, batch: Batch, buf: &mut String) -> Result<(usize, usize), zmq::Error> {
+        let (mut sent, mut lowered, mut unforwarded) = (0, 0, 0);
         for mut forward in batch {
+            self.take_in_hand(1);
+            lowered += 1;
             if !self.send(&mut forward, buf)? {
                 break;
             }
             sent += 1;
-            unreleased += 1;
-            if unreleased == RELEASE_EVERY {
-                self.release(unreleased);
-                unreleased = 0;
+            unforwarded += 1;
+            if unforwarded == RELEASE_EVERY {
+                self.forwarded(unforwarded);
+                unforwarded = 0;
             }
         }
-        self.release(unreleased);
-        Ok(sent)
+        self.forwarded(unforwarded);
+        Ok((sent, lowered))
     }
 
-    /// Counts `n` messages as sent: lowers the depth and tells a waiting
+    /// Takes `n` messages out of the queue's depth and tells a waiting
     /// client thread there is room.
-    fn release(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let stats = &self.metrics.types[self.index];
-        stats.forwarded.fetch_add(n as u64, Relaxed);
-        stats.queued.fetch_sub(n, Relaxed);
+    fn take_in_hand(&self, n: usize) {
+        self.metrics.types[self.index].queued.fetch_sub(n, Relaxed);
         self.room.freed(self.index);
+    }
+
+    fn forwarded(&self, n: usize) {
+        if n > 0 {
+            let stats = &self.metrics.types[self.index];
+            stats.forwarded.fetch_add(n as u64, Relaxed);
+        }
     }
 
     /// Sends one message and its metadata. `Ok(false)` when the drain
@@ -137,7 +143,7 @@ impl SinkThread {
         let at = forward.received_at_ms;
         let mut metadata = {
             let peer = match &forward.peer {
-                Some(peer) => Some(peer.as_str()),
+                Some(peer) => Some(&peer[..]),
                 // libzmq reports a peer address for tcp only; ipc gives nothing.
                 None => forward.frame.gets("Peer-Address").filter(|p| !p.is_empty()),
             };

@@ -110,6 +110,7 @@ impl SinkProc {
     }
 
     /// Sends `sig` (e.g. `libc::SIGSTOP` to freeze it, `SIGCONT` to resume).
+    #[allow(dead_code)] // tests/overload.rs uses it, tests/sinks.rs not
     pub fn signal(&self, sig: i32) {
         self.daemon.signal(sig);
     }
