@@ -27,6 +27,8 @@ pub struct WebConfig {
     pub backends: Vec<String>,
     pub heartbeat_grace: f64,
     pub backend_timeout: Duration,
+    /// Keys for the routers' back end (`VIGIL_CURVE_KEY`, `VIGIL_ROUTER_KEY`).
+    pub keys: Option<crate::curve::ClientKeys>,
 }
 
 // The token never reaches a log line.
@@ -80,6 +82,7 @@ impl WebConfig {
             backends: shared::backends(env)?,
             heartbeat_grace: shared::heartbeat_grace(env)?,
             backend_timeout: shared::backend_timeout(env)?,
+            keys: crate::curve::client_keys(env)?,
         })
     }
 }

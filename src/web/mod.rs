@@ -80,6 +80,7 @@ pub fn run(config: WebConfig) -> Result<(), Error> {
         config.backends.clone(),
         config.backend_timeout,
         config.refresh,
+        config.keys.clone(),
     )
     .map_err(|e| Error::setup("starting the routers thread", e))?;
     let config = Arc::new(config);

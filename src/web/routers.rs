@@ -49,18 +49,25 @@ pub fn start(
     endpoints: Vec<String>,
     timeout: Duration,
     every: Duration,
+    keys: Option<crate::curve::ClientKeys>,
 ) -> std::io::Result<(Routers, std::thread::JoinHandle<()>)> {
     let (asks, inbox) = bounded::<Ask>(64);
     let thread = std::thread::Builder::new()
         .name("web-routers".into())
-        .spawn(move || poll(&endpoints, timeout, every, &inbox))?;
+        .spawn(move || poll(&endpoints, timeout, every, keys, &inbox))?;
     Ok((Routers { asks }, thread))
 }
 
-fn poll(endpoints: &[String], timeout: Duration, every: Duration, inbox: &Receiver<Ask>) {
+fn poll(
+    endpoints: &[String],
+    timeout: Duration,
+    every: Duration,
+    keys: Option<crate::curve::ClientKeys>,
+    inbox: &Receiver<Ask>,
+) {
     let mut latest = RouterSample::default();
     loop {
-        let rows = snapshot::routers(endpoints, timeout);
+        let rows = snapshot::routers(endpoints, timeout, keys.clone());
         latest = next_sample(&latest, rows, crate::store::now());
         let next = Instant::now() + every;
         loop {
