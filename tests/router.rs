@@ -837,7 +837,16 @@ fn status_reports_counters_that_follow_traffic() {
     assert_eq!(router.request(body.as_bytes()), ok());
     assert_eq!(c2.recv("delivery"), body.as_bytes());
 
-    let s1 = router.status();
+    // The PUSH thread raises `forwarded` after its chunk is sent, so the
+    // sink can hold a message a moment before status counts it: poll.
+    let deadline = Instant::now() + WAIT;
+    let s1 = loop {
+        let s = router.status();
+        if counter(&s, "forwarded") >= 3 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(s1["clients"], json!(2), "two clients said hello: {s1}");
     assert_eq!(counter(&s1, "forwarded"), 3, "{s1}");
     assert_eq!(count_in(&s1, "forwarded_by_type", "stats"), 3, "{s1}");
