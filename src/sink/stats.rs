@@ -12,7 +12,7 @@ use super::message::{Incoming, Malformed};
 use super::worker::{Effects, Failure, TypeSink};
 use crate::graphite;
 use crate::store::clients;
-use rusqlite::Connection;
+use crate::store::Tx;
 use serde_json::Value;
 
 pub struct StatsSink {
@@ -25,12 +25,7 @@ impl TypeSink for StatsSink {
         SinkType::Stats
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let Some(Value::Object(metrics)) = msg.body.get("metrics") else {
             return Err(Malformed("metrics is missing or not an object".into()).into());
         };
@@ -56,7 +51,7 @@ pub fn metric_line(prefix: &str, host: &str, name: &str, value: &Value, ts: i64)
 }
 
 /// The client's hostname: the message's, the store's, or its UUID.
-pub fn hostname(conn: &Connection, msg: &Incoming) -> Result<String, Failure> {
+pub fn hostname(conn: &Tx, msg: &Incoming) -> Result<String, Failure> {
     if let Some(host) = msg.hostname()? {
         return Ok(host.to_string());
     }
@@ -72,7 +67,7 @@ mod tests {
 
     #[test]
     fn numbers_become_lines_and_the_rest_is_counted() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(
@@ -81,11 +76,10 @@ mod tests {
             ),
         );
         let mut out = Effects::default();
-        StatsSink {
+        let mut sink = StatsSink {
             prefix: "vigil".into(),
-        }
-        .handle(&store.conn, &msg, &mut out)
-        .unwrap();
+        };
+        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out)).unwrap();
         assert_eq!(out.rejected, 2);
         let mut lines = out.lines.clone();
         lines.sort();
@@ -102,7 +96,7 @@ mod tests {
 
     #[test]
     fn metrics_must_be_an_object() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(r#"{{"uuid":"{U}","type":"stats","metrics":[1]}}"#),
@@ -111,19 +105,26 @@ mod tests {
             prefix: "vigil".into(),
         };
         assert!(matches!(
-            sink.handle(&store.conn, &msg, &mut Effects::default()),
+            crate::store::scratch::with_tx(&mut store, |tx| sink.handle(
+                tx,
+                &msg,
+                &mut Effects::default()
+            )),
             Err(Failure::Malformed(_))
         ));
     }
 
     #[test]
     fn hostname_falls_back_to_the_uuid() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(r#"{{"uuid":"{U}","type":"stats"}}"#),
         );
-        assert_eq!(hostname(&store.conn, &msg).unwrap(), U);
+        assert_eq!(
+            crate::store::scratch::with_tx(&mut store, |tx| hostname(tx, &msg)).unwrap(),
+            U
+        );
         assert_eq!(metric_line("p", "h", "m", &json!(null), 1), None);
     }
 }
