@@ -11,9 +11,10 @@
 # The server is stopped when the sourcing shell exits (a trap, and a
 # watchdog in case a later trap replaces it).
 #
-# `vigil_pg_pass` runs the second pass: the store's unit tests and the
-# sink, scheduler, status and e2e tests again, with every store they open
-# on PostgreSQL (VIGIL_TEST_STORE=postgres).
+# `vigil_pg_pass` runs the second pass: the store's, sinks', scheduler's
+# and status's unit tests and the e2e test again, with every store they
+# open on PostgreSQL (VIGIL_TEST_STORE=postgres). (tests/pg.rs runs on
+# PostgreSQL in the first pass already.)
 #
 # Under CI=true a PostgreSQL that cannot be installed or started fails the
 # run; elsewhere the PostgreSQL tests say SKIPPED.
@@ -111,7 +112,7 @@ vigil_pg_pass() {
     fi
     printf '\n==> test (second pass, stores on PostgreSQL)\n'
     VIGIL_TEST_STORE=postgres cargo test --release --lib -- store:: sink:: scheduler:: status::
-    VIGIL_TEST_STORE=postgres cargo test --release --test sinks --test scheduler --test status --test e2e
+    VIGIL_TEST_STORE=postgres cargo test --release --test e2e
 }
 
 vigil_pg_start || true
