@@ -50,7 +50,7 @@ impl<'a> From<&'a String> for Val<'a> {
 }
 impl<'a> From<&'a &str> for Val<'a> {
     fn from(v: &'a &str) -> Self {
-        Val::Text(*v)
+        Val::Text(v)
     }
 }
 impl<'a, T> From<Option<T>> for Val<'a>
