@@ -13,12 +13,14 @@
 //! request, one reply per peer; requests are served one at a time. `status`
 //! is answered here from the shared counters, without asking anyone.
 
+use super::auth::{self, Access};
 use super::clients::Command;
 use super::metrics::Metrics;
 use crate::doorbell::{Doorbell, Ringer};
 use crate::protocol::{self, BackendRequest, Delivery};
 use crate::signals::ShutdownWatch;
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -44,6 +46,10 @@ pub struct BackendThread {
     pub metrics: Arc<Metrics>,
     pub router_name: String,
     pub max_message_bytes: usize,
+    /// Under CURVE, the key set each request's connection is checked
+    /// against, and where the ZAP thread sends new versions.
+    pub access: Option<Arc<Access>>,
+    pub access_updates: Receiver<Arc<Access>>,
 }
 
 impl BackendThread {
@@ -52,6 +58,9 @@ impl BackendThread {
             let readable = self.bell.wait(&self.socket, zmq::POLLIN, -1)?;
             if self.shutdown.is_set() {
                 return Ok(());
+            }
+            while let Ok(access) = self.access_updates.try_recv() {
+                self.access = Some(access);
             }
             if readable {
                 self.serve_burst()?;
@@ -72,9 +81,16 @@ impl BackendThread {
 
     /// Serves one request; `false` when none was waiting.
     fn serve_one(&mut self) -> Result<bool, zmq::Error> {
-        let Some(frames) = self.recv_request()? else {
+        let Some(mut frames) = self.recv_request()? else {
             return Ok(false);
         };
+        if !self.allowed(&mut frames[0]) {
+            // A key removed since the connection began: no answer, nothing
+            // delivered (an unlisted key never got this far).
+            self.metrics.forbidden.fetch_add(1, Relaxed);
+            log::debug!("dropped a back-end request from a key no longer allowed");
+            return Ok(true);
+        }
         let (mut envelope, body) = split_envelope(frames);
         let size: usize = body.iter().map(|f| f.len()).sum();
         let reply = if body.len() != 1 {
@@ -90,6 +106,14 @@ impl BackendThread {
         envelope.push(Message::from(reply));
         self.send_reply(envelope);
         Ok(true)
+    }
+
+    /// Under CURVE, whether the request's connection key is still listed.
+    fn allowed(&self, routing_id: &mut Message) -> bool {
+        let Some(access) = &self.access else {
+            return true;
+        };
+        auth::key_of(routing_id).is_some_and(|key| access.backend_allows(&key))
     }
 
     /// Reads one whole request, routing id and envelope included. Frames
