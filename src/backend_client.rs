@@ -10,6 +10,7 @@
 //! (`SUSPECT_FOR`), so a dead router costs one timeout per period rather
 //! than one per request. One `BackendClient` belongs to one thread.
 
+use crate::protocol::{BackendError, Reply};
 use serde_json::Value;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -22,18 +23,42 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryError {
     /// Every router answered `unknown_client` or `unreachable`, or timed
-    /// out; the last answer per router, in order.
-    NoRoute(Vec<String>),
+    /// out; the answer of each router, in order.
+    NoRoute(Vec<Attempt>),
     /// A router refused the request itself (`bad_request`): retrying
     /// elsewhere will not help.
     Refused(String),
+}
+
+/// One router's answer to a delivery it did not make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The router's back-end endpoint.
+    pub router: String,
+    /// The router's refusal, when it answered with one this build knows;
+    /// `None` for a timeout, a socket error or an unknown answer.
+    pub refusal: Option<BackendError>,
+    /// What happened, for the log.
+    pub why: String,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.router, self.why)
+    }
+}
+
+/// The attempts as one log text.
+pub fn attempts_text(tries: &[Attempt]) -> String {
+    let texts: Vec<String> = tries.iter().map(Attempt::to_string).collect();
+    texts.join("; ")
 }
 
 impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeliveryError::NoRoute(tries) => {
-                write!(f, "no router delivered it: {}", tries.join("; "))
+                write!(f, "no router delivered it: {}", attempts_text(tries))
             }
             DeliveryError::Refused(detail) => write!(f, "refused by router: {detail}"),
         }
@@ -75,22 +100,32 @@ impl BackendClient {
     pub fn deliver(&mut self, frame: &[u8]) -> Result<usize, DeliveryError> {
         let mut tries = Vec::new();
         for index in self.order() {
-            match self.request(index, frame) {
-                Ok(reply) if reply.get("ok") == Some(&Value::Bool(true)) => {
+            let router = self.endpoints[index].clone();
+            match self
+                .request(index, frame)
+                .and_then(|v| Ok((Reply::from_value(&v)?, v)))
+            {
+                Ok((reply, _)) if reply.ok => {
                     self.preferred = index;
                     return Ok(index);
                 }
-                Ok(reply) => {
-                    let error = reply
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("no error field");
-                    if error == "bad_request" {
-                        return Err(DeliveryError::Refused(reply.to_string()));
+                Ok((reply, value)) => {
+                    let refusal = reply.code();
+                    if refusal.is_some_and(|code| !code.try_elsewhere()) {
+                        return Err(DeliveryError::Refused(value.to_string()));
                     }
-                    tries.push(format!("{}: {error}", self.endpoints[index]));
+                    let why = reply.error_text().to_string();
+                    tries.push(Attempt {
+                        router,
+                        refusal,
+                        why,
+                    });
                 }
-                Err(why) => tries.push(format!("{}: {why}", self.endpoints[index])),
+                Err(why) => tries.push(Attempt {
+                    router,
+                    refusal: None,
+                    why,
+                }),
             }
         }
         Err(DeliveryError::NoRoute(tries))

@@ -9,8 +9,8 @@
 use crate::config::{ConfigError, Env};
 use std::time::Duration;
 
-/// The four severities of a notification, from PROTOCOL.md.
-pub const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
+/// The four severities of a notification, from docs/PROTOCOL.md.
+pub const SEVERITIES: [&str; 4] = crate::protocol::codes::SEVERITY_TEXTS;
 
 /// Which severities a handler fires for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,12 @@
 //! hammered.
 
 use super::lease;
-use crate::backend_client::{BackendClient, DeliveryError};
+use crate::backend_client::{attempts_text, Attempt, BackendClient, DeliveryError};
+use crate::protocol::{BackendError, ToClient};
 use crate::signals::ShutdownWatch;
 use crate::store::{self, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::{params, TransactionBehavior};
-use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,8 +68,11 @@ enum Sent {
 
 /// Whether one failed try (`"ENDPOINT: WHY"` from [`BackendClient`]) was
 /// a router's definite answer that it cannot deliver, rather than silence.
-fn refused(attempt: &str) -> bool {
-    attempt.ends_with(": unknown_client") || attempt.ends_with(": unreachable")
+fn refused(attempt: &Attempt) -> bool {
+    matches!(
+        attempt.refusal,
+        Some(BackendError::UnknownClient | BackendError::Unreachable)
+    )
 }
 
 /// How often the counters are logged.
@@ -201,21 +204,20 @@ impl Dispatcher {
 
     /// Sends one run_plugin through the first router that takes it.
     fn send(&mut self, run_id: &str, job: &Job) -> Sent {
-        let frame = json!({
-            "type": "run_plugin",
-            "to": job.uuid,
-            "plugin": job.plugin,
-            "run_id": run_id,
-        })
-        .to_string();
-        match self.client.deliver(frame.as_bytes()) {
+        let frame = ToClient::RunPlugin {
+            to: job.uuid.clone(),
+            plugin: job.plugin.clone(),
+            run_id: Some(run_id.to_string()),
+        }
+        .to_frame();
+        match self.client.deliver(&frame) {
             Ok(_) => Sent::Yes,
             Err(DeliveryError::NoRoute(tries)) if tries.iter().all(|t| refused(t)) => {
                 log::warn!(
                     "run {run_id} of {} on {}: no route, retried next interval ({})",
                     job.plugin,
                     job.uuid,
-                    tries.join("; ")
+                    attempts_text(&tries)
                 );
                 Sent::No
             }
@@ -224,7 +226,7 @@ impl Dispatcher {
                     "run {run_id} of {} on {}: not confirmed, kept as sent ({})",
                     job.plugin,
                     job.uuid,
-                    tries.join("; ")
+                    attempts_text(&tries)
                 );
                 Sent::Maybe
             }
@@ -256,12 +258,24 @@ mod tests {
 
     #[test]
     fn only_definite_refusals_undo_a_run() {
-        assert!(refused("tcp://a:1: unknown_client"));
-        assert!(refused("tcp://a:1: unreachable"));
-        assert!(!refused("tcp://a:1: no reply within 2000 ms"));
-        assert!(!refused(
-            "tcp://a:1: send: Resource temporarily unavailable"
-        ));
+        let attempt = |refusal: Option<BackendError>, why: &str| Attempt {
+            router: "tcp://a:1".into(),
+            refusal,
+            why: why.into(),
+        };
+        assert!(refused(&attempt(
+            Some(BackendError::UnknownClient),
+            "unknown_client"
+        )));
+        assert!(refused(&attempt(
+            Some(BackendError::Unreachable),
+            "unreachable"
+        )));
+        assert!(!refused(&attempt(None, "no reply within 2000 ms")));
+        assert!(!refused(&attempt(
+            None,
+            "send: Resource temporarily unavailable"
+        )));
     }
 
     #[test]

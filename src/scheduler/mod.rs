@@ -21,6 +21,7 @@ mod lease;
 mod overdue;
 pub mod plan;
 mod planner;
+mod slots;
 
 use crate::config::Env;
 use crate::doorbell::Doorbell;

@@ -17,15 +17,15 @@
 //! result sink reports the recovery as a state change when results return.
 
 use super::lease;
+use crate::protocol::{Framed, Notification, Severity};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde_json::json;
 
 /// The output written for an overdue run, and how it is recognised.
 pub const OUTPUT: &str = "result overdue";
 /// UNKNOWN in the Nagios plugin API.
 const UNKNOWN: i64 = 3;
 /// Severity of the notification raised.
-const SEVERITY: &str = "warning";
+const SEVERITY: Severity = Severity::Warning;
 /// Overdue runs handled per sweep; the rest wait for the next one.
 const BATCH: i64 = 1_000;
 
@@ -173,16 +173,14 @@ fn raise(
         "{plugin} on {}: result overdue (UNKNOWN): run {run_id} sent no result in time",
         hostname.unwrap_or(uuid)
     );
-    let body = json!({
-        "type": "notification",
-        "uuid": uuid,
-        "id": id,
-        "severity": SEVERITY,
-        "source": source,
-        "message": message,
-        "hostname": hostname,
-        "ts": now,
-    });
+    let notification = Notification {
+        severity: SEVERITY,
+        source: Some(source.clone()),
+        message: message.clone(),
+        hostname: hostname.map(str::to_string),
+        recovery: false,
+    };
+    let body = Framed::new(uuid, now, &notification).with_id(&id, false);
     tx.execute(
         "INSERT INTO notifications (uuid, id, origin, severity, source, message, hostname,
                                     body, created_at, state, attempts, next_attempt_at)
@@ -190,11 +188,11 @@ fn raise(
         params![
             uuid,
             id,
-            SEVERITY,
+            SEVERITY.as_str(),
             source,
             message,
             hostname,
-            body.to_string(),
+            String::from_utf8(body.to_frame()).expect("JSON is UTF-8"),
             now
         ],
     )?;

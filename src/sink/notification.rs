@@ -27,8 +27,8 @@ use crate::store::{dedup, now, Store};
 use rusqlite::{Connection, TransactionBehavior};
 use std::time::{Duration, Instant};
 
-/// Severities of PROTOCOL.md.
-const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
+/// Severities of docs/PROTOCOL.md.
+const SEVERITIES: [&str; 4] = crate::protocol::codes::SEVERITY_TEXTS;
 
 pub struct NotificationSink {
     pub handlers: Handlers,

@@ -7,8 +7,9 @@
 //! notification with `ack:true` whose handlers failed is `failed`: the
 //! agent's resend, not the outbox, retries it.
 
+use crate::protocol::{Framed, Notification, Severity};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A notification vigil raises itself (heartbeat loss, result change...).
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +18,7 @@ pub struct Raised<'a> {
     pub origin: &'a str,
     pub uuid: &'a str,
     pub hostname: Option<&'a str>,
-    pub severity: &'a str,
+    pub severity: Severity,
     pub source: &'a str,
     pub message: String,
     /// A return to normal (heartbeats back, status back to OK).
@@ -29,20 +30,16 @@ impl Raised<'_> {
     /// The notification as the handlers see it: shaped like a client's,
     /// with a fresh id.
     pub fn body(&self, id: &str) -> Value {
-        let mut body = json!({
-            "type": "notification",
-            "uuid": self.uuid,
-            "id": id,
-            "severity": self.severity,
-            "source": self.source,
-            "message": self.message,
-            "hostname": self.hostname,
-            "ts": self.at,
-        });
-        if self.recovery {
-            body["recovery"] = json!(true);
-        }
-        body
+        let notification = Notification {
+            severity: self.severity,
+            source: Some(self.source.to_string()),
+            message: self.message.clone(),
+            hostname: self.hostname.map(str::to_string),
+            recovery: self.recovery,
+        };
+        Framed::new(self.uuid, self.at, &notification)
+            .with_id(id, false)
+            .to_value()
     }
 }
 
@@ -57,7 +54,15 @@ pub fn raise(conn: &Connection, n: &Raised) -> rusqlite::Result<i64> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9)",
     )?
     .execute(params![
-        n.uuid, id, n.origin, n.severity, n.source, n.message, n.hostname, body, n.at
+        n.uuid,
+        id,
+        n.origin,
+        n.severity.as_str(),
+        n.source,
+        n.message,
+        n.hostname,
+        body,
+        n.at
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -231,13 +236,14 @@ fn parse_done(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::store::test_store;
+    use serde_json::json;
 
     fn raised(at: f64) -> Raised<'static> {
         Raised {
             origin: "heartbeat",
             uuid: "u",
             hostname: Some("web1"),
-            severity: "critical",
+            severity: Severity::Critical,
             source: "heartbeat",
             message: "no heartbeat".into(),
             recovery: false,

@@ -18,7 +18,8 @@
 //!
 //! The command is run by `/bin/sh -c`, as Nagios does, so quoting works.
 
-use serde_json::{json, Value};
+use crate::protocol::PluginDecl;
+use serde_json::Value;
 use std::path::Path;
 
 pub const DEFAULT_TIMEOUT_S: f64 = 10.0;
@@ -38,13 +39,13 @@ pub struct Declaration {
 
 impl Declaration {
     /// The entry in a registration's `plugins` list.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "command": self.command,
-            "interval_s": self.interval_s,
-            "timeout_s": self.timeout_s,
-        })
+    pub fn to_wire(&self) -> PluginDecl {
+        PluginDecl {
+            name: self.name.clone(),
+            command: Some(self.command.clone()),
+            interval_s: self.interval_s,
+            timeout_s: self.timeout_s,
+        }
     }
 }
 
@@ -194,6 +195,7 @@ pub fn from_json(value: &Value, process: &str) -> Result<Declaration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parses_a_file() {

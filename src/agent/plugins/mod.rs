@@ -1,74 +1,36 @@
-//! The plugin manager: owns the set of declared plugins and decides which
-//! runs start, at most `VIGIL_PLUGIN_CONCURRENCY` at once.
+//! The plugin manager thread: owns the set of declared plugins and starts
+//! runs, at most `VIGIL_PLUGIN_CONCURRENCY` at once.
 //!
 //! Runs are asked for by `run_plugin` (from the link thread), by local
 //! declarations with `local = true` on their interval, and each ends as a
 //! `result` message handed to the link thread. Each run has its own worker
-//! thread (it mostly waits on the plugin); the manager only bookkeeps. The
-//! host `registration` (process `vigil-agent`, the file-declared plugins) is
-//! sent at start and whenever a rescan of `VIGIL_PLUGIN_DIR` changes it.
+//! thread (it mostly waits on the plugin). The decisions (what is declared,
+//! what is due, what waits, what starts) are [`manager::Manager`]'s, a
+//! state machine without threads; this loop only feeds it events and the
+//! time and carries out its actions. The host `registration` (process
+//! `vigil-agent`, the file-declared plugins) is sent at start and whenever
+//! a rescan of `VIGIL_PLUGIN_DIR` changes it.
 
 pub mod declare;
+pub mod manager;
 pub mod perfdata;
 pub mod run;
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{LinkTx, PluginEvent, PluginTx, ToLink};
 use super::message;
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use crate::doorbell::{Doorbell, Ringer};
+use crate::protocol::{PluginResult, PluginState, Process, Registration};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
 use declare::Declaration;
-use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use manager::{Action, Job, Manager};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Runs waiting for a free slot, at most.
-const WAITING_MAX: usize = 1024;
-
-#[derive(Debug)]
-pub enum PluginEvent {
-    /// Run a declared plugin (`run_id` when the scheduler asked).
-    Run {
-        plugin: String,
-        run_id: Option<String>,
-    },
-    /// A local process (re)registered: its plugin set replaces the old one.
-    Local {
-        process: String,
-        plugins: Vec<Declaration>,
-    },
-    /// A worker finished (sent by the worker itself).
-    Finished { worker: u64 },
-}
-
-/// The producers' end of the manager's channel.
-#[derive(Clone, Debug)]
-pub struct PluginTx {
-    pub tx: Sender<PluginEvent>,
-    pub ringer: Ringer,
-}
-
-impl PluginTx {
-    /// Hands over `event` without blocking; a full channel drops it with a log
-    /// line (the scheduler notices a missing result and asks again).
-    pub fn send(&self, event: PluginEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => self.ringer.ring(),
-            Err(e) => log::warn!("plugin manager busy: dropping {:?}", e.into_inner()),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    decl: Declaration,
-    run_id: Option<String>,
-}
 
 pub struct PluginManager {
     pub rx: Receiver<PluginEvent>,
@@ -85,323 +47,166 @@ pub struct PluginManager {
     pub shutdown: ShutdownWatch,
 }
 
-struct State {
-    files: Vec<Declaration>,
-    local: BTreeMap<String, Vec<Declaration>>,
-    next_local: HashMap<String, Instant>,
-    waiting: VecDeque<Job>,
-    running: HashMap<u64, (String, JoinHandle<()>)>,
-    next_worker: u64,
-    /// The problems the last read of the directory found, logged once.
-    file_errors: Vec<String>,
-}
-
 impl PluginManager {
-    pub fn run(self, files: Vec<Declaration>) -> Result<(), String> {
-        let mut state = State {
-            files,
-            local: BTreeMap::new(),
-            next_local: HashMap::new(),
-            waiting: VecDeque::new(),
-            running: HashMap::new(),
-            next_worker: 0,
-            file_errors: Vec::new(),
-        };
-        self.register(&state.files);
-        reschedule_local(&mut state, Instant::now());
+    pub fn run(mut self, files: Vec<Declaration>) -> Result<(), String> {
+        let mut m = Manager::new(files, self.concurrency, Instant::now());
+        register(&self.link, &self.uuid, &self.hostname, m.files());
+        let mut workers: HashMap<u64, JoinHandle<()>> = HashMap::new();
         let mut next_rescan = self.rescan.map(|r| Instant::now() + r);
-        let mut bell = self.bell;
-        let this = Inner {
-            rx: self.rx,
-            tx: self.tx,
-            link: self.link,
-            uuid: self.uuid,
-            hostname: self.hostname,
-            plugin_dir: self.plugin_dir,
-            concurrency: self.concurrency,
-            output_max: self.output_max,
-            metrics: self.metrics,
-            shutdown: self.shutdown.clone(),
-        };
+        let mut actions = Vec::new();
         loop {
             let now = Instant::now();
-            this.due_local(&mut state, now);
+            m.due_local(now, &mut actions);
             if let (Some(at), Some(every)) = (next_rescan, self.rescan) {
                 if now >= at {
-                    this.rescan(&mut state);
+                    let (files, errors) = declare::read_dir(&self.plugin_dir);
+                    for e in m.files_read(files, errors, now, &mut actions) {
+                        log::warn!("plugin declarations: {e}");
+                    }
                     next_rescan = Some(now + every);
                 }
             }
-            this.start_waiting(&mut state);
-            let mut wake = next_rescan;
-            for at in state.next_local.values() {
-                wake = Some(wake.map_or(*at, |w| w.min(*at)));
+            m.start_waiting(&mut actions);
+            for action in actions.drain(..) {
+                self.perform(action, &mut m, &mut workers);
             }
+            let wake = match (next_rescan, m.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timeout = wake.map_or(-1, |w| {
                 w.saturating_duration_since(Instant::now()).as_millis() as i64
             });
-            let mut items = [bell.poll_item()];
+            let mut items = [self.bell.poll_item()];
             match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
             if items[0].is_readable() {
-                bell.clear();
+                self.bell.clear();
             }
-            while let Ok(event) = this.rx.try_recv() {
-                this.handle(&mut state, event);
+            while let Ok(event) = self.rx.try_recv() {
+                match event {
+                    PluginEvent::Run { plugin, run_id } => {
+                        m.run_requested(plugin, run_id, &mut actions)
+                    }
+                    PluginEvent::Local { process, plugins } => {
+                        log::info!("process {process:?} declared {} plugin(s)", plugins.len());
+                        m.local_declared(process, plugins, Instant::now());
+                    }
+                    PluginEvent::Finished { worker } => {
+                        m.finished(worker);
+                        if let Some(handle) = workers.remove(&worker) {
+                            let _ = handle.join();
+                        }
+                    }
+                }
             }
             if self.shutdown.is_set() {
                 break;
             }
         }
         // Runs in progress see the shutdown and kill their process groups.
-        for (_, (_, handle)) in state.running.drain() {
+        for (_, handle) in workers.drain() {
             let _ = handle.join();
         }
         Ok(())
     }
 
-    fn register(&self, files: &[Declaration]) {
-        register(&self.link, &self.uuid, &self.hostname, files);
+    /// Carries out one of the manager's decisions.
+    fn perform(&self, action: Action, m: &mut Manager, workers: &mut HashMap<u64, JoinHandle<()>>) {
+        match action {
+            Action::Start { worker, job } => {
+                let name = job.decl.name.clone();
+                let ctx = Worker {
+                    link: self.link.clone(),
+                    tx: self.tx.tx.clone(),
+                    ringer: self.tx.ringer.clone(),
+                    uuid: self.uuid.clone(),
+                    hostname: self.hostname.clone(),
+                    output_max: self.output_max,
+                    metrics: Arc::clone(&self.metrics),
+                    stopping: self.shutdown.clone(),
+                };
+                let spawned = std::thread::Builder::new()
+                    .name(format!("plugin-{name}"))
+                    .spawn(move || ctx.run(job, worker));
+                match spawned {
+                    Ok(handle) => {
+                        workers.insert(worker, handle);
+                    }
+                    Err(e) => {
+                        log::error!("cannot start a thread for plugin {name}: {e}");
+                        m.finished(worker);
+                    }
+                }
+            }
+            Action::Refuse { plugin, run_id } => {
+                AgentMetrics::add(&self.metrics.plugin_refused, 1);
+                log::warn!("refused run_plugin for {plugin:?}: not declared on this host");
+                let text =
+                    format!("UNKNOWN: plugin {plugin:?} is not declared on this host; refused");
+                self.send_unknown(plugin, run_id, text);
+            }
+            Action::Unknown {
+                plugin,
+                run_id,
+                text,
+            } => self.send_unknown(plugin, run_id, text),
+            Action::Register => {
+                log::info!(
+                    "plugin declarations changed: {} plugin(s); registering again",
+                    m.files().len()
+                );
+                register(&self.link, &self.uuid, &self.hostname, m.files());
+            }
+        }
     }
-}
 
-/// Brings the local schedule in line with the declarations: plugins no
-/// longer declared `local` leave it, new ones are due `now`, the others
-/// keep their next run.
-fn reschedule_local(state: &mut State, now: Instant) {
-    let names: Vec<String> = state
-        .files
-        .iter()
-        .chain(state.local.values().flatten())
-        .filter(|d| d.local)
-        .map(|d| d.name.clone())
-        .collect();
-    state.next_local.retain(|name, _| names.contains(name));
-    for name in names {
-        state.next_local.entry(name).or_insert(now);
+    /// An UNKNOWN result for a run that did not happen.
+    fn send_unknown(&self, plugin: String, run_id: Option<String>, text: String) {
+        let result = PluginResult {
+            hostname: self.hostname.clone(),
+            plugin,
+            status: PluginState::Unknown,
+            output: text,
+            long_output: String::new(),
+            perfdata: Vec::new(),
+            duration_ms: 0,
+            run_id,
+            timed_out: false,
+            truncated: false,
+        };
+        send_result(&self.link, &self.uuid, &result);
     }
-}
-
-/// The manager's parts that its loop uses (split out so the loop can
-/// borrow the state mutably beside them).
-struct Inner {
-    rx: Receiver<PluginEvent>,
-    tx: PluginTx,
-    link: LinkTx,
-    uuid: String,
-    hostname: String,
-    plugin_dir: PathBuf,
-    concurrency: usize,
-    output_max: usize,
-    metrics: Arc<AgentMetrics>,
-    shutdown: ShutdownWatch,
 }
 
 fn register(link: &LinkTx, uuid: &str, hostname: &str, files: &[Declaration]) {
-    let mut body = Map::new();
-    body.insert("hostname".into(), json!(hostname));
-    body.insert(
-        "process".into(),
-        json!({"name": "vigil-agent", "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}),
-    );
-    body.insert(
-        "plugins".into(),
-        Value::Array(files.iter().map(Declaration::to_json).collect()),
-    );
-    let frame = message::with_envelope(uuid, "registration", body);
+    let registration = Registration {
+        hostname: hostname.to_string(),
+        process: Process {
+            name: "vigil-agent".into(),
+            pid: Some(std::process::id()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        },
+        plugins: files.iter().map(Declaration::to_wire).collect(),
+    };
     let item = ToLink::Send(Outgoing {
         kind: Kind::Other,
-        frame,
+        frame: message::stamped(uuid, &registration),
     });
     if link.send_timeout(item, Duration::from_secs(5)).is_err() {
         log::error!("could not queue the host registration");
     }
 }
 
-impl Inner {
-    fn handle(&self, state: &mut State, event: PluginEvent) {
-        match event {
-            PluginEvent::Run { plugin, run_id } => match find(state, &plugin) {
-                Some(decl) => self.enqueue(state, Job { decl, run_id }),
-                None => self.refuse(&plugin, run_id),
-            },
-            PluginEvent::Local { process, plugins } => {
-                log::info!("process {process:?} declared {} plugin(s)", plugins.len());
-                state.local.insert(process, plugins);
-                reschedule_local(state, Instant::now());
-            }
-            PluginEvent::Finished { worker } => {
-                if let Some((_, handle)) = state.running.remove(&worker) {
-                    let _ = handle.join();
-                }
-            }
-        }
-    }
-
-    /// `run_plugin` for a name nobody declared: never run, answered with an
-    /// UNKNOWN result naming the refusal.
-    fn refuse(&self, plugin: &str, run_id: Option<String>) {
-        AgentMetrics::add(&self.metrics.plugin_refused, 1);
-        log::warn!("refused run_plugin for {plugin:?}: not declared on this host");
-        let text = format!("UNKNOWN: plugin {plugin:?} is not declared on this host; refused");
-        self.send_result(plugin, 3, &text, "", &[], 0, run_id, &[]);
-    }
-
-    fn enqueue(&self, state: &mut State, job: Job) {
-        if state.waiting.len() >= WAITING_MAX {
-            let text = "UNKNOWN: too many plugin runs waiting on this agent; not run";
-            self.send_result(&job.decl.name, 3, text, "", &[], 0, job.run_id, &[]);
-            return;
-        }
-        state.waiting.push_back(job);
-    }
-
-    fn due_local(&self, state: &mut State, now: Instant) {
-        let due: Vec<String> = state
-            .next_local
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in due {
-            let Some(decl) = find(state, &name) else {
-                state.next_local.remove(&name);
-                continue;
-            };
-            let every = Duration::from_secs_f64(decl.interval_s.unwrap_or(60.0));
-            state.next_local.insert(name.clone(), now + every);
-            // A slow plugin is not started again while its last run goes on.
-            let busy = state.running.values().any(|(n, _)| *n == name)
-                || state.waiting.iter().any(|j| j.decl.name == name);
-            if !busy {
-                self.enqueue(state, Job { decl, run_id: None });
-            }
-        }
-    }
-
-    fn start_waiting(&self, state: &mut State) {
-        while state.running.len() < self.concurrency {
-            let Some(job) = state.waiting.pop_front() else {
-                return;
-            };
-            let worker = state.next_worker;
-            state.next_worker += 1;
-            let name = job.decl.name.clone();
-            let ctx = Worker {
-                link: self.link.clone(),
-                tx: self.tx.tx.clone(),
-                ringer: self.tx.ringer.clone(),
-                uuid: self.uuid.clone(),
-                hostname: self.hostname.clone(),
-                output_max: self.output_max,
-                metrics: Arc::clone(&self.metrics),
-                stopping: self.shutdown.clone(),
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("plugin-{name}"))
-                .spawn(move || ctx.run(job, worker));
-            match spawned {
-                Ok(handle) => {
-                    state.running.insert(worker, (name, handle));
-                }
-                Err(e) => log::error!("cannot start a thread for plugin {name}: {e}"),
-            }
-        }
-    }
-
-    fn rescan(&self, state: &mut State) {
-        let (files, errors) = declare::read_dir(&self.plugin_dir);
-        if errors != state.file_errors {
-            for e in &errors {
-                log::warn!("plugin declarations: {e}");
-            }
-            state.file_errors = errors;
-        }
-        if files != state.files {
-            log::info!(
-                "plugin declarations changed: {} plugin(s); registering again",
-                files.len()
-            );
-            state.files = files;
-            register(&self.link, &self.uuid, &self.hostname, &state.files);
-            reschedule_local(state, Instant::now());
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn send_result(
-        &self,
-        plugin: &str,
-        status: i32,
-        text: &str,
-        long_output: &str,
-        perfdata: &[perfdata::Perf],
-        duration_ms: u64,
-        run_id: Option<String>,
-        extra: &[(&str, Value)],
-    ) {
-        send_result(
-            &self.link,
-            &self.uuid,
-            &self.hostname,
-            ResultFields {
-                plugin,
-                status,
-                text,
-                long_output,
-                perfdata,
-                duration_ms,
-                run_id,
-                extra,
-            },
-        );
-    }
-}
-
-fn find(state: &State, name: &str) -> Option<Declaration> {
-    state
-        .files
-        .iter()
-        .chain(state.local.values().flatten())
-        .find(|d| d.name == name)
-        .cloned()
-}
-
-struct ResultFields<'a> {
-    plugin: &'a str,
-    status: i32,
-    text: &'a str,
-    long_output: &'a str,
-    perfdata: &'a [perfdata::Perf],
-    duration_ms: u64,
-    run_id: Option<String>,
-    extra: &'a [(&'a str, Value)],
-}
-
-fn send_result(link: &LinkTx, uuid: &str, hostname: &str, r: ResultFields) {
-    let mut body = Map::new();
-    body.insert("hostname".into(), json!(hostname));
-    body.insert("plugin".into(), json!(r.plugin));
-    body.insert("status".into(), json!(r.status));
-    body.insert("output".into(), json!(r.text));
-    body.insert("long_output".into(), json!(r.long_output));
-    body.insert("perfdata".into(), json!(r.perfdata));
-    body.insert("duration_ms".into(), json!(r.duration_ms));
-    if let Some(run_id) = r.run_id {
-        body.insert("run_id".into(), json!(run_id));
-    }
-    for (k, v) in r.extra {
-        body.insert((*k).into(), v.clone());
-    }
-    let frame = message::with_envelope(uuid, "result", body);
+fn send_result(link: &LinkTx, uuid: &str, result: &PluginResult) {
     let item = ToLink::Send(Outgoing {
         kind: Kind::Other,
-        frame,
+        frame: message::stamped(uuid, result),
     });
     if link.send_timeout(item, Duration::from_secs(5)).is_err() {
-        log::error!("could not queue the result of plugin {}", r.plugin);
+        log::error!("could not queue the result of plugin {}", result.plugin);
     }
 }
 
@@ -432,28 +237,19 @@ impl Worker {
                 timeout
             );
         }
-        let mut extra = Vec::new();
-        if outcome.truncated {
-            extra.push(("truncated", json!(true)));
-        }
-        if outcome.timed_out {
-            extra.push(("timed_out", json!(true)));
-        }
-        send_result(
-            &self.link,
-            &self.uuid,
-            &self.hostname,
-            ResultFields {
-                plugin: &decl.name,
-                status: outcome.status,
-                text: &outcome.output.text,
-                long_output: &outcome.output.long_output,
-                perfdata: &outcome.output.perfdata,
-                duration_ms: outcome.duration.as_millis() as u64,
-                run_id: job.run_id,
-                extra: &extra,
-            },
-        );
+        let result = PluginResult {
+            hostname: self.hostname.clone(),
+            plugin: decl.name.clone(),
+            status: PluginState::from_code(outcome.status.into()).unwrap_or(PluginState::Unknown),
+            output: outcome.output.text,
+            long_output: outcome.output.long_output,
+            perfdata: outcome.output.perfdata,
+            duration_ms: outcome.duration.as_millis() as u64,
+            run_id: job.run_id,
+            timed_out: outcome.timed_out,
+            truncated: outcome.truncated,
+        };
+        send_result(&self.link, &self.uuid, &result);
         let _ = self.tx.send(PluginEvent::Finished { worker });
         self.ringer.ring();
     }
