@@ -276,7 +276,6 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         format!(r#"{{"uuid":"{U}","type":"email"}}"#),
         format!(r#"{{"uuid":"{U}","type":"stats","ack":true}}"#),
         format!(r#"{{"uuid":"{U}","type":"stats","ack":"yes","id":"1"}}"#),
-        format!(r#"{{"uuid":"{U}","uuid":"{U}","type":"stats"}}"#),
         r#"{"uuid":1} trailing"#.to_string(),
         "[1]".to_string(),
     ]);
