@@ -41,11 +41,37 @@ pub fn command(args: &[String]) -> Result<(), Error> {
     interpret(&reply)
 }
 
+/// A `vigil send` command line that does not make a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgsError {
+    MissingType,
+    OptionBeforeType(String),
+    EmptyFieldName,
+    MissingValue(String),
+    NotFieldOrObject(String),
+}
+
+impl std::fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgsError::MissingType => write!(f, "missing TYPE"),
+            ArgsError::OptionBeforeType(arg) => write!(f, "expected TYPE first, got {arg:?}"),
+            ArgsError::EmptyFieldName => write!(f, "empty field name"),
+            ArgsError::MissingValue(field) => write!(f, "--{field} needs a value"),
+            ArgsError::NotFieldOrObject(arg) => {
+                write!(f, "{arg:?} is neither --FIELD nor a JSON object")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
 /// Builds the message from the command line.
-pub fn build(args: &[String]) -> Result<Vec<u8>, String> {
-    let (kind, rest) = args.split_first().ok_or("missing TYPE")?;
+pub fn build(args: &[String]) -> Result<Vec<u8>, ArgsError> {
+    let (kind, rest) = args.split_first().ok_or(ArgsError::MissingType)?;
     if kind.starts_with('-') {
-        return Err(format!("expected TYPE first, got {kind:?}"));
+        return Err(ArgsError::OptionBeforeType(kind.clone()));
     }
     let mut obj = Map::new();
     let mut ack = None;
@@ -58,17 +84,17 @@ pub fn build(args: &[String]) -> Result<Vec<u8>, String> {
             _ if arg.starts_with("--") => {
                 let field = &arg[2..];
                 if field.is_empty() {
-                    return Err("empty field name".into());
+                    return Err(ArgsError::EmptyFieldName);
                 }
                 let value = rest
                     .get(i + 1)
-                    .ok_or_else(|| format!("--{field} needs a value"))?;
+                    .ok_or_else(|| ArgsError::MissingValue(field.to_string()))?;
                 obj.insert(field.to_string(), field_value(field, value));
                 i += 1;
             }
             _ => match serde_json::from_str::<Value>(arg) {
                 Ok(Value::Object(fields)) => obj.extend(fields),
-                _ => return Err(format!("{arg:?} is neither --FIELD nor a JSON object")),
+                _ => return Err(ArgsError::NotFieldOrObject(arg.clone())),
             },
         }
         i += 1;
@@ -182,8 +208,22 @@ mod tests {
             .unwrap()
             .get("ack")
             .is_none());
-        assert!(build(&args(&["--x"])).is_err());
-        assert!(build(&args(&["stats", "--metrics"])).is_err());
-        assert!(build(&args(&["stats", "[1]"])).is_err());
+        assert_eq!(
+            build(&args(&["--x"])),
+            Err(ArgsError::OptionBeforeType("--x".into()))
+        );
+        assert_eq!(
+            build(&args(&["stats", "--metrics"])),
+            Err(ArgsError::MissingValue("metrics".into()))
+        );
+        assert_eq!(
+            build(&args(&["stats", "[1]"])),
+            Err(ArgsError::NotFieldOrObject("[1]".into()))
+        );
+        assert_eq!(build(&[]), Err(ArgsError::MissingType));
+        assert_eq!(
+            build(&args(&["stats", "--"])),
+            Err(ArgsError::EmptyFieldName)
+        );
     }
 }

@@ -61,10 +61,24 @@ pub struct SignalThread {
 impl SignalThread {
     /// Starts listening; a signal then triggers `shutdown`.
     pub fn start(shutdown: Arc<Shutdown>) -> std::io::Result<SignalThread> {
+        let flag = Arc::clone(&shutdown.flag);
+        SignalThread::on_first(flag, move |sig| {
+            log::info!("received signal {sig}: draining and stopping");
+            shutdown.trigger();
+        })
+    }
+
+    /// The one set-up of SIGTERM and SIGINT: the first sets `flag` and
+    /// calls `then` on the signal thread; a second, with `flag` set, ends
+    /// the process at once with status 1.
+    pub fn on_first(
+        flag: Arc<AtomicBool>,
+        then: impl FnOnce(i32) + Send + 'static,
+    ) -> std::io::Result<SignalThread> {
         for sig in [SIGTERM, SIGINT] {
             // Registered first, so it sees the flag still false on the first
             // signal and ends the process only on the second.
-            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown.flag))?;
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flag))?;
         }
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let handle = signals.handle();
@@ -72,8 +86,8 @@ impl SignalThread {
             .name("signals".into())
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
-                    log::info!("received signal {sig}: draining and stopping");
-                    shutdown.trigger();
+                    flag.store(true, Ordering::SeqCst);
+                    then(sig);
                 }
             })?;
         Ok(SignalThread { handle, thread })

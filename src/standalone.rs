@@ -17,6 +17,7 @@
 
 use crate::config::{ConfigError, Env};
 use crate::error::Error;
+use crate::signals::SignalThread;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -210,7 +211,7 @@ pub fn run(env: &Env, config: StandaloneConfig) -> Result<(), Error> {
     let result = start_all(env, &config, &exe, &events, &inbox, &mut parts)
         .and_then(|()| supervise(&inbox, &parts));
     stop_all(&mut parts, &inbox);
-    signals.close();
+    signals.stop();
     result
 }
 
@@ -247,33 +248,20 @@ fn start_all(
             "cannot read the router's ready line: {router_ready}"
         ))
     })?;
-    start_part(
-        exe,
-        "sinks",
-        &["sink", "all"],
-        &plan.sinks_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
-    start_part(
-        exe,
-        "scheduler",
-        &["scheduler"],
-        &plan.scheduler_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
-    start_part(
-        exe,
-        "agent",
-        &["agent"],
-        &plan.agent_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
+    // The other parts, each after the previous one is ready; they connect
+    // to the router's endpoints.
+    let rest = [
+        ("sinks", &["sink", "all"][..], plan.sinks_env(&endpoints)),
+        (
+            "scheduler",
+            &["scheduler"][..],
+            plan.scheduler_env(&endpoints),
+        ),
+        ("agent", &["agent"][..], plan.agent_env(&endpoints)),
+    ];
+    for (name, args, part_env) in rest {
+        start_part(exe, name, args, &part_env, events, inbox, parts)?;
+    }
     log::info!("{}", plan.banner(exe));
     Ok(())
 }
@@ -409,23 +397,16 @@ impl RouterEndpoints {
     /// Parses `... ready: client=EP backend=EP sinks=T=EP,T=EP ...`. A bound
     /// wildcard (`tcp://0.0.0.0:P`) is reached through 127.0.0.1.
     fn parse(line: &str) -> Option<RouterEndpoints> {
-        let rest = &line[line.find("ready:")? + "ready:".len()..];
-        let mut client = None;
-        let mut backend = None;
-        let mut sinks = None;
-        for word in rest.split_whitespace() {
-            if let Some(v) = word.strip_prefix("client=") {
-                client = Some(local(v));
-            } else if let Some(v) = word.strip_prefix("backend=") {
-                backend = Some(local(v));
-            } else if let Some(v) = word.strip_prefix("sinks=") {
-                sinks = Some(v.split(',').map(local).collect::<Vec<_>>().join(","));
-            }
-        }
+        let fields = crate::ready::parse(line)?;
+        let sinks = crate::ready::pairs(fields.get("sinks")?)?;
         Some(RouterEndpoints {
-            client: client?,
-            backend: backend?,
-            sinks: sinks?,
+            client: local(fields.get("client")?),
+            backend: local(fields.get("backend")?),
+            sinks: sinks
+                .iter()
+                .map(|(ty, endpoint)| format!("{ty}={}", local(endpoint)))
+                .collect::<Vec<_>>()
+                .join(","),
         })
     }
 }
@@ -506,7 +487,7 @@ fn wait_ready(name: &'static str, inbox: &Receiver<Event>) -> Result<String, Err
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match inbox.recv_timeout(left) {
-            Ok(Event::Line { part, line }) if part == name && line.contains("ready:") => {
+            Ok(Event::Line { part, line }) if part == name && crate::ready::is_ready(&line) => {
                 return Ok(line)
             }
             Ok(Event::Line { .. }) => {}
@@ -585,36 +566,12 @@ fn stop_all(parts: &mut Vec<Part>, inbox: &Receiver<Event>) {
 
 /// Turns SIGTERM/SIGINT into events. A second signal while stopping ends
 /// the process at once (the children get SIGTERM from PR_SET_PDEATHSIG).
-struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
-}
-
-impl SignalWatch {
-    fn close(self) {
-        self.handle.close();
-    }
-}
-
-fn watch_signals(events: Sender<Event>) -> Result<SignalWatch, Error> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+fn watch_signals(events: Sender<Event>) -> Result<SignalThread, Error> {
     let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [SIGTERM, SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, std::sync::Arc::clone(&stopping))
-            .map_err(|e| Error::setup("signal handler", e))?;
-    }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| Error::setup("signal handler", e))?;
-    let handle = signals.handle();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = events.send(Event::Signal(sig));
-            }
-        })
-        .map_err(|e| Error::setup("signal thread", e))?;
-    Ok(SignalWatch { handle })
+    SignalThread::on_first(stopping, move |sig| {
+        let _ = events.send(Event::Signal(sig));
+    })
+    .map_err(|e| Error::setup("signal handler", e))
 }
 
 #[cfg(test)]

@@ -91,27 +91,54 @@ fn local_endpoint(env: &Env) -> Result<String, ConfigError> {
     const VAR: &str = "VIGIL_AGENT_LOCAL";
     let value = env.string(VAR, DEFAULT_LOCAL);
     let allow_remote = env.int("VIGIL_AGENT_LOCAL_ALLOW_REMOTE", 0u8, 0, 1)? == 1;
-    check_local(&value, allow_remote).map_err(|reason| ConfigError::new(VAR, &value, reason))?;
+    check_local(&value, allow_remote)
+        .map_err(|reason| ConfigError::new(VAR, &value, reason.to_string()))?;
     Ok(value)
 }
 
-pub fn check_local(value: &str, allow_remote: bool) -> Result<(), String> {
+/// Why a `VIGIL_AGENT_LOCAL` endpoint was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalEndpointError {
+    Spaces,
+    NoIpcPath,
+    Scheme,
+    NoPort,
+    NotLoopback,
+}
+
+impl std::fmt::Display for LocalEndpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LocalEndpointError::Spaces => "must not contain spaces",
+            LocalEndpointError::NoIpcPath => "ipc:// needs a path",
+            LocalEndpointError::Scheme => "expected ipc:///path or tcp://127.0.0.1:PORT",
+            LocalEndpointError::NoPort => "tcp endpoint needs a port",
+            LocalEndpointError::NotLoopback => {
+                "not a loopback address; set VIGIL_AGENT_LOCAL_ALLOW_REMOTE=1 to accept other hosts"
+            }
+        })
+    }
+}
+
+impl std::error::Error for LocalEndpointError {}
+
+pub fn check_local(value: &str, allow_remote: bool) -> Result<(), LocalEndpointError> {
     if value.contains(char::is_whitespace) {
-        return Err("must not contain spaces".into());
+        return Err(LocalEndpointError::Spaces);
     }
     if let Some(path) = value.strip_prefix("ipc://") {
         return if path.is_empty() {
-            Err("ipc:// needs a path".into())
+            Err(LocalEndpointError::NoIpcPath)
         } else {
             Ok(())
         };
     }
     let Some(addr) = value.strip_prefix("tcp://") else {
-        return Err("expected ipc:///path or tcp://127.0.0.1:PORT".into());
+        return Err(LocalEndpointError::Scheme);
     };
     let host = match addr.rsplit_once(':') {
         Some((host, _port)) => host.trim_start_matches('[').trim_end_matches(']'),
-        None => return Err("tcp endpoint needs a port".into()),
+        None => return Err(LocalEndpointError::NoPort),
     };
     let loopback = host == "localhost"
         || host
@@ -121,10 +148,7 @@ pub fn check_local(value: &str, allow_remote: bool) -> Result<(), String> {
     if loopback || allow_remote {
         Ok(())
     } else {
-        Err(
-            "not a loopback address; set VIGIL_AGENT_LOCAL_ALLOW_REMOTE=1 to accept other hosts"
-                .into(),
-        )
+        Err(LocalEndpointError::NotLoopback)
     }
 }
 
@@ -190,11 +214,31 @@ mod tests {
         assert!(check_local("tcp://127.0.0.1:7000", false).is_ok());
         assert!(check_local("tcp://[::1]:7000", false).is_ok());
         assert!(check_local("tcp://localhost:7000", false).is_ok());
-        assert!(check_local("tcp://*:7000", false).is_err());
-        assert!(check_local("tcp://10.0.0.1:7000", false).is_err());
+        assert_eq!(
+            check_local("tcp://*:7000", false),
+            Err(LocalEndpointError::NotLoopback)
+        );
+        assert_eq!(
+            check_local("tcp://10.0.0.1:7000", false),
+            Err(LocalEndpointError::NotLoopback)
+        );
         assert!(check_local("tcp://10.0.0.1:7000", true).is_ok());
-        assert!(check_local("ipc://", false).is_err());
-        assert!(check_local("udp://x", false).is_err());
+        assert_eq!(
+            check_local("ipc://", false),
+            Err(LocalEndpointError::NoIpcPath)
+        );
+        assert_eq!(
+            check_local("udp://x", false),
+            Err(LocalEndpointError::Scheme)
+        );
+        assert_eq!(
+            check_local("tcp://host", false),
+            Err(LocalEndpointError::NoPort)
+        );
+        assert_eq!(
+            check_local("ipc:// x", false),
+            Err(LocalEndpointError::Spaces)
+        );
     }
 
     #[test]

@@ -25,6 +25,66 @@ pub struct Identity {
     pub hostname: String,
 }
 
+/// Why the identity could not be read or kept; each names its file.
+#[derive(Debug)]
+pub enum IdentityError {
+    MachineId {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is there but unreadable: never replaced silently, since a
+    /// new UUID would make this host a stranger to the back end.
+    Corrupt { path: PathBuf, why: ParseError },
+    Write {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityError::MachineId { path, source } => write!(f, "{}: {source}", path.display()),
+            IdentityError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            IdentityError::Corrupt { path, why } => write!(
+                f,
+                "{}: {why}; refusing to replace it (move it away to mint a new UUID)",
+                path.display()
+            ),
+            IdentityError::Write { path, what, source } => {
+                write!(f, "{}: cannot {what}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+/// What is wrong with an identity file's content.
+#[derive(Debug)]
+pub enum ParseError {
+    NotJson(serde_json::Error),
+    NotAUuid(String),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::NotJson(e) => write!(f, "not a valid identity file: {e}"),
+            ParseError::NotAUuid(uuid) => write!(f, "uuid {uuid:?} is not a UUID"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 /// The machine this process runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -35,11 +95,16 @@ pub struct Machine {
 impl Machine {
     /// Reads the machine id from `machine_id_file`; a missing file gives an
     /// empty id (containers often lack one), so the hostname alone decides.
-    pub fn read(machine_id_file: &Path, hostname: &str) -> Result<Machine, String> {
+    pub fn read(machine_id_file: &Path, hostname: &str) -> Result<Machine, IdentityError> {
         let machine_id = match std::fs::read_to_string(machine_id_file) {
             Ok(text) => text.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("{}: {e}", machine_id_file.display())),
+            Err(source) => {
+                return Err(IdentityError::MachineId {
+                    path: machine_id_file.to_path_buf(),
+                    source,
+                })
+            }
         };
         Ok(Machine {
             machine_id,
@@ -58,15 +123,16 @@ pub enum Origin {
 
 /// Loads the identity kept in `state_dir`, minting (and durably writing) a
 /// new one on first start or when the machine changed.
-pub fn load_or_create(state_dir: &Path, machine: &Machine) -> Result<(Identity, Origin), String> {
+pub fn load_or_create(
+    state_dir: &Path,
+    machine: &Machine,
+) -> Result<(Identity, Origin), IdentityError> {
     let path = state_dir.join(FILE_NAME);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let stored = parse(&bytes).map_err(|why| {
-                format!(
-                    "{}: {why}; refusing to replace it (move it away to mint a new UUID)",
-                    path.display()
-                )
+            let stored = parse(&bytes).map_err(|why| IdentityError::Corrupt {
+                path: path.clone(),
+                why,
             })?;
             if stored.machine_id == machine.machine_id && stored.hostname == machine.hostname {
                 return Ok((stored, Origin::Existing));
@@ -95,7 +161,7 @@ pub fn load_or_create(state_dir: &Path, machine: &Machine) -> Result<(Identity, 
             );
             Ok((fresh, Origin::FirstStart))
         }
-        Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+        Err(source) => Err(IdentityError::Read { path, source }),
     }
 }
 
@@ -108,11 +174,10 @@ fn mint(machine: &Machine) -> Identity {
 }
 
 /// Parses and checks an identity file's content.
-pub fn parse(bytes: &[u8]) -> Result<Identity, String> {
-    let identity: Identity =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a valid identity file: {e}"))?;
-    let uuid = parse_uuid(&identity.uuid)
-        .ok_or_else(|| format!("uuid {:?} is not a UUID", identity.uuid))?;
+pub fn parse(bytes: &[u8]) -> Result<Identity, ParseError> {
+    let identity: Identity = serde_json::from_slice(bytes).map_err(ParseError::NotJson)?;
+    let uuid =
+        parse_uuid(&identity.uuid).ok_or_else(|| ParseError::NotAUuid(identity.uuid.clone()))?;
     Ok(Identity {
         uuid: uuid_text(&uuid),
         ..identity
@@ -122,13 +187,20 @@ pub fn parse(bytes: &[u8]) -> Result<Identity, String> {
 /// Writes the file durably: a temporary file, fsynced, renamed over the
 /// old one, then the directory fsynced, so a crash leaves either the old
 /// identity or the new one, never half of one.
-fn write(state_dir: &Path, identity: &Identity) -> Result<(), String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("{}: cannot create: {e}", state_dir.display()))?;
+fn write(state_dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| IdentityError::Write {
+        path: state_dir.to_path_buf(),
+        what: "create",
+        source,
+    })?;
     let path = state_dir.join(FILE_NAME);
     let tmp: PathBuf = state_dir.join(format!("{FILE_NAME}.tmp"));
     let text = serde_json::to_vec_pretty(identity).expect("identity serializes");
-    let fail = |what: &str, e: std::io::Error| format!("{}: cannot {what}: {e}", tmp.display());
+    let fail = |what: &'static str, source: std::io::Error| IdentityError::Write {
+        path: tmp.clone(),
+        what,
+        source,
+    };
     let mut file = std::fs::File::create(&tmp).map_err(|e| fail("create", e))?;
     file.write_all(&text).map_err(|e| fail("write", e))?;
     file.write_all(b"\n").map_err(|e| fail("write", e))?;
@@ -181,7 +253,8 @@ mod tests {
         let dir = temp_dir("corrupt");
         std::fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
         let err = load_or_create(&dir, &machine("m1")).unwrap_err();
-        assert!(err.contains("refusing to replace"), "{err}");
+        assert!(matches!(err, IdentityError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("refusing to replace"), "{err}");
         assert_eq!(std::fs::read(dir.join(FILE_NAME)).unwrap(), b"{not json");
         std::fs::write(
             dir.join(FILE_NAME),

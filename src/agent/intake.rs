@@ -240,7 +240,8 @@ fn registration_plugins(obj: &Map<String, Value>) -> Result<(String, Vec<Declara
         None => {}
         Some(Value::Array(list)) => {
             for item in list {
-                let decl = declare::from_json(item, process).map_err(|e| refuse("bad_field", e))?;
+                let decl = declare::from_json(item, process)
+                    .map_err(|e| refuse("bad_field", e.to_string()))?;
                 if plugins.iter().any(|d: &Declaration| d.name == decl.name) {
                     return Err(refuse(
                         "bad_field",

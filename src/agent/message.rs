@@ -2,15 +2,9 @@
 //! send") and reading the ones routers send back.
 
 use serde_json::{json, Map, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix time in seconds, with millisecond precision.
-pub fn now_secs() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
-}
+pub use crate::clock::unix_secs_ms as now_secs;
 
 pub fn hello(uuid: &str) -> Vec<u8> {
     to_frame(json!({"uuid": uuid, "type": "hello", "ts": now_secs()}))

@@ -17,6 +17,7 @@
 //! means one duplicate resend, which sinks drop. The file is rewritten with
 //! only the live records once the dead ones outweigh them.
 
+use crate::fnv::fnv1a;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -41,15 +42,6 @@ pub struct Entry {
 pub enum Record {
     Add(Entry),
     Done(String),
-}
-
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 pub fn encode(record: &Record, out: &mut Vec<u8>) {

@@ -39,30 +39,62 @@ pub enum Sample {
     Timer(f64),
 }
 
+/// Why a statsd line was not counted (the text quotes the bad part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    NoColon,
+    BadName(String),
+    NoType,
+    BadRate(String),
+    RateOutOfRange(String),
+    BadValue(String),
+    NotFinite,
+    UnsupportedType(String),
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::NoColon => write!(f, "no ':'"),
+            LineError::BadName(name) => write!(f, "bad metric name {name:?}"),
+            LineError::NoType => write!(f, "no type"),
+            LineError::BadRate(rate) => write!(f, "bad sample rate {rate:?}"),
+            LineError::RateOutOfRange(rate) => write!(f, "sample rate {rate} is not in (0, 1]"),
+            LineError::BadValue(raw) => write!(f, "bad value {raw:?}"),
+            LineError::NotFinite => write!(f, "value is not finite"),
+            LineError::UnsupportedType(kind) => write!(f, "unsupported type {kind:?}"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
 /// Parses one statsd line into (name, sample).
-pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
-    let (name, rest) = line.split_once(':').ok_or("no ':'")?;
+pub fn parse_line(line: &str) -> Result<(String, Sample), LineError> {
+    let (name, rest) = line.split_once(':').ok_or(LineError::NoColon)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 200 || name.contains(char::is_whitespace) {
-        return Err(format!("bad metric name {name:?}"));
+        return Err(LineError::BadName(name.to_string()));
     }
     let mut parts = rest.split('|');
     let raw = parts.next().unwrap_or("").trim();
-    let kind = parts.next().ok_or("no type")?.trim();
+    let kind = parts.next().ok_or(LineError::NoType)?.trim();
     let mut rate = 1.0;
     for extra in parts {
         if let Some(r) = extra.strip_prefix('@') {
             rate = r
                 .parse::<f64>()
-                .map_err(|_| format!("bad sample rate {r:?}"))?;
+                .map_err(|_| LineError::BadRate(r.to_string()))?;
             if !(rate > 0.0 && rate <= 1.0) {
-                return Err(format!("sample rate {r} is not in (0, 1]"));
+                return Err(LineError::RateOutOfRange(r.to_string()));
             }
         }
     }
-    let value: f64 = raw.parse().map_err(|_| format!("bad value {raw:?}"))?;
+    let value: f64 = raw
+        .parse()
+        .map_err(|_| LineError::BadValue(raw.to_string()))?;
     if !value.is_finite() {
-        return Err("value is not finite".into());
+        return Err(LineError::NotFinite);
     }
     let sample = match kind {
         "c" => Sample::Counter(value / rate),
@@ -71,7 +103,7 @@ pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
             delta: raw.starts_with('+') || raw.starts_with('-'),
         },
         "ms" | "h" => Sample::Timer(value),
-        other => return Err(format!("unsupported type {other:?}")),
+        other => return Err(LineError::UnsupportedType(other.to_string())),
     };
     Ok((name.to_string(), sample))
 }
@@ -306,6 +338,15 @@ mod tests {
         ] {
             assert!(parse_line(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_line("a:1|s"),
+            Err(LineError::UnsupportedType("s".into()))
+        );
+        assert_eq!(
+            parse_line("a:1|c|@2"),
+            Err(LineError::RateOutOfRange("2".into()))
+        );
+        assert_eq!(parse_line("a:nan|c"), Err(LineError::NotFinite));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use super::{Counters, GraphiteConfig};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,7 +140,7 @@ impl Writer {
         }
     }
 
-    fn connect(&mut self, timeout: Duration) -> Result<(), String> {
+    fn connect(&mut self, timeout: Duration) -> Result<(), LinkError> {
         let stream = connect(&self.config.server, timeout)?;
         if self.connected_before {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +161,7 @@ impl Writer {
 
     /// Logs the first failure of a run loudly and the rest quietly, so an
     /// absent carbon does not fill the log.
-    fn connect_failed(&mut self, reason: &str) {
+    fn connect_failed(&mut self, reason: &LinkError) {
         if self.failed_connects == 0 {
             log::warn!(
                 "graphite: cannot connect to {}: {reason}; buffering up to {} lines and retrying",
@@ -187,7 +187,7 @@ impl Writer {
             return;
         };
         let result = if peer_closed(conn) {
-            Err("carbon closed the connection".to_string())
+            Err(LinkError::Closed)
         } else {
             let data: String = self.batch.concat();
             write_with_timeout(conn, data.as_bytes(), timeout)
@@ -260,18 +260,59 @@ impl Writer {
     }
 }
 
+/// Why carbon could not be reached or written to.
+#[derive(Debug)]
+pub enum LinkError {
+    NotHostPort(String),
+    BadPort(String),
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    NoAddress,
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    Closed,
+    WriteTimeout(Duration),
+    Write(std::io::Error),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::NotHostPort(server) => write!(f, "{server}: not host:port"),
+            LinkError::BadPort(server) => write!(f, "{server}: bad port"),
+            LinkError::Resolve { host, source } => write!(f, "cannot resolve {host}: {source}"),
+            LinkError::NoAddress => write!(f, "no address"),
+            LinkError::Connect { addr, source } => write!(f, "{addr}: {source}"),
+            LinkError::Closed => write!(f, "carbon closed the connection"),
+            LinkError::WriteTimeout(timeout) => write!(f, "write timed out after {timeout:?}"),
+            LinkError::Write(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
 /// Connects to the first address of `server` that accepts within `timeout`.
-fn connect(server: &str, timeout: Duration) -> Result<TcpStream, String> {
+fn connect(server: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
     let (host, port) = server
         .rsplit_once(':')
-        .ok_or_else(|| format!("{server}: not host:port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("{server}: bad port"))?;
+        .ok_or_else(|| LinkError::NotHostPort(server.to_string()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| LinkError::BadPort(server.to_string()))?;
     let deadline = Instant::now() + timeout;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs = (bare, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    let mut last = "no address".to_string();
+        .map_err(|source| LinkError::Resolve {
+            host: host.to_string(),
+            source,
+        })?;
+    let mut last = LinkError::NoAddress;
     for addr in addrs {
         let Some(left) = remaining(deadline) else {
             break;
@@ -281,7 +322,7 @@ fn connect(server: &str, timeout: Duration) -> Result<TcpStream, String> {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => last = format!("{addr}: {e}"),
+            Err(source) => last = LinkError::Connect { addr, source },
         }
     }
     Err(last)
@@ -306,12 +347,16 @@ fn peer_closed(conn: &mut TcpStream) -> bool {
     closed || conn.set_nonblocking(false).is_err()
 }
 
-fn write_with_timeout(conn: &mut TcpStream, data: &[u8], timeout: Duration) -> Result<(), String> {
+fn write_with_timeout(
+    conn: &mut TcpStream,
+    data: &[u8],
+    timeout: Duration,
+) -> Result<(), LinkError> {
     conn.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(LinkError::Write)?;
     conn.write_all(data).map_err(|e| match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("write timed out after {timeout:?}"),
-        _ => e.to_string(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => LinkError::WriteTimeout(timeout),
+        _ => LinkError::Write(e),
     })
 }
 

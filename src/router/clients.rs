@@ -13,13 +13,15 @@
 
 use super::metrics::Metrics;
 use super::table::ClientTable;
+use crate::clock::unix_ms;
 use crate::doorbell::Doorbell;
 use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 use zmq::Message;
 
@@ -350,29 +352,25 @@ struct Extra {
 
 /// Logs refusals at most once per code per window, so a hostile or broken
 /// client cannot flood the log; the counters keep the full tally.
-#[derive(Default)]
-struct RejectLog {
-    last: [Option<Instant>; RejectCode::ALL.len()],
-    suppressed: [u64; RejectCode::ALL.len()],
+struct RejectLog([RateLimit; RejectCode::ALL.len()]);
+
+impl Default for RejectLog {
+    fn default() -> RejectLog {
+        RejectLog(std::array::from_fn(|_| RateLimit::new(REJECT_LOG_WINDOW)))
+    }
 }
 
 impl RejectLog {
     fn note(&mut self, rejection: &Rejection, routing_id: &[u8]) {
-        let i = rejection.code as usize;
-        let now = Instant::now();
-        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW) {
-            self.suppressed[i] += 1;
+        let Some(suppressed) = self.0[rejection.code as usize].allow() else {
             return;
-        }
+        };
         log::warn!(
-            "refused a message from client {}: {}: {} ({} more like it not logged)",
+            "refused a message from client {}: {}: {} ({suppressed} more like it not logged)",
             String::from_utf8_lossy(routing_id).escape_debug(),
             rejection.code.as_str(),
             rejection.detail,
-            self.suppressed[i]
         );
-        self.last[i] = Some(now);
-        self.suppressed[i] = 0;
     }
 }
 
@@ -390,11 +388,4 @@ fn detach(mut body: Message, received_at_ms: u64) -> Forward {
         received_at_ms,
         peer,
     }
-}
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

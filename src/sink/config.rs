@@ -105,7 +105,7 @@ pub struct SinkConfig {
 impl SinkConfig {
     /// `args`: the words after `vigil sink` (one type, several, or `all`).
     pub fn from_args_env(args: &[String], env: &Env) -> Result<SinkConfig, ArgsOrConfig> {
-        let types = parse_types(args).map_err(ArgsOrConfig::Usage)?;
+        let types = parse_types(args).map_err(|e| ArgsOrConfig::Usage(e.to_string()))?;
         SinkConfig::from_env(types, env).map_err(ArgsOrConfig::Config)
     }
 
@@ -176,19 +176,35 @@ pub const USAGE: &str = "usage: vigil sink TYPE... | all
 TYPE is heartbeat, stats, registration, notification or result; `all` runs
 the five in one process. Configured by VIGIL_* variables; see README.md.";
 
+/// A `vigil sink` command line that names no usable type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypesError {
+    Missing,
+    Unknown(String),
+}
+
+impl std::fmt::Display for TypesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TypesError::Missing => write!(f, "missing sink type\n{USAGE}"),
+            TypesError::Unknown(name) => write!(f, "unknown sink type {name:?}\n{USAGE}"),
+        }
+    }
+}
+
+impl std::error::Error for TypesError {}
+
 /// `heartbeat`, `stats result`, `all`...: the types in protocol order.
-fn parse_types(args: &[String]) -> Result<Vec<SinkType>, String> {
+fn parse_types(args: &[String]) -> Result<Vec<SinkType>, TypesError> {
     if args.is_empty() {
-        return Err(format!("missing sink type\n{USAGE}"));
+        return Err(TypesError::Missing);
     }
     let mut types = Vec::new();
     for arg in args {
         match arg.as_str() {
             "all" => types.extend(SinkType::ALL),
-            name => types.push(
-                SinkType::parse(name)
-                    .ok_or_else(|| format!("unknown sink type {name:?}\n{USAGE}"))?,
-            ),
+            name => types
+                .push(SinkType::parse(name).ok_or_else(|| TypesError::Unknown(name.to_string()))?),
         }
     }
     types.sort();
@@ -254,8 +270,11 @@ mod tests {
             parse_types(&args(&["result", "stats", "result"])).unwrap(),
             [SinkType::Stats, SinkType::Result]
         );
-        assert!(parse_types(&args(&["email"])).is_err());
-        assert!(parse_types(&[]).is_err());
+        assert_eq!(
+            parse_types(&args(&["email"])),
+            Err(TypesError::Unknown("email".into()))
+        );
+        assert_eq!(parse_types(&[]), Err(TypesError::Missing));
     }
 
     #[test]

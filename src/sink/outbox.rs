@@ -13,9 +13,10 @@
 //! shutdown.
 
 use super::handling;
-use super::metrics::{Metrics, RateLimitedLog};
+use super::metrics::Metrics;
 use crate::doorbell::Doorbell;
 use crate::notify::Handlers;
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crate::store::notifications::{self, Claimed, Next};
 use crate::store::{now, Store};
@@ -38,7 +39,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn run(mut self) -> Result<(), String> {
-        let mut errors = RateLimitedLog::new(Duration::from_secs(10));
+        let mut errors = RateLimit::new(Duration::from_secs(10));
         while !self.shutdown.is_set() {
             match self.claim() {
                 Ok(Some(claimed)) => {

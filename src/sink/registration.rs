@@ -8,21 +8,21 @@
 
 use super::config::SinkType;
 use super::message::{opt_num, opt_str, Incoming, Malformed};
-use super::metrics::RateLimitedLog;
 use super::worker::{Effects, Failure, TypeSink};
+use crate::rate_limit::RateLimit;
 use crate::store::plugins::{self, Plugin, Process};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
 pub struct RegistrationSink {
-    pub log: RateLimitedLog,
+    pub log: RateLimit,
 }
 
 impl Default for RegistrationSink {
     fn default() -> RegistrationSink {
         RegistrationSink {
-            log: RateLimitedLog::new(Duration::from_secs(10)),
+            log: RateLimit::new(Duration::from_secs(10)),
         }
     }
 }

@@ -14,9 +14,10 @@
 use super::acks::Ack;
 use super::config::SinkType;
 use super::message::{self, Incoming, Malformed};
-use super::metrics::{Metrics, RateLimitedLog, TypeMetrics};
+use super::metrics::{Metrics, TypeMetrics};
 use crate::doorbell::Ringer;
 use crate::graphite::Graphite;
+use crate::rate_limit::RateLimit;
 use crate::store::{clients, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use rusqlite::{Connection, TransactionBehavior};
@@ -76,18 +77,18 @@ impl From<rusqlite::Error> for Failure {
 /// The logs a worker writes about bad input and store trouble.
 #[derive(Debug)]
 pub struct Logs {
-    pub malformed: RateLimitedLog,
-    pub store: RateLimitedLog,
-    pub handlers: RateLimitedLog,
+    pub malformed: RateLimit,
+    pub store: RateLimit,
+    pub handlers: RateLimit,
 }
 
 impl Default for Logs {
     fn default() -> Logs {
         let every = Duration::from_secs(10);
         Logs {
-            malformed: RateLimitedLog::new(every),
-            store: RateLimitedLog::new(every),
-            handlers: RateLimitedLog::new(Duration::from_secs(1)),
+            malformed: RateLimit::new(every),
+            store: RateLimit::new(every),
+            handlers: RateLimit::new(Duration::from_secs(1)),
         }
     }
 }

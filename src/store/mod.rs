@@ -13,7 +13,7 @@ pub mod dedup;
 pub mod notifications;
 pub mod plugins;
 pub mod results;
-mod schema;
+pub mod schema;
 
 use rusqlite::Connection;
 use std::fmt;
@@ -98,12 +98,7 @@ impl Store {
 }
 
 /// Unix time now, in seconds with a fraction: the unit of every time column.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use crate::clock::unix_secs as now;
 
 /// A store in a fresh temporary directory, removed when dropped: for unit
 /// tests. It derefs to the [`Store`].

@@ -57,44 +57,68 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
-fn check(decl: Declaration) -> Result<Declaration, String> {
+/// Why a plugin declaration (a file or a local registration's entry) was
+/// refused; the text names the plugin or the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclarationError {
+    BadName(String),
+    BadCommand(String),
+    BadTimeout(String),
+    BadInterval(String),
+    LocalWithoutInterval(String),
+    NotKeyValue { line: usize },
+    NotANumber { line: usize, key: String },
+    LocalNotABool { line: usize },
+    UnknownKey { line: usize, key: String },
+    NotAnObject,
+}
+
+impl std::fmt::Display for DeclarationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use DeclarationError::*;
+        match self {
+            BadName(name) => write!(
+                f,
+                "plugin name {name:?} must be 1-128 letters, digits, _ - . :"
+            ),
+            BadCommand(name) => write!(f, "plugin {name}: command must be 1-4096 characters"),
+            BadTimeout(name) => write!(f, "plugin {name}: timeout_s must be in (0, 3600]"),
+            BadInterval(name) => write!(f, "plugin {name}: interval_s must be 1 to 86400"),
+            LocalWithoutInterval(name) => write!(f, "plugin {name}: local = true needs interval_s"),
+            NotKeyValue { line } => write!(f, "line {line}: expected key = value"),
+            NotANumber { line, key } => write!(f, "line {line}: {key} must be a number"),
+            LocalNotABool { line } => write!(f, "line {line}: local must be true or false"),
+            UnknownKey { line, key } => write!(f, "line {line}: unknown key {key:?}"),
+            NotAnObject => write!(f, "each plugin must be an object"),
+        }
+    }
+}
+
+impl std::error::Error for DeclarationError {}
+
+fn check(decl: Declaration) -> Result<Declaration, DeclarationError> {
     if !valid_name(&decl.name) {
-        return Err(format!(
-            "plugin name {:?} must be 1-128 letters, digits, _ - . :",
-            decl.name
-        ));
+        return Err(DeclarationError::BadName(decl.name));
     }
     if decl.command.trim().is_empty() || decl.command.len() > 4096 {
-        return Err(format!(
-            "plugin {}: command must be 1-4096 characters",
-            decl.name
-        ));
+        return Err(DeclarationError::BadCommand(decl.name));
     }
     if !(decl.timeout_s > 0.0 && decl.timeout_s <= MAX_TIMEOUT_S) {
-        return Err(format!(
-            "plugin {}: timeout_s must be in (0, 3600]",
-            decl.name
-        ));
+        return Err(DeclarationError::BadTimeout(decl.name));
     }
     if let Some(i) = decl.interval_s {
         if !(1.0..=86_400.0).contains(&i) {
-            return Err(format!(
-                "plugin {}: interval_s must be 1 to 86400",
-                decl.name
-            ));
+            return Err(DeclarationError::BadInterval(decl.name));
         }
     }
     if decl.local && decl.interval_s.is_none() {
-        return Err(format!(
-            "plugin {}: local = true needs interval_s",
-            decl.name
-        ));
+        return Err(DeclarationError::LocalWithoutInterval(decl.name));
     }
     Ok(decl)
 }
 
 /// Parses one declaration file's text.
-pub fn parse_file(text: &str) -> Result<Declaration, String> {
+pub fn parse_file(text: &str) -> Result<Declaration, DeclarationError> {
     let mut decl = Declaration {
         name: String::new(),
         command: String::new(),
@@ -110,7 +134,7 @@ pub fn parse_file(text: &str) -> Result<Declaration, String> {
         }
         let (key, value) = line
             .split_once('=')
-            .ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
+            .ok_or(DeclarationError::NotKeyValue { line: n + 1 })?;
         let (key, value) = (key.trim(), value.trim());
         let number = |v: &str| {
             v.split('#')
@@ -118,7 +142,10 @@ pub fn parse_file(text: &str) -> Result<Declaration, String> {
                 .unwrap_or("")
                 .trim()
                 .parse::<f64>()
-                .map_err(|_| format!("line {}: {key} must be a number", n + 1))
+                .map_err(|_| DeclarationError::NotANumber {
+                    line: n + 1,
+                    key: key.to_string(),
+                })
         };
         match key {
             "name" => decl.name = value.to_string(),
@@ -129,10 +156,15 @@ pub fn parse_file(text: &str) -> Result<Declaration, String> {
                 decl.local = match value.split('#').next().unwrap_or("").trim() {
                     "true" | "yes" | "1" => true,
                     "false" | "no" | "0" => false,
-                    _ => return Err(format!("line {}: local must be true or false", n + 1)),
+                    _ => return Err(DeclarationError::LocalNotABool { line: n + 1 }),
                 }
             }
-            other => return Err(format!("line {}: unknown key {other:?}", n + 1)),
+            other => {
+                return Err(DeclarationError::UnknownKey {
+                    line: n + 1,
+                    key: other.to_string(),
+                })
+            }
         }
     }
     check(decl)
@@ -160,7 +192,7 @@ pub fn read_dir(dir: &Path) -> (Vec<Declaration>, Vec<String>) {
     for path in paths {
         let parsed = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| parse_file(&text));
+            .and_then(|text| parse_file(&text).map_err(|e| e.to_string()));
         match parsed {
             Ok(d) if decls.iter().any(|x| x.name == d.name) => errors.push(format!(
                 "{}: plugin {} is already declared; ignored",
@@ -175,10 +207,8 @@ pub fn read_dir(dir: &Path) -> (Vec<Declaration>, Vec<String>) {
 }
 
 /// One entry of a local registration's `plugins` list.
-pub fn from_json(value: &Value, process: &str) -> Result<Declaration, String> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| "each plugin must be an object".to_string())?;
+pub fn from_json(value: &Value, process: &str) -> Result<Declaration, DeclarationError> {
+    let obj = value.as_object().ok_or(DeclarationError::NotAnObject)?;
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
     let num = |k: &str| obj.get(k).and_then(Value::as_f64);
     check(Declaration {
@@ -212,13 +242,42 @@ mod tests {
 
     #[test]
     fn refuses_bad_files() {
-        assert!(parse_file("command = x").is_err());
-        assert!(parse_file("name = a b\ncommand = x").is_err());
-        assert!(parse_file("name = a\n").is_err());
-        assert!(parse_file("name = a\ncommand = x\ntimeout_s = 0").is_err());
-        assert!(parse_file("name = a\ncommand = x\nlocal = true").is_err());
-        assert!(parse_file("name = a\ncommand = x\ncolour = red").is_err());
-        assert!(parse_file("name = a\ncommand = x\nnonsense").is_err());
+        use DeclarationError::*;
+        let refused = |text: &str| parse_file(text).unwrap_err();
+        assert_eq!(refused("command = x"), BadName(String::new()));
+        assert_eq!(refused("name = a b\ncommand = x"), BadName("a b".into()));
+        assert_eq!(refused("name = a\n"), BadCommand("a".into()));
+        assert_eq!(
+            refused("name = a\ncommand = x\ntimeout_s = 0"),
+            BadTimeout("a".into())
+        );
+        assert_eq!(
+            refused("name = a\ncommand = x\nlocal = true"),
+            LocalWithoutInterval("a".into())
+        );
+        assert_eq!(
+            refused("name = a\ncommand = x\ncolour = red"),
+            UnknownKey {
+                line: 3,
+                key: "colour".into()
+            }
+        );
+        assert_eq!(
+            refused("name = a\ncommand = x\nnonsense"),
+            NotKeyValue { line: 3 }
+        );
+        assert_eq!(
+            refused("name = a\ntimeout_s = soon"),
+            NotANumber {
+                line: 2,
+                key: "timeout_s".into()
+            }
+        );
+        assert_eq!(refused("local = maybe"), LocalNotABool { line: 1 });
+        assert_eq!(
+            refused("name = a b\ncommand = x").to_string(),
+            "plugin name \"a b\" must be 1-128 letters, digits, _ - . :"
+        );
     }
 
     #[test]
@@ -239,7 +298,13 @@ mod tests {
             (d.process.as_str(), d.timeout_s),
             ("app", DEFAULT_TIMEOUT_S)
         );
-        assert!(from_json(&json!({"name": "q"}), "app").is_err());
-        assert!(from_json(&json!(3), "app").is_err());
+        assert_eq!(
+            from_json(&json!({"name": "q"}), "app"),
+            Err(DeclarationError::BadCommand("q".into()))
+        );
+        assert_eq!(
+            from_json(&json!(3), "app"),
+            Err(DeclarationError::NotAnObject)
+        );
     }
 }

@@ -8,17 +8,15 @@
 //! -9 right after a notification was accepted, restarted, and nothing acked
 //! is lost; the notification handler sees each notification exactly once.
 
-#[allow(dead_code)]
-mod util;
-
+use crate::util;
+use crate::util::daemon::{wait_for, Daemon};
+use crate::util::Router;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use util::daemon::{wait_for, Daemon};
-use util::scratch::TempDir;
-use util::Router;
+use vigil::testkit::TempDir;
 
 /// How long any step of the scenario may take. Generous: the scheduler,
 /// resends and reconnects all work in seconds, and CI machines are slow.

@@ -5,19 +5,14 @@
 //! end sending the `ack`, deduplicating by (uuid, id) as a real sink does.
 //! Every wait is bounded.
 
-#[path = "util/agent.rs"]
-mod agent_util;
-// The shared router harness serves several test binaries; this one uses part of it.
-#[allow(dead_code)]
-mod util;
-
+use crate::util;
 use std::collections::{BTreeMap, HashSet};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use agent_util::{write_script, Agent, AgentSetup, TempDir};
+use crate::util::agent::{write_script, Agent, AgentSetup, TempDir};
+use crate::util::{token, Forwarded, Router, Sink, WAIT};
 use serde_json::{json, Value};
-use util::{token, Forwarded, Router, Sink, WAIT};
 
 /// Longer than the agent's maximum resend interval in these tests (1 s):
 /// used only to check that nothing MORE arrives.
@@ -386,7 +381,7 @@ fn send_notification(setup: &AgentSetup, message: &str) -> String {
     id
 }
 
-use util::scratch::free_port;
+use vigil::testkit::free_port;
 
 fn router_on(port: u16) -> Router {
     Router::builder("r1")

@@ -6,8 +6,7 @@
 //! process. Waits are bounded; a test that times out says what it was waiting
 //! for, and the router's stderr is printed with the failure.
 
-mod util;
-
+use crate::util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpStream;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use util::{
+use crate::util::{
     check_error, count_in, counter, new_uuid, now_secs, sink_binds, socket, sync_sinks, token,
     Client, Router, Sink, XorShift, SINK_TYPES, WAIT,
 };

@@ -2,32 +2,18 @@
 //! `vigil router` and an endpoint where nothing listens; the real binary's
 //! table and `--json` output are checked.
 
-#[allow(dead_code)]
-mod util;
-
-#[allow(dead_code)]
-#[path = "util/sched.rs"]
-mod sched;
-
-#[allow(dead_code)]
-#[path = "../src/store/schema.rs"]
-mod schema;
-
 use rusqlite::params;
 use serde_json::Value;
 
-use sched::{run_vigil, TestStore};
-use util::{now_secs, Router};
+use crate::util::sched::{run_vigil, TestStore};
+use crate::util::{now_secs, Router};
 
 const UP: &str = "11111111-1111-4111-8111-111111111111";
 const DOWN: &str = "22222222-2222-4222-8222-222222222222";
 
 /// A tcp endpoint on which nothing listens (a port just released).
 fn dead_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    format!("tcp://127.0.0.1:{port}")
+    format!("tcp://127.0.0.1:{}", vigil::testkit::free_port())
 }
 
 fn populated() -> TestStore {

@@ -28,25 +28,9 @@ pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<
     crate::util::daemon::wait_for(what, timeout, check)
 }
 
-/// The scheduler's splay hash, written again here from its definition
-/// (FNV-1a 64 of uuid, a zero byte, plugin): if the binary's drifts, the
-/// slot checks fail.
-pub fn phase(uuid: &str, plugin: &str, interval: f64) -> f64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in uuid
-        .as_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(plugin.as_bytes())
-    {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    (hash >> 11) as f64 / (1u64 << 53) as f64 * interval
-}
-
 /// The slot number a run sent at `sent_at` belongs to.
 pub fn slot(uuid: &str, plugin: &str, interval: f64, sent_at: f64) -> i64 {
-    ((sent_at - phase(uuid, plugin, interval)) / interval).floor() as i64
+    ((sent_at - vigil::scheduler::plan::phase(uuid, plugin, interval)) / interval).floor() as i64
 }
 
 /// A store file in a fresh directory, removed on drop.
@@ -63,7 +47,7 @@ impl TestStore {
         let mut conn = Connection::open(&path).expect("open store");
         conn.pragma_update(None, "journal_mode", "WAL")
             .expect("WAL");
-        crate::schema::migrate(&mut conn).expect("create schema v1");
+        vigil::store::schema::migrate(&mut conn).expect("create schema v1");
         TestStore { dir, path }
     }
 

@@ -3,11 +3,7 @@
 //! its ack, a plugin result shows in `vigil status`, and SIGTERM stops all
 //! of it with status 0.
 
-#[allow(dead_code)]
-#[path = "util/daemon.rs"]
-mod daemon;
-
-use daemon::{wait_for, Daemon};
+use crate::util::daemon::{wait_for, Daemon};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,12 +29,9 @@ fn router_field(standalone: &Daemon, key: &str) -> String {
     let line = standalone
         .log_lines()
         .into_iter()
-        .find(|l| l.starts_with("[router]") && l.contains("ready:"))
+        .find(|l| l.starts_with("[router]") && vigil::ready::is_ready(l))
         .expect("the router's ready line");
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&prefix).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+    vigil::ready::field(&line, key).unwrap_or_else(|| panic!("no {key}= in {line}"))
 }
 
 #[test]

@@ -6,18 +6,16 @@
 //! Every wait is a poll of the store, a file or carbon with a deadline;
 //! silence is only asserted once the store shows the message was handled.
 
-#[allow(dead_code)] // the router tests use the rest of the harness
-mod util;
-
-#[path = "util/sinks.rs"]
-mod sinks_util;
-
+use crate::util;
+use crate::util::sinks::{wait_for, SinkBuilder, WebhookServer, EVENTUALLY};
+use crate::util::{now_secs, Client, Router};
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
-use sinks_util::{wait_for, Aiosmtpd, Carbon, SinkBuilder, TempDir, WebhookServer, EVENTUALLY};
 use std::path::Path;
 use std::time::Duration;
-use util::{now_secs, Client, Router};
+use vigil::testkit::aiosmtpd::Aiosmtpd;
+use vigil::testkit::carbon::Carbon;
+use vigil::testkit::{free_port, TempDir};
 
 /// Opens the sink's store for reading.
 fn db(path: &Path) -> Connection {
@@ -618,7 +616,7 @@ fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
     let (r1, r2) = (Router::start("r1"), Router::start("r2"));
     // Nothing listens on the first back end (a timeout), r1 has no route to
     // the agent (unknown_client), r2 has.
-    let dead = format!("tcp://127.0.0.1:{}", sinks_util::free_port());
+    let dead = format!("tcp://127.0.0.1:{}", free_port());
     let backends = format!("{dead},{},{}", r1.backend, r2.backend);
     let sink = SinkBuilder::new(&["registration"], &[&r1, &r2], &store)
         .env("VIGIL_BACKENDS", &backends)

@@ -21,7 +21,7 @@ pub struct Daemon {
     child: Child,
     reader: Option<JoinHandle<()>>,
     log: Arc<Mutex<Vec<String>>>,
-    /// The `ready:` line, from `ready:` on.
+    /// The first `ready:` line it printed.
     pub ready: String,
 }
 
@@ -51,8 +51,8 @@ impl Daemon {
                 .name(format!("stderr-{name}"))
                 .spawn(move || {
                     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                        if let Some(at) = line.find("ready:") {
-                            let _ = ready_tx.send(line[at..].to_string());
+                        if vigil::ready::is_ready(&line) {
+                            let _ = ready_tx.send(line.clone());
                         }
                         log.lock().unwrap().push(line);
                     }
@@ -96,10 +96,7 @@ impl Daemon {
 
     /// The value of `key=` in the ready line.
     pub fn ready_field(&self, key: &str) -> Option<String> {
-        let prefix = format!("{key}=");
-        self.ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&prefix).map(str::to_string))
+        vigil::ready::field(&self.ready, key)
     }
 
     pub fn signal(&self, sig: i32) {
@@ -186,18 +183,4 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output 
     }
 }
 
-/// Polls `check` until it returns Some, or panics with `what` after
-/// `timeout`. For conditions no event announces (a row in a database, a
-/// line in a file).
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use vigil::testkit::wait_for;

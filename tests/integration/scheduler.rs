@@ -3,22 +3,14 @@
 //! and the SQLite store populated directly. Intervals are 1-2 s; every
 //! wait polls a condition under a deadline.
 
-#[allow(dead_code)]
-mod util;
-
-#[allow(dead_code)]
-#[path = "util/sched.rs"]
-mod sched;
-
-#[allow(dead_code)]
-#[path = "../src/store/schema.rs"]
-mod schema;
-
+use crate::util::sched;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sched::{slot, wait_for, Agent, Received, ResultSink, Scheduler, TestStore, LONG_WAIT};
-use util::{counter, now_secs, Router};
+use crate::util::sched::{
+    slot, wait_for, Agent, Received, ResultSink, Scheduler, TestStore, LONG_WAIT,
+};
+use crate::util::{counter, now_secs, Router};
 
 /// severity, source, message, hostname, body, state, next_attempt_at.
 type NotificationRow = (String, String, String, String, String, String, Option<f64>);
@@ -454,12 +446,7 @@ fn a_silent_router_is_passed_over() {
     store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
     let _sink = ResultSink::start(&store, &[&router]);
     // Nothing listens on the first back end: its requests time out.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead = format!(
-        "tcp://127.0.0.1:{}",
-        listener.local_addr().expect("addr").port()
-    );
-    drop(listener);
+    let dead = format!("tcp://127.0.0.1:{}", vigil::testkit::free_port());
     let _scheduler = Scheduler::start_on("s1", &store, &[&dead, &router.backend], &[]);
     agent.wait_runs("p", 3);
     check_once_per_slot(&store, &agent, &[("p", 1.0)]);

@@ -7,20 +7,20 @@
 //! (DEALER), sinks (PULL) and back-end connections (REQ) whose every wait is
 //! bounded. The router's stderr is kept and printed when a test fails, and the
 //! process is killed when the [`Router`] is dropped, so no test leaks a daemon.
-//! [`daemon`] does the same for any other `vigil` daemon.
+//! [`daemon`] does the same for any other `vigil` daemon; [`agent`],
+//! [`sinks`] and [`sched`] are the harnesses of those parts' tests.
 
-// Not every test binary starts other daemons than routers.
-#[allow(dead_code)]
+pub mod agent;
 pub mod daemon;
-#[allow(dead_code)]
-pub mod scratch;
+pub mod sched;
+pub mod sinks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -49,12 +49,7 @@ pub fn sink_binds(types: &[&str]) -> String {
 }
 
 /// Unix time now, in seconds, as the router's `received_at` is.
-pub fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
+pub use vigil::clock::unix_secs as now_secs;
 
 /// A fresh UUID in canonical text form (lowercase, hyphenated).
 pub fn new_uuid() -> String {
@@ -201,7 +196,7 @@ fn read_stderr(
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        if line.contains("ready: ") {
+        if vigil::ready::is_ready(&line) {
             if let Some(tx) = ready_tx.take() {
                 let _ = tx.send(line.clone());
             }
@@ -241,25 +236,15 @@ impl Router {
     }
 
     fn parse_ready(&mut self, line: &str) {
-        let rest = &line[line.find("ready: ").expect("ready line") + "ready: ".len()..];
-        for field in rest.split_whitespace() {
-            let Some((key, value)) = field.split_once('=') else {
-                continue;
-            };
-            match key {
-                "client" => self.client = value.to_string(),
-                "backend" => self.backend = value.to_string(),
-                "sinks" => {
-                    for sink in value.split(',') {
-                        let (ty, endpoint) = sink
-                            .split_once('=')
-                            .unwrap_or_else(|| panic!("bad sinks entry {sink:?} in {line:?}"));
-                        self.sinks.insert(ty.to_string(), endpoint.to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
+        let mut fields =
+            vigil::ready::parse(line).unwrap_or_else(|| panic!("unreadable ready line {line:?}"));
+        self.client = fields.remove("client").unwrap_or_default();
+        self.backend = fields.remove("backend").unwrap_or_default();
+        let sinks = fields.remove("sinks").unwrap_or_default();
+        self.sinks = vigil::ready::pairs(&sinks)
+            .unwrap_or_else(|| panic!("bad sinks= list in {line:?}"))
+            .into_iter()
+            .collect();
         assert!(
             self.client.starts_with("tcp://127.0.0.1:"),
             "no client endpoint in ready line {line:?}"
