@@ -92,7 +92,7 @@ fn buffers_while_carbon_is_down_and_reconnects() {
     if !Carbon::required() {
         return;
     }
-    let mut carbon = Carbon::new();
+    let mut carbon = Carbon::in_scratch();
     // Carbon is not running yet: lines wait in the buffer.
     let graphite = Graphite::start(config(carbon.port())).unwrap();
     let ts = now();
@@ -133,7 +133,7 @@ fn overflow_drops_the_oldest_and_counts_them() {
     if !Carbon::required() {
         return;
     }
-    let mut carbon = Carbon::new();
+    let mut carbon = Carbon::in_scratch();
     let mut cfg = config(carbon.port());
     cfg.buffer = 10;
     cfg.batch = 4;

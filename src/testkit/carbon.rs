@@ -49,14 +49,14 @@ impl Carbon {
 
     /// Configured in a scratch directory; not running yet. Panics if the
     /// files cannot be written.
-    pub fn new() -> Carbon {
+    pub fn in_scratch() -> Carbon {
         let scratch = TempDir::new("carbon");
         Carbon::configure_in(scratch.0.clone(), Some(scratch)).expect("configure carbon-cache")
     }
 
-    /// [`Carbon::new`], running. Panics if carbon does not start.
+    /// [`Carbon::in_scratch`], running. Panics if carbon does not start.
     pub fn start() -> Carbon {
-        let mut carbon = Carbon::new();
+        let mut carbon = Carbon::in_scratch();
         carbon.run().expect("start carbon-cache");
         carbon
     }
