@@ -32,8 +32,11 @@ use std::time::{Duration, Instant};
 /// other router is suspect too.
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
-/// Requests sent to one router before its first replies are read.
-pub const WINDOW: usize = 1_000;
+/// Requests sent to one router before its first replies are read. Well
+/// under a ROUTER's default send high-water mark (1,000 messages): a router
+/// drops a reply that finds its requester's queue full, and a dropped reply
+/// costs that request a whole timeout.
+pub const WINDOW: usize = 500;
 
 /// The reply to a delivery that went out, as routers write it.
 const OK_REPLY: &[u8] = br#"{"ok":true}"#;
