@@ -3,7 +3,7 @@
 //! notifications, and each router's counters. `--json` gives the same as
 //! one JSON object for scripts.
 
-mod render;
+pub mod render;
 pub mod snapshot;
 
 use crate::config::Env;

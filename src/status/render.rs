@@ -275,7 +275,9 @@ pub fn ago(now: f64, at: Option<f64>) -> String {
     }
 }
 
-fn duration(secs: f64) -> String {
+/// A duration as an operator reads it: `42s`, `5m`, `3h`, `2d` (also the
+/// web view's).
+pub fn duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {
         0..=119 => format!("{s}s"),

@@ -69,15 +69,7 @@ pub fn ago(now: f64, at: Option<f64>) -> String {
     }
 }
 
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7_199 => format!("{}m", s / 60),
-        7_200..=172_799 => format!("{}h", s / 3_600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
+pub use crate::status::render::duration;
 
 /// `2026-12-01 21:40:57 UTC`.
 pub fn utc(at: f64) -> String {
