@@ -6,7 +6,6 @@
 //! rule, so "up" here means "schedulable" there.
 
 use crate::backend_client::BackendClient;
-use crate::scheduler::plan;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::Value;
@@ -131,26 +130,7 @@ fn clients(conn: &Connection, now: f64, grace: f64) -> rusqlite::Result<Vec<Clie
         "SELECT uuid, hostname, last_seen, last_heartbeat, heartbeat_interval_s, last_router
          FROM clients ORDER BY hostname, uuid",
     )?;
-    let rows = stmt.query_map([], |r| {
-        let last_heartbeat: Option<f64> = r.get(3)?;
-        let interval: Option<f64> = r.get(4)?;
-        let state = if last_heartbeat.is_none() {
-            "unknown"
-        } else if plan::schedulable(last_heartbeat, interval, grace, now) {
-            "up"
-        } else {
-            "down"
-        };
-        Ok(ClientRow {
-            uuid: r.get(0)?,
-            hostname: r.get(1)?,
-            state: state.to_string(),
-            last_seen: r.get(2)?,
-            last_heartbeat,
-            heartbeat_interval_s: interval,
-            last_router: r.get(5)?,
-        })
-    })?;
+    let rows = stmt.query_map([], |r| crate::store::fleet::client_row(r, now, grace))?;
     rows.collect()
 }
 

@@ -45,7 +45,9 @@ const DOWN: &str = "(last_heartbeat IS NOT NULL AND NOT (heartbeat_interval_s > 
 const CLIENT_COLUMNS: &str =
     "uuid, hostname, last_seen, last_heartbeat, heartbeat_interval_s, last_router";
 
-fn client_row(r: &Row, now: f64, grace: f64) -> rusqlite::Result<ClientRow> {
+/// One `clients` row (selected as `CLIENT_COLUMNS`) with its state; also
+/// the reading `vigil status` uses.
+pub fn client_row(r: &Row, now: f64, grace: f64) -> rusqlite::Result<ClientRow> {
     let last_heartbeat: Option<f64> = r.get(3)?;
     let interval: Option<f64> = r.get(4)?;
     let state = if last_heartbeat.is_none() {
