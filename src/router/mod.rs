@@ -202,6 +202,10 @@ fn doorbell(what: &str) -> Result<(Doorbell, Ringer), Error> {
     Doorbell::new().map_err(|e| Error::setup(format!("creating the {what} doorbell"), e))
 }
 
+/// The back-end ROUTER's send HWM per peer: twenty back-end client
+/// windows of replies (each about 50 bytes).
+const BACKEND_SNDHWM: i32 = 20 * crate::backend_client::WINDOW as i32;
+
 /// Creates and binds every socket. Any failure names its variable.
 fn bind_all(
     ctx: &zmq::Context,
@@ -214,6 +218,10 @@ fn bind_all(
     bind(&client, "VIGIL_CLIENT_BIND", &config.client_bind)?;
     let backend = make_socket(backend_ctx, zmq::ROUTER, "VIGIL_BACKEND_BIND", |s| {
         s.set_router_mandatory(true)?;
+        // Replies are small, and a reply that finds its requester's queue
+        // full is dropped; libzmq learns what the peer read only every half
+        // HWM, so the queue must hold well over a back-end client's window.
+        s.set_sndhwm(BACKEND_SNDHWM)?;
         s.set_linger(config.drain.as_millis() as i32)?;
         s.set_maxmsgsize(hard_size_limit(config.max_message_bytes))
     })?;
