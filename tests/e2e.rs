@@ -9,9 +9,12 @@
 //! is lost; the notification handler sees each notification exactly once.
 
 #[allow(dead_code)]
+#[path = "util/db.rs"]
+mod db;
+#[allow(dead_code)]
 mod util;
 
-use rusqlite::{Connection, OptionalExtension};
+use db::TestDb;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +22,7 @@ use std::time::Duration;
 use util::daemon::{wait_for, Daemon};
 use util::scratch::TempDir;
 use util::Router;
+use vigil::params;
 
 /// How long any step of the scenario may take. Generous: the scheduler,
 /// resends and reconnects all work in seconds, and CI machines are slow.
@@ -42,7 +46,8 @@ fn write_plugin(dir: &Path, name: &str, script: &str, interval: Option<u32>) {
 /// Everything the scenario starts, so it can restart parts.
 struct System {
     dir: TempDir,
-    db: PathBuf,
+    /// SQLite in `dir`, or PostgreSQL in the second test pass.
+    db: TestDb,
     handled: PathBuf,
     routers: Vec<Option<Router>>,
     /// VIGIL_ROUTERS of the agent.
@@ -55,7 +60,7 @@ struct System {
 impl System {
     fn start() -> System {
         let dir = TempDir::new("e2e");
-        let db = dir.join("vigil.db");
+        let db = TestDb::in_dir(&dir.0);
         let handled = dir.join("handled.jsonl");
         let plugins = dir.join("plugins.d");
         std::fs::create_dir_all(&plugins).unwrap();
@@ -88,7 +93,7 @@ impl System {
             "sinks",
             &["sink", "all"],
             &[
-                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_DB", db.value.clone()),
                 ("VIGIL_SINK_CONNECT", sink_connect),
                 ("VIGIL_BACKENDS", backends.clone()),
                 (
@@ -103,7 +108,7 @@ impl System {
             "scheduler",
             &["scheduler"],
             &[
-                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_DB", db.value.clone()),
                 ("VIGIL_BACKENDS", backends),
                 ("VIGIL_BACKEND_TIMEOUT_MS", "1000".to_string()),
             ],
@@ -142,10 +147,8 @@ impl System {
             .expect("uuid in the agent's ready line")
     }
 
-    fn db(&self) -> Connection {
-        let conn = Connection::open(&self.db).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn
+    fn db(&self) -> &TestDb {
+        &self.db
     }
 
     /// `vigil send notification ...`: returns the id the agent gave it.
@@ -204,17 +207,12 @@ impl System {
             &format!("a scheduled {plugin} result after {after}"),
             STEP,
             || {
-                self.db()
-                    .query_row(
-                        "SELECT r.ts FROM results r JOIN runs u ON u.run_id = r.run_id
+                self.db().value::<f64>(
+                    "SELECT r.ts FROM results r JOIN runs u ON u.run_id = r.run_id
                      WHERE r.uuid = ?1 AND r.plugin = ?2 AND r.ts > ?3 AND r.status = 0
                        AND u.completed_at IS NOT NULL",
-                        rusqlite::params![uuid, plugin, after],
-                        |row| row.get::<_, f64>(0),
-                    )
-                    .optional()
-                    .ok()
-                    .flatten()
+                    params![&uuid, plugin, after],
+                )
             },
         )
     }
@@ -287,14 +285,10 @@ fn plugins_and_acked_notifications_survive_router_and_agent_failures() {
     // Scheduled: the scheduler sends run_plugin, the agent runs the plugin,
     // the result sink records it against the run.
     let first = system.wait_scheduled_result("e2e_ok", 0.0);
-    let registered: i64 = system
-        .db()
-        .query_row(
-            "SELECT count(*) FROM plugins WHERE uuid = ?1 AND name IN ('e2e_ok', 'e2e_manual')",
-            [&uuid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let registered: i64 = system.db().count(
+        "SELECT count(*) FROM plugins WHERE uuid = ?1 AND name IN ('e2e_ok', 'e2e_manual')",
+        params![&uuid],
+    );
     assert_eq!(registered, 2, "the agent registered both plugins");
 
     // On demand: an operator's run_plugin for a plugin with no schedule.
@@ -302,14 +296,10 @@ fn plugins_and_acked_notifications_survive_router_and_agent_failures() {
     wait_for("the on-demand result", STEP, || {
         system
             .db()
-            .query_row(
+            .value::<i64>(
                 "SELECT status FROM results WHERE uuid = ?1 AND plugin = 'e2e_manual' AND run_id = 'e2e-on-demand-1'",
-                [&uuid],
-                |r| r.get::<_, i64>(0),
+                params![&uuid],
             )
-            .optional()
-            .ok()
-            .flatten()
             .filter(|status| *status == 1)
     });
 
@@ -342,14 +332,10 @@ fn plugins_and_acked_notifications_survive_router_and_agent_failures() {
     // Exactly once, for each of them, at the handler and in the store.
     for id in [&n1, &n2, &n3] {
         assert_eq!(system.handled_count(id), 1, "handler saw {id} once");
-        let logged: i64 = system
-            .db()
-            .query_row(
-                "SELECT count(*) FROM notifications WHERE uuid = ?1 AND id = ?2",
-                [&uuid, id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let logged: i64 = system.db().count(
+            "SELECT count(*) FROM notifications WHERE uuid = ?1 AND id = ?2",
+            params![&uuid, id],
+        );
         assert_eq!(logged, 1, "one notification row for {id}");
     }
 }

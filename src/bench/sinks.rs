@@ -1,7 +1,11 @@
 //! `vigil-bench sinks`: how many messages per second the sinks sustain,
 //! end to end through a real router: stats into a real carbon-cache,
-//! registrations into SQLite, and acks through the REQ/REP path back to the
-//! client.
+//! registrations, results and acked notifications into the store, and acks
+//! through the REQ/REP path back to the client. With `--db postgres://...`
+//! the whole run is made twice, on SQLite and on a fresh database of that
+//! PostgreSQL server (its user needs CREATEDB), and the closing note gives
+//! both rates and their ratio, with the CPU the sink and the PostgreSQL
+//! server processes used (what bounds the rate on this machine).
 //!
 //! Method: one simulated agent (a DEALER whose routing id is its UUID)
 //! sends a backlog of N messages through one `vigil router` to one
@@ -15,8 +19,9 @@
 //! time until carbon has written the last point to its whisper file is
 //! reported too.
 //!
-//! Rerun: `cargo run --release -- bench sinks [--messages N]`. Needs
-//! Debian's graphite-carbon and python3-whisper.
+//! Rerun: `cargo run --release --bin vigil-bench -- sinks [--messages N]
+//! [--db postgres://USER:PASS@HOST:PORT/DB]`. Needs Debian's
+//! graphite-carbon and python3-whisper.
 
 use super::child::{vigil_command, ChildProc, Shutdown};
 use super::{BenchError, Doing};
@@ -30,57 +35,182 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest one phase may take before the run fails.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
-pub const USAGE: &str = "usage: vigil-bench sinks [--messages N]
+pub const USAGE: &str = "usage: vigil-bench sinks [--messages N] [--db postgres://...]
 
 Measures, through a real router: stats messages/s into a real carbon-cache,
-registrations/s into SQLite, and acks/s through the REQ/REP path.
-N messages per phase (default 20000; acks use N/2, registrations N/4).";
+registrations/s, results/s and acked notifications/s into the store, and
+acks/s through the REQ/REP path. N messages per phase (default 20000; acks
+and results use N/2, registrations and notifications N/4). With --db, the
+run is made on SQLite and again on a fresh database of that PostgreSQL
+server (CREATEDB needed), and compared.";
+
+#[derive(Debug, Clone, Default)]
+struct Options {
+    messages: usize,
+    db: Option<String>,
+}
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {
-    let Some(messages) = parse_args(args)? else {
+    let Some(o) = parse_args(args)? else {
         println!("{USAGE}");
         return Ok(());
     };
-    let dir = std::env::temp_dir().join(format!("vigil-bench-sinks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).doing("creating the bench directory")?;
-    let result = run_in(&dir, messages);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// The message count, or `None` when help was asked for.
-fn parse_args(args: &[String]) -> Result<Option<usize>, BenchError> {
-    match args {
-        [] => Ok(Some(20_000)),
-        [flag, n] if flag == "--messages" => n
-            .parse()
-            .ok()
-            .filter(|n| (100..=10_000_000).contains(n))
-            .map(Some)
-            .ok_or_else(|| BenchError::usage("--messages takes a number from 100 to 10000000")),
-        [flag] if flag == "--help" || flag == "-h" => Ok(None),
-        _ => Err(BenchError::usage(format!(
-            "unexpected arguments {args:?}\n{USAGE}"
-        ))),
+    let mut figures = Vec::new();
+    for server in std::iter::once(None).chain(o.db.as_deref().map(Some)) {
+        let dir = std::env::temp_dir().join(format!(
+            "vigil-bench-sinks-{}-{}",
+            std::process::id(),
+            figures.len()
+        ));
+        std::fs::create_dir_all(&dir).doing("creating the bench directory")?;
+        let result = run_in(&dir, o.messages, server);
+        let _ = std::fs::remove_dir_all(&dir);
+        figures.push(result?);
     }
+    if let [lite, pg] = figures.as_slice() {
+        println!("closing note: PostgreSQL against SQLite, one sink process each");
+        for (what, a, b) in [
+            ("stats msgs/s", lite.stats, pg.stats),
+            ("registrations/s", lite.registrations, pg.registrations),
+            ("results/s", lite.results, pg.results),
+            (
+                "acked notifications/s",
+                lite.notifications,
+                pg.notifications,
+            ),
+            ("heartbeat acks/s", lite.acks, pg.acks),
+        ] {
+            println!(
+                "  {what:<24} sqlite {a:>8.0}  postgres {b:>8.0}  ratio {:.2}",
+                b / a.max(f64::MIN_POSITIVE)
+            );
+        }
+        println!(
+            "  CPU over the store phases: sink {:.1} s (sqlite) / {:.1} s (postgres), postgres server {:.1} s, wall {:.1} s / {:.1} s",
+            lite.sink_cpu, pg.sink_cpu, pg.server_cpu, lite.wall, pg.wall
+        );
+    }
+    Ok(())
 }
 
-fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
+/// The options, or `None` when help was asked for.
+fn parse_args(args: &[String]) -> Result<Option<Options>, BenchError> {
+    let mut o = Options {
+        messages: 20_000,
+        db: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--messages" => {
+                o.messages = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (100..=10_000_000).contains(n))
+                    .ok_or_else(|| {
+                        BenchError::usage("--messages takes a number from 100 to 10000000")
+                    })?
+            }
+            "--db" => {
+                let url = it.next().cloned().unwrap_or_default();
+                match vigil::store::Target::parse(&url, None, None) {
+                    Ok(vigil::store::Target::Postgres(_)) => o.db = Some(url),
+                    _ => {
+                        return Err(BenchError::usage(format!(
+                            "--db {url:?}: expected a postgres:// URL"
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(BenchError::usage(format!(
+                    "unexpected arguments {args:?}\n{USAGE}"
+                )))
+            }
+        }
+    }
+    Ok(Some(o))
+}
+
+/// One run's rates, per second, and CPU seconds over the store phases.
+struct Figures {
+    stats: f64,
+    registrations: f64,
+    results: f64,
+    notifications: f64,
+    acks: f64,
+    sink_cpu: f64,
+    server_cpu: f64,
+    wall: f64,
+}
+
+/// CPU time used so far by every `postgres` process on the machine.
+fn postgres_cpu() -> f64 {
+    let Ok(dirs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dirs.flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(super::child::cpu_time)
+        .map(|d| d.as_secs_f64())
+        .sum()
+}
+
+fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchError> {
+    // Dropped at the end of the run: the database goes with it.
+    let scratch = match server {
+        Some(server) => Some(
+            vigil::store::scratch::ScratchDb::create(server)
+                .map_err(|e| BenchError::protocol("creating the bench database", e))?,
+        ),
+        None => None,
+    };
+    let db = match &scratch {
+        Some(s) => s.url.clone(),
+        None => dir.join("vigil.db").display().to_string(),
+    };
+    let store_name = if server.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let carbon = Carbon::start(dir)?;
     let (mut router, router_ready) = start_router()?;
-    let mut sink = start_sink(dir, &router_ready, &carbon)?;
+    let mut sink = start_sink(&db, &router_ready, &carbon)?;
     let agent = Agent::connect(&router_ready.client)?;
+    let sink_pid = sink.0.as_ref().map_or(0, ChildProc::pid);
 
     let stats = agent.phase("stats", n, 1, |i, last| stats_message(&agent.uuid, i, last))?;
     let to_carbon = carbon.wait_for_point("vigil.bench-end.done", stats.started)?;
+    let (cpu0, server0, wall0) = (
+        super::child::cpu_time(sink_pid).unwrap_or_default(),
+        postgres_cpu(),
+        Instant::now(),
+    );
     let regs = n / 4;
     let registrations = agent.phase("registration", regs, 1, |i, last| {
         registration_message(&agent.uuid, i, last)
+    })?;
+    let results_n = n / 2;
+    let results = agent.phase("result", results_n, 1, |i, last| {
+        result_message(&agent.uuid, i, last)
+    })?;
+    let notes = n / 4;
+    let notified = agent.phase("notification", notes, notes, |i, _| {
+        notification_message(&agent.uuid, i)
     })?;
     let acks = n / 2;
     let acked = agent.phase("heartbeat", acks, acks, |i, _| {
         heartbeat_message(&agent.uuid, i)
     })?;
+    let sink_cpu = (super::child::cpu_time(sink_pid).unwrap_or_default() - cpu0).as_secs_f64();
+    let server_cpu = postgres_cpu() - server0;
+    let wall = wall0.elapsed().as_secs_f64();
 
     let sink_stop = sink.take().map(|s| s.stop(Shutdown::Terminate, STOP_GRACE));
     router.stop_router();
@@ -101,8 +231,10 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
     let carbon_rate = n as f64 / to_carbon.as_secs_f64();
     let reg_rate = regs as f64 / registrations.took.as_secs_f64();
     let ack_rate = acked.acks as f64 / acked.took.as_secs_f64();
+    let result_rate = results_n as f64 / results.took.as_secs_f64();
+    let note_rate = notified.acks as f64 / notified.took.as_secs_f64();
     println!(
-        "vigil-bench sinks: one agent → one router → one `vigil sink stats registration heartbeat`"
+        "vigil-bench sinks on {store_name}: one agent → one router → one `vigil sink stats registration heartbeat result notification`"
     );
     println!(
         "  stats        {n} msgs (10 metrics each) handled in {:.2} s: {stats_rate:.0} msgs/s ({:.0} lines/s); last point on carbon's disk after {:.2} s: {carbon_rate:.0} msgs/s",
@@ -111,8 +243,20 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         to_carbon.as_secs_f64()
     );
     println!(
-        "  registration {regs} msgs (5 plugins each) into SQLite in {:.2} s: {reg_rate:.0} msgs/s",
+        "  registration {regs} msgs (5 plugins each) into {store_name} in {:.2} s: {reg_rate:.0} msgs/s",
         registrations.took.as_secs_f64()
+    );
+    println!(
+        "  result       {results_n} msgs (50 plugins, status changes) in {:.2} s: {result_rate:.0} msgs/s",
+        results.took.as_secs_f64()
+    );
+    println!(
+        "  notification {} of {notes} acked (each recorded, deduplicated, no handler) in {:.2} s: {note_rate:.0} acks/s",
+        notified.acks,
+        notified.took.as_secs_f64()
+    );
+    println!(
+        "  CPU over registration..heartbeat: sink {sink_cpu:.1} s, postgres processes {server_cpu:.1} s, wall {wall:.1} s"
     );
     println!(
         "  acks         {} of {acks} heartbeats acked through REQ/REP in {:.2} s: {ack_rate:.0} acks/s",
@@ -126,9 +270,21 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         json!({"bench": "sinks", "messages": n,
                "stats_msgs_per_s": stats_rate.round(), "stats_to_carbon_msgs_per_s": carbon_rate.round(),
                "registrations_per_s": reg_rate.round(), "acks_per_s": ack_rate.round(),
+               "results_per_s": result_rate.round(), "acked_notifications_per_s": note_rate.round(),
+               "store": store_name, "sink_cpu_s": sink_cpu, "postgres_cpu_s": server_cpu,
                "acks_received": acked.acks, "acks_expected": acks, "clean_exit": clean})
     );
-    Ok(())
+    drop(scratch);
+    Ok(Figures {
+        stats: stats_rate,
+        registrations: reg_rate,
+        results: result_rate,
+        notifications: note_rate,
+        acks: ack_rate,
+        sink_cpu,
+        server_cpu,
+        wall,
+    })
 }
 
 /// The router's endpoints, from its ready line.
@@ -155,7 +311,7 @@ fn start_router() -> Result<(RouterProc, RouterReady), BenchError> {
         .env("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:*")
         .env(
             "VIGIL_SINK_BINDS",
-            "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*",
+            "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*,result=tcp://127.0.0.1:*,notification=tcp://127.0.0.1:*",
         )
         // Room for the whole backlog: the run measures the sink, so the
         // router must refuse nothing.
@@ -189,12 +345,19 @@ impl SinkProc {
     }
 }
 
-fn start_sink(dir: &Path, router: &RouterReady, carbon: &Carbon) -> Result<SinkProc, BenchError> {
-    let mut command = vigil_command(&["sink", "stats", "registration", "heartbeat"])?;
+fn start_sink(db: &str, router: &RouterReady, carbon: &Carbon) -> Result<SinkProc, BenchError> {
+    let mut command = vigil_command(&[
+        "sink",
+        "stats",
+        "registration",
+        "heartbeat",
+        "result",
+        "notification",
+    ])?;
     command
         .env("VIGIL_SINK_CONNECT", &router.sinks)
         .env("VIGIL_BACKENDS", &router.backend)
-        .env("VIGIL_DB", dir.join("vigil.db"))
+        .env("VIGIL_DB", db)
         .env("VIGIL_GRAPHITE", format!("127.0.0.1:{}", carbon.port))
         // Room for every line, so the carbon figure is of full delivery.
         .env("VIGIL_GRAPHITE_BUFFER", "10000000")
@@ -332,6 +495,28 @@ fn registration_message(uuid: &str, i: usize, last: bool) -> Vec<u8> {
     msg.to_string().into_bytes()
 }
 
+/// Results of 50 plugins, each alternating OK and WARNING every 10 results
+/// (so some raise a state-change notification).
+fn result_message(uuid: &str, i: usize, last: bool) -> Vec<u8> {
+    let status = (i / 500) % 2;
+    let mut msg = json!({"uuid": uuid, "type": "result", "hostname": "bench",
+                         "plugin": format!("check_{}", i % 50), "status": status,
+                         "output": "BENCH OK", "perfdata": {"v": i % 100}, "duration_ms": 3});
+    if last {
+        msg["id"] = json!("result-end");
+        msg["ack"] = json!(true);
+    }
+    msg.to_string().into_bytes()
+}
+
+fn notification_message(uuid: &str, i: usize) -> Vec<u8> {
+    json!({"uuid": uuid, "type": "notification", "hostname": "bench", "severity": "info",
+           "source": "bench", "message": format!("bench notification {i}"),
+           "id": format!("n-{i}-{}", std::process::id()), "ack": true})
+    .to_string()
+    .into_bytes()
+}
+
 fn heartbeat_message(uuid: &str, i: usize) -> Vec<u8> {
     json!({"uuid": uuid, "type": "heartbeat", "hostname": "bench", "interval_s": 30,
            "id": format!("hb-{i}"), "ack": true})
@@ -458,12 +643,17 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert_eq!(parse_args(&[]).unwrap(), Some(20_000));
-        assert_eq!(
-            parse_args(&args(&["--messages", "500"])).unwrap(),
-            Some(500)
-        );
-        assert_eq!(parse_args(&args(&["--help"])).unwrap(), None);
+        let messages = |a: &[&str]| parse_args(&args(a)).unwrap().map(|o| o.messages);
+        assert_eq!(messages(&[]), Some(20_000));
+        assert_eq!(messages(&["--messages", "500"]), Some(500));
+        assert_eq!(messages(&["--help"]), None);
+        let o = parse_args(&args(&["--db", "postgres://u@h/d"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.db.as_deref(), Some("postgres://u@h/d"));
+        assert!(parse_args(&args(&["--db", "/tmp/x.db"]))
+            .unwrap_err()
+            .is_usage());
         assert!(parse_args(&args(&["--messages", "5"]))
             .unwrap_err()
             .is_usage());

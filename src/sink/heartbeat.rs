@@ -10,15 +10,16 @@
 //! its last heartbeat and this sink's start, so after an outage of the sink
 //! itself, every client gets a full grace window to be heard again before
 //! anyone is declared down. The store's conditional update makes sure
-//! only one sweep (of several sink processes) raises each notification.
+//! only one sweep (of several sink processes, on several hosts sharing
+//! PostgreSQL) raises each notification, and the heartbeat's row lock that
+//! only one of two sinks given copies of one heartbeat raises a recovery.
 
 use super::config::SinkType;
 use super::message::{Incoming, Malformed};
 use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::store::clients::{self, Liveness, Silent};
 use crate::store::notifications::{self, Raised};
-use crate::store::{now, Store};
-use rusqlite::{Connection, TransactionBehavior};
+use crate::store::{now, DbError, Store, Tx};
 use std::time::{Duration, Instant};
 
 pub struct HeartbeatSink {
@@ -33,12 +34,7 @@ impl TypeSink for HeartbeatSink {
         SinkType::Heartbeat
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let interval = interval_s(msg)?;
         let before = clients::record_heartbeat(conn, &msg.uuid, msg.meta.received_at, interval)?;
         if before == Some(Liveness::Down) {
@@ -52,6 +48,13 @@ impl TypeSink for HeartbeatSink {
         Ok(())
     }
 
+    /// After a store outage, heartbeats of the outage are still being
+    /// written: every client gets a full window again, as at a start, so
+    /// the outage is no storm of false "down" notifications.
+    fn store_back(&mut self) {
+        self.started = now();
+    }
+
     fn tick(&mut self, store: &mut Store, out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
         if let Err(e) = self.sweep_once(store, out) {
             ctx.store_error(0, &e);
@@ -62,11 +65,9 @@ impl TypeSink for HeartbeatSink {
 
 impl HeartbeatSink {
     /// Declares down every client whose window has passed.
-    fn sweep_once(&self, store: &mut Store, out: &mut Effects) -> rusqlite::Result<()> {
+    fn sweep_once(&self, store: &mut Store, out: &mut Effects) -> Result<(), DbError> {
         let at = now();
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = store.write()?;
         let mut raised = 0;
         for client in clients::silent(&tx, self.started, self.grace, at)? {
             if clients::mark_down(&tx, &client)? {
@@ -149,13 +150,14 @@ mod tests {
         )
     }
 
-    fn pending(store: &Store) -> Vec<(String, String)> {
-        let mut stmt = store
-            .conn
-            .prepare("SELECT severity, body FROM notifications WHERE state='pending' ORDER BY seq")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(Result::unwrap).collect()
+    fn pending(store: &mut Store) -> Vec<(String, String)> {
+        crate::store::scratch::rows(
+            store,
+            "SELECT severity, body FROM notifications WHERE state='pending' ORDER BY seq",
+        )
+        .iter()
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+        .collect()
     }
 
     #[test]
@@ -175,14 +177,17 @@ mod tests {
         };
         let msg = beat("1");
         let mut out = Effects::default();
-        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            crate::sink::worker::upsert_client(tx, &msg)
+        })
+        .unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out)).unwrap();
         assert_eq!(out.raised, 0, "first heartbeat raises nothing");
         // received_at is in the past (META), so the window has long passed.
         sink.sweep_once(&mut store, &mut out).unwrap();
         sink.sweep_once(&mut store, &mut out).unwrap();
         assert_eq!(out.raised, 1, "down once");
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out)).unwrap();
         assert_eq!(out.raised, 1, "a copy of the old heartbeat is no recovery");
         let later = {
             let json = format!(r#"{{"uuid":"{U}","type":"heartbeat","interval_s":1}}"#);
@@ -190,9 +195,9 @@ mod tests {
             let frames = vec![json.into_bytes(), meta.as_bytes().to_vec()];
             crate::sink::message::parse(&frames, SinkType::Heartbeat).unwrap()
         };
-        sink.handle(&store.conn, &later, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &later, &mut out)).unwrap();
         assert_eq!(out.raised, 2, "recovery");
-        let rows = pending(&store);
+        let rows = pending(&mut store);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, "critical");
         assert!(
@@ -213,9 +218,12 @@ mod tests {
             sweep: Duration::from_secs(1),
         };
         let msg = beat("60");
-        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            crate::sink::worker::upsert_client(tx, &msg)
+        })
+        .unwrap();
         let mut out = Effects::default();
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out)).unwrap();
         sink.sweep_once(&mut store, &mut out).unwrap();
         assert_eq!(
             out.raised, 0,

@@ -23,8 +23,7 @@ use super::metrics::TypeMetrics;
 use super::worker::{self, Ctx, Effects, Failure, TypeSink};
 use crate::notify::Handlers;
 use crate::store::notifications::{self, ClientNotification, Next, Progress};
-use crate::store::{dedup, now, Store};
-use rusqlite::{Connection, TransactionBehavior};
+use crate::store::{dedup, now, Store, Tx};
 use std::time::{Duration, Instant};
 
 /// Severities of PROTOCOL.md.
@@ -57,7 +56,7 @@ impl TypeSink for NotificationSink {
     }
 
     /// Checks the fields only; [`TypeSink::process`] does the work.
-    fn handle(&mut self, _: &Connection, msg: &Incoming, _: &mut Effects) -> Result<(), Failure> {
+    fn handle(&mut self, _: &Tx, msg: &Incoming, _: &mut Effects) -> Result<(), Failure> {
         fields(msg)?;
         Ok(())
     }
@@ -86,7 +85,7 @@ impl TypeSink for NotificationSink {
     /// Forgets handled ids past their retention, hourly.
     fn tick(&mut self, store: &mut Store, _: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
         let before = now() - self.dedup_retention.as_secs_f64();
-        match dedup::prune(&store.conn, before) {
+        match store.in_write(|tx| dedup::prune(tx, before)) {
             Ok(0) => {}
             Ok(n) => log::info!("notification: forgot {n} handled id(s) and notification(s) older than the retention"),
             Err(e) => ctx.store_error(0, &e),
@@ -132,9 +131,7 @@ impl NotificationSink {
             let at = now() + wait.as_secs_f64();
             Next::RetryAt { at, error: &error }
         };
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = store.write()?;
         notifications::record_attempt(&tx, progress.seq, &attempt.done, &next)?;
         if attempt.complete() {
             if let Some(id) = &msg.id {
@@ -160,9 +157,7 @@ impl NotificationSink {
 
     /// The first transaction: the client row, the dedup check, the record.
     fn record(&self, store: &mut Store, msg: &Incoming, f: &Fields) -> Result<Found, Failure> {
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = store.write()?;
         worker::upsert_client(&tx, msg)?;
         let generated;
         let id = match &msg.id {
@@ -195,12 +190,7 @@ impl NotificationSink {
                     body: &msg.text,
                     at: msg.meta.received_at,
                 };
-                let seq = notifications::record_client(&tx, &record)?;
-                Progress {
-                    seq,
-                    state: "failed".into(),
-                    done: vec![],
-                }
+                notifications::record_client(&tx, &record)?
             }
         };
         let found = if progress.state == "handled" {

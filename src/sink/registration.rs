@@ -12,7 +12,7 @@ use super::message::{opt_num, opt_str, Incoming, Malformed};
 use super::metrics::RateLimitedLog;
 use super::worker::{Effects, Failure, TypeSink};
 use crate::store::plugins::{self, Plugin, Process};
-use rusqlite::Connection;
+use crate::store::Tx;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -33,12 +33,7 @@ impl TypeSink for RegistrationSink {
         SinkType::Registration
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let process = process(msg)?;
         let (accepted, refused) = plugin_list(msg.body.get("plugins"))?;
         for why in &refused {

@@ -20,7 +20,7 @@ use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
 use crate::store::notifications::{self, Raised};
 use crate::store::results::{self, PluginResult};
-use rusqlite::Connection;
+use crate::store::Tx;
 use serde_json::Value;
 
 pub struct ResultSink {
@@ -34,12 +34,7 @@ impl TypeSink for ResultSink {
         SinkType::Result
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let result = parse(msg)?;
         let host = hostname(conn, msg)?;
         let last = results::last(conn, &result.uuid, &result.plugin)?;
@@ -315,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_change_raises_once_and_perfdata_becomes_lines() {
-        let store = test_store();
+        let mut store = test_store();
         let mut sink = ResultSink {
             prefix: "vigil".into(),
             keeper: MetricKeeper::new(None),
@@ -332,20 +327,23 @@ mod tests {
         let mut out = Effects::default();
         for status in [0, 0, 2, 2, 0] {
             let msg = result(status);
-            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-            sink.handle(&store.conn, &msg, &mut out).unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                crate::sink::worker::upsert_client(tx, &msg)
+            })
+            .unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out))
+                .unwrap();
         }
         assert_eq!(out.raised, 2);
         assert_eq!(out.lines.len(), 5);
         assert!(out.lines[0].starts_with("vigil.db1.load.load1 0.5 1700000000"));
-        let messages: Vec<String> = store
-            .conn
-            .prepare("SELECT message FROM notifications ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let messages: Vec<String> = crate::store::scratch::rows(
+            &mut store,
+            "SELECT message FROM notifications ORDER BY seq",
+        )
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
         assert_eq!(
             messages,
             [
@@ -357,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_late_copy_of_an_older_result_does_not_turn_the_state_back() {
-        let store = test_store();
+        let mut store = test_store();
         let mut sink = ResultSink {
             prefix: "vigil".into(),
             keeper: MetricKeeper::new(None),
@@ -371,12 +369,16 @@ mod tests {
         };
         let mut out = Effects::default();
         for msg in [at(0, 100.0), at(2, 200.0), at(0, 150.0)] {
-            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-            sink.handle(&store.conn, &msg, &mut out).unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                crate::sink::worker::upsert_client(tx, &msg)
+            })
+            .unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out))
+                .unwrap();
         }
         assert_eq!(out.raised, 1, "only OK → CRITICAL");
         assert_eq!(
-            results::last(&store.conn, U, "load").unwrap(),
+            crate::store::scratch::with_tx(&mut store, |tx| results::last(tx, U, "load")).unwrap(),
             Some((2, 200.0))
         );
     }

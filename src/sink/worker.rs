@@ -5,11 +5,17 @@
 //!
 //! What differs per type is a [`TypeSink`]. The store is the slow part, so
 //! a batch costs one commit, not one per message; each message runs inside
-//! its own savepoint, so one that fails rolls back alone and never poisons
-//! the rest of its batch. A store failure loses the batch's messages (their
-//! acks are not sent, so the agent resends those that matter) but never the
-//! thread. A message whose envelope is sound but whose fields are not is
-//! counted, logged and acked if it asked: resending it cannot help.
+//! its own savepoint when one fails, so it rolls back alone and never
+//! poisons the rest of its batch (the batch first runs without savepoints,
+//! a round trip each on PostgreSQL, and again with them only if a message
+//! failed). A store failure loses the batch's messages (their acks are not
+//! sent, so the agent resends those that matter) but never the thread; a
+//! store that is unreachable (PostgreSQL restarting) keeps the batch, which
+//! is retried with backoff until the store is back, so nothing is dropped
+//! meanwhile, and nothing is acked before its transaction commits. Two
+//! processes' transactions that deadlock on PostgreSQL (one is aborted)
+//! are retried. A message whose envelope is sound but whose fields are not
+//! is counted, logged and acked if it asked: resending it cannot help.
 
 use super::acks::Ack;
 use super::config::SinkType;
@@ -17,9 +23,9 @@ use super::message::{self, Incoming, Malformed};
 use super::metrics::{Metrics, RateLimitedLog, TypeMetrics};
 use crate::doorbell::Ringer;
 use crate::graphite::Graphite;
-use crate::store::{clients, Store};
+use crate::signals::ShutdownWatch;
+use crate::store::{clients, DbError, Store, Tx};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +64,7 @@ impl Effects {
 #[derive(Debug)]
 pub enum Failure {
     Malformed(Malformed),
-    Store(rusqlite::Error),
+    Store(DbError),
 }
 
 impl From<Malformed> for Failure {
@@ -67,8 +73,8 @@ impl From<Malformed> for Failure {
     }
 }
 
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Failure {
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Failure {
         Failure::Store(e)
     }
 }
@@ -79,6 +85,8 @@ pub struct Logs {
     pub malformed: RateLimitedLog,
     pub store: RateLimitedLog,
     pub handlers: RateLimitedLog,
+    /// Set when the store was unreachable: the worker retries the batch.
+    pub outage: bool,
 }
 
 impl Default for Logs {
@@ -88,6 +96,7 @@ impl Default for Logs {
             malformed: RateLimitedLog::new(every),
             store: RateLimitedLog::new(every),
             handlers: RateLimitedLog::new(Duration::from_secs(1)),
+            outage: false,
         }
     }
 }
@@ -109,7 +118,12 @@ impl Ctx<'_> {
     }
 
     /// A store failure that lost `messages` messages (0: periodic work).
-    pub fn store_error(&mut self, messages: usize, e: &rusqlite::Error) {
+    pub fn store_error(&mut self, messages: usize, e: &DbError) {
+        if e.is_outage() {
+            // The store logs an outage once; the batch is retried.
+            self.logs.outage = true;
+            return;
+        }
         TypeMetrics::add(&self.metrics.store_errors, messages.max(1));
         let kind = self.metrics.kind;
         let lost = match messages {
@@ -129,17 +143,15 @@ pub trait TypeSink {
     /// Handles one message inside the batch's transaction, after its client
     /// row was upserted. `Ok` means durably handled once committed: it is
     /// acked if it asked.
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure>;
+    fn handle(&mut self, tx: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure>;
 
     /// Handles a batch. The default is one transaction for the batch.
     fn process(&mut self, store: &mut Store, msgs: Vec<Incoming>, out: &mut Effects, ctx: Ctx) {
         one_transaction(self, store, &msgs, out, ctx);
     }
+
+    /// The store is reachable again after an outage.
+    fn store_back(&mut self) {}
 
     /// Periodic work; returns when it is next due (`None`: never).
     fn tick(&mut self, _store: &mut Store, _out: &mut Effects, _ctx: Ctx) -> Option<Instant> {
@@ -147,7 +159,10 @@ pub trait TypeSink {
     }
 }
 
-/// Handles `msgs` in one immediate transaction, each in a savepoint.
+/// Handles `msgs` in one write transaction. It runs first without
+/// savepoints; if a message fails, the transaction is rolled back and run
+/// again with each message in its own savepoint, so the failing one rolls
+/// back alone.
 pub fn one_transaction<S: TypeSink + ?Sized>(
     sink: &mut S,
     store: &mut Store,
@@ -155,34 +170,80 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
     out: &mut Effects,
     mut ctx: Ctx,
 ) {
-    let start = out.mark();
-    let mut tx = match store
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-    {
-        Ok(tx) => tx,
-        Err(e) => return ctx.store_error(msgs.len(), &e),
-    };
+    let (start, rejected) = (out.mark(), out.rejected);
+    let mut careful = false;
+    let mut conflicts = 0;
+    loop {
+        match attempt(sink, store, msgs, out, &mut ctx, careful) {
+            Ok(handled) => return TypeMetrics::add(&ctx.metrics.handled, handled),
+            Err(again) => {
+                out.rewind(start);
+                out.rejected = rejected;
+                match again {
+                    Again::Careful => careful = true,
+                    Again::Store(e) if e.is_conflict() && conflicts < 3 => conflicts += 1,
+                    Again::Store(e) => return ctx.store_error(msgs.len(), &e),
+                }
+            }
+        }
+    }
+}
+
+/// Why a batch's transaction runs again (or is given up).
+enum Again {
+    /// A message failed: again, with savepoints.
+    Careful,
+    Store(DbError),
+}
+
+impl From<DbError> for Again {
+    fn from(e: DbError) -> Again {
+        Again::Store(e)
+    }
+}
+
+fn attempt<S: TypeSink + ?Sized>(
+    sink: &mut S,
+    store: &mut Store,
+    msgs: &[Incoming],
+    out: &mut Effects,
+    ctx: &mut Ctx,
+    careful: bool,
+) -> Result<usize, Again> {
+    let tx = store.write()?;
     let mut handled = 0;
     let mut seen = SeenInBatch::default();
     for msg in msgs {
         let mark = out.mark();
-        let result = tx.savepoint().map_err(Failure::Store).and_then(|sp| {
-            if !seen.only_time_moved(msg)? {
-                upsert_client(&sp, msg)?;
-            }
-            sink.handle(&sp, msg, out)?;
-            sp.commit().map_err(Failure::Store)
-        });
+        if careful {
+            tx.savepoint("msg")?;
+        }
+        let result = seen
+            .only_time_moved(msg)
+            .map_err(Failure::from)
+            .and_then(|same| {
+                if !same {
+                    upsert_client(&tx, msg)?;
+                }
+                sink.handle(&tx, msg, out)
+            });
         match result {
             Ok(()) => {
+                if careful {
+                    tx.release("msg")?;
+                }
                 seen.committed(msg);
                 handled += 1;
                 if msg.ack {
                     out.acks.push(Ack::of(msg));
                 }
             }
+            Err(Failure::Store(e)) if e.is_outage() || e.is_conflict() => {
+                return Err(Again::Store(e))
+            }
+            Err(_) if !careful => return Err(Again::Careful),
             Err(Failure::Malformed(why)) => {
+                tx.rollback_to("msg")?;
                 out.rewind(mark);
                 ctx.malformed(msg, &why);
                 // A resend would be refused the same way: ack it so the
@@ -192,18 +253,15 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
                 }
             }
             Err(Failure::Store(e)) => {
+                tx.rollback_to("msg")?;
                 out.rewind(mark);
                 ctx.store_error(1, &e);
             }
         }
     }
-    match seen.flush(&tx).and_then(|()| tx.commit()) {
-        Ok(()) => TypeMetrics::add(&ctx.metrics.handled, handled),
-        Err(e) => {
-            out.rewind(start);
-            ctx.store_error(handled, &e);
-        }
-    }
+    seen.flush(&tx)?;
+    tx.commit()?;
+    Ok(handled)
 }
 
 /// The last sighting committed in this batch, so that a run of messages
@@ -270,19 +328,19 @@ impl SeenInBatch {
     }
 
     /// Writes the deferred `last_seen` times.
-    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+    fn flush(&mut self, tx: &Tx) -> crate::store::Result<()> {
         for (uuid, at) in self.pending.drain(..) {
-            conn.prepare_cached(
-                "UPDATE clients SET last_seen = MAX(last_seen, ?2) WHERE uuid = ?1",
-            )?
-            .execute(rusqlite::params![uuid, at])?;
+            tx.execute(
+                "UPDATE clients SET last_seen = ?2 WHERE uuid = ?1 AND last_seen < ?2",
+                crate::params![&uuid, at],
+            )?;
         }
         Ok(())
     }
 }
 
 /// Every sink keeps the sender's client row current.
-pub fn upsert_client(conn: &Connection, msg: &Incoming) -> Result<(), Failure> {
+pub fn upsert_client(tx: &Tx, msg: &Incoming) -> Result<(), Failure> {
     let sighting = clients::Sighting {
         uuid: &msg.uuid,
         hostname: msg.hostname()?,
@@ -290,7 +348,7 @@ pub fn upsert_client(conn: &Connection, msg: &Incoming) -> Result<(), Failure> {
         router: &msg.meta.router,
         peer: msg.meta.peer.as_deref(),
     };
-    clients::upsert(conn, &sighting)?;
+    clients::upsert(tx, &sighting)?;
     Ok(())
 }
 
@@ -305,7 +363,11 @@ pub struct Worker<S: TypeSink> {
     pub outbox: Option<Ringer>,
     pub metrics: Arc<Metrics>,
     pub stats_interval: Option<Duration>,
+    pub shutdown: ShutdownWatch,
 }
+
+/// The longest wait between retries of a batch while the store is down.
+const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl<S: TypeSink> Worker<S> {
     /// Runs until its PULL thread has gone and every batch it sent is done.
@@ -371,10 +433,39 @@ impl<S: TypeSink> Worker<S> {
         if msgs.is_empty() {
             return;
         }
-        let mut out = Effects::default();
-        let ctx = Ctx { metrics: m, logs };
-        self.sink.process(&mut self.store, msgs, &mut out, ctx);
-        self.publish(out);
+        let mut wait = Duration::from_millis(100);
+        let mut waited = false;
+        loop {
+            let mut out = Effects::default();
+            logs.outage = false;
+            let ctx = Ctx {
+                metrics: m,
+                logs: &mut *logs,
+            };
+            self.sink
+                .process(&mut self.store, msgs.clone(), &mut out, ctx);
+            // What committed is published even when the rest waits.
+            self.publish(out);
+            if !logs.outage {
+                if waited {
+                    self.sink.store_back();
+                }
+                return;
+            }
+            waited = true;
+            // The store is unreachable: hold the batch (the PULL queue and
+            // the routers hold what follows) and try again; at shutdown the
+            // agents' resends carry what needs an ack.
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.shutdown.is_set() {
+                    TypeMetrics::add(&m.store_errors, msgs.len());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            wait = (wait * 2).min(OUTAGE_RETRY_MAX);
+        }
     }
 
     fn tick(&mut self, logs: &mut Logs) -> Option<Instant> {
@@ -452,14 +543,19 @@ mod tests {
             keeper: crate::sink::stats::MetricKeeper::new(None),
         };
         one_transaction(&mut sink, &mut store, &batch, &mut out, ctx);
-        let row: (String, f64, f64, String) = store
-            .conn
+        let tx = store.read().unwrap();
+        let r = tx
             .query_row(
                 "SELECT hostname, first_seen, last_seen, last_router FROM clients",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                &[],
             )
             .unwrap();
+        let row: (String, f64, f64, String) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
         assert_eq!(row, ("web2".into(), 10.0, 14.0, "r2".into()));
         assert_eq!(out.lines.len(), 5);
         assert!(out.lines[1].starts_with("vigil.web1.a "), "{:?}", out.lines);

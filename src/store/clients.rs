@@ -5,8 +5,15 @@
 //! heartbeat sink also keeps `last_heartbeat`, `heartbeat_interval_s` and
 //! `liveness`. Times only move forward: a message relayed late by a second
 //! router never makes a client look older than it is.
+//!
+//! Across processes (several sinks on one PostgreSQL): the upsert is one
+//! statement; a heartbeat locks its client's row before reading the
+//! liveness it decides on, so two sinks given copies of one heartbeat
+//! raise one recovery; marking down is a conditional update, so one of
+//! several sweeps raises each down notification.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::{Result, Tx};
+use crate::params;
 
 /// One sighting of a client: the envelope and the router's metadata.
 #[derive(Debug, Clone, Copy)]
@@ -21,29 +28,34 @@ pub struct Sighting<'a> {
 
 /// Inserts the client or updates what this sighting tells. A missing
 /// hostname keeps the known one.
-pub fn upsert(conn: &Connection, s: &Sighting) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub fn upsert(tx: &Tx, s: &Sighting) -> Result<()> {
+    tx.execute(
         "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer)
          VALUES (?1, ?2, ?3, ?3, ?4, ?5)
          ON CONFLICT (uuid) DO UPDATE SET
              hostname    = COALESCE(excluded.hostname, clients.hostname),
-             first_seen  = MIN(clients.first_seen, excluded.first_seen),
-             last_seen   = MAX(clients.last_seen, excluded.last_seen),
+             first_seen  = CASE WHEN excluded.first_seen < clients.first_seen
+                           THEN excluded.first_seen ELSE clients.first_seen END,
+             last_seen   = CASE WHEN excluded.last_seen > clients.last_seen
+                           THEN excluded.last_seen ELSE clients.last_seen END,
              last_router = CASE WHEN excluded.last_seen >= clients.last_seen
                            THEN excluded.last_router ELSE clients.last_router END,
              peer        = CASE WHEN excluded.last_seen >= clients.last_seen
                            THEN COALESCE(excluded.peer, clients.peer) ELSE clients.peer END",
-    )?
-    .execute(params![s.uuid, s.hostname, s.at, s.router, s.peer])?;
+        params![s.uuid, s.hostname, s.at, s.router, s.peer],
+    )?;
     Ok(())
 }
 
 /// The hostname a client last gave, if any.
-pub fn hostname(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT hostname FROM clients WHERE uuid = ?1")?
-        .query_row([uuid], |r| r.get::<_, Option<String>>(0))
-        .optional()
-        .map(Option::flatten)
+pub fn hostname(tx: &Tx, uuid: &str) -> Result<Option<String>> {
+    match tx.query_opt(
+        "SELECT hostname FROM clients WHERE uuid = ?1",
+        params![uuid],
+    )? {
+        Some(row) => row.get(0),
+        None => Ok(None),
+    }
 }
 
 /// A client's liveness as stored.
@@ -69,24 +81,22 @@ impl Liveness {
 /// returns its liveness before, so the caller can raise a recovery when it
 /// was down. An older one (a copy relayed late by another router) changes
 /// nothing but the interval and returns `None`: it says nothing about now.
-pub fn record_heartbeat(
-    conn: &Connection,
-    uuid: &str,
-    at: f64,
-    interval_s: f64,
-) -> rusqlite::Result<Option<Liveness>> {
-    let (before, last): (String, Option<f64>) = conn
-        .prepare_cached("SELECT liveness, last_heartbeat FROM clients WHERE uuid = ?1")?
-        .query_row([uuid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn record_heartbeat(tx: &Tx, uuid: &str, at: f64, interval_s: f64) -> Result<Option<Liveness>> {
+    let row = tx.query_row(
+        "SELECT liveness, last_heartbeat FROM clients WHERE uuid = ?1 /*pg: FOR UPDATE*/",
+        params![uuid],
+    )?;
+    let (before, last): (String, Option<f64>) = (row.get(0)?, row.get(1)?);
     let news = last.is_none_or(|last| at > last);
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE clients SET
-             last_heartbeat = MAX(COALESCE(last_heartbeat, ?2), ?2),
+             last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ?2
+                              THEN ?2 ELSE last_heartbeat END,
              heartbeat_interval_s = ?3,
              liveness = CASE WHEN ?4 THEN 'up' ELSE liveness END
          WHERE uuid = ?1",
-    )?
-    .execute(params![uuid, at, interval_s, news])?;
+        params![uuid, at, interval_s, news],
+    )?;
     Ok(news.then(|| Liveness::from_text(&before)))
 }
 
@@ -103,40 +113,38 @@ pub struct Silent {
 /// `max(since, last_heartbeat) + grace × interval_s`. `since` is when the
 /// asking sink started, so nobody is declared down before a full window of
 /// its own watching.
-pub fn silent(
-    conn: &Connection,
-    since: f64,
-    grace: f64,
-    now: f64,
-) -> rusqlite::Result<Vec<Silent>> {
-    let mut stmt = conn.prepare_cached(
+pub fn silent(tx: &Tx, since: f64, grace: f64, now: f64) -> Result<Vec<Silent>> {
+    let rows = tx.query(
         "SELECT uuid, hostname, last_heartbeat, heartbeat_interval_s FROM clients
          WHERE liveness != 'down'
            AND last_heartbeat IS NOT NULL
            AND heartbeat_interval_s > 0
-           AND MAX(?1, last_heartbeat) + ?2 * heartbeat_interval_s < ?3",
+           AND CASE WHEN ?1 > last_heartbeat THEN ?1 ELSE last_heartbeat END
+               + ?2 * heartbeat_interval_s < ?3
+         ORDER BY uuid",
+        params![since, grace, now],
     )?;
-    let rows = stmt.query_map(params![since, grace, now], |r| {
-        Ok(Silent {
-            uuid: r.get(0)?,
-            hostname: r.get(1)?,
-            last_heartbeat: r.get(2)?,
-            interval_s: r.get(3)?,
+    rows.iter()
+        .map(|r| {
+            Ok(Silent {
+                uuid: r.get(0)?,
+                hostname: r.get(1)?,
+                last_heartbeat: r.get(2)?,
+                interval_s: r.get(3)?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }
 
 /// Marks a silent client down, unless a heartbeat (or another sink
 /// process) changed it meanwhile. Returns whether this call did it, so
 /// exactly one caller raises the notification.
-pub fn mark_down(conn: &Connection, silent: &Silent) -> rusqlite::Result<bool> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE clients SET liveness = 'down'
-             WHERE uuid = ?1 AND liveness != 'down' AND last_heartbeat = ?2",
-        )?
-        .execute(params![silent.uuid, silent.last_heartbeat])?;
+pub fn mark_down(tx: &Tx, silent: &Silent) -> Result<bool> {
+    let changed = tx.execute(
+        "UPDATE clients SET liveness = 'down'
+         WHERE uuid = ?1 AND liveness != 'down' AND last_heartbeat = ?2",
+        params![&silent.uuid, silent.last_heartbeat],
+    )?;
     Ok(changed == 1)
 }
 
@@ -162,18 +170,23 @@ mod tests {
 
     #[test]
     fn upsert_keeps_hostname_and_moves_forward_only() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         upsert(c, &seen("u1", Some("web1"), 100.0, "r1")).unwrap();
         upsert(c, &seen("u1", None, 200.0, "r2")).unwrap();
         upsert(c, &seen("u1", None, 150.0, "r3")).unwrap();
-        let row: (String, f64, f64, String) = c
+        let r = c
             .query_row(
                 "SELECT hostname, first_seen, last_seen, last_router FROM clients",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                &[],
             )
             .unwrap();
+        let row: (String, f64, f64, String) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
         assert_eq!(row, ("web1".into(), 100.0, 200.0, "r2".into()));
         assert_eq!(hostname(c, "u1").unwrap().as_deref(), Some("web1"));
         assert_eq!(hostname(c, "nobody").unwrap(), None);
@@ -181,8 +194,8 @@ mod tests {
 
     #[test]
     fn silence_waits_a_full_window_since_start() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         upsert(c, &seen("u1", None, 100.0, "r1")).unwrap();
         assert_eq!(
             record_heartbeat(c, "u1", 100.0, 10.0).unwrap(),
@@ -209,7 +222,7 @@ mod tests {
             "a late copy is not news"
         );
         let last: f64 = c
-            .query_row("SELECT last_heartbeat FROM clients", [], |r| r.get(0))
+            .query_value("SELECT last_heartbeat FROM clients", &[])
             .unwrap();
         assert_eq!(last, 2000.0, "a late heartbeat never moves time back");
     }

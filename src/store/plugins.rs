@@ -7,7 +7,8 @@
 //! the plugin): a process declaring a name another process of the same
 //! client had takes it over.
 
-use rusqlite::{params, Connection};
+use super::{Result, Tx};
+use crate::params;
 
 /// The `process` object of a registration.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,41 +31,43 @@ pub struct Plugin {
 /// Replaces `process` of client `uuid` and its plugin set with `plugins`.
 /// Returns how many plugins the previous set had.
 pub fn register(
-    conn: &Connection,
+    tx: &Tx,
     uuid: &str,
     process: &Process,
     plugins: &[Plugin],
     at: f64,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO processes (uuid, name, pid, version, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        uuid,
-        process.name,
-        process.pid,
-        process.version,
-        at
-    ])?;
-    let removed = conn
-        .prepare_cached("DELETE FROM plugins WHERE uuid = ?1 AND process = ?2")?
-        .execute(params![uuid, process.name])?;
-    let mut insert = conn.prepare_cached(
-        "INSERT OR REPLACE INTO plugins
-             (uuid, name, process, command, interval_s, timeout_s, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+) -> Result<usize> {
+    tx.execute(
+        "INSERT INTO processes (uuid, name, pid, version, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (uuid, name) DO UPDATE SET
+             pid = excluded.pid, version = excluded.version,
+             registered_at = excluded.registered_at",
+        params![uuid, &process.name, process.pid, &process.version, at],
+    )?;
+    let removed = tx.execute(
+        "DELETE FROM plugins WHERE uuid = ?1 AND process = ?2",
+        params![uuid, &process.name],
     )?;
     for p in plugins {
-        insert.execute(params![
-            uuid,
-            p.name,
-            process.name,
-            p.command,
-            p.interval_s,
-            p.timeout_s,
-            at
-        ])?;
+        tx.execute(
+            "INSERT INTO plugins
+                 (uuid, name, process, command, interval_s, timeout_s, registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (uuid, name) DO UPDATE SET
+                 process = excluded.process, command = excluded.command,
+                 interval_s = excluded.interval_s, timeout_s = excluded.timeout_s,
+                 registered_at = excluded.registered_at",
+            params![
+                uuid,
+                &p.name,
+                &process.name,
+                &p.command,
+                p.interval_s,
+                p.timeout_s,
+                at
+            ],
+        )?;
     }
     Ok(removed)
 }
@@ -83,18 +86,18 @@ mod tests {
         }
     }
 
-    fn names(c: &Connection) -> Vec<(String, String)> {
-        let mut stmt = c
-            .prepare("SELECT name, process FROM plugins ORDER BY name")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(Result::unwrap).collect()
+    fn names(c: &Tx) -> Vec<(String, String)> {
+        c.query("SELECT name, process FROM plugins ORDER BY name", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+            .collect()
     }
 
     #[test]
     fn reregistration_replaces_the_set_of_that_process_only() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         let agent = Process {
             name: "vigil-agent".into(),
             pid: Some(1),

@@ -1,7 +1,12 @@
 //! The `results` and `runs` tables: the last result per (client, plugin),
 //! and the completion of runs the scheduler asked for.
+//!
+//! The result sink reads the stored status to decide whether a new one is
+//! a change worth a notification; on PostgreSQL that read locks the row,
+//! so two sinks given copies of one result raise one notification.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::{Result, Tx};
+use crate::params;
 
 /// A plugin result, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,16 +24,19 @@ pub struct PluginResult {
 }
 
 /// The status stored for (uuid, plugin) and when it was received, if any.
-pub fn last(conn: &Connection, uuid: &str, plugin: &str) -> rusqlite::Result<Option<(i64, f64)>> {
-    conn.prepare_cached("SELECT status, ts FROM results WHERE uuid = ?1 AND plugin = ?2")?
-        .query_row([uuid, plugin], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+pub fn last(tx: &Tx, uuid: &str, plugin: &str) -> Result<Option<(i64, f64)>> {
+    tx.query_opt(
+        "SELECT status, ts FROM results WHERE uuid = ?1 AND plugin = ?2 /*pg: FOR UPDATE*/",
+        params![uuid, plugin],
+    )?
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .transpose()
 }
 
 /// Stores `r` as the last result; `changed_at` moves only when the status
 /// differs from the stored one.
-pub fn store(conn: &Connection, r: &PluginResult) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+pub fn store(tx: &Tx, r: &PluginResult) -> Result<()> {
+    tx.execute(
         "INSERT INTO results
              (uuid, plugin, status, output, perfdata, duration_ms, run_id, ts, changed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -41,34 +49,28 @@ pub fn store(conn: &Connection, r: &PluginResult) -> rusqlite::Result<()> {
              duration_ms = excluded.duration_ms,
              run_id      = excluded.run_id,
              ts          = excluded.ts",
-    )?
-    .execute(params![
-        r.uuid,
-        r.plugin,
-        r.status,
-        r.output,
-        r.perfdata,
-        r.duration_ms,
-        r.run_id,
-        r.at
-    ])?;
+        params![
+            &r.uuid,
+            &r.plugin,
+            r.status,
+            &r.output,
+            &r.perfdata,
+            r.duration_ms,
+            &r.run_id,
+            r.at
+        ],
+    )?;
     Ok(())
 }
 
 /// Sets `completed_at` of run `run_id` (if it is this client's and still
 /// open). Returns whether a run was completed.
-pub fn complete_run(
-    conn: &Connection,
-    run_id: &str,
-    uuid: &str,
-    at: f64,
-) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE runs SET completed_at = ?3
-             WHERE run_id = ?1 AND uuid = ?2 AND completed_at IS NULL",
-        )?
-        .execute(params![run_id, uuid, at])?;
+pub fn complete_run(tx: &Tx, run_id: &str, uuid: &str, at: f64) -> Result<bool> {
+    let n = tx.execute(
+        "UPDATE runs SET completed_at = ?3
+         WHERE run_id = ?1 AND uuid = ?2 AND completed_at IS NULL",
+        params![run_id, uuid, at],
+    )?;
     Ok(n == 1)
 }
 
@@ -92,8 +94,8 @@ mod tests {
 
     #[test]
     fn changed_at_moves_on_a_change_only() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         assert_eq!(last(c, "u", "load").unwrap(), None);
         store_and_check(c, result(0, 1.0), 1.0);
         store_and_check(c, result(0, 2.0), 1.0);
@@ -101,21 +103,21 @@ mod tests {
         assert_eq!(last(c, "u", "load").unwrap(), Some((2, 3.0)));
     }
 
-    fn store_and_check(c: &Connection, r: PluginResult, changed_at: f64) {
+    fn store_and_check(c: &Tx, r: PluginResult, changed_at: f64) {
         store(c, &r).unwrap();
         let got: f64 = c
-            .query_row("SELECT changed_at FROM results", [], |r| r.get(0))
+            .query_value("SELECT changed_at FROM results", &[])
             .unwrap();
         assert_eq!(got, changed_at);
     }
 
     #[test]
     fn completes_a_run_once() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         c.execute(
             "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES ('r1','u','load',1,2)",
-            [],
+            &[],
         )
         .unwrap();
         assert!(!complete_run(c, "r1", "other", 5.0).unwrap());
