@@ -258,11 +258,11 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            heartbeat::HeartbeatSink {
-                started: crate::store::now(),
-                grace: config.heartbeat_grace,
-                sweep: config.sweep,
-            },
+            heartbeat::HeartbeatSink::new(
+                crate::store::now(),
+                config.heartbeat_grace,
+                config.sweep,
+            ),
         ),
         SinkType::Stats => start_worker(
             supervisor,
@@ -297,10 +297,7 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            result::ResultSink {
-                prefix: prefix(),
-                keeper: stats::MetricKeeper::new(config.metrics),
-            },
+            result::ResultSink::new(prefix(), stats::MetricKeeper::new(config.metrics)),
         ),
     }
 }

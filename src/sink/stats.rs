@@ -32,6 +32,8 @@ pub struct StatsSink {
 pub struct MetricKeeper {
     retention: Option<MetricsRetention>,
     next_rollup: Instant,
+    /// This batch's samples, not yet written.
+    pending: Vec<metrics::Sample>,
 }
 
 impl MetricKeeper {
@@ -39,23 +41,35 @@ impl MetricKeeper {
         MetricKeeper {
             retention,
             next_rollup: Instant::now(),
+            pending: Vec::new(),
         }
     }
 
-    /// Stores one sample of `msg`'s client. A timestamp ahead of the
-    /// router's clock is taken as received now (it would never expire).
-    pub fn record(
-        &self,
-        tx: &Tx,
-        msg: &Incoming,
-        name: &str,
-        value: f64,
-    ) -> crate::store::Result<()> {
+    /// Keeps one sample of `msg`'s client for the batch's [`MetricKeeper::flush`].
+    /// A timestamp ahead of the router's clock is taken as received now
+    /// (it would never expire).
+    pub fn record(&mut self, msg: &Incoming, name: &str, value: f64) {
         if self.retention.is_some() {
-            let ts = msg.timestamp().min(msg.meta.received_at);
-            metrics::record(tx, &msg.uuid, name, ts, value)?;
+            self.pending.push(metrics::Sample {
+                uuid: msg.uuid.clone(),
+                name: name.to_string(),
+                ts: msg.timestamp().min(msg.meta.received_at),
+                value,
+            });
+        }
+    }
+
+    /// Stores the batch's samples (one statement on PostgreSQL).
+    pub fn flush(&mut self, tx: &Tx) -> crate::store::Result<()> {
+        if !self.pending.is_empty() {
+            metrics::record_many(tx, &self.pending)?;
+            self.pending.clear();
         }
         Ok(())
+    }
+
+    pub fn discard(&mut self) {
+        self.pending.clear();
     }
 
     /// Folds and expires old samples when due; returns when next due.
@@ -99,13 +113,21 @@ impl TypeSink for StatsSink {
                 Some(line) => {
                     out.lines.push(line);
                     if let Some(v) = value.as_f64() {
-                        self.keeper.record(tx, msg, name, v)?;
+                        self.keeper.record(msg, name, v);
                     }
                 }
                 None => out.rejected += 1,
             }
         }
         Ok(())
+    }
+
+    fn flush(&mut self, tx: &Tx, _out: &mut Effects) -> Result<(), Failure> {
+        Ok(self.keeper.flush(tx)?)
+    }
+
+    fn discard(&mut self) {
+        self.keeper.discard();
     }
 
     fn tick(&mut self, store: &mut Store, _out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
@@ -152,7 +174,11 @@ mod tests {
             prefix: "vigil".into(),
             keeper: MetricKeeper::new(MetricsRetention::from_env(&Default::default()).unwrap()),
         };
-        crate::store::scratch::with_tx(&mut store, |tx| sink.handle(tx, &msg, &mut out)).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &msg, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
+        .unwrap();
         assert_eq!(out.rejected, 2);
         // Kept for the web view too, under the client and the metric name,
         // at the router's time (the message's is in the past, so it stays).

@@ -38,6 +38,56 @@ pub fn record(tx: &Tx, uuid: &str, name: &str, ts: f64, value: f64) -> Result<bo
     Ok(true)
 }
 
+/// One sample waiting to be stored with its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub uuid: String,
+    pub name: String,
+    pub ts: f64,
+    pub value: f64,
+}
+
+/// Stores a batch's samples, as [`record`] one by one would (what it
+/// refuses is left out, a later sample at the same time replaces an
+/// earlier one): on PostgreSQL one statement. Returns how many were kept.
+pub fn record_many(tx: &Tx, samples: &[Sample]) -> Result<usize> {
+    let keep = |s: &&Sample| {
+        s.value.is_finite() && s.ts.is_finite() && !s.name.is_empty() && s.name.len() <= MAX_NAME
+    };
+    match tx.backend() {
+        Backend::Sqlite => {
+            let mut n = 0;
+            for s in samples.iter().filter(keep) {
+                n += usize::from(record(tx, &s.uuid, &s.name, s.ts, s.value)?);
+            }
+            Ok(n)
+        }
+        Backend::Postgres => {
+            // One row per key (the last wins), in key order: a statement
+            // may not touch a row twice, and two sinks lock in one order.
+            let mut last: std::collections::BTreeMap<(&str, &str, u64), f64> =
+                std::collections::BTreeMap::new();
+            for s in samples.iter().filter(keep) {
+                last.insert((&s.uuid, &s.name, s.ts.to_bits()), s.value);
+            }
+            if last.is_empty() {
+                return Ok(0);
+            }
+            let uuids: Vec<Option<&str>> = last.keys().map(|k| Some(k.0)).collect();
+            let names: Vec<Option<&str>> = last.keys().map(|k| Some(k.1)).collect();
+            let ts: Vec<Option<f64>> = last.keys().map(|k| Some(f64::from_bits(k.2))).collect();
+            let values: Vec<Option<f64>> = last.values().map(|v| Some(*v)).collect();
+            tx.execute(
+                "INSERT INTO metric_raw (uuid, name, ts, value)
+                 SELECT * FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::FLOAT8[], ?4::FLOAT8[])
+                 ON CONFLICT (uuid, name, ts) DO UPDATE SET value = excluded.value",
+                params![&uuids[..], &names[..], &ts[..], &values[..]],
+            )?;
+            Ok(last.len())
+        }
+    }
+}
+
 /// What one [`roll_up`] pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RollUp {

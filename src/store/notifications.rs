@@ -13,7 +13,7 @@
 //! most overdue row that no other outbox holds (`FOR UPDATE SKIP
 //! LOCKED`), so several outboxes work through the queue side by side.
 
-use super::{Result, Row, Tx};
+use super::{Backend, Result, Row, Tx};
 use crate::params;
 use serde_json::{json, Value};
 
@@ -65,6 +65,59 @@ pub fn raise(tx: &Tx, n: &Raised) -> Result<i64> {
          RETURNING seq",
         params![n.uuid, &id, n.origin, n.severity, n.source, &n.message, n.hostname, &body, n.at],
     )
+}
+
+/// [`raise`] for several: on PostgreSQL one statement.
+pub fn raise_many(tx: &Tx, raised: &[Raised]) -> Result<()> {
+    match tx.backend() {
+        Backend::Sqlite => {
+            for n in raised {
+                raise(tx, n)?;
+            }
+        }
+        Backend::Postgres => {
+            let ids: Vec<String> = raised
+                .iter()
+                .map(|_| uuid::Uuid::new_v4().to_string())
+                .collect();
+            let bodies: Vec<String> = raised
+                .iter()
+                .zip(&ids)
+                .map(|(n, id)| n.body(id).to_string())
+                .collect();
+            let uuids: Vec<Option<&str>> = raised.iter().map(|n| Some(n.uuid)).collect();
+            let origins: Vec<Option<&str>> = raised.iter().map(|n| Some(n.origin)).collect();
+            let severities: Vec<Option<&str>> = raised.iter().map(|n| Some(n.severity)).collect();
+            let sources: Vec<Option<&str>> = raised.iter().map(|n| Some(n.source)).collect();
+            let messages: Vec<Option<&str>> =
+                raised.iter().map(|n| Some(n.message.as_str())).collect();
+            let hosts: Vec<Option<&str>> = raised.iter().map(|n| n.hostname).collect();
+            let ids: Vec<Option<&str>> = ids.iter().map(|i| Some(i.as_str())).collect();
+            let bodies: Vec<Option<&str>> = bodies.iter().map(|b| Some(b.as_str())).collect();
+            let ats: Vec<Option<f64>> = raised.iter().map(|n| Some(n.at)).collect();
+            tx.execute(
+                "INSERT INTO notifications
+                     (uuid, id, origin, severity, source, message, hostname, body,
+                      created_at, state, next_attempt_at)
+                 SELECT u, i, o, sev, src, m, h, b, t, 'pending', t
+                 FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[],
+                             ?6::TEXT[], ?7::TEXT[], ?8::TEXT[], ?9::FLOAT8[])
+                     AS n(u, i, o, sev, src, m, h, b, t)",
+                params![
+                    &uuids[..],
+                    &ids[..],
+                    &origins[..],
+                    &severities[..],
+                    &sources[..],
+                    &messages[..],
+                    &hosts[..],
+                    &bodies[..],
+                    &ats[..]
+                ],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A client notification's fields as stored beside its body.

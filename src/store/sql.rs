@@ -21,6 +21,13 @@ pub enum Val<'a> {
     Real(f64),
     Text(&'a str),
     Bool(bool),
+    /// Arrays, for PostgreSQL's multi-row statements (`unnest(?1::TEXT[],
+    /// ...)`): one statement for a whole batch. SQLite has no arrays; its
+    /// multi-row writes are loops of one-row statements (in-process, so
+    /// they cost no round trip).
+    Texts(&'a [Option<&'a str>]),
+    Reals(&'a [Option<f64>]),
+    Ints(&'a [Option<i64>]),
 }
 
 impl From<i64> for Val<'_> {
@@ -61,6 +68,21 @@ where
         v.map_or(Val::Null, Into::into)
     }
 }
+impl<'a> From<&'a [Option<&'a str>]> for Val<'a> {
+    fn from(v: &'a [Option<&'a str>]) -> Self {
+        Val::Texts(v)
+    }
+}
+impl<'a> From<&'a [Option<f64>]> for Val<'a> {
+    fn from(v: &'a [Option<f64>]) -> Self {
+        Val::Reals(v)
+    }
+}
+impl<'a> From<&'a [Option<i64>]> for Val<'a> {
+    fn from(v: &'a [Option<i64>]) -> Self {
+        Val::Ints(v)
+    }
+}
 impl<'a> From<&'a Option<String>> for Val<'a> {
     fn from(v: &'a Option<String>) -> Self {
         v.as_deref().map_or(Val::Null, Val::Text)
@@ -80,6 +102,11 @@ impl rusqlite::ToSql for Val<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(ToSqlOutput::Borrowed(match *self {
+            Val::Texts(_) | Val::Reals(_) | Val::Ints(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite takes no array parameters".into(),
+                ))
+            }
             Val::Null => ValueRef::Null,
             Val::Int(i) => ValueRef::Integer(i),
             Val::Real(f) => ValueRef::Real(f),
@@ -129,6 +156,18 @@ impl ToSql for Val<'_> {
                 Type::BOOL => b.to_sql(ty, out),
                 Type::INT8 => i64::from(b).to_sql(ty, out),
                 Type::INT4 => i32::from(b).to_sql(ty, out),
+                _ => Err(mismatch()),
+            },
+            Val::Texts(v) => match *ty {
+                Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => v.to_sql(ty, out),
+                _ => Err(mismatch()),
+            },
+            Val::Reals(v) => match *ty {
+                Type::FLOAT8_ARRAY => v.to_sql(ty, out),
+                _ => Err(mismatch()),
+            },
+            Val::Ints(v) => match *ty {
+                Type::INT8_ARRAY => v.to_sql(ty, out),
                 _ => Err(mismatch()),
             },
         }
