@@ -36,7 +36,7 @@ impl TypeSink for RegistrationSink {
         SinkType::Registration
     }
 
-    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
+    fn handle(&mut self, _: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let process = process(msg)?;
         let (accepted, refused) = plugin_list(msg.body.get("plugins"))?;
         for why in &refused {

@@ -6,7 +6,7 @@
 //! The primary key (uuid, id) is what makes it hold across processes: of
 //! two sinks marking the same id, one inserts and the other finds it.
 
-use super::{Result, Tx};
+use super::{Backend, Result, Tx};
 use crate::params;
 
 /// Whether `(uuid, id)` was handled already.
@@ -27,6 +27,29 @@ pub fn mark_handled(tx: &Tx, uuid: &str, id: &str, kind: &str, at: f64) -> Resul
         params![uuid, id, kind, at],
     )?;
     Ok(inserted == 1)
+}
+
+/// [`mark_handled`] for several (uuid, id) of one type: on PostgreSQL one
+/// statement.
+pub fn mark_handled_many(tx: &Tx, keys: &[(&str, &str)], kind: &str, at: f64) -> Result<()> {
+    match tx.backend() {
+        Backend::Sqlite => {
+            for (uuid, id) in keys {
+                mark_handled(tx, uuid, id, kind, at)?;
+            }
+        }
+        Backend::Postgres => {
+            let uuids: Vec<Option<&str>> = keys.iter().map(|k| Some(k.0)).collect();
+            let ids: Vec<Option<&str>> = keys.iter().map(|k| Some(k.1)).collect();
+            tx.execute(
+                "INSERT INTO handled (uuid, id, type, handled_at)
+                 SELECT k.uuid, k.id, ?3, ?4 FROM unnest(?1::TEXT[], ?2::TEXT[]) AS k(uuid, id)
+                 ON CONFLICT (uuid, id) DO NOTHING",
+                params![&uuids[..], &ids[..], kind, at],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Forgets ids handled before `before`, and the handled notifications

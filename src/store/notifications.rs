@@ -185,6 +185,85 @@ pub fn record_client(tx: &Tx, n: &ClientNotification) -> Result<Progress> {
     }
 }
 
+/// Records new client notifications (distinct (uuid, id)), each claimed
+/// by the caller until `claimed_until` as [`claim`] would: a row nobody
+/// else has seen is free. Returns the seq of each one recorded now, by
+/// (uuid, id); one handled before (in `handled`), or that another process
+/// recorded first, is left out (the caller goes the one-by-one way for
+/// it). On PostgreSQL one statement.
+pub fn record_new_clients(
+    tx: &Tx,
+    list: &[ClientNotification],
+    claimed_until: f64,
+) -> Result<std::collections::HashMap<(String, String), i64>> {
+    let mut out = std::collections::HashMap::new();
+    match tx.backend() {
+        Backend::Sqlite => {
+            for n in list {
+                if let Some(r) = tx.query_opt(
+                    "INSERT INTO notifications
+                         (uuid, id, origin, severity, source, message, hostname, body, created_at,
+                          state, next_attempt_at)
+                     SELECT ?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed', ?9
+                     WHERE NOT EXISTS (SELECT 1 FROM handled WHERE uuid = ?1 AND id = ?2)
+                     ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
+                     RETURNING seq",
+                    params![
+                        n.uuid,
+                        n.id,
+                        n.severity,
+                        n.source,
+                        n.message,
+                        n.hostname,
+                        n.body,
+                        n.at,
+                        claimed_until
+                    ],
+                )? {
+                    out.insert((n.uuid.to_string(), n.id.to_string()), r.get(0)?);
+                }
+            }
+        }
+        Backend::Postgres => {
+            let uuids: Vec<Option<&str>> = list.iter().map(|n| Some(n.uuid)).collect();
+            let ids: Vec<Option<&str>> = list.iter().map(|n| Some(n.id)).collect();
+            let severities: Vec<Option<&str>> = list.iter().map(|n| Some(n.severity)).collect();
+            let sources: Vec<Option<&str>> = list.iter().map(|n| n.source).collect();
+            let messages: Vec<Option<&str>> = list.iter().map(|n| Some(n.message)).collect();
+            let hosts: Vec<Option<&str>> = list.iter().map(|n| n.hostname).collect();
+            let bodies: Vec<Option<&str>> = list.iter().map(|n| Some(n.body)).collect();
+            let ats: Vec<Option<f64>> = list.iter().map(|n| Some(n.at)).collect();
+            for r in tx.query(
+                "INSERT INTO notifications
+                     (uuid, id, origin, severity, source, message, hostname, body, created_at,
+                      state, next_attempt_at)
+                 SELECT u, i, 'client', sev, src, m, h, b, t, 'failed', ?9
+                 FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[],
+                             ?6::TEXT[], ?7::TEXT[], ?8::FLOAT8[])
+                     AS n(u, i, sev, src, m, h, b, t)
+                 WHERE NOT EXISTS (SELECT 1 FROM handled d WHERE d.uuid = n.u AND d.id = n.i)
+                 ORDER BY u, i
+                 ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
+                 RETURNING uuid, id, seq",
+                params![
+                    &uuids[..],
+                    &ids[..],
+                    &severities[..],
+                    &sources[..],
+                    &messages[..],
+                    &hosts[..],
+                    &bodies[..],
+                    &ats[..],
+                    claimed_until
+                ],
+            )? {
+                out.insert((r.get(0)?, r.get(1)?), r.get(2)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Claims a notification for one attempt by the caller: its next attempt
 /// moves to `now + lease_s`, so no other process (another notification
 /// sink, an outbox) runs its handlers meanwhile. Returns false when it is
@@ -230,6 +309,118 @@ pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result
             next_at,
             error,
             i64::from(next_at.is_none())
+        ],
+    )?;
+    Ok(())
+}
+
+/// [`record_attempt`] for several notifications (distinct seqs): on
+/// PostgreSQL one statement.
+pub fn record_attempts(tx: &Tx, attempts: &[(i64, &[String], Next)]) -> Result<()> {
+    match tx.backend() {
+        Backend::Sqlite => {
+            for (seq, done, next) in attempts {
+                record_attempt(tx, *seq, done, next)?;
+            }
+        }
+        Backend::Postgres => {
+            let mut seqs = Vec::new();
+            let mut dones = Vec::new();
+            let mut states = Vec::new();
+            let mut next_ats = Vec::new();
+            let mut errors = Vec::new();
+            let mut incs = Vec::new();
+            for (seq, done, next) in attempts {
+                let (state, next_at, error) = match next {
+                    Next::Handled => ("handled", None, None),
+                    Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+                    Next::AwaitResend { error } => ("failed", None, Some(*error)),
+                };
+                seqs.push(Some(*seq));
+                dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
+                states.push(Some(state));
+                next_ats.push(next_at);
+                errors.push(error);
+                incs.push(Some(i64::from(next_at.is_none())));
+            }
+            let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
+            tx.execute(
+                "UPDATE notifications n SET handlers_done = a.done, state = a.state,
+                     next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
+                     attempts = n.attempts + a.inc
+                 FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
+                             ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
+                 WHERE n.seq = a.seq",
+                params![
+                    &seqs[..],
+                    &dones[..],
+                    &states[..],
+                    &next_ats[..],
+                    &errors[..],
+                    &incs[..]
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The outcomes of a batch's attempts, and the (uuid, id) of the client
+/// notifications now handled ([`super::dedup::mark_handled_many`]): on
+/// PostgreSQL one statement.
+pub fn record_outcomes(
+    tx: &Tx,
+    attempts: &[(i64, &[String], Next)],
+    handled: &[(&str, &str)],
+    at: f64,
+) -> Result<()> {
+    if tx.backend() == Backend::Sqlite || handled.is_empty() {
+        record_attempts(tx, attempts)?;
+        return super::dedup::mark_handled_many(tx, handled, "notification", at);
+    }
+    let mut seqs = Vec::new();
+    let mut dones = Vec::new();
+    let mut states = Vec::new();
+    let mut next_ats = Vec::new();
+    let mut errors = Vec::new();
+    let mut incs = Vec::new();
+    for (seq, done, next) in attempts {
+        let (state, next_at, error) = match next {
+            Next::Handled => ("handled", None, None),
+            Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+            Next::AwaitResend { error } => ("failed", None, Some(*error)),
+        };
+        seqs.push(Some(*seq));
+        dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
+        states.push(Some(state));
+        next_ats.push(next_at);
+        errors.push(error);
+        incs.push(Some(i64::from(next_at.is_none())));
+    }
+    let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
+    let uuids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.0)).collect();
+    let ids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.1)).collect();
+    tx.execute(
+        "WITH attempt AS (
+             UPDATE notifications n SET handlers_done = a.done, state = a.state,
+                 next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
+                 attempts = n.attempts + a.inc
+             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
+                         ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
+             WHERE n.seq = a.seq)
+         INSERT INTO handled (uuid, id, type, handled_at)
+         SELECT k.uuid, k.id, 'notification', ?9 FROM unnest(?7::TEXT[], ?8::TEXT[]) AS k(uuid, id)
+         ON CONFLICT (uuid, id) DO NOTHING",
+        params![
+            &seqs[..],
+            &dones[..],
+            &states[..],
+            &next_ats[..],
+            &errors[..],
+            &incs[..],
+            &uuids[..],
+            &ids[..],
+            at
         ],
     )?;
     Ok(())
