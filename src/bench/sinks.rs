@@ -19,9 +19,14 @@
 //! time until carbon has written the last point to its whisper file is
 //! reported too.
 //!
+//! With `--sinks S --agents K`, K agents (K client rows) send in turn to S
+//! sink processes on one store; every message then asks for an ack and the
+//! phase ends when all are counted. The note gives the CPU the sinks and
+//! PostgreSQL used and how busy the whole machine was: what bounds the rate.
+//!
 //! Rerun: `cargo run --release --bin vigil-bench -- sinks [--messages N]
-//! [--db postgres://USER:PASS@HOST:PORT/DB]`. Needs Debian's
-//! graphite-carbon and python3-whisper.
+//! [--db postgres://USER:PASS@HOST:PORT/DB] [--sinks S] [--agents K]`.
+//! Needs Debian's graphite-carbon and python3-whisper.
 
 use super::child::{vigil_command, ChildProc, Shutdown};
 use super::{BenchError, Doing};
@@ -35,19 +40,26 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest one phase may take before the run fails.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
-pub const USAGE: &str = "usage: vigil-bench sinks [--messages N] [--db postgres://...]
+pub const USAGE: &str =
+    "usage: vigil-bench sinks [--messages N] [--db postgres://...] [--sinks S] [--agents K]
 
 Measures, through a real router: stats messages/s into a real carbon-cache,
 registrations/s, results/s and acked notifications/s into the store, and
 acks/s through the REQ/REP path. N messages per phase (default 20000; acks
 and results use N/2, registrations and notifications N/4). With --db, the
 run is made on SQLite and again on a fresh database of that PostgreSQL
-server (CREATEDB needed), and compared.";
+server (CREATEDB needed), and compared. --sinks S runs S sink processes on
+the one store (every message then asks for an ack, and the acks are
+counted); --agents K sends from K simulated agents (K client rows) in turn.";
 
 #[derive(Debug, Clone, Default)]
 struct Options {
     messages: usize,
     db: Option<String>,
+    /// Sink processes on the one store (`--sinks`).
+    sinks: usize,
+    /// Simulated agents (`--agents`), each its own client row.
+    agents: usize,
 }
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {
@@ -63,12 +75,15 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             figures.len()
         ));
         std::fs::create_dir_all(&dir).doing("creating the bench directory")?;
-        let result = run_in(&dir, o.messages, server);
+        let result = run_in(&dir, &o, server);
         let _ = std::fs::remove_dir_all(&dir);
         figures.push(result?);
     }
     if let [lite, pg] = figures.as_slice() {
-        println!("closing note: PostgreSQL against SQLite, one sink process each");
+        println!(
+            "closing note: PostgreSQL against SQLite, {} sink process(es) each, {} agent(s)",
+            o.sinks, o.agents
+        );
         for (what, a, b) in [
             ("stats msgs/s", lite.stats, pg.stats),
             ("registrations/s", lite.registrations, pg.registrations),
@@ -89,6 +104,12 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             "  CPU over the store phases: sink {:.1} s (sqlite) / {:.1} s (postgres), postgres server {:.1} s, wall {:.1} s / {:.1} s",
             lite.sink_cpu, pg.sink_cpu, pg.server_cpu, lite.wall, pg.wall
         );
+        println!(
+            "  machine busy over the store phases (all processes, {} cores): {:.0}% (sqlite) / {:.0}% (postgres)",
+            cores(),
+            lite.busy * 100.0,
+            pg.busy * 100.0
+        );
     }
     Ok(())
 }
@@ -98,6 +119,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BenchError> {
     let mut o = Options {
         messages: 20_000,
         db: None,
+        sinks: 1,
+        agents: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -111,6 +134,20 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BenchError> {
                     .ok_or_else(|| {
                         BenchError::usage("--messages takes a number from 100 to 10000000")
                     })?
+            }
+            "--sinks" | "--agents" => {
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        BenchError::usage(format!("{arg} takes a number from 1 to 1000"))
+                    })?;
+                if arg == "--sinks" {
+                    o.sinks = n;
+                } else {
+                    o.agents = n;
+                }
             }
             "--db" => {
                 let url = it.next().cloned().unwrap_or_default();
@@ -143,6 +180,12 @@ struct Figures {
     sink_cpu: f64,
     server_cpu: f64,
     wall: f64,
+    /// The machine's busy share of all its cores over the store phases.
+    busy: f64,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// CPU time used so far by every `postgres` process on the machine.
@@ -161,7 +204,8 @@ fn postgres_cpu() -> f64 {
         .sum()
 }
 
-fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchError> {
+fn run_in(dir: &Path, o: &Options, server: Option<&str>) -> Result<Figures, BenchError> {
+    let n = o.messages;
     // Dropped at the end of the run: the database goes with it.
     let scratch = match server {
         Some(server) => Some(
@@ -181,42 +225,59 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
     };
     let carbon = Carbon::start(dir)?;
     let (mut router, router_ready) = start_router()?;
-    let mut sink = start_sink(&db, &router_ready, &carbon)?;
-    let agent = Agent::connect(&router_ready.client)?;
-    let sink_pid = sink.0.as_ref().map_or(0, ChildProc::pid);
+    let mut sinks = (0..o.sinks)
+        .map(|_| start_sink(&db, &router_ready, &carbon))
+        .collect::<Result<Vec<_>, _>>()?;
+    let agent = Agents::connect(&router_ready.client, o.agents, o.sinks > 1)?;
+    let sink_pids: Vec<u32> = sinks
+        .iter()
+        .map(|s| s.0.as_ref().map_or(0, ChildProc::pid))
+        .collect();
+    let sink_cpu_now = || -> f64 {
+        sink_pids
+            .iter()
+            .filter_map(|pid| super::child::cpu_time(*pid))
+            .map(|d| d.as_secs_f64())
+            .sum()
+    };
+    // With several sinks only counted acks say every message was handled.
+    let all = |k: usize| if o.sinks > 1 { k } else { 1 };
 
-    let stats = agent.phase("stats", n, 1, |i, last| stats_message(&agent.uuid, i, last))?;
+    let stats = agent.phase("stats", n, all(n), stats_message)?;
     let to_carbon = carbon.wait_for_point("vigil.bench-end.done", stats.started)?;
-    let (cpu0, server0, wall0) = (
-        super::child::cpu_time(sink_pid).unwrap_or_default(),
+    let (cpu0, server0, wall0, busy0) = (
+        sink_cpu_now(),
         postgres_cpu(),
         Instant::now(),
+        super::child::machine_busy(),
     );
     let regs = n / 4;
-    let registrations = agent.phase("registration", regs, 1, |i, last| {
-        registration_message(&agent.uuid, i, last)
-    })?;
+    let registrations = agent.phase("registration", regs, all(regs), registration_message)?;
     let results_n = n / 2;
-    let results = agent.phase("result", results_n, 1, |i, last| {
-        result_message(&agent.uuid, i, last)
-    })?;
+    let results = agent.phase("result", results_n, all(results_n), result_message)?;
     let notes = n / 4;
-    let notified = agent.phase("notification", notes, notes, |i, _| {
-        notification_message(&agent.uuid, i)
+    let notified = agent.phase("notification", notes, notes, |u, i, _| {
+        notification_message(u, i)
     })?;
     let acks = n / 2;
-    let acked = agent.phase("heartbeat", acks, acks, |i, _| {
-        heartbeat_message(&agent.uuid, i)
-    })?;
-    let sink_cpu = (super::child::cpu_time(sink_pid).unwrap_or_default() - cpu0).as_secs_f64();
+    let acked = agent.phase("heartbeat", acks, acks, |u, i, _| heartbeat_message(u, i))?;
+    let sink_cpu = sink_cpu_now() - cpu0;
     let server_cpu = postgres_cpu() - server0;
     let wall = wall0.elapsed().as_secs_f64();
+    let busy = match (busy0, super::child::machine_busy()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() / (wall * cores() as f64),
+        _ => 0.0,
+    };
 
-    let sink_stop = sink.take().map(|s| s.stop(Shutdown::Terminate, STOP_GRACE));
+    let stops: Vec<_> = sinks
+        .iter_mut()
+        .filter_map(SinkProc::take)
+        .map(|s| s.stop(Shutdown::Terminate, STOP_GRACE))
+        .collect();
+    let sink_stop = stops.first();
     router.stop_router();
     drop(carbon);
     let graphite_line = sink_stop
-        .as_ref()
         .and_then(|s| {
             s.log
                 .tail
@@ -225,7 +286,10 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
         })
         .map(|l| l[l.find("GraphiteStats").unwrap_or(0)..].to_string())
         .unwrap_or_else(|| "(not in the log)".to_string());
-    let clean = sink_stop.is_some_and(|s| s.status.is_some_and(|st| st.success()));
+    let clean = !stops.is_empty()
+        && stops
+            .iter()
+            .all(|s| s.status.is_some_and(|st| st.success()));
 
     let stats_rate = n as f64 / stats.took.as_secs_f64();
     let carbon_rate = n as f64 / to_carbon.as_secs_f64();
@@ -234,7 +298,8 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
     let result_rate = results_n as f64 / results.took.as_secs_f64();
     let note_rate = notified.acks as f64 / notified.took.as_secs_f64();
     println!(
-        "vigil-bench sinks on {store_name}: one agent → one router → one `vigil sink stats registration heartbeat result notification`"
+        "vigil-bench sinks on {store_name}: {} agent(s) → one router → {} `vigil sink stats registration heartbeat result notification`",
+        o.agents, o.sinks
     );
     println!(
         "  stats        {n} msgs (10 metrics each) handled in {:.2} s: {stats_rate:.0} msgs/s ({:.0} lines/s); last point on carbon's disk after {:.2} s: {carbon_rate:.0} msgs/s",
@@ -256,7 +321,9 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
         notified.took.as_secs_f64()
     );
     println!(
-        "  CPU over registration..heartbeat: sink {sink_cpu:.1} s, postgres processes {server_cpu:.1} s, wall {wall:.1} s"
+        "  CPU over registration..heartbeat: sink(s) {sink_cpu:.1} s, postgres processes {server_cpu:.1} s, wall {wall:.1} s, machine busy {:.0}% of {} cores",
+        busy * 100.0,
+        cores()
     );
     println!(
         "  acks         {} of {acks} heartbeats acked through REQ/REP in {:.2} s: {ack_rate:.0} acks/s",
@@ -272,6 +339,7 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
                "registrations_per_s": reg_rate.round(), "acks_per_s": ack_rate.round(),
                "results_per_s": result_rate.round(), "acked_notifications_per_s": note_rate.round(),
                "store": store_name, "sink_cpu_s": sink_cpu, "postgres_cpu_s": server_cpu,
+               "sinks": o.sinks, "agents": o.agents, "machine_busy": busy,
                "acks_received": acked.acks, "acks_expected": acks, "clean_exit": clean})
     );
     drop(scratch);
@@ -284,6 +352,7 @@ fn run_in(dir: &Path, n: usize, server: Option<&str>) -> Result<Figures, BenchEr
         sink_cpu,
         server_cpu,
         wall,
+        busy,
     })
 }
 
@@ -368,11 +437,14 @@ fn start_sink(db: &str, router: &RouterReady, carbon: &Carbon) -> Result<SinkPro
     Ok(SinkProc(Some(proc)))
 }
 
-/// The simulated agent.
-struct Agent {
+/// The simulated agents: DEALERs whose routing ids are their UUIDs, each
+/// its own client (so several sinks do not meet on one client row).
+struct Agents {
     _ctx: zmq::Context,
-    socket: zmq::Socket,
-    uuid: String,
+    sockets: Vec<(zmq::Socket, String)>,
+    /// Every message asks for an ack (several sinks: the ack of the last
+    /// message no longer says every one before it was handled).
+    ack_all: bool,
 }
 
 /// How a phase went.
@@ -382,37 +454,52 @@ struct Phase {
     acks: usize,
 }
 
-impl Agent {
-    fn connect(endpoint: &str) -> Result<Agent, BenchError> {
+impl Agents {
+    fn connect(endpoint: &str, n: usize, ack_all: bool) -> Result<Agents, BenchError> {
         let ctx = zmq::Context::new();
-        let socket = ctx
-            .socket(zmq::DEALER)
-            .doing("creating the agent's DEALER")?;
-        let uuid = uuid::Uuid::new_v4().to_string();
-        socket.set_linger(0).doing("setting linger")?;
-        socket
-            .set_identity(uuid.as_bytes())
-            .doing("setting the routing id")?;
-        socket.set_rcvhwm(0).doing("setting rcvhwm")?;
-        socket.connect(endpoint).doing("connecting to the router")?;
-        Ok(Agent {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = ctx
+                .socket(zmq::DEALER)
+                .doing("creating the agent's DEALER")?;
+            let uuid = uuid::Uuid::new_v4().to_string();
+            socket.set_linger(0).doing("setting linger")?;
+            socket
+                .set_identity(uuid.as_bytes())
+                .doing("setting the routing id")?;
+            socket.set_rcvhwm(0).doing("setting rcvhwm")?;
+            socket.connect(endpoint).doing("connecting to the router")?;
+            sockets.push((socket, uuid));
+        }
+        Ok(Agents {
             _ctx: ctx,
-            socket,
-            uuid,
+            sockets,
+            ack_all,
         })
     }
 
-    /// Sends `n` messages made by `make(i, is_last)` as fast as the socket
-    /// takes them, reading replies as they come, until `acks_wanted` acks
-    /// arrived. Any error reply fails the run.
+    /// Sends `n` messages made by `make(uuid, i, is_last)`, message i from
+    /// agent i mod the number of agents, as fast as the sockets take them,
+    /// reading replies as they come, until `acks_wanted` acks arrived. Any
+    /// error reply fails the run.
     fn phase(
         &self,
         what: &str,
         n: usize,
         acks_wanted: usize,
-        make: impl Fn(usize, bool) -> Vec<u8>,
+        make: impl Fn(&str, usize, bool) -> Vec<u8>,
     ) -> Result<Phase, BenchError> {
-        let frames: Vec<Vec<u8>> = (0..n).map(|i| make(i, i + 1 == n)).collect();
+        let k = self.sockets.len();
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let frame = make(&self.sockets[i % k].1, i, i + 1 == n);
+                if self.ack_all {
+                    acked(frame, what, i)
+                } else {
+                    frame
+                }
+            })
+            .collect();
         let started = Instant::now();
         let deadline = started + PHASE_LIMIT;
         let (mut sent, mut acks) = (0, 0);
@@ -427,10 +514,14 @@ impl Agent {
             } else {
                 zmq::POLLIN
             };
-            let mut items = [self.socket.as_poll_item(events)];
+            let mut items: Vec<zmq::PollItem> = self
+                .sockets
+                .iter()
+                .map(|(s, _)| s.as_poll_item(events))
+                .collect();
             super::poll(&mut items, Duration::from_millis(500))?;
             while sent < n {
-                match self.socket.send(&frames[sent], zmq::DONTWAIT) {
+                match self.sockets[sent % k].0.send(&frames[sent], zmq::DONTWAIT) {
                     Ok(()) => sent += 1,
                     Err(zmq::Error::EAGAIN) => break,
                     Err(e) => return Err(BenchError::zmq("sending", e)),
@@ -439,17 +530,19 @@ impl Agent {
                     break;
                 }
             }
-            loop {
-                match self.socket.recv_bytes(zmq::DONTWAIT) {
-                    Ok(reply) if reply.starts_with(br#"{"type":"ack""#) => acks += 1,
-                    Ok(reply) => {
-                        return Err(BenchError::protocol(
-                            format!("sending {what}"),
-                            String::from_utf8_lossy(&reply).into_owned(),
-                        ))
+            for (socket, _) in &self.sockets {
+                loop {
+                    match socket.recv_bytes(zmq::DONTWAIT) {
+                        Ok(reply) if reply.starts_with(br#"{"type":"ack""#) => acks += 1,
+                        Ok(reply) => {
+                            return Err(BenchError::protocol(
+                                format!("sending {what}"),
+                                String::from_utf8_lossy(&reply).into_owned(),
+                            ))
+                        }
+                        Err(zmq::Error::EAGAIN) => break,
+                        Err(e) => return Err(BenchError::zmq("receiving", e)),
                     }
-                    Err(zmq::Error::EAGAIN) => break,
-                    Err(e) => return Err(BenchError::zmq("receiving", e)),
                 }
             }
         }
@@ -459,6 +552,18 @@ impl Agent {
             acks,
         })
     }
+}
+
+/// `frame` asking for an ack, with an id if it had none.
+fn acked(frame: Vec<u8>, what: &str, i: usize) -> Vec<u8> {
+    let Ok(mut msg) = serde_json::from_slice::<serde_json::Value>(&frame) else {
+        return frame;
+    };
+    if msg.get("id").is_none() {
+        msg["id"] = json!(format!("{what}-{i}"));
+    }
+    msg["ack"] = json!(true);
+    msg.to_string().into_bytes()
 }
 
 fn now_s() -> f64 {
