@@ -65,7 +65,6 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         pick(0.95),
         pick(1.0)
     );
-    drop(render);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

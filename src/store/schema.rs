@@ -365,7 +365,14 @@ pub fn migrate(store: &mut Store) -> Result<()> {
                     "SELECT pg_advisory_xact_lock(?1)",
                     crate::params![MIGRATION_LOCK],
                 )?;
-                tx.batch("CREATE TABLE IF NOT EXISTS vigil_schema (version BIGINT NOT NULL)")?;
+                // Looked up first (under the lock, so no other process
+                // creates it meanwhile): IF NOT EXISTS would have the
+                // server send a NOTICE, logged at every start.
+                let exists: bool =
+                    tx.query_value("SELECT to_regclass('vigil_schema') IS NOT NULL", &[])?;
+                if !exists {
+                    tx.batch("CREATE TABLE vigil_schema (version BIGINT NOT NULL)")?;
+                }
                 tx.query_value("SELECT COALESCE(MAX(version), 0) FROM vigil_schema", &[])?
             }
         };
