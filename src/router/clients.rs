@@ -185,10 +185,10 @@ impl ClientThread {
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            let (body, extra) = self.recv_body()?;
+            let (mut body, extra) = self.recv_body()?;
             let speaker = match self.access.is_some() {
                 false => None,
-                true => match self.authenticate(&mut routing_id, &body, extra) {
+                true => match self.authenticate(&routing_id, &mut body, extra) {
                     Some(peer) => Some(peer),
                     None => continue,
                 },
@@ -253,12 +253,14 @@ impl ClientThread {
     /// another UUID, is dropped without a reply: nothing reaches it.
     fn authenticate(
         &mut self,
-        routing_id: &mut Message,
-        body: &Message,
+        routing_id: &Message,
+        body: &mut Message,
         extra: Extra,
     ) -> Option<Peer> {
         let access = Arc::clone(self.access.as_ref()?);
-        match Peer::of(routing_id) {
+        // The body frame carries the connection's metadata (the routing-id
+        // frame libzmq makes does not, in 4.3.4).
+        match Peer::of(body) {
             None if body.is_empty() && extra.frames == 0 => {
                 if self.table.connection_gone(routing_id) {
                     self.metrics.clients.store(self.table.len(), Relaxed);
