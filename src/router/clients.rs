@@ -270,12 +270,14 @@ impl ClientThread {
             None => {
                 // Cannot happen with a ZAP handler bound; refuse, to be sure.
                 self.metrics.forbidden.fetch_add(1, Relaxed);
-                self.reject_log.revoked(routing_id, "carries no authenticated identity");
+                self.reject_log
+                    .revoked(routing_id, "carries no authenticated identity");
                 None
             }
             Some(peer) if !access.client_allows(&peer) => {
                 self.metrics.forbidden.fetch_add(1, Relaxed);
-                self.reject_log.revoked(routing_id, "comes from a key no longer allowed");
+                self.reject_log
+                    .revoked(routing_id, "comes from a key no longer allowed");
                 None
             }
             Some(peer) => Some(peer),
