@@ -6,6 +6,10 @@
 //! and key files in a scratch directory; the helpers below make CURVE
 //! clients, sinks and back-end sockets with keys of their own.
 
+// The agent harness serves several test binaries; this one uses part of it.
+#[allow(dead_code)]
+#[path = "util/agent.rs"]
+mod agent_util;
 mod util;
 
 use std::fs;
@@ -533,4 +537,31 @@ fn removing_a_sink_key_cuts_that_sink_off() {
         kept.expect_frame(&frame, "every result reaches the sink still listed");
     }
     cut.expect_silence(QUIET, "a removed sink key gets nothing");
+}
+
+/// An agent started before its key is enrolled: the router refuses it, and
+/// libzmq alone would never try that router again; the agent dials it
+/// anew, and is served once the operator adds its `--print-key` line.
+#[test]
+fn an_agent_started_before_enrolment_is_let_in_once_enrolled() {
+    let s = Files::new("sec-enrol", &[]).start("sec-enrol", &[]);
+    let dir = TempDir::new("sec-enrol-agent");
+    let router_key = zmq::z85_encode(&s.server).expect("z85");
+    let setup =
+        agent_util::AgentSetup::new(&dir, &s.router.client).env("VIGIL_ROUTER_KEY", &router_key);
+    let printed = setup.run_to_exit(&["--print-key"]);
+    assert!(printed.status.success(), "{printed:?}");
+    let line = String::from_utf8_lossy(&printed.stdout).trim().to_string();
+    let agent = setup.start();
+    agent.wait_log("refused this agent's CURVE key", WAIT * 2);
+    let heartbeats = s.sink("heartbeat");
+    heartbeats.expect_silence(QUIET, "nothing from an agent not enrolled");
+    // Enrolled as an operator would: the agent's own line in the list.
+    fs::write(s.dir.join("clients.keys.tmp"), format!("{line}\n")).expect("write");
+    fs::rename(s.dir.join("clients.keys.tmp"), s.dir.join("clients.keys")).expect("rename");
+    // Within one redial period (10 s) plus a heartbeat.
+    let got = heartbeats
+        .try_recv(Duration::from_secs(20))
+        .expect("a heartbeat within 20 s of enrolment");
+    assert_eq!(got.json()["uuid"], json!(agent.uuid));
 }
