@@ -16,6 +16,7 @@ mod agent;
 mod backend;
 mod child;
 mod clients;
+mod curve;
 mod fleet;
 mod latency;
 mod load;
