@@ -216,6 +216,7 @@ fn spawn_threads(
         max_message_bytes: config.max_message_bytes,
         stats_interval: config.stats_interval,
         access: access.clone(),
+        last_allowed: None,
         gates: vec![Gate::default(); sink_types.len()],
         room: Arc::clone(&room),
         overload_wait: config.overload_wait,
