@@ -10,6 +10,8 @@
 #[allow(dead_code)]
 #[path = "util/agent.rs"]
 mod agent_util;
+// The shared router harness serves several test binaries; this one uses part of it.
+#[allow(dead_code)]
 mod util;
 
 use std::fs;

@@ -80,7 +80,7 @@ impl Curve {
     fn client(&self, socket: &zmq::Socket, own: &KeyPair) -> Result<(), BenchError> {
         vigil::curve::ClientKeys {
             own: own.clone(),
-            router: self.server.public.clone(),
+            router: self.server.public,
         }
         .apply(socket)
         .map_err(|e| BenchError::usage(e.to_string()))

@@ -58,6 +58,8 @@ struct Sockets {
     /// Under CURVE, the readers of the CURVE sockets' handshake events,
     /// for the ZAP thread (which closes them after the sockets they watch).
     monitors: Vec<zmq::Socket>,
+    /// Under CURVE, the ZAP handler's sockets, bound before the others.
+    zap: Option<Vec<zmq::Socket>>,
 }
 
 pub fn run(config: RouterConfig) -> Result<(), Error> {
@@ -87,7 +89,8 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
             None
         }
     };
-    let sockets = bind_all(&ctx, &backend_ctx, &config)?;
+    let mut sockets = bind_all(&ctx, &backend_ctx, &config)?;
+    sockets.zap = zap_sockets;
     let ready_line = ready_line(&sockets, &config);
     let bells = Bells::new(config.sinks.len())?;
     let shutdown = Arc::new(Shutdown::new(bells.ringers()));
@@ -103,7 +106,6 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
         bells,
         &shutdown,
         &metrics,
-        zap_sockets,
         &ctx,
     )
     .map_err(|e| Error::setup("starting threads", e))?;
@@ -165,7 +167,6 @@ fn spawn_threads(
     bells: Bells,
     shutdown: &Shutdown,
     metrics: &Arc<Metrics>,
-    zap_sockets: Option<Vec<zmq::Socket>>,
     ctx: &zmq::Context,
 ) -> std::io::Result<Option<zap::ZapHandle>> {
     // Unbounded in batches, bounded in messages: the client thread admits a
@@ -183,7 +184,7 @@ fn spawn_threads(
     let sink_types = config.sink_types();
     let room = Arc::new(RoomBell::new(sink_types.len(), bells.client_ringer.clone()));
     let wait_ms = config.overload_wait.as_millis() as u64;
-    let zap = match (zap_sockets, &config.curve) {
+    let zap = match (sockets.zap, &config.curve) {
         (Some(zap_sockets), Some(auth)) => {
             let thread = zap::ZapThread {
                 config: auth.clone(),
@@ -336,6 +337,7 @@ fn bind_all(
         backend,
         sinks,
         monitors,
+        zap: None,
     })
 }
 
