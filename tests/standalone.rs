@@ -146,12 +146,16 @@ fn standalone_runs_everything_and_stops_cleanly() {
     let plaintext = ctx.socket(zmq::REQ).unwrap();
     plaintext.set_linger(0).unwrap();
     plaintext.set_rcvtimeo(1000).unwrap();
+    plaintext.set_sndtimeo(1000).unwrap();
     plaintext.connect(&backend).unwrap();
-    plaintext.send(&br#"{"op":"status"}"#[..], 0).unwrap();
-    assert!(
-        plaintext.recv_bytes(0).is_err(),
-        "a plaintext back end is not answered"
-    );
+    // A send that times out is refused too: libzmq drops a connection whose
+    // handshake failed, and the REQ then has nowhere to send.
+    if plaintext.send(&br#"{"op":"status"}"#[..], 0).is_ok() {
+        assert!(
+            plaintext.recv_bytes(0).is_err(),
+            "a plaintext back end is not answered"
+        );
+    }
     let req = ctx.socket(zmq::REQ).unwrap();
     req.set_linger(0).unwrap();
     req.set_rcvtimeo(5000).unwrap();

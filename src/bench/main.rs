@@ -22,6 +22,7 @@ mod latency;
 mod load;
 mod options;
 mod payload;
+mod pin;
 mod proxy;
 mod report;
 mod scale;

@@ -26,6 +26,8 @@ options:
   --curve-clients LIST      client counts of the encrypted runs: the router and
                             zmq_proxy both with CURVE, beside the plaintext run of
                             the same count; 0 skips [default: 100]
+  --pin-target CORE         run the router and the proxy on CORE alone and the
+                            load generator on the other cores [default: share all]
   -h, --help                show this text
 
 VIGIL_* variables in the environment reach the router (e.g. VIGIL_IO_THREADS=2);
@@ -51,6 +53,8 @@ pub struct RouterOptions {
     pub flood_clients: Vec<usize>,
     /// Client counts of the CURVE runs.
     pub curve_clients: Vec<usize>,
+    /// The core the forwarding processes are pinned to, if any.
+    pub pin_target: Option<usize>,
     pub sinks: usize,
     pub seconds: Duration,
     pub size: usize,
@@ -65,6 +69,7 @@ impl Default for RouterOptions {
             clients: vec![1, 100, 1000],
             flood_clients: vec![100],
             curve_clients: vec![100],
+            pin_target: None,
             sinks: 2,
             seconds: Duration::from_secs(5),
             size: 200,
@@ -107,6 +112,7 @@ pub fn parse_router(args: &[String]) -> Result<Parsed<RouterOptions>, BenchError
                 o.curve_clients = list(flag, value, 0, MAX_LOAD_CLIENTS)?;
                 o.curve_clients.retain(|&n| n > 0);
             }
+            "--pin-target" => o.pin_target = Some(number(flag, value, 0, 1023)?),
             "--sinks" => o.sinks = number(flag, value, 1, 64)?,
             "--seconds" => o.seconds = seconds(flag, value)?,
             "--size" => o.size = number(flag, value, 1, 1 << 20)?,

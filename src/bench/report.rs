@@ -156,6 +156,12 @@ fn header(out: &mut String, report: &Report) {
             report.cores
         );
     }
+    if let Some(core) = report.opts.pin_target {
+        let _ = writeln!(
+            out,
+            "router and proxy pinned to core {core}, the load generator to the others"
+        );
+    }
     if !report.vigil_env.is_empty() {
         let _ = writeln!(out, "from the environment: {}", report.vigil_env.join(" "));
     }
@@ -566,6 +572,7 @@ fn main_json(report: &Report) -> Value {
         "io_threads": report.io_threads,
         "loadavg_at_start": report.loadavg,
         "cores": report.cores,
+        "pin_target": report.opts.pin_target,
         "vigil_env": report.vigil_env,
         "notes": notes(report),
     })

@@ -10,6 +10,7 @@ use super::latency;
 use super::load::{self, Ledger, LoadSpec, Target, TargetKind};
 use super::options::{self, Parsed, RouterOptions};
 use super::payload;
+use super::pin;
 use super::report::{self, Report, Row};
 use super::scale;
 use super::BenchError;
@@ -58,14 +59,19 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         Parsed::Run(opts) => opts,
     };
     let io_threads = options::env_positive("VIGIL_IO_THREADS", 1)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(target) = opts.pin_target {
+        // Before any thread starts, so every one of them inherits it.
+        pin::pin_self_away_from(target, cores)?;
+    }
     // Refuse a too-small --size before starting anything.
     payload::stats_body(&uuid::Uuid::nil().to_string(), 0, opts.size).map_err(BenchError::usage)?;
     let mut report = Report::new(opts.clone(), io_threads, vigil_env());
     report.loadavg = load_average();
-    report.cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    report.cores = cores;
 
-    let router = start_router(None)?;
-    let (proxy, proxy_target) = start_proxy(None)?;
+    let router = start_router(None, opts.pin_target)?;
+    let (proxy, proxy_target) = start_proxy(None, opts.pin_target)?;
     throughput(&opts, &proxy_target, &router, &mut report)?;
     drop(proxy.stop(Shutdown::CloseStdin, STOP_GRACE));
     if !opts.curve_clients.is_empty() {
@@ -126,8 +132,8 @@ fn throughput(
 fn curve_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchError> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-curve-{}", std::process::id()));
     let curve = Arc::new(Curve::create(&dir)?);
-    let router = start_router(Some(&curve))?;
-    let (proxy, proxy_target) = start_proxy(Some(&curve))?;
+    let router = start_router(Some(&curve), opts.pin_target)?;
+    let (proxy, proxy_target) = start_proxy(Some(&curve), opts.pin_target)?;
     for &clients in &opts.curve_clients {
         let spec = LoadSpec {
             clients,
@@ -205,7 +211,7 @@ fn latency_phase(
 /// throughput runs' queues and UUID table.
 fn scale_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchError> {
     log::info!("bench: connection scale, {} clients", opts.scale_clients);
-    let router = start_router(None)?;
+    let router = start_router(None, opts.pin_target)?;
     let pid = router.proc.pid();
     let measured = scale::measure(
         pid,
@@ -220,8 +226,11 @@ fn scale_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchErr
 
 /// A router; with `curve`, CURVE on every socket and derived client
 /// UUIDs, its key files from the benchmark's scratch directory.
-fn start_router(curve: Option<&Arc<Curve>>) -> Result<Router, BenchError> {
+fn start_router(curve: Option<&Arc<Curve>>, pin: Option<usize>) -> Result<Router, BenchError> {
     let mut command = child::vigil_command(&["router"])?;
+    if let Some(core) = pin {
+        pin::pin_child(&mut command, core);
+    }
     if let Some(curve) = curve {
         command.envs(curve.router_env());
     }
@@ -259,7 +268,10 @@ fn start_router(curve: Option<&Arc<Curve>>) -> Result<Router, BenchError> {
     })
 }
 
-fn start_proxy(curve: Option<&Arc<Curve>>) -> Result<(ChildProc, Target), BenchError> {
+fn start_proxy(
+    curve: Option<&Arc<Curve>>,
+    pin: Option<usize>,
+) -> Result<(ChildProc, Target), BenchError> {
     let key = curve.map(|c| c.server_key_path().display().to_string());
     let mut args = vec![
         "bench",
@@ -272,7 +284,10 @@ fn start_proxy(curve: Option<&Arc<Curve>>) -> Result<(ChildProc, Target), BenchE
     if let Some(key) = &key {
         args.extend(["--curve-key", key.as_str()]);
     }
-    let command: Command = child::vigil_command(&args)?;
+    let mut command: Command = child::vigil_command(&args)?;
+    if let Some(core) = pin {
+        pin::pin_child(&mut command, core);
+    }
     let mut proc = ChildProc::spawn("proxy", command)?;
     let ready = proc.wait_ready(READY_LIMIT)?;
     let target = proxy_target(&ready, proc.pid(), curve.cloned()).ok_or_else(|| {
