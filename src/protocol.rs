@@ -25,6 +25,8 @@ pub enum RejectCode {
     Multipart,
     BadJson,
     BadUuid,
+    /// Under CURVE: `uuid` is not the UUID the connection authenticated as.
+    Forbidden,
     UnknownType,
     MissingId,
     Overloaded,
@@ -32,11 +34,12 @@ pub enum RejectCode {
 
 impl RejectCode {
     /// Every code, in the order of `PROTOCOL.md`; `code as usize` indexes it.
-    pub const ALL: [RejectCode; 7] = [
+    pub const ALL: [RejectCode; 8] = [
         RejectCode::TooLarge,
         RejectCode::Multipart,
         RejectCode::BadJson,
         RejectCode::BadUuid,
+        RejectCode::Forbidden,
         RejectCode::UnknownType,
         RejectCode::MissingId,
         RejectCode::Overloaded,
@@ -48,6 +51,7 @@ impl RejectCode {
             RejectCode::Multipart => "multipart",
             RejectCode::BadJson => "bad_json",
             RejectCode::BadUuid => "bad_uuid",
+            RejectCode::Forbidden => "forbidden",
             RejectCode::UnknownType => "unknown_type",
             RejectCode::MissingId => "missing_id",
             RejectCode::Overloaded => "overloaded",
@@ -146,6 +150,17 @@ impl<'a> Envelope<'a> {
 /// caller, which sees the socket). `sink_types` are the configured types, in
 /// the order whose index [`Target::Sink`] carries.
 pub fn validate<'a>(frame: &'a [u8], sink_types: &[String]) -> Result<Accepted<'a>, Rejection> {
+    validate_as(frame, sink_types, None)
+}
+
+/// [`validate`] for a message from a connection authenticated as
+/// `speaker` (the ZAP User-Id under CURVE): a `uuid` other than it is
+/// `forbidden`, checked right after `bad_uuid` (PROTOCOL.md, "Security").
+pub fn validate_as<'a>(
+    frame: &'a [u8],
+    sink_types: &[String],
+    speaker: Option<&Uuid>,
+) -> Result<Accepted<'a>, Rejection> {
     let env = parse_envelope(frame)?;
     let id = || string_id(env.id);
     // Type errors in the optional fields are JSON-level errors, reported
@@ -161,6 +176,10 @@ pub fn validate<'a>(frame: &'a [u8], sink_types: &[String]) -> Result<Accepted<'
         Some(Ok(text)) => parse_uuid(&text)
             .ok_or_else(|| Rejection::new(RejectCode::BadUuid, bad_uuid_detail(&text), id()))?,
     };
+    if let Some(speaker) = speaker.filter(|s| **s != uuid) {
+        let detail = format!("this connection's key speaks as {speaker}, not as {uuid}");
+        return Err(Rejection::new(RejectCode::Forbidden, detail, id()));
+    }
     let target = match env.kind.map(|raw| json_string(raw).ok_or(raw)) {
         None => {
             return Err(Rejection::new(

@@ -7,6 +7,9 @@
 //! notifications keep arriving through the other; the agent is killed with
 //! -9 right after a notification was accepted, restarted, and nothing acked
 //! is lost; the notification handler sees each notification exactly once.
+//! The scenario runs twice: in plaintext, and with CURVE on every socket
+//! (the routers deciding keys in `derived` mode, the sinks and the
+//! scheduler with a key of their own), as a secure fleet runs.
 
 #[allow(dead_code)]
 #[path = "util/db.rs"]
@@ -43,9 +46,70 @@ fn write_plugin(dir: &Path, name: &str, script: &str, interval: Option<u32>) {
     std::fs::write(dir.join(format!("{name}.conf")), conf).unwrap();
 }
 
+/// The keys of a CURVE run, written under the system's directory.
+struct Keys {
+    /// `VIGIL_ROUTER_KEY`: the routers' shared public key.
+    router_public: String,
+    /// The routers' own variables.
+    router_env: Vec<(String, String)>,
+    /// `VIGIL_CURVE_KEY` and `VIGIL_ROUTER_KEY` of the sinks and scheduler.
+    backend_env: Vec<(String, String)>,
+    /// The test's own back-end key (listed with the others).
+    test: vigil::curve::ClientKeys,
+}
+
+impl Keys {
+    fn new(dir: &Path) -> Keys {
+        use vigil::curve::KeyPair;
+        std::fs::create_dir_all(dir).unwrap();
+        let make = |name: &str| {
+            let pair = KeyPair::generate().expect("a CURVE key pair");
+            pair.write(&dir.join(format!("{name}.key")))
+                .expect("write key");
+            pair
+        };
+        let (router, backend, test) = (make("router"), make("backend"), make("test"));
+        let list = dir.join("backend.keys");
+        std::fs::write(
+            &list,
+            format!("{} sinks-scheduler\n{} test\n", backend.public, test.public),
+        )
+        .unwrap();
+        std::fs::write(dir.join("sink.keys"), format!("{} sinks\n", backend.public)).unwrap();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let router_public = router.public.to_z85();
+        Keys {
+            router_env: vec![
+                ("VIGIL_CURVE_KEY".into(), path("router.key")),
+                ("VIGIL_CLIENT_AUTH".into(), "derived".into()),
+                ("VIGIL_BACKEND_KEYS".into(), path("backend.keys")),
+                ("VIGIL_SINK_KEYS".into(), path("sink.keys")),
+            ],
+            backend_env: vec![
+                ("VIGIL_CURVE_KEY".into(), path("backend.key")),
+                ("VIGIL_ROUTER_KEY".into(), router_public.clone()),
+            ],
+            router_public,
+            test: vigil::curve::ClientKeys {
+                own: test,
+                router: router.public,
+            },
+        }
+    }
+
+    /// The agent's: CURVE to the routers, speaking as its derived UUID.
+    fn agent_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("VIGIL_ROUTER_KEY".into(), self.router_public.clone()),
+            ("VIGIL_CLIENT_AUTH".into(), "derived".into()),
+        ]
+    }
+}
+
 /// Everything the scenario starts, so it can restart parts.
 struct System {
     dir: TempDir,
+    keys: Option<Keys>,
     /// SQLite in `dir`, or PostgreSQL in the second test pass.
     db: TestDb,
     handled: PathBuf,
@@ -58,8 +122,9 @@ struct System {
 }
 
 impl System {
-    fn start() -> System {
+    fn start(curve: bool) -> System {
         let dir = TempDir::new("e2e");
+        let keys = curve.then(|| Keys::new(&dir.join("keys")));
         let db = TestDb::in_dir(&dir.0);
         let handled = dir.join("handled.jsonl");
         let plugins = dir.join("plugins.d");
@@ -78,7 +143,19 @@ impl System {
         );
         std::fs::write(dir.join("machine-id"), "e2e-machine\n").unwrap();
 
-        let routers = vec![Router::start("e2e-a"), Router::start("e2e-b")];
+        let start_router = |name: &str| {
+            let mut builder = Router::builder(name);
+            for (k, v) in keys.iter().flat_map(|k| &k.router_env) {
+                builder = builder.env(k, v);
+            }
+            builder.start()
+        };
+        let routers = vec![start_router("e2e-a"), start_router("e2e-b")];
+        let backend_env: Vec<(&str, String)> = keys
+            .iter()
+            .flat_map(|k| &k.backend_env)
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         let sink_connect = routers
             .iter()
             .flat_map(|r| r.sinks.iter().map(|(ty, ep)| format!("{ty}={ep}")))
@@ -102,7 +179,10 @@ impl System {
                 ),
                 // Nothing listens there: stats wait in the writer's buffer.
                 ("VIGIL_GRAPHITE", "127.0.0.1:9".to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(backend_env.iter().cloned())
+            .collect::<Vec<_>>(),
         );
         let scheduler = Daemon::start(
             "scheduler",
@@ -111,7 +191,10 @@ impl System {
                 ("VIGIL_DB", db.value.clone()),
                 ("VIGIL_BACKENDS", backends),
                 ("VIGIL_BACKEND_TIMEOUT_MS", "1000".to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(backend_env.iter().cloned())
+            .collect::<Vec<_>>(),
         );
         let routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
         let router_clients = routers
@@ -120,10 +203,12 @@ impl System {
             .map(|r| r.client.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let agent = start_agent(&dir, &router_clients);
+        let agent_env = keys.as_ref().map(Keys::agent_env).unwrap_or_default();
+        let agent = start_agent(&dir, &router_clients, &agent_env);
         System {
             agent,
             dir,
+            keys,
             db,
             handled,
             routers,
@@ -134,7 +219,23 @@ impl System {
     }
 
     fn start_agent(&self) -> Daemon {
-        start_agent(&self.dir, &self.router_clients)
+        let env = self.keys.as_ref().map(Keys::agent_env).unwrap_or_default();
+        start_agent(&self.dir, &self.router_clients, &env)
+    }
+
+    /// A back-end request to `router`, with the test's key under CURVE.
+    fn request(&self, router: &Router, body: &[u8]) -> Value {
+        let Some(keys) = &self.keys else {
+            return router.request(body);
+        };
+        let req = router.ctx.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.set_rcvtimeo(10_000).unwrap();
+        keys.test.apply(&req).expect("CURVE client keys");
+        req.connect(&router.backend).unwrap();
+        req.send(body, 0).unwrap();
+        let reply = req.recv_bytes(0).expect("a back-end reply within 10 s");
+        serde_json::from_slice(&reply).expect("a JSON reply")
     }
 
     fn local(&self) -> String {
@@ -221,11 +322,9 @@ impl System {
     fn run_plugin_now(&self, plugin: &str, run_id: &str) {
         let request =
             json!({"type": "run_plugin", "to": self.uuid(), "plugin": plugin, "run_id": run_id});
-        let delivered = self
-            .routers
-            .iter()
-            .flatten()
-            .any(|router| router.request(request.to_string().as_bytes())["ok"] == json!(true));
+        let delivered = self.routers.iter().flatten().any(|router| {
+            self.request(router, request.to_string().as_bytes())["ok"] == json!(true)
+        });
         assert!(delivered, "no router could deliver run_plugin");
     }
 
@@ -244,7 +343,7 @@ impl System {
 
 /// The agent, configured with every router (dead or alive, as an operator's
 /// configuration would be).
-fn start_agent(dir: &TempDir, routers: &str) -> Daemon {
+fn start_agent(dir: &TempDir, routers: &str, extra: &[(String, String)]) -> Daemon {
     let routers = routers.to_string();
     Daemon::start(
         "agent",
@@ -269,7 +368,10 @@ fn start_agent(dir: &TempDir, routers: &str) -> Daemon {
             ("VIGIL_RECONNECT_MAX_MS", "500".to_string()),
             ("VIGIL_ZMTP_HEARTBEAT_MS", "500".to_string()),
             ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.clone())))
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -279,7 +381,16 @@ fn local(dir: &TempDir) -> String {
 
 #[test]
 fn plugins_and_acked_notifications_survive_router_and_agent_failures() {
-    let mut system = System::start();
+    scenario(false);
+}
+
+#[test]
+fn the_same_with_curve_on_every_socket() {
+    scenario(true);
+}
+
+fn scenario(curve: bool) {
+    let mut system = System::start(curve);
     let uuid = system.uuid();
 
     // Scheduled: the scheduler sends run_plugin, the agent runs the plugin,

@@ -86,9 +86,17 @@ fn standalone_runs_everything_and_stops_cleanly() {
     });
     let backend = router_field(&standalone, "backend");
     let db = data.join("vigil.db").display().to_string();
+    // CURVE is on: the back end answers only keys on its list, such as the
+    // one standalone made for `vigil status`.
+    let keys = data.join("keys");
+    let status_key = keys.join("status.key").display().to_string();
+    let router = vigil::curve::KeyPair::read(&keys.join("router.key")).expect("router key");
+    let router_z85 = router.public.to_z85();
     let status_env = [
         ("VIGIL_DB", db.as_str()),
         ("VIGIL_BACKENDS", backend.as_str()),
+        ("VIGIL_CURVE_KEY", status_key.as_str()),
+        ("VIGIL_ROUTER_KEY", router_z85.as_str()),
     ];
 
     // A notification through the whole chain, to the default handler.
@@ -134,9 +142,29 @@ fn standalone_runs_everything_and_stops_cleanly() {
             .as_str()
             .map(str::to_string)
     });
-    let req = zmq::Context::new().socket(zmq::REQ).unwrap();
+    let ctx = zmq::Context::new();
+    let plaintext = ctx.socket(zmq::REQ).unwrap();
+    plaintext.set_linger(0).unwrap();
+    plaintext.set_rcvtimeo(1000).unwrap();
+    plaintext.set_sndtimeo(1000).unwrap();
+    plaintext.connect(&backend).unwrap();
+    // A send that times out is refused too: libzmq drops a connection whose
+    // handshake failed, and the REQ then has nowhere to send.
+    if plaintext.send(&br#"{"op":"status"}"#[..], 0).is_ok() {
+        assert!(
+            plaintext.recv_bytes(0).is_err(),
+            "a plaintext back end is not answered"
+        );
+    }
+    let req = ctx.socket(zmq::REQ).unwrap();
     req.set_linger(0).unwrap();
     req.set_rcvtimeo(5000).unwrap();
+    vigil::curve::ClientKeys {
+        own: vigil::curve::KeyPair::read(&keys.join("status.key")).expect("status key"),
+        router: router.public,
+    }
+    .apply(&req)
+    .expect("CURVE client");
     req.connect(&backend).unwrap();
     let run =
         json!({"type":"run_plugin","to":uuid,"plugin":"standalone","run_id":"standalone-test"});

@@ -16,6 +16,7 @@
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
+use super::handshakes::{self, Redial};
 use super::message::{self, Inbound};
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, OutQueue, Outgoing};
@@ -113,6 +114,12 @@ pub struct LinkThread {
     /// this thread's channel, and a blocking send here would deadlock the
     /// two. Bounded by the spool's own size.
     pub pending_done: Vec<String>,
+    /// Under CURVE: routers that refused this agent's key (see
+    /// `handshakes.rs`), and when to dial each again.
+    pub refused_handshakes: Option<Receiver<String>>,
+    pub redial: Redial,
+    /// `VIGIL_ROUTERS` as configured, for dialling one again.
+    pub routers: Vec<String>,
 }
 
 impl LinkThread {
@@ -147,6 +154,7 @@ impl LinkThread {
                 }
             }
             self.take_channel();
+            self.redial_refused(Instant::now());
             self.hand_over_dones();
             self.requeue_refused(Instant::now());
             self.flush(Instant::now());
@@ -155,6 +163,9 @@ impl LinkThread {
                 wake = wake.min(at);
             }
             if let Some(at) = self.refused.next_due() {
+                wake = wake.min(at);
+            }
+            if let Some(at) = self.redial.next_due() {
                 wake = wake.min(at);
             }
             // Unreachable: POLLOUT, not a timer, says when to try again.
@@ -176,6 +187,30 @@ impl LinkThread {
             }
             if ready {
                 self.read_burst(&mut error_log)?;
+            }
+        }
+    }
+
+    /// Notes routers that refused the agent's key, and dials again those
+    /// whose wait is over (libzmq itself never does after a refusal).
+    fn redial_refused(&mut self, now: Instant) {
+        if let Some(rx) = &self.refused_handshakes {
+            while let Ok(reported) = rx.try_recv() {
+                match handshakes::configured(&self.routers, &reported) {
+                    Some(router) => self.redial.refused(router.to_string(), now),
+                    None => log::warn!(
+                        "router {reported} refused this agent's CURVE key, and it matches no \
+                         VIGIL_ROUTERS entry to dial again: restart the agent once enrolled"
+                    ),
+                }
+            }
+        }
+        for router in self.redial.take_due(now) {
+            // The endpoint was dropped by libzmq after the refusal; the
+            // disconnect only clears its record so connect takes it anew.
+            let _ = self.socket.disconnect(&router);
+            if let Err(e) = self.socket.connect(&router) {
+                log::warn!("dialling router {router} again failed: {e}");
             }
         }
     }

@@ -16,6 +16,7 @@
 //! 2), the threads started, and supervised until a signal drains them.
 
 pub mod config;
+mod handshakes;
 pub mod identity;
 mod intake;
 mod link;
@@ -186,7 +187,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> R
         log::warn!("plugin declarations: {e}");
     }
     let ctx = zmq::Context::new();
-    let dealer = make_dealer(&ctx, &uuid, &config, key)?;
+    let bells = Bells::new()?;
+    let (dealer, refused_handshakes) =
+        make_dealer(&ctx, &uuid, &config, key, bells.link.1.clone())?;
     let local = bind_local(&ctx, &config)?;
     let statsd = match config.statsd {
         Some(addr) => Some(std::net::UdpSocket::bind(addr).map_err(|e| Error::Setup {
@@ -195,7 +198,6 @@ pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> R
         })?),
         None => None,
     };
-    let bells = Bells::new()?;
     let shutdown = Arc::new(Shutdown::new(bells.ringers()));
     let signals = SignalThread::start(Arc::clone(&shutdown))
         .map_err(|e| Error::setup("installing signal handlers", e))?;
@@ -247,6 +249,9 @@ pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> R
         drain: config.drain,
         reachable: false,
         pending_done: Vec::new(),
+        refused_handshakes,
+        redial: handshakes::Redial::default(),
+        routers: config.routers.clone(),
     };
     supervisor
         .spawn("link", move || link_thread.run())
@@ -340,7 +345,8 @@ fn make_dealer(
     uuid: &str,
     config: &AgentConfig,
     key: KeyPair,
-) -> Result<zmq::Socket, Error> {
+    link_bell: crate::doorbell::Ringer,
+) -> Result<(zmq::Socket, Option<crossbeam_channel::Receiver<String>>), Error> {
     let socket = ctx
         .socket(zmq::DEALER)
         .map_err(|e| Error::setup("creating the DEALER socket", e))?;
@@ -362,6 +368,14 @@ fn make_dealer(
     };
     link::configure_dealer(&socket, routing_id, config, jitter)
         .map_err(|e| Error::setup("configuring the DEALER socket", e))?;
+    // Before connecting, so no refusal goes unseen.
+    let refused = match config.router_key {
+        Some(_) => Some(
+            handshakes::watch(ctx, &socket, link_bell)
+                .map_err(|e| Error::setup("watching CURVE handshakes", e))?,
+        ),
+        None => None,
+    };
     for endpoint in &config.routers {
         socket.connect(endpoint).map_err(|source| Error::Bind {
             var: "VIGIL_ROUTERS".into(),
@@ -369,7 +383,7 @@ fn make_dealer(
             source,
         })?;
     }
-    Ok(socket)
+    Ok((socket, refused))
 }
 
 fn bind_local(ctx: &zmq::Context, config: &AgentConfig) -> Result<zmq::Socket, Error> {

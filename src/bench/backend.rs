@@ -3,6 +3,7 @@
 //! what went out, what was rejected and why), and the request path that
 //! the latency phase times.
 
+use super::curve::Curve;
 use super::fleet::ContextPool;
 use super::{readable, BenchError, Doing};
 use serde::Deserialize;
@@ -39,8 +40,15 @@ pub struct Counters {
 }
 
 impl Backend {
-    pub fn connect(pool: &mut ContextPool, endpoint: &str) -> Result<Backend, BenchError> {
+    pub fn connect(
+        pool: &mut ContextPool,
+        endpoint: &str,
+        curve: Option<&Curve>,
+    ) -> Result<Backend, BenchError> {
         let req = pool.socket(zmq::REQ)?;
+        if let Some(curve) = curve {
+            curve.backend_client(&req)?;
+        }
         req.connect(endpoint)
             .doing(&format!("connecting a REQ to {endpoint}"))?;
         Ok(Backend { req })
@@ -68,8 +76,13 @@ impl Backend {
 /// Asks a router for its status over a fresh REQ, so one lost reply cannot
 /// wedge later calls.
 pub fn status(endpoint: &str) -> Result<Status, BenchError> {
+    status_with(endpoint, None)
+}
+
+/// [`status`] of a router under CURVE, asked with the benchmark's key.
+pub fn status_with(endpoint: &str, curve: Option<&Curve>) -> Result<Status, BenchError> {
     let mut pool = ContextPool::default();
-    let backend = Backend::connect(&mut pool, endpoint)?;
+    let backend = Backend::connect(&mut pool, endpoint, curve)?;
     let reply = backend.ask(br#"{"op":"status"}"#, STATUS_TIMEOUT)?;
     parse_status(reply)
 }

@@ -53,7 +53,7 @@ fn connect_in_batches(
     let mut welcomed = 0;
     while dealers.len() < count {
         let size = BATCH.min(count - dealers.len());
-        let batch = fleet::connect_all(&mut pool, endpoint, size, fleet::DEFAULT_HWM)?;
+        let batch = fleet::connect_all(&mut pool, endpoint, size, fleet::DEFAULT_HWM, None)?;
         for dealer in &batch {
             dealer.send_hello()?;
         }

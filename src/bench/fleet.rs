@@ -2,6 +2,7 @@
 //! UUID text as its routing id as PROTOCOL.md asks, and the `hello` →
 //! `welcome` handshake that proves a client is connected and routable.
 
+use super::curve::Curve;
 use super::{poll, BenchError, Doing};
 use std::time::{Duration, Instant};
 
@@ -51,9 +52,15 @@ impl Dealer {
         pool: &mut ContextPool,
         endpoint: &str,
         sndhwm: i32,
+        curve: Option<&Curve>,
     ) -> Result<Dealer, BenchError> {
-        let uuid = uuid::Uuid::new_v4().to_string();
         let socket = pool.socket(zmq::DEALER)?;
+        // Under CURVE the client speaks as the UUID its own key derives
+        // (the router runs `VIGIL_CLIENT_AUTH=derived`).
+        let uuid = match curve {
+            Some(curve) => curve.new_client(&socket)?,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         // Before connect(): a pipe takes its HWM when it is created.
         socket
             .set_sndhwm(sndhwm)
@@ -82,9 +89,10 @@ pub fn connect_all(
     endpoint: &str,
     count: usize,
     sndhwm: i32,
+    curve: Option<&Curve>,
 ) -> Result<Vec<Dealer>, BenchError> {
     (0..count)
-        .map(|_| Dealer::connect(pool, endpoint, sndhwm))
+        .map(|_| Dealer::connect(pool, endpoint, sndhwm, curve))
         .collect()
 }
 

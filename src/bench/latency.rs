@@ -52,20 +52,25 @@ pub fn measure(
 ) -> Result<LatencyResult, BenchError> {
     let prepared = load::prepare(target, spec)?;
     let mut pool = ContextPool::default();
-    let probe = Dealer::connect(&mut pool, &target.client, fleet::DEFAULT_HWM)?;
+    let probe = Dealer::connect(
+        &mut pool,
+        &target.client,
+        fleet::DEFAULT_HWM,
+        target.curve.as_deref(),
+    )?;
     probe.send_hello()?;
     let deadline = Instant::now() + REPLY_TIMEOUT;
     if fleet::await_welcomes(std::slice::from_ref(&probe), deadline)? != 1 {
         let what = "waiting for the probe client's welcome";
         return Err(BenchError::timeout(what));
     }
-    let backend = Backend::connect(&mut pool, backend_endpoint)?;
+    let backend = Backend::connect(&mut pool, backend_endpoint, target.curve.as_deref())?;
     let uuid = probe.uuid.clone();
     let listener = Listener::start(probe)?;
     let idle_requests = requests.min(IDLE_REQUESTS);
     let idle = time_requests(&backend, &uuid, &listener.deliveries, 0, idle_requests)?;
 
-    let ledger = Ledger::router(backend_endpoint)?;
+    let ledger = Ledger::router(backend_endpoint, target.curve.clone())?;
     let running = prepared.start(STREAM_LIMIT)?;
     let first = idle_requests as u64;
     let timed = time_requests(&backend, &uuid, &listener.deliveries, first, requests);

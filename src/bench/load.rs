@@ -30,6 +30,7 @@
 
 use super::backend::{self, Status};
 use super::child;
+use super::curve::Curve;
 use super::fleet::{self, ContextPool, Dealer};
 use super::{join, payload, poll, spawn, BenchError, Doing};
 use std::collections::{BTreeMap, HashSet};
@@ -101,6 +102,8 @@ pub struct Target {
     pub sink: String,
     /// The process doing the forwarding, whose CPU time a run measures.
     pub pid: Option<u32>,
+    /// Under CURVE, the keys every socket of the run uses.
+    pub curve: Option<Arc<Curve>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -119,24 +122,36 @@ pub enum Ledger {
     AllSent,
     /// The router forwards or rejects; its counters since `before` say how
     /// many the sinks must get.
-    Router { backend: String, before: Status },
+    Router {
+        backend: String,
+        before: Status,
+        curve: Option<Arc<Curve>>,
+    },
 }
 
 impl Ledger {
     /// Reads the router's counters now, as the zero of a run.
-    pub fn router(backend: &str) -> Result<Ledger, BenchError> {
-        let before = backend::status(backend)?;
+    pub fn router(backend: &str, curve: Option<Arc<Curve>>) -> Result<Ledger, BenchError> {
+        let before = backend::status_with(backend, curve.as_deref())?;
         let backend = backend.to_string();
-        Ok(Ledger::Router { backend, before })
+        Ok(Ledger::Router {
+            backend,
+            before,
+            curve,
+        })
     }
 
     /// The router's counters since the start, if there is a router.
     fn router_counts(&self) -> Option<Status> {
         match self {
             Ledger::AllSent => None,
-            Ledger::Router { backend, before } => {
-                backend::status(backend).ok().map(|now| now.since(before))
-            }
+            Ledger::Router {
+                backend,
+                before,
+                curve,
+            } => backend::status_with(backend, curve.as_deref())
+                .ok()
+                .map(|now| now.since(before)),
         }
     }
 }
@@ -286,11 +301,12 @@ pub fn prepare(target: &Target, spec: &LoadSpec) -> Result<Prepared, BenchError>
     // processes would.
     let mut sink_pool = ContextPool::default();
     let sinks = (0..spec.sinks)
-        .map(|_| connect_sink(&mut sink_pool, &target.sink))
+        .map(|_| connect_sink(&mut sink_pool, target))
         .collect::<Result<Vec<_>, _>>()?;
     let sndhwm = dealer_hwm(spec.clients);
     let mut pool = ContextPool::default();
-    let dealers = fleet::connect_all(&mut pool, &target.client, spec.clients, sndhwm)?;
+    let curve = target.curve.as_deref();
+    let dealers = fleet::connect_all(&mut pool, &target.client, spec.clients, sndhwm, curve)?;
     let bodies = dealers
         .iter()
         .enumerate()
@@ -317,8 +333,12 @@ fn dealer_hwm(clients: usize) -> i32 {
     share.clamp(10, fleet::DEFAULT_HWM as usize) as i32
 }
 
-fn connect_sink(pool: &mut ContextPool, endpoint: &str) -> Result<zmq::Socket, BenchError> {
+fn connect_sink(pool: &mut ContextPool, target: &Target) -> Result<zmq::Socket, BenchError> {
+    let endpoint = &target.sink;
     let sink = pool.socket(zmq::PULL)?;
+    if let Some(curve) = &target.curve {
+        curve.sink_client(&sink)?;
+    }
     sink.connect(endpoint)
         .doing(&format!("connecting a sink to {endpoint}"))?;
     Ok(sink)

@@ -23,6 +23,11 @@ options:
                             200 with the router idle; 0 skips [default: 2000]
   --latency-clients N       clients streaming meanwhile [default: 100]
   --scale-clients N         idle clients for the memory run, 0 skips [default: 10000]
+  --curve-clients LIST      client counts of the encrypted runs: the router and
+                            zmq_proxy both with CURVE, beside the plaintext run of
+                            the same count; 0 skips [default: 100]
+  --pin-target CORE         run the router and the proxy on CORE alone and the
+                            load generator on the other cores [default: share all]
   -h, --help                show this text
 
 VIGIL_* variables in the environment reach the router (e.g. VIGIL_IO_THREADS=2);
@@ -46,6 +51,10 @@ pub struct RouterOptions {
     pub clients: Vec<usize>,
     /// Client counts of the flood runs (clients that never back off).
     pub flood_clients: Vec<usize>,
+    /// Client counts of the CURVE runs.
+    pub curve_clients: Vec<usize>,
+    /// The core the forwarding processes are pinned to, if any.
+    pub pin_target: Option<usize>,
     pub sinks: usize,
     pub seconds: Duration,
     pub size: usize,
@@ -59,6 +68,8 @@ impl Default for RouterOptions {
         RouterOptions {
             clients: vec![1, 100, 1000],
             flood_clients: vec![100],
+            curve_clients: vec![100],
+            pin_target: None,
             sinks: 2,
             seconds: Duration::from_secs(5),
             size: 200,
@@ -74,6 +85,8 @@ impl Default for RouterOptions {
 pub struct ProxyOptions {
     pub client_bind: String,
     pub sink_bind: String,
+    /// Serve CURVE on both sockets with this secret key file.
+    pub curve_key: Option<String>,
 }
 
 /// `vigil-bench clients --connect EP --count N`
@@ -95,6 +108,11 @@ pub fn parse_router(args: &[String]) -> Result<Parsed<RouterOptions>, BenchError
                 o.flood_clients = list(flag, value, 0, MAX_LOAD_CLIENTS)?;
                 o.flood_clients.retain(|&n| n > 0);
             }
+            "--curve-clients" => {
+                o.curve_clients = list(flag, value, 0, MAX_LOAD_CLIENTS)?;
+                o.curve_clients.retain(|&n| n > 0);
+            }
+            "--pin-target" => o.pin_target = Some(number(flag, value, 0, 1023)?),
             "--sinks" => o.sinks = number(flag, value, 1, 64)?,
             "--seconds" => o.seconds = seconds(flag, value)?,
             "--size" => o.size = number(flag, value, 1, 1 << 20)?,
@@ -111,9 +129,10 @@ pub fn parse_proxy(args: &[String]) -> Result<Parsed<ProxyOptions>, BenchError> 
     let Some(pairs) = flag_pairs(args)? else {
         return Ok(Parsed::Help);
     };
-    let (mut client_bind, mut sink_bind) = (None, None);
+    let (mut client_bind, mut sink_bind, mut curve_key) = (None, None, None);
     for (flag, value) in pairs {
         match flag {
+            "--curve-key" => curve_key = Some(value.to_string()),
             "--client-bind" => client_bind = Some(value.to_string()),
             "--sink-bind" => sink_bind = Some(value.to_string()),
             other => return Err(unknown(other)),
@@ -122,6 +141,7 @@ pub fn parse_proxy(args: &[String]) -> Result<Parsed<ProxyOptions>, BenchError> 
     Ok(Parsed::Run(ProxyOptions {
         client_bind: required("--client-bind", client_bind)?,
         sink_bind: required("--sink-bind", sink_bind)?,
+        curve_key,
     }))
 }
 

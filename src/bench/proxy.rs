@@ -7,7 +7,7 @@ use super::options::{self, Parsed};
 use super::{BenchError, Doing};
 use std::io;
 
-const HELP: &str = "usage: vigil-bench proxy --client-bind EP --sink-bind EP
+const HELP: &str = "usage: vigil-bench proxy --client-bind EP --sink-bind EP [--curve-key PATH]
 (started by `vigil-bench router`; runs zmq_proxy until its stdin closes)
 ";
 
@@ -37,6 +37,9 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     backend.set_sndhwm(sink_hwm).doing("setting PUSH sndhwm")?;
     for socket in [&frontend, &backend] {
         socket.set_linger(0).doing("setting linger")?;
+        if let Some(path) = &opts.curve_key {
+            super::curve::serve(socket, std::path::Path::new(path))?;
+        }
     }
     let client = bind(&frontend, &opts.client_bind)?;
     let sink = bind(&backend, &opts.sink_bind)?;

@@ -24,6 +24,9 @@ pub struct Row {
     pub clients: usize,
     /// A flood run: clients that never back off nor read replies.
     pub flood: bool,
+    /// Both targets with CURVE on (the router authenticating every client
+    /// through its ZAP handler, the proxy letting every key in).
+    pub curve: bool,
     pub proxy: LoadResult,
     pub vigil: LoadResult,
 }
@@ -31,10 +34,10 @@ pub struct Row {
 impl Row {
     /// The first column: the client count, and the mode of a flood run.
     fn label(&self) -> String {
-        if self.flood {
-            format!("{} flood", self.clients)
-        } else {
-            self.clients.to_string()
+        match (self.flood, self.curve) {
+            (true, _) => format!("{} flood", self.clients),
+            (false, true) => format!("{} curve", self.clients),
+            (false, false) => self.clients.to_string(),
         }
     }
 
@@ -99,8 +102,23 @@ impl Report {
     fn headline_of(&self, flood: bool) -> Option<&Row> {
         self.rows
             .iter()
-            .filter(|row| row.flood == flood)
+            .filter(|row| row.flood == flood && !row.curve)
             .min_by_key(|row| row.clients.abs_diff(HEADLINE_CLIENTS))
+    }
+
+    /// The CURVE run nearest the headline client count, and the plaintext
+    /// run of the same count (what CURVE costs the router).
+    fn curve_headline(&self) -> Option<(&Row, Option<&Row>)> {
+        let curve = self
+            .rows
+            .iter()
+            .filter(|row| row.curve)
+            .min_by_key(|row| row.clients.abs_diff(HEADLINE_CLIENTS))?;
+        let plain = self
+            .rows
+            .iter()
+            .find(|row| !row.curve && !row.flood && row.clients == curve.clients);
+        Some((curve, plain))
     }
 }
 
@@ -136,6 +154,12 @@ fn header(out: &mut String, report: &Report) {
             out,
             "load average at start: {load:.2} on {} cores (other work skews the figures)",
             report.cores
+        );
+    }
+    if let Some(core) = report.opts.pin_target {
+        let _ = writeln!(
+            out,
+            "router and proxy pinned to core {core}, the load generator to the others"
         );
     }
     if !report.vigil_env.is_empty() {
@@ -471,6 +495,35 @@ fn scale_notes(scale: &ScaleResult, notes: &mut Vec<String>) {
 
 /// The last line of stdout.
 pub fn render_json(report: &Report) -> Value {
+    let mut all = main_json(report);
+    if let (Value::Object(all), Value::Object(curve)) = (&mut all, curve_json(report)) {
+        all.extend(curve);
+    }
+    all
+}
+
+/// The CURVE figures (a json! of their own: one macro call for the whole
+/// object would pass serde_json's recursion limit).
+fn curve_json(report: &Report) -> Value {
+    let curve = report.curve_headline();
+    let row = curve.map(|(row, _)| row);
+    let over_plaintext = curve.and_then(|(row, plain)| {
+        let plain = plain?.vigil.msgs_per_s();
+        (plain > 0.0).then(|| round(row.vigil.msgs_per_s() / plain, 3))
+    });
+    json!({
+        "curve_clients": row.map(|row| row.clients),
+        "curve_vigil_msgs_per_s": row.map(|row| row.vigil.msgs_per_s().round()),
+        "curve_proxy_msgs_per_s": row.map(|row| row.proxy.msgs_per_s().round()),
+        "curve_ratio": row.map(|row| round(row.ratio(), 3)),
+        "curve_vigil_cpu_us_per_msg": row.and_then(|row| row.vigil.cpu_us_per_msg()).map(|us| round(us, 4)),
+        "curve_proxy_cpu_us_per_msg": row.and_then(|row| row.proxy.cpu_us_per_msg()).map(|us| round(us, 4)),
+        "curve_cpu_ratio": row.and_then(Row::cpu_ratio).map(|r| round(r, 3)),
+        "curve_over_plaintext": over_plaintext,
+    })
+}
+
+fn main_json(report: &Report) -> Value {
     let headline = report.headline();
     let flood = report.flood_headline();
     let percentiles = report
@@ -519,6 +572,7 @@ pub fn render_json(report: &Report) -> Value {
         "io_threads": report.io_threads,
         "loadavg_at_start": report.loadavg,
         "cores": report.cores,
+        "pin_target": report.opts.pin_target,
         "vigil_env": report.vigil_env,
         "notes": notes(report),
     })
@@ -529,6 +583,7 @@ fn row_json(row: &Row) -> Value {
     json!({
         "clients": row.clients,
         "flood": row.flood,
+        "curve": row.curve,
         "proxy_msgs_per_s": row.proxy.msgs_per_s().round(),
         "vigil_msgs_per_s": row.vigil.msgs_per_s().round(),
         "ratio": round(row.ratio(), 3),
@@ -641,6 +696,7 @@ mod tests {
             report.rows.push(Row {
                 clients,
                 flood: false,
+                curve: false,
                 proxy: result(clients, proxy, proxy, proxy),
                 vigil: result(clients, vigil, vigil, vigil),
             });

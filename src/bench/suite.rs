@@ -1,19 +1,22 @@
 //! `vigil-bench router`: starts the router and the zmq_proxy baseline as
 //! child processes, runs the phases in order (throughput for each client
-//! count, delivery latency, connection scale on a fresh router), and prints
-//! the report. Every phase has its own time limit, and every child is
+//! count, the same with CURVE on both, delivery latency, connection scale
+//! on a fresh router), and prints the report. Every phase has its own time limit, and every child is
 //! reaped on the way out, so a run always ends by itself.
 
 use super::child::{self, ChildProc, Shutdown};
+use super::curve::Curve;
 use super::latency;
 use super::load::{self, Ledger, LoadSpec, Target, TargetKind};
 use super::options::{self, Parsed, RouterOptions};
 use super::payload;
+use super::pin;
 use super::report::{self, Report, Row};
 use super::scale;
 use super::BenchError;
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every bind is on loopback with a port the kernel picks.
@@ -56,16 +59,24 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         Parsed::Run(opts) => opts,
     };
     let io_threads = options::env_positive("VIGIL_IO_THREADS", 1)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(target) = opts.pin_target {
+        // Before any thread starts, so every one of them inherits it.
+        pin::pin_self_away_from(target, cores)?;
+    }
     // Refuse a too-small --size before starting anything.
     payload::stats_body(&uuid::Uuid::nil().to_string(), 0, opts.size).map_err(BenchError::usage)?;
     let mut report = Report::new(opts.clone(), io_threads, vigil_env());
     report.loadavg = load_average();
-    report.cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    report.cores = cores;
 
-    let router = start_router()?;
-    let (proxy, proxy_target) = start_proxy()?;
+    let router = start_router(None, opts.pin_target)?;
+    let (proxy, proxy_target) = start_proxy(None, opts.pin_target)?;
     throughput(&opts, &proxy_target, &router, &mut report)?;
     drop(proxy.stop(Shutdown::CloseStdin, STOP_GRACE));
+    if !opts.curve_clients.is_empty() {
+        curve_phase(&opts, &mut report)?;
+    }
     report.rss_peak_mib = child::memory_mib(router.proc.pid(), "VmHWM");
     if opts.latency_requests > 0 {
         report.latency = Some(latency_phase(&opts, &router)?);
@@ -107,10 +118,48 @@ fn throughput(
         report.rows.push(Row {
             clients,
             flood,
+            curve: false,
             proxy: proxy_result,
             vigil: vigil_result,
         });
     }
+    Ok(())
+}
+
+/// The router and zmq_proxy, both with CURVE, each on its own fresh
+/// process (so the plaintext ones' figures stand alone), proxy then router
+/// for each client count.
+fn curve_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchError> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-curve-{}", std::process::id()));
+    let curve = Arc::new(Curve::create(&dir)?);
+    let router = start_router(Some(&curve), opts.pin_target)?;
+    let (proxy, proxy_target) = start_proxy(Some(&curve), opts.pin_target)?;
+    for &clients in &opts.curve_clients {
+        let spec = LoadSpec {
+            clients,
+            sinks: opts.sinks,
+            size: opts.size,
+            flood: false,
+        };
+        let proxy_result = timed_run("proxy curve", &proxy_target, &spec, opts.seconds, None)?;
+        let vigil_result = timed_run(
+            "vigil curve",
+            &router.target,
+            &spec,
+            opts.seconds,
+            Some(&router.backend),
+        )?;
+        report.rows.push(Row {
+            clients,
+            flood: false,
+            curve: true,
+            proxy: proxy_result,
+            vigil: vigil_result,
+        });
+    }
+    drop(proxy.stop(Shutdown::CloseStdin, STOP_GRACE));
+    drop(router.proc.stop(Shutdown::Terminate, STOP_GRACE));
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -127,7 +176,7 @@ fn timed_run(
     log::info!("bench: {name}, {clients}, {:.1} s", length.as_secs_f64());
     let prepared = load::prepare(target, spec)?;
     let ledger = match backend {
-        Some(backend) => Ledger::router(backend)?,
+        Some(backend) => Ledger::router(backend, target.curve.clone())?,
         None => Ledger::AllSent,
     };
     let result = prepared.start(length)?.finish(&ledger)?;
@@ -162,7 +211,7 @@ fn latency_phase(
 /// throughput runs' queues and UUID table.
 fn scale_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchError> {
     log::info!("bench: connection scale, {} clients", opts.scale_clients);
-    let router = start_router()?;
+    let router = start_router(None, opts.pin_target)?;
     let pid = router.proc.pid();
     let measured = scale::measure(
         pid,
@@ -175,8 +224,16 @@ fn scale_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchErr
     Ok(())
 }
 
-fn start_router() -> Result<Router, BenchError> {
+/// A router; with `curve`, CURVE on every socket and derived client
+/// UUIDs, its key files from the benchmark's scratch directory.
+fn start_router(curve: Option<&Arc<Curve>>, pin: Option<usize>) -> Result<Router, BenchError> {
     let mut command = child::vigil_command(&["router"])?;
+    if let Some(core) = pin {
+        pin::pin_child(&mut command, core);
+    }
+    if let Some(curve) = curve {
+        command.envs(curve.router_env());
+    }
     command.env("VIGIL_CLIENT_BIND", EPHEMERAL);
     command.env("VIGIL_BACKEND_BIND", EPHEMERAL);
     command.env("VIGIL_SINK_BINDS", sink_binds());
@@ -204,14 +261,19 @@ fn start_router() -> Result<Router, BenchError> {
             client: client.clone(),
             sink: stats,
             pid: Some(proc.pid()),
+            curve: curve.cloned(),
         },
         backend: backend.clone(),
         proc,
     })
 }
 
-fn start_proxy() -> Result<(ChildProc, Target), BenchError> {
-    let args = [
+fn start_proxy(
+    curve: Option<&Arc<Curve>>,
+    pin: Option<usize>,
+) -> Result<(ChildProc, Target), BenchError> {
+    let key = curve.map(|c| c.server_key_path().display().to_string());
+    let mut args = vec![
         "bench",
         "proxy",
         "--client-bind",
@@ -219,21 +281,32 @@ fn start_proxy() -> Result<(ChildProc, Target), BenchError> {
         "--sink-bind",
         EPHEMERAL,
     ];
-    let command: Command = child::vigil_command(&args)?;
+    if let Some(key) = &key {
+        args.extend(["--curve-key", key.as_str()]);
+    }
+    let mut command: Command = child::vigil_command(&args)?;
+    if let Some(core) = pin {
+        pin::pin_child(&mut command, core);
+    }
     let mut proc = ChildProc::spawn("proxy", command)?;
     let ready = proc.wait_ready(READY_LIMIT)?;
-    let target = proxy_target(&ready, proc.pid()).ok_or_else(|| {
+    let target = proxy_target(&ready, proc.pid(), curve.cloned()).ok_or_else(|| {
         BenchError::protocol("reading the proxy's ready line", format!("{ready:?}"))
     })?;
     Ok((proc, target))
 }
 
-fn proxy_target(ready: &BTreeMap<String, String>, pid: u32) -> Option<Target> {
+fn proxy_target(
+    ready: &BTreeMap<String, String>,
+    pid: u32,
+    curve: Option<Arc<Curve>>,
+) -> Option<Target> {
     Some(Target {
         kind: TargetKind::Proxy,
         client: ready.get("client")?.clone(),
         sink: ready.get("sink")?.clone(),
         pid: Some(pid),
+        curve,
     })
 }
 

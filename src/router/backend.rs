@@ -17,12 +17,14 @@
 //! gets its replies in the order of its requests. `status` is answered here
 //! from the shared counters, without asking anyone.
 
+use super::auth::{self, Access};
 use super::clients::Command;
 use super::metrics::Metrics;
 use crate::doorbell::{Doorbell, Ringer};
 use crate::protocol::{self, BackendRequest, Delivery};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -48,6 +50,10 @@ pub struct BackendThread {
     pub metrics: Arc<Metrics>,
     pub router_name: String,
     pub max_message_bytes: usize,
+    /// Under CURVE, the key set each request's connection is checked
+    /// against, and where the ZAP thread sends new versions.
+    pub access: Option<Arc<Access>>,
+    pub access_updates: Receiver<Arc<Access>>,
 }
 
 impl BackendThread {
@@ -56,6 +62,9 @@ impl BackendThread {
             let readable = self.bell.wait(&self.socket, zmq::POLLIN, -1)?;
             if self.shutdown.is_set() {
                 return Ok(());
+            }
+            while let Ok(access) = self.access_updates.try_recv() {
+                self.access = Some(access);
             }
             if readable {
                 self.serve_burst()?;
@@ -70,9 +79,16 @@ impl BackendThread {
         let mut served = Vec::new();
         let mut handed = false;
         for _ in 0..BURST {
-            let Some(frames) = self.recv_request()? else {
+            let Some(mut frames) = self.recv_request()? else {
                 break;
             };
+            if !frames.last_mut().is_some_and(|f| self.allowed(f)) {
+                // A key removed since the connection began: no answer,
+                // nothing delivered (an unlisted key never got this far).
+                self.metrics.forbidden.fetch_add(1, Relaxed);
+                log::debug!("dropped a back-end request from a key no longer allowed");
+                continue;
+            }
             let (envelope, body) = split_envelope(frames);
             let answer = self.answer_or_hand_over(body);
             handed |= matches!(answer, Answer::Pending(_));
@@ -94,6 +110,16 @@ impl BackendThread {
             self.send_reply(envelope);
         }
         Ok(())
+    }
+
+    /// Under CURVE, whether the request's connection key is still listed.
+    /// The key is read from a frame libzmq received (the routing-id frame
+    /// it makes itself carries no metadata).
+    fn allowed(&self, frame: &mut Message) -> bool {
+        let Some(access) = &self.access else {
+            return true;
+        };
+        auth::key_of(frame).is_some_and(|key| access.backend_allows(&key))
     }
 
     /// Checks one request's body and answers it, or hands its delivery to

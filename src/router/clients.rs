@@ -15,9 +15,11 @@
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
+use super::auth::{Access, Peer};
 use super::metrics::Metrics;
 use super::pressure::{Admission, Gate, OverloadReplies, RoomBell};
 use super::table::ClientTable;
+use crate::curve::PublicKey;
 use crate::doorbell::Doorbell;
 use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
 use crate::signals::ShutdownWatch;
@@ -70,6 +72,9 @@ pub enum Command {
         reply: Sender<Delivery>,
         deadline: Instant,
     },
+    /// Under CURVE: the key files changed (from the ZAP thread). Routes of
+    /// removed keys go now, and their connections' messages are refused.
+    Access(Arc<Access>),
 }
 
 pub struct ClientThread {
@@ -104,6 +109,13 @@ pub struct ClientThread {
     /// The peer address of the last copied frame, shared by the next ones
     /// from the same address instead of allocated per message.
     pub last_peer: Option<Arc<str>>,
+    /// Under CURVE, the key set every message's connection is checked
+    /// against; `None` in plaintext.
+    pub access: Option<Arc<Access>>,
+    /// The last peer found allowed under the current `access` (cleared
+    /// when it changes): a burst mostly comes from few connections, and
+    /// the check costs a SHA-256 per message in derived mode.
+    pub last_allowed: Option<Peer>,
 }
 
 /// When the periodic work is next due.
@@ -177,8 +189,15 @@ impl ClientThread {
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            let (body, extra) = self.recv_body()?;
-            if let Err(rejection) = self.handle(&routing_id, body, extra) {
+            let (mut body, extra) = self.recv_body()?;
+            let speaker = match self.access.is_some() {
+                false => None,
+                true => match self.authenticate(&routing_id, &mut body, extra) {
+                    Some(peer) => Some(peer),
+                    None => continue,
+                },
+            };
+            if let Err(rejection) = self.handle(&routing_id, body, extra, speaker) {
                 self.metrics.reject(rejection.code);
                 self.reject_log
                     .note(rejection.code, &rejection.detail, &routing_id);
@@ -230,8 +249,56 @@ impl ClientThread {
         Ok((body, extra))
     }
 
+    /// Under CURVE: who sent this message, if it may be handled at all.
+    /// A frame without the ZAP handler's User-Id is ROUTER_NOTIFY's
+    /// disconnect notification (libzmq attaches no metadata to it, and
+    /// every authenticated message has some), whose route goes. A message
+    /// from a connection whose key has since been removed, or now speaks as
+    /// another UUID, is dropped without a reply: nothing reaches it.
+    fn authenticate(
+        &mut self,
+        routing_id: &Message,
+        body: &mut Message,
+        extra: Extra,
+    ) -> Option<Peer> {
+        let access = Arc::clone(self.access.as_ref()?);
+        // The body frame carries the connection's metadata (the routing-id
+        // frame libzmq makes does not, in 4.3.4).
+        match Peer::of(body) {
+            None if body.is_empty() && extra.frames == 0 => {
+                if self.table.connection_gone(routing_id) {
+                    self.metrics.clients.store(self.table.len(), Relaxed);
+                }
+                None
+            }
+            None => {
+                // Cannot happen with a ZAP handler bound; refuse, to be sure.
+                self.metrics.forbidden.fetch_add(1, Relaxed);
+                self.reject_log
+                    .revoked(routing_id, "carries no authenticated identity");
+                None
+            }
+            Some(peer) if self.last_allowed != Some(peer) && !access.client_allows(&peer) => {
+                self.metrics.forbidden.fetch_add(1, Relaxed);
+                self.reject_log
+                    .revoked(routing_id, "comes from a key no longer allowed");
+                None
+            }
+            Some(peer) => {
+                self.last_allowed = Some(peer);
+                Some(peer)
+            }
+        }
+    }
+
     /// Validates and routes one client message.
-    fn handle(&mut self, routing_id: &[u8], body: Message, extra: Extra) -> Result<(), Rejection> {
+    fn handle(
+        &mut self,
+        routing_id: &[u8],
+        body: Message,
+        extra: Extra,
+        speaker: Option<Peer>,
+    ) -> Result<(), Rejection> {
         self.metrics.received.fetch_add(1, Relaxed);
         let size = body.len() + extra.bytes;
         if size > self.max_message_bytes {
@@ -246,10 +313,13 @@ impl ClientThread {
             return Err(Rejection::new(RejectCode::Multipart, detail, None));
         }
         let received_at_ms = self.burst_ms;
-        let Accepted { uuid, target, id } = protocol::validate(&body, &self.sink_types)?;
+        let expected = speaker.map(|p| p.uuid);
+        let Accepted { uuid, target, id } =
+            protocol::validate_as(&body, &self.sink_types, expected.as_ref())?;
+        let key = speaker.map(|p| p.key);
         match target {
             Target::Hello => {
-                self.learn(uuid, routing_id, received_at_ms);
+                self.learn(uuid, routing_id, received_at_ms, key);
                 self.reply(
                     routing_id,
                     protocol::welcome_frame(&uuid, &self.router_name),
@@ -272,14 +342,14 @@ impl ClientThread {
                     detach(body, received_at_ms, &mut self.last_peer)
                 };
                 self.pending[index].push(forward);
-                self.learn(uuid, routing_id, received_at_ms);
+                self.learn(uuid, routing_id, received_at_ms, key);
                 Ok(())
             }
         }
     }
 
-    fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now_ms: u64) {
-        self.table.learn(uuid, routing_id, now_ms / 1000);
+    fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now_ms: u64, key: Option<PublicKey>) {
+        self.table.learn(uuid, routing_id, now_ms / 1000, key);
         self.metrics.clients.store(self.table.len(), Relaxed);
     }
 
@@ -388,16 +458,42 @@ impl ClientThread {
                     // The back-end thread may have given up waiting; fine.
                     let _ = reply.try_send(outcome);
                 }
+                Command::Access(access) => {
+                    let dropped = self.table.retain_keys(|uuid, key| {
+                        access.client_allows(&Peer {
+                            uuid: *uuid,
+                            key: *key,
+                        })
+                    });
+                    if dropped > 0 {
+                        log::info!("dropped {dropped} route(s) of keys no longer allowed");
+                    }
+                    self.metrics.clients.store(self.table.len(), Relaxed);
+                    self.access = Some(access);
+                    self.last_allowed = None;
+                }
             }
         }
     }
 
     /// Sends a back-end frame to a client: through its learned route, else
     /// (or when that route is dead) to the routing id equal to its UUID text.
+    /// Under CURVE only the learned route counts: it was learned from a
+    /// message the connection's key was allowed to send as `to`, whereas a
+    /// routing id is whatever a peer announced.
     fn deliver(&mut self, to: Uuid, frame: Message) -> Delivery {
         let text = protocol::uuid_text(&to);
         let learned = self.table.route(&to, unix_ms() / 1000).map(<[u8]>::to_vec);
         let mut frame = Some(frame);
+        if self.access.is_some() {
+            let Some(routing_id) = learned else {
+                return Delivery::UnknownClient;
+            };
+            return match self.send_to(&routing_id, &mut frame) {
+                Ok(()) => Delivery::Sent,
+                Err(_) => Delivery::Unreachable,
+            };
+        }
         if let Some(routing_id) = &learned {
             match self.send_to(routing_id, &mut frame) {
                 Ok(()) => return Delivery::Sent,
@@ -439,6 +535,8 @@ struct Extra {
 pub struct RejectLog {
     last: [Option<Instant>; RejectCode::ALL.len()],
     suppressed: [u64; RejectCode::ALL.len()],
+    revoked_last: Option<Instant>,
+    revoked_suppressed: u64,
 }
 
 impl RejectLog {
@@ -458,6 +556,25 @@ impl RejectLog {
         );
         self.last[i] = Some(now);
         self.suppressed[i] = 0;
+    }
+
+    /// A message dropped for its connection's key (counted as `forbidden`).
+    fn revoked(&mut self, routing_id: &[u8], why: &str) {
+        let now = Instant::now();
+        if self
+            .revoked_last
+            .is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW)
+        {
+            self.revoked_suppressed += 1;
+            return;
+        }
+        log::warn!(
+            "dropped a message from connection {}: it {why} ({} more like it not logged)",
+            String::from_utf8_lossy(routing_id).escape_debug(),
+            self.revoked_suppressed
+        );
+        self.revoked_last = Some(now);
+        self.revoked_suppressed = 0;
     }
 }
 

@@ -1,6 +1,7 @@
 //! `vigil router`'s configuration: `VIGIL_*` variables validated into plain
 //! data, logged once at start.
 
+use super::auth::AuthConfig;
 use crate::config::{ConfigError, Env};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ pub struct SinkBind {
     pub endpoint: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub client_bind: String,
     pub backend_bind: String,
@@ -35,6 +36,9 @@ pub struct RouterConfig {
     pub zmtp_heartbeat_timeout_ms: i32,
     pub stats_interval: Option<Duration>,
     pub drain: Duration,
+    /// CURVE on every socket, with the key files: `VIGIL_CURVE_KEY` and
+    /// the variables of `auth.rs`. `None`: plaintext.
+    pub curve: Option<AuthConfig>,
 }
 
 impl RouterConfig {
@@ -69,6 +73,7 @@ impl RouterConfig {
             )?,
             stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
             drain: Duration::from_millis(env.int("VIGIL_DRAIN_MS", 2_000, 0, 600_000)?),
+            curve: AuthConfig::from_env(env)?,
         })
     }
 

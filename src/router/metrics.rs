@@ -38,6 +38,12 @@ pub struct Metrics {
     /// full or it had gone.
     pub replies_dropped: AtomicU64,
     pub clients: AtomicUsize,
+    /// CURVE handshakes the ZAP handler refused.
+    pub auth_failures: AtomicU64,
+    /// Messages refused for their connection's key: a `uuid` other than
+    /// the connection's (answered `forbidden`), or a key removed from the
+    /// files since the connection began (dropped without a word).
+    pub forbidden: AtomicU64,
     pub types: Vec<TypeMetrics>,
 }
 
@@ -51,6 +57,8 @@ impl Metrics {
             undeliverable: AtomicU64::new(0),
             replies_dropped: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
+            auth_failures: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
             types: types
                 .into_iter()
                 .map(|name| TypeMetrics {
@@ -66,6 +74,9 @@ impl Metrics {
 
     pub fn reject(&self, code: RejectCode) {
         self.rejected[code as usize].fetch_add(1, Relaxed);
+        if code == RejectCode::Forbidden {
+            self.forbidden.fetch_add(1, Relaxed);
+        }
     }
 
     fn forwarded_total(&self) -> u64 {
@@ -105,6 +116,8 @@ impl Metrics {
                 "delivered": self.delivered.load(Relaxed),
                 "undeliverable": self.undeliverable.load(Relaxed),
                 "replies_dropped": self.replies_dropped.load(Relaxed),
+                "auth_failures": self.auth_failures.load(Relaxed),
+                "forbidden": self.forbidden.load(Relaxed),
             },
             "forwarded_by_type": per_type(&|t| t.forwarded.load(Relaxed)),
             "rejected_by_code": by_code,

@@ -14,6 +14,16 @@
 //! dropped its end of the queue and the queue is empty, or until the drain
 //! deadline passes, and then closes the socket with the time left as linger
 //! so libzmq can flush what it holds to connected sinks.
+//!
+//! Under CURVE, when a key is removed from `VIGIL_SINK_KEYS`, the ZAP
+//! thread asks for a rebuild: a PUSH has no way to drop one peer, so the
+//! socket is closed (linger 0) and a new one bound to the same endpoint,
+//! and only sinks whose keys are still listed pass the handshake again.
+//! The cost: what libzmq held in the old socket's pipes for connected
+//! sinks (up to `VIGIL_SINK_HWM` per sink) is lost, and every sink of the
+//! type reconnects (libzmq retries within its reconnect interval, 100 ms
+//! by default): at most once, like a router restart for this type. Acked
+//! types lose nothing by it (their agents resend until a sink acks).
 
 use super::clients::{Batch, Forward};
 use super::metrics::Metrics;
@@ -26,6 +36,18 @@ use crossbeam_channel::Receiver;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How a sink thread makes its PUSH socket anew (see the module comment).
+pub struct Remake {
+    pub requests: Receiver<()>,
+    /// A fresh socket, configured as the first one, not yet bound.
+    pub make: Box<dyn Fn() -> zmq::Result<zmq::Socket> + Send>,
+    /// The endpoint the first socket bound (wildcards resolved).
+    pub endpoint: String,
+}
+
+/// How long a rebuilt socket may wait for its old port to be released.
+const REBIND_WAIT: Duration = Duration::from_secs(5);
 
 pub struct SinkThread {
     pub index: usize,
@@ -42,6 +64,8 @@ pub struct SinkThread {
     pub room: Arc<RoomBell>,
     /// The last metadata frame built, reused while it fits.
     pub last_meta: MetaCache,
+    /// Under CURVE: rebuild requests from the ZAP thread.
+    pub remake: Option<Remake>,
 }
 
 /// The metadata frame of the previous message and what it says. Messages
@@ -86,7 +110,7 @@ impl SinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
         let mut buf = String::with_capacity(160);
         // Ends when the client thread has gone and the queue is empty.
-        while let Ok(batch) = self.queue.recv() {
+        while let Some(batch) = self.next_batch()? {
             let total = batch.len();
             // Lowers `queued` by the chunks it took in hand; the rest is
             // done here.
@@ -100,6 +124,66 @@ impl SinkThread {
             }
         }
         self.close()
+    }
+
+    /// The next batch, rebuilding the socket whenever asked meanwhile.
+    fn next_batch(&mut self) -> Result<Option<Batch>, zmq::Error> {
+        loop {
+            let Some(remake) = &self.remake else {
+                return Ok(self.queue.recv().ok());
+            };
+            let rebuild = crossbeam_channel::select! {
+                recv(self.queue) -> batch => return Ok(batch.ok()),
+                recv(remake.requests) -> request => request.is_ok(),
+            };
+            if rebuild {
+                self.rebuild()?;
+            } else {
+                // The ZAP thread has stopped: no more rebuilds.
+                self.remake = None;
+            }
+        }
+    }
+
+    /// Replaces the socket if a rebuild was asked for.
+    fn rebuild_if_asked(&mut self) -> Result<(), zmq::Error> {
+        let asked = self
+            .remake
+            .as_ref()
+            .is_some_and(|r| r.requests.try_recv().is_ok());
+        if asked {
+            self.rebuild()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the PUSH socket and binds a new one to the same endpoint.
+    fn rebuild(&mut self) -> Result<(), zmq::Error> {
+        let Some(remake) = &self.remake else {
+            return Ok(());
+        };
+        let fresh = (remake.make)()?;
+        let old = std::mem::replace(&mut self.socket, fresh);
+        old.set_linger(0)?;
+        drop(old);
+        let deadline = Instant::now() + REBIND_WAIT;
+        loop {
+            match self.socket.bind(&remake.endpoint) {
+                Ok(()) => break,
+                Err(zmq::Error::EADDRINUSE) if Instant::now() < deadline => {
+                    // The old listener is closed by libzmq's reaper thread
+                    // a moment after the drop; there is nothing to wait on.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        log::info!(
+            "{}: PUSH socket made anew on {} after a sink key was removed",
+            self.kind(),
+            remake.endpoint
+        );
+        Ok(())
     }
 
     /// Sends a batch; returns how many went out before the drain deadline,
@@ -213,6 +297,7 @@ impl SinkThread {
             if writable {
                 return Ok(true);
             }
+            self.rebuild_if_asked()?;
         }
     }
 

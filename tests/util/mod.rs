@@ -479,6 +479,18 @@ impl Client {
             .unwrap_or_else(|e| panic!("client send failed ({e}): {:?}", show(frame)));
     }
 
+    /// Sends without waiting; `false` when the socket has no connection
+    /// to queue on now (a refused handshake is retried by libzmq, and
+    /// until one succeeds a blocking send would time out).
+    #[allow(dead_code)] // tests/router.rs uses the rest of Client
+    pub fn offer(&self, frame: &[u8]) -> bool {
+        match self.sock.send(frame, zmq::DONTWAIT) {
+            Ok(()) => true,
+            Err(zmq::Error::EAGAIN) => false,
+            Err(e) => panic!("client send failed ({e}): {:?}", show(frame)),
+        }
+    }
+
     pub fn send_multipart(&self, frames: &[&[u8]]) {
         self.sock
             .send_multipart(frames.iter().copied(), 0)

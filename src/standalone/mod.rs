@@ -15,6 +15,12 @@
 //! exits 0. Children run in their own process group, so a terminal's Ctrl-C
 //! reaches only us (a second signal would make them skip their drain), and
 //! they are sent SIGTERM if we die (PR_SET_PDEATHSIG).
+//!
+//! CURVE is on: every part runs with its own key (`keys.rs`), the agent
+//! enrolled in the router's client list, so a newcomer runs the secure
+//! path a fleet runs.
+
+mod keys;
 
 use crate::config::{ConfigError, Env};
 use crate::error::Error;
@@ -233,7 +239,9 @@ fn start_all(
             e,
         )
     })?;
-    let plan = Plan::new(env, config, plugin_dir);
+    let keys = keys::Keys::prepare(&config.data_dir)?;
+    let plan = Plan::new(env, config, plugin_dir, keys);
+    plan.keys.enroll(&print_agent_key(exe, &plan)?)?;
     let router_ready = start_part(
         exe,
         "router",
@@ -293,16 +301,36 @@ fn start_all(
     Ok(())
 }
 
+/// The agent's `UUID PUBLIC_KEY` line (minting its identity and key on
+/// first start), run as the agent will run.
+fn print_agent_key(exe: &Path, plan: &Plan) -> Result<String, Error> {
+    let output = Command::new(exe)
+        .args(["agent", "--print-key"])
+        .envs(plan.agent_env_without_routers())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::setup("running vigil agent --print-key", e))?;
+    if !output.status.success() {
+        return Err(Error::Runtime(format!(
+            "vigil agent --print-key failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// The environment of each part, from the user's variables and the local
 /// defaults.
 struct Plan {
     user: BTreeMap<String, String>,
     data_dir: PathBuf,
     plugin_dir: PathBuf,
+    keys: keys::Keys,
 }
 
 impl Plan {
-    fn new(env: &Env, config: &StandaloneConfig, plugin_dir: PathBuf) -> Plan {
+    fn new(env: &Env, config: &StandaloneConfig, plugin_dir: PathBuf, keys: keys::Keys) -> Plan {
         let user = [
             "VIGIL_CLIENT_BIND",
             "VIGIL_BACKEND_BIND",
@@ -323,6 +351,7 @@ impl Plan {
             user,
             data_dir: config.data_dir.clone(),
             plugin_dir,
+            keys,
         }
     }
 
@@ -347,7 +376,7 @@ impl Plan {
     }
 
     fn router_env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             self.or("VIGIL_CLIENT_BIND", "tcp://127.0.0.1:5555".into()),
             self.or("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:5556".into()),
             self.or(
@@ -358,12 +387,14 @@ impl Plan {
                     .into(),
             ),
             ("VIGIL_ROUTER_NAME".into(), "standalone".into()),
-        ]
+        ];
+        env.extend(self.keys.router_env());
+        env
     }
 
     fn sinks_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
         let log = self.data_dir.join("notifications.log");
-        vec![
+        let mut env = vec![
             self.db(),
             ("VIGIL_SINK_CONNECT".into(), router.sinks.clone()),
             ("VIGIL_BACKENDS".into(), router.backend.clone()),
@@ -374,16 +405,28 @@ impl Plan {
                 "VIGIL_NOTIFY_COMMAND",
                 format!("cat >> '{}'; echo >> '{}'", log.display(), log.display()),
             ),
-        ]
+        ];
+        env.extend(self.keys.part_env("sink"));
+        env
     }
 
     fn scheduler_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
-        vec![self.db(), ("VIGIL_BACKENDS".into(), router.backend.clone())]
+        let mut env = vec![self.db(), ("VIGIL_BACKENDS".into(), router.backend.clone())];
+        env.extend(self.keys.part_env("scheduler"));
+        env
     }
 
     fn agent_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
+        let mut env = self.agent_env_without_routers();
+        env.push(("VIGIL_ROUTERS".into(), router.client.clone()));
+        env
+    }
+
+    /// All of the agent's variables but the routers' endpoints, which are
+    /// known only once the router is up.
+    fn agent_env_without_routers(&self) -> Vec<(String, String)> {
         vec![
-            ("VIGIL_ROUTERS".into(), router.client.clone()),
+            self.keys.router_key(),
             self.or(
                 "VIGIL_STATE_DIR",
                 self.data_dir.join("agent").display().to_string(),
@@ -398,11 +441,13 @@ impl Plan {
     }
 
     fn web_env(&self, router: &RouterEndpoints) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             self.db(),
             ("VIGIL_BACKENDS".into(), router.backend.clone()),
             self.or("VIGIL_WEB_BIND", crate::web::config::DEFAULT_BIND.into()),
-        ]
+        ];
+        env.extend(self.keys.part_env("web"));
+        env
     }
 
     /// What to try next, printed once everything is up; the web view's URL
@@ -677,12 +722,22 @@ mod tests {
 
     #[test]
     fn user_variables_win_over_local_defaults() {
-        let env = Env::from_pairs([("VIGIL_DB", "/tmp/x.db"), ("VIGIL_DATA_DIR", "/srv/v")]);
+        let root = std::env::temp_dir().join(format!("vigil-standalone-{}", uuid::Uuid::new_v4()));
+        let data = root.display().to_string();
+        let env = Env::from_pairs([("VIGIL_DB", "/tmp/x.db"), ("VIGIL_DATA_DIR", data.as_str())]);
         let config = StandaloneConfig::from_env(&env).unwrap();
-        assert_eq!(config.data_dir, PathBuf::from("/srv/v"));
-        let plan = Plan::new(&env, &config, PathBuf::from("/srv/v/plugins.d"));
+        assert_eq!(config.data_dir, root);
+        let keys = keys::Keys::prepare(&root).unwrap();
+        let plan = Plan::new(&env, &config, root.join("plugins.d"), keys);
         assert_eq!(plan.db().1, "/tmp/x.db");
-        assert_eq!(plan.agent_local().1, "ipc:///srv/v/run/agent.sock");
+        assert_eq!(plan.agent_local().1, format!("ipc://{data}/run/agent.sock"));
+        // Every part gets CURVE: the router its lists, the others the
+        // router's public key.
+        let router: BTreeMap<_, _> = plan.router_env().into_iter().collect();
+        assert!(router.contains_key("VIGIL_CLIENT_KEYS"));
+        let agent: BTreeMap<_, _> = plan.agent_env_without_routers().into_iter().collect();
+        assert!(agent.contains_key("VIGIL_ROUTER_KEY"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
