@@ -12,9 +12,12 @@
 //! scheduler with a key of their own), as a secure fleet runs.
 
 #[allow(dead_code)]
+#[path = "util/db.rs"]
+mod db;
+#[allow(dead_code)]
 mod util;
 
-use rusqlite::{Connection, OptionalExtension};
+use db::TestDb;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use util::daemon::{wait_for, Daemon};
 use util::scratch::TempDir;
 use util::Router;
+use vigil::params;
 
 /// How long any step of the scenario may take. Generous: the scheduler,
 /// resends and reconnects all work in seconds, and CI machines are slow.
@@ -106,7 +110,8 @@ impl Keys {
 struct System {
     dir: TempDir,
     keys: Option<Keys>,
-    db: PathBuf,
+    /// SQLite in `dir`, or PostgreSQL in the second test pass.
+    db: TestDb,
     handled: PathBuf,
     routers: Vec<Option<Router>>,
     /// VIGIL_ROUTERS of the agent.
@@ -120,7 +125,7 @@ impl System {
     fn start(curve: bool) -> System {
         let dir = TempDir::new("e2e");
         let keys = curve.then(|| Keys::new(&dir.join("keys")));
-        let db = dir.join("vigil.db");
+        let db = TestDb::in_dir(&dir.0);
         let handled = dir.join("handled.jsonl");
         let plugins = dir.join("plugins.d");
         std::fs::create_dir_all(&plugins).unwrap();
@@ -165,7 +170,7 @@ impl System {
             "sinks",
             &["sink", "all"],
             &[
-                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_DB", db.value.clone()),
                 ("VIGIL_SINK_CONNECT", sink_connect),
                 ("VIGIL_BACKENDS", backends.clone()),
                 (
@@ -183,7 +188,7 @@ impl System {
             "scheduler",
             &["scheduler"],
             &[
-                ("VIGIL_DB", db.display().to_string()),
+                ("VIGIL_DB", db.value.clone()),
                 ("VIGIL_BACKENDS", backends),
                 ("VIGIL_BACKEND_TIMEOUT_MS", "1000".to_string()),
             ]
@@ -243,10 +248,8 @@ impl System {
             .expect("uuid in the agent's ready line")
     }
 
-    fn db(&self) -> Connection {
-        let conn = Connection::open(&self.db).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn
+    fn db(&self) -> &TestDb {
+        &self.db
     }
 
     /// `vigil send notification ...`: returns the id the agent gave it.
@@ -305,17 +308,12 @@ impl System {
             &format!("a scheduled {plugin} result after {after}"),
             STEP,
             || {
-                self.db()
-                    .query_row(
-                        "SELECT r.ts FROM results r JOIN runs u ON u.run_id = r.run_id
+                self.db().value::<f64>(
+                    "SELECT r.ts FROM results r JOIN runs u ON u.run_id = r.run_id
                      WHERE r.uuid = ?1 AND r.plugin = ?2 AND r.ts > ?3 AND r.status = 0
                        AND u.completed_at IS NOT NULL",
-                        rusqlite::params![uuid, plugin, after],
-                        |row| row.get::<_, f64>(0),
-                    )
-                    .optional()
-                    .ok()
-                    .flatten()
+                    params![&uuid, plugin, after],
+                )
             },
         )
     }
@@ -398,14 +396,10 @@ fn scenario(curve: bool) {
     // Scheduled: the scheduler sends run_plugin, the agent runs the plugin,
     // the result sink records it against the run.
     let first = system.wait_scheduled_result("e2e_ok", 0.0);
-    let registered: i64 = system
-        .db()
-        .query_row(
-            "SELECT count(*) FROM plugins WHERE uuid = ?1 AND name IN ('e2e_ok', 'e2e_manual')",
-            [&uuid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let registered: i64 = system.db().count(
+        "SELECT count(*) FROM plugins WHERE uuid = ?1 AND name IN ('e2e_ok', 'e2e_manual')",
+        params![&uuid],
+    );
     assert_eq!(registered, 2, "the agent registered both plugins");
 
     // On demand: an operator's run_plugin for a plugin with no schedule.
@@ -413,14 +407,10 @@ fn scenario(curve: bool) {
     wait_for("the on-demand result", STEP, || {
         system
             .db()
-            .query_row(
+            .value::<i64>(
                 "SELECT status FROM results WHERE uuid = ?1 AND plugin = 'e2e_manual' AND run_id = 'e2e-on-demand-1'",
-                [&uuid],
-                |r| r.get::<_, i64>(0),
+                params![&uuid],
             )
-            .optional()
-            .ok()
-            .flatten()
             .filter(|status| *status == 1)
     });
 
@@ -453,14 +443,10 @@ fn scenario(curve: bool) {
     // Exactly once, for each of them, at the handler and in the store.
     for id in [&n1, &n2, &n3] {
         assert_eq!(system.handled_count(id), 1, "handler saw {id} once");
-        let logged: i64 = system
-            .db()
-            .query_row(
-                "SELECT count(*) FROM notifications WHERE uuid = ?1 AND id = ?2",
-                [&uuid, id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let logged: i64 = system.db().count(
+            "SELECT count(*) FROM notifications WHERE uuid = ?1 AND id = ?2",
+            params![&uuid, id],
+        );
         assert_eq!(logged, 1, "one notification row for {id}");
     }
 }

@@ -10,10 +10,6 @@ mod util;
 #[path = "util/sched.rs"]
 mod sched;
 
-#[allow(dead_code)]
-#[path = "../src/store/schema.rs"]
-mod schema;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

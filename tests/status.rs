@@ -9,10 +9,6 @@ mod util;
 #[path = "util/sched.rs"]
 mod sched;
 
-#[allow(dead_code)]
-#[path = "../src/store/schema.rs"]
-mod schema;
-
 use rusqlite::params;
 use serde_json::Value;
 

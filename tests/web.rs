@@ -5,17 +5,20 @@
 //! `vigil standalone`.
 
 #[allow(dead_code)]
-#[path = "util/daemon.rs"]
-mod daemon;
+#[path = "util/db.rs"]
+mod db;
+#[allow(dead_code)]
+mod util;
 
-use daemon::{output_within, vigil_command, wait_for, Daemon};
-use rusqlite::params;
+use db::TestDb;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use util::daemon::{output_within, vigil_command, wait_for, Daemon};
+use vigil::store::{params, Store, Target};
 
 const UP: &str = "11111111-1111-4111-8111-111111111111";
 const DOWN: &str = "22222222-2222-4222-8222-222222222222";
@@ -51,10 +54,14 @@ impl Drop for Scratch {
 
 /// A store as the sinks leave it: an up host with a CRITICAL and an OK
 /// plugin and metric samples, a down host, a host whose every text is
-/// hostile, and notifications (one unhandled).
-fn populate(db: &Path) {
-    let store = vigil::store::Store::open(db).expect("open the store");
-    let c = &store.conn;
+/// hostile, and notifications (one unhandled). SQLite in `dir`, or
+/// PostgreSQL in the second test pass.
+fn populate(dir: &Path) -> TestDb {
+    let db = TestDb::in_dir(dir);
+    let target = Target::parse(&db.value, None, None).expect("a valid VIGIL_DB");
+    let mut store = Store::open(&target).expect("open the store");
+    let tx = store.write().expect("a write transaction");
+    let c = &tx;
     let t = now();
     for (uuid, host, hb) in [
         (UP, "web1", t - 5.0),
@@ -108,7 +115,7 @@ fn populate(db: &Path) {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'web1', '{}', ?7, ?8, ?9, '[\"command\"]', ?10)",
             params![
                 UP,
-                format!("n{n}"),
+                &format!("n{n}"),
                 origin,
                 severity,
                 source,
@@ -125,6 +132,8 @@ fn populate(db: &Path) {
         let at = t - 600.0 + i as f64 * 20.0;
         vigil::store::metrics::record(c, UP, "load.load1", at, 0.5 + i as f64 / 10.0).unwrap();
     }
+    tx.commit().expect("commit the fleet");
+    db
 }
 
 /// One HTTP/1.1 exchange: (status, headers lowercased, body).
@@ -161,9 +170,9 @@ fn json(addr: &str, path: &str) -> Value {
 }
 
 /// `vigil web` on an ephemeral port; its address from the ready line.
-fn start_web(db: &Path, extra: &[(&str, String)]) -> (Daemon, String) {
+fn start_web(db: &TestDb, extra: &[(&str, String)]) -> (Daemon, String) {
     let mut env = vec![
-        ("VIGIL_DB", db.display().to_string()),
+        ("VIGIL_DB", db.value.clone()),
         // Nothing listens there: the routers page says "unreachable".
         ("VIGIL_BACKENDS", "tcp://127.0.0.1:9".to_string()),
         ("VIGIL_BACKEND_TIMEOUT_MS", "300".to_string()),
@@ -179,8 +188,7 @@ fn start_web(db: &Path, extra: &[(&str, String)]) -> (Daemon, String) {
 #[test]
 fn every_page_and_api_answers_for_a_populated_store() {
     let dir = Scratch::new();
-    let db = dir.0.join("vigil.db");
-    populate(&db);
+    let db = populate(&dir.0);
     let (mut web, addr) = start_web(&db, &[]);
 
     let (status, page) = get(&addr, "/");
@@ -263,7 +271,7 @@ fn every_page_and_api_answers_for_a_populated_store() {
     let cli = output_within(
         {
             let mut cmd = vigil_command(&["status", "--json"]);
-            cmd.env("VIGIL_DB", &db)
+            cmd.env("VIGIL_DB", &db.value)
                 .env("VIGIL_BACKENDS", "tcp://127.0.0.1:9")
                 .env("VIGIL_BACKEND_TIMEOUT_MS", "300");
             cmd
@@ -317,8 +325,7 @@ fn every_page_and_api_answers_for_a_populated_store() {
 #[test]
 fn hostile_client_text_is_rendered_inert() {
     let dir = Scratch::new();
-    let db = dir.0.join("vigil.db");
-    populate(&db);
+    let db = populate(&dir.0);
     let (_web, addr) = start_web(&db, &[]);
     for path in [
         "/".to_string(),
@@ -362,13 +369,13 @@ fn hostile_client_text_is_rendered_inert() {
 #[test]
 fn off_loopback_every_request_needs_the_token() {
     let dir = Scratch::new();
-    let db = dir.0.join("vigil.db");
-    populate(&db);
+    let db = populate(&dir.0);
     // Without a token file, a non-loopback bind does not start.
     let out = output_within(
         {
             let mut cmd = vigil_command(&["web"]);
-            cmd.env("VIGIL_DB", &db).env("VIGIL_WEB_BIND", "0.0.0.0:0");
+            cmd.env("VIGIL_DB", &db.value)
+                .env("VIGIL_WEB_BIND", "0.0.0.0:0");
             cmd
         },
         STEP,

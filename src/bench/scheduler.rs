@@ -15,26 +15,34 @@
 //! Phases: `saturation` asks for far more runs per second than one
 //! scheduler can send (interval 1 s), so the rate measured is its ceiling;
 //! `fleet` is a steady fleet (default 5,000 clients) at a realistic rate.
+//!
+//! With `--db postgres://...` every phase runs twice, on SQLite and on a
+//! fresh database of that PostgreSQL server (its user needs CREATEDB),
+//! and the closing note gives both rates and their ratio.
 
 use super::child::{self, ChildProc, Shutdown};
 use super::fleet::{self, ContextPool, Dealer};
 use super::{join, spawn, BenchError, Doing};
-use rusqlite::params;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil::store::{self, Store};
+use vigil::params;
+use vigil::store::scratch::ScratchDb;
+use vigil::store::{self, Store, Target};
 
 const USAGE: &str = "usage: vigil-bench scheduler [--seconds S] [--fleet N] [--fleet-interval S]
                               [--saturation-clients N] [--saturation-plugins P]
+                              [--db postgres://USER@HOST:PORT/DB]
 
 Measures one vigil scheduler: the (client, plugin) pairs it drives per
 second at saturation, and a simulated fleet of N clients answering
 run_plugin through one router (router CPU and RSS). Defaults: --seconds 8,
 --fleet 5000, --fleet-interval 5, --saturation-clients 200,
---saturation-plugins 50. The last stdout line is JSON.
+--saturation-plugins 50. With --db, each phase runs on SQLite and again on
+a fresh database of that PostgreSQL server (CREATEDB needed), and the
+closing note compares them. The last stdout line is JSON.
 ";
 
 const READY_LIMIT: Duration = Duration::from_secs(120);
@@ -51,6 +59,8 @@ struct Options {
     fleet_interval: u64,
     saturation_clients: usize,
     saturation_plugins: usize,
+    /// A PostgreSQL server to measure beside SQLite.
+    db: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, BenchError> {
@@ -60,6 +70,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, BenchError> {
         fleet_interval: 5,
         saturation_clients: 200,
         saturation_plugins: 50,
+        db: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -82,6 +93,14 @@ fn parse(args: &[String]) -> Result<Option<Options>, BenchError> {
             "--fleet-interval" => o.fleet_interval = number(3_600)?,
             "--saturation-clients" => o.saturation_clients = number(20_000)? as usize,
             "--saturation-plugins" => o.saturation_plugins = number(1_000)? as usize,
+            "--db" => match Target::parse(value, None, None) {
+                Ok(Target::Postgres(_)) => o.db = Some(value.clone()),
+                _ => {
+                    return Err(BenchError::usage(format!(
+                        "--db {value:?}: expected a postgres:// URL"
+                    )))
+                }
+            },
             other => return Err(BenchError::usage(format!("unknown option {other:?}"))),
         }
     }
@@ -103,6 +122,8 @@ struct Shape {
 #[derive(Debug, Clone, serde::Serialize)]
 struct PhaseResult {
     phase: &'static str,
+    /// "sqlite" or "postgres".
+    store: &'static str,
     clients: usize,
     plugins_per_client: usize,
     interval_s: u64,
@@ -160,16 +181,29 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         },
     ];
     let mut results = Vec::new();
+    let stores: Vec<Option<&str>> = std::iter::once(None)
+        .chain(o.db.as_deref().map(Some))
+        .collect();
     for shape in phases {
-        eprintln!(
-            "phase {}: {} clients x {} plugins every {} s ...",
-            shape.name, shape.clients, shape.plugins, shape.interval
-        );
-        let result = phase(shape)?;
-        println!(
-            "{:<10} demand {:>8.0}/s  runs sent {:>8.0}/s  results {:>8.0}/s  unanswered {:>5}  duplicates {}  \
+        for server in &stores {
+            eprintln!(
+                "phase {} on {}: {} clients x {} plugins every {} s ...",
+                shape.name,
+                if server.is_some() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                },
+                shape.clients,
+                shape.plugins,
+                shape.interval
+            );
+            let result = phase(shape, *server)?;
+            println!(
+            "{:<10} {:<8} demand {:>8.0}/s  runs sent {:>8.0}/s  results {:>8.0}/s  unanswered {:>5}  duplicates {}  \
              router CPU {:>5.1}% RSS {:>6.1} MiB (peak {:>6.1})  scheduler CPU {:>5.1}% RSS {:>6.1} MiB",
             result.phase,
+            result.store,
             result.demand_per_s,
             result.runs_per_s,
             result.results_per_s,
@@ -181,30 +215,55 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             result.scheduler_cpu_pct,
             result.scheduler_rss_mib.unwrap_or(f64::NAN),
         );
-        println!(
+            println!(
             "{:<10} scheduler dropped {} run(s) late over the whole phase (first round included)",
             "",
             result
                 .dropped_late
                 .map_or("?".to_string(), |n| n.to_string())
         );
-        results.push(result);
+            results.push(result);
+        }
+    }
+    if o.db.is_some() {
+        // The closing note: each phase on both stores, and the ratio.
+        for pair in results.chunks(2) {
+            if let [lite, pg] = pair {
+                println!(
+                    "{:<10} scheduler pairs/s: sqlite {:.0}, postgres {:.0}, postgres/sqlite {:.2}",
+                    lite.phase,
+                    lite.runs_per_s,
+                    pg.runs_per_s,
+                    pg.runs_per_s / lite.runs_per_s.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
     }
     let json = serde_json::to_string(&results).unwrap_or_default();
     println!("{json}");
     Ok(())
 }
 
-fn phase(shape: Shape) -> Result<PhaseResult, BenchError> {
+fn phase(shape: Shape, server: Option<&str>) -> Result<PhaseResult, BenchError> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-sched-{}", uuid::Uuid::new_v4()));
-    let result = phase_in(&dir, shape);
+    let result = phase_in(&dir, shape, server);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
+fn phase_in(dir: &Path, shape: Shape, server: Option<&str>) -> Result<PhaseResult, BenchError> {
     std::fs::create_dir_all(dir).doing("creating the bench directory")?;
-    let db = dir.join("vigil.db");
+    // `_scratch` drops the PostgreSQL database at the end of the phase.
+    let (db_value, _scratch) = match server {
+        None => (dir.join("vigil.db").display().to_string(), None),
+        Some(server) => {
+            let scratch = ScratchDb::create(server)
+                .map_err(|e| BenchError::protocol("creating a database for the phase", e))?;
+            (scratch.url.clone(), Some(scratch))
+        }
+    };
+    let db =
+        Target::parse(&db_value, None, None).map_err(|e| BenchError::protocol("the store", e))?;
     let uuids = populate(&db, shape)?;
     let uuid_file = dir.join("uuids");
     std::fs::write(&uuid_file, uuids.join("\n")).doing("writing the client list")?;
@@ -230,7 +289,7 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
     let sink = ResultSink::start(&db, &result_ep)?;
     let mut command = child::vigil_command(&["scheduler"])?;
     command
-        .env("VIGIL_DB", &db)
+        .env("VIGIL_DB", &db_value)
         .env("VIGIL_BACKENDS", &backend_ep)
         .env("VIGIL_SCHEDULER_RELOAD_MS", "1000")
         .env("VIGIL_RESULT_GRACE_SECS", "30")
@@ -238,14 +297,17 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
     let mut scheduler = ChildProc::spawn("scheduler", command)?;
     scheduler.wait_ready(READY_LIMIT)?;
 
-    let store =
-        Store::open(&db).map_err(|e| BenchError::protocol("opening the store", e.to_string()))?;
-    let count_runs = || -> Result<i64, BenchError> {
+    let store = std::cell::RefCell::new(
+        Store::open(&db).map_err(|e| BenchError::protocol("opening the store", e.to_string()))?,
+    );
+    let count = |what: &str, sql: &str, params: &[store::Val]| -> Result<i64, BenchError> {
+        let mut store = store.borrow_mut();
         store
-            .conn
-            .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
-            .map_err(|e| BenchError::protocol("counting runs", e.to_string()))
+            .read()
+            .and_then(|tx| tx.query_value(sql, params))
+            .map_err(|e| BenchError::protocol(what, e.to_string()))
     };
+    let count_runs = || count("counting runs", "SELECT COUNT(*) FROM runs", &[]);
     // Warm-up: a fresh store's first round goes out as one burst; measure
     // the steady state after it (at saturation, the ceiling either way).
     let first_round = (shape.clients * shape.plugins).min(shape.clients * 10) as i64;
@@ -270,26 +332,20 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
         .map(|s| s.counters.undeliverable)
         .unwrap_or(0);
     std::thread::sleep(Duration::from_secs(2));
-    let unanswered: i64 = store
-        .conn
-        .query_row(
-            "SELECT COUNT(*) FROM runs WHERE completed_at IS NULL AND sent_at >= ?1 AND sent_at < ?2",
-            params![started_at, ended_at],
-            |r| r.get(0),
-        )
-        .map_err(|e| BenchError::protocol("counting unanswered runs", e.to_string()))?;
+    let unanswered = count(
+        "counting unanswered runs",
+        "SELECT COUNT(*) FROM runs WHERE completed_at IS NULL AND sent_at >= ?1 AND sent_at < ?2",
+        params![started_at, ended_at],
+    )?;
     // Rows of runs not sent (late or undeliverable) are deleted after their
     // batch, so the runs sent are counted once that has settled.
-    let sent_in_window: i64 = store
-        .conn
-        .query_row(
-            "SELECT COUNT(*) FROM runs WHERE sent_at >= ?1 AND sent_at < ?2",
-            params![started_at, ended_at],
-            |r| r.get(0),
-        )
-        .map_err(|e| BenchError::protocol("counting runs sent", e.to_string()))?;
+    let sent_in_window = count(
+        "counting runs sent",
+        "SELECT COUNT(*) FROM runs WHERE sent_at >= ?1 AND sent_at < ?2",
+        params![started_at, ended_at],
+    )?;
 
-    let duplicates = duplicate_slots(&store, shape.interval as f64)?;
+    let duplicates = duplicate_slots(&mut store.borrow_mut(), shape.interval as f64)?;
     let stopped = scheduler.stop(Shutdown::Terminate, STOP_GRACE);
     for line in stopped
         .log
@@ -304,6 +360,11 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
     router.stop_now();
     Ok(PhaseResult {
         phase: shape.name,
+        store: if server.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         clients: shape.clients,
         plugins_per_client: shape.plugins,
         interval_s: shape.interval,
@@ -326,25 +387,20 @@ fn phase_in(dir: &Path, shape: Shape) -> Result<PhaseResult, BenchError> {
 }
 
 /// Counts runs that share a (client, plugin, slot) with an earlier one.
-fn duplicate_slots(store: &Store, interval: f64) -> Result<usize, BenchError> {
-    let fail = |e: rusqlite::Error| BenchError::protocol("reading runs", e.to_string());
-    let mut stmt = store
-        .conn
-        .prepare("SELECT uuid, plugin, sent_at FROM runs")
-        .map_err(fail)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
-        })
+fn duplicate_slots(store: &mut Store, interval: f64) -> Result<usize, BenchError> {
+    let fail = |e: store::DbError| BenchError::protocol("reading runs", e.to_string());
+    let rows = store
+        .read()
+        .and_then(|tx| tx.query("SELECT uuid, plugin, sent_at FROM runs", &[]))
         .map_err(fail)?;
     let mut seen = std::collections::HashSet::new();
     let mut duplicates = 0;
     for row in rows {
-        let (uuid, plugin, sent_at) = row.map_err(fail)?;
+        let (uuid, plugin, sent_at): (String, String, f64) = (
+            row.get(0).map_err(fail)?,
+            row.get(1).map_err(fail)?,
+            row.get(2).map_err(fail)?,
+        );
         let phase = vigil::scheduler::plan::phase(&uuid, &plugin, interval);
         let slot = ((sent_at - phase) / interval).floor() as i64;
         if !seen.insert((uuid, plugin, slot)) {
@@ -355,7 +411,7 @@ fn duplicate_slots(store: &Store, interval: f64) -> Result<usize, BenchError> {
 }
 
 /// Creates the store with the phase's clients and plugins; returns the UUIDs.
-fn populate(db: &Path, shape: Shape) -> Result<Vec<String>, BenchError> {
+fn populate(db: &Target, shape: Shape) -> Result<Vec<String>, BenchError> {
     let fail =
         |e: &dyn std::fmt::Display| BenchError::protocol("populating the store", e.to_string());
     let mut store = Store::open(db).map_err(|e| fail(&e))?;
@@ -363,19 +419,19 @@ fn populate(db: &Path, shape: Shape) -> Result<Vec<String>, BenchError> {
     let uuids: Vec<String> = (0..shape.clients)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
-    let tx = store.conn.transaction().map_err(|e| fail(&e))?;
+    let tx = store.write().map_err(|e| fail(&e))?;
     for (n, uuid) in uuids.iter().enumerate() {
         tx.execute(
             "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_heartbeat, heartbeat_interval_s, liveness)
              VALUES (?1, ?2, ?3, ?3, ?3, 3600, 'up')",
-            params![uuid, format!("bench-{n:05}"), now],
+            params![uuid, &format!("bench-{n:05}"), now],
         )
         .map_err(|e| fail(&e))?;
         for p in 0..shape.plugins {
             tx.execute(
                 "INSERT INTO plugins (uuid, name, process, command, interval_s, timeout_s, registered_at)
                  VALUES (?1, ?2, 'vigil-agent', 'true', ?3, 10, ?4)",
-                params![uuid, format!("check_{p}"), shape.interval as f64, now],
+                params![uuid, &format!("check_{p}"), shape.interval as f64, now],
             )
             .map_err(|e| fail(&e))?;
         }
@@ -433,7 +489,7 @@ struct ResultSink {
 }
 
 impl ResultSink {
-    fn start(db: &Path, endpoint: &str) -> Result<ResultSink, BenchError> {
+    fn start(db: &Target, endpoint: &str) -> Result<ResultSink, BenchError> {
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::PULL).doing("creating the result PULL")?;
         socket.set_linger(0).doing("setting linger")?;
@@ -441,7 +497,7 @@ impl ResultSink {
         socket
             .connect(endpoint)
             .doing("connecting the result PULL")?;
-        let db: PathBuf = db.to_path_buf();
+        let db = db.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(AtomicU64::new(0));
         let thread = {
@@ -469,7 +525,7 @@ impl ResultSink {
 
 fn sink_loop(
     socket: &zmq::Socket,
-    db: &Path,
+    db: &Target,
     stop: &AtomicBool,
     results: &AtomicU64,
 ) -> Result<(), BenchError> {
@@ -492,7 +548,7 @@ fn sink_loop(
             }
         }
         let now = store::now();
-        let tx = store.conn.transaction().map_err(|e| fail(&e))?;
+        let tx = store.write().map_err(|e| fail(&e))?;
         for id in &run_ids {
             tx.execute(
                 "UPDATE runs SET completed_at = ?2 WHERE run_id = ?1",

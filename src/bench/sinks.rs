@@ -1,7 +1,11 @@
 //! `vigil-bench sinks`: how many messages per second the sinks sustain,
 //! end to end through a real router: stats into a real carbon-cache,
-//! registrations into SQLite, and acks through the REQ/REP path back to the
-//! client.
+//! registrations, results and acked notifications into the store, and acks
+//! through the REQ/REP path back to the client. With `--db postgres://...`
+//! the whole run is made twice, on SQLite and on a fresh database of that
+//! PostgreSQL server (its user needs CREATEDB), and the closing note gives
+//! both rates and their ratio, with the CPU the sink and the PostgreSQL
+//! server processes used (what bounds the rate on this machine).
 //!
 //! Method: one simulated agent (a DEALER whose routing id is its UUID)
 //! sends a backlog of N messages through one `vigil router` to one
@@ -15,8 +19,14 @@
 //! time until carbon has written the last point to its whisper file is
 //! reported too.
 //!
-//! Rerun: `cargo run --release -- bench sinks [--messages N]`. Needs
-//! Debian's graphite-carbon and python3-whisper.
+//! With `--sinks S --agents K`, K agents (K client rows) send in turn to S
+//! sink processes on one store; every message then asks for an ack and the
+//! phase ends when all are counted. The note gives the CPU the sinks and
+//! PostgreSQL used and how busy the whole machine was: what bounds the rate.
+//!
+//! Rerun: `cargo run --release --bin vigil-bench -- sinks [--messages N]
+//! [--db postgres://USER:PASS@HOST:PORT/DB] [--sinks S] [--agents K]`.
+//! Needs Debian's graphite-carbon and python3-whisper.
 
 use super::child::{vigil_command, ChildProc, Shutdown};
 use super::{BenchError, Doing};
@@ -30,63 +40,244 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The longest one phase may take before the run fails.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
-pub const USAGE: &str = "usage: vigil-bench sinks [--messages N]
+pub const USAGE: &str =
+    "usage: vigil-bench sinks [--messages N] [--db postgres://...] [--sinks S] [--agents K]
 
 Measures, through a real router: stats messages/s into a real carbon-cache,
-registrations/s into SQLite, and acks/s through the REQ/REP path.
-N messages per phase (default 20000; acks use N/2, registrations N/4).";
+registrations/s, results/s and acked notifications/s into the store, and
+acks/s through the REQ/REP path. N messages per phase (default 20000; acks
+and results use N/2, registrations and notifications N/4). With --db, the
+run is made on SQLite and again on a fresh database of that PostgreSQL
+server (CREATEDB needed), and compared. --sinks S runs S sink processes on
+the one store (every message then asks for an ack, and the acks are
+counted); --agents K sends from K simulated agents (K client rows) in turn.";
+
+#[derive(Debug, Clone, Default)]
+struct Options {
+    messages: usize,
+    db: Option<String>,
+    /// Sink processes on the one store (`--sinks`).
+    sinks: usize,
+    /// Simulated agents (`--agents`), each its own client row.
+    agents: usize,
+}
 
 pub fn run(args: &[String]) -> Result<(), BenchError> {
-    let Some(messages) = parse_args(args)? else {
+    let Some(o) = parse_args(args)? else {
         println!("{USAGE}");
         return Ok(());
     };
-    let dir = std::env::temp_dir().join(format!("vigil-bench-sinks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).doing("creating the bench directory")?;
-    let result = run_in(&dir, messages);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// The message count, or `None` when help was asked for.
-fn parse_args(args: &[String]) -> Result<Option<usize>, BenchError> {
-    match args {
-        [] => Ok(Some(20_000)),
-        [flag, n] if flag == "--messages" => n
-            .parse()
-            .ok()
-            .filter(|n| (100..=10_000_000).contains(n))
-            .map(Some)
-            .ok_or_else(|| BenchError::usage("--messages takes a number from 100 to 10000000")),
-        [flag] if flag == "--help" || flag == "-h" => Ok(None),
-        _ => Err(BenchError::usage(format!(
-            "unexpected arguments {args:?}\n{USAGE}"
-        ))),
+    let mut figures = Vec::new();
+    for server in std::iter::once(None).chain(o.db.as_deref().map(Some)) {
+        let dir = std::env::temp_dir().join(format!(
+            "vigil-bench-sinks-{}-{}",
+            std::process::id(),
+            figures.len()
+        ));
+        std::fs::create_dir_all(&dir).doing("creating the bench directory")?;
+        let result = run_in(&dir, &o, server);
+        let _ = std::fs::remove_dir_all(&dir);
+        figures.push(result?);
     }
+    if let [lite, pg] = figures.as_slice() {
+        println!(
+            "closing note: PostgreSQL against SQLite, {} sink process(es) each, {} agent(s)",
+            o.sinks, o.agents
+        );
+        for (what, a, b) in [
+            ("stats msgs/s", lite.stats, pg.stats),
+            ("registrations/s", lite.registrations, pg.registrations),
+            ("results/s", lite.results, pg.results),
+            (
+                "acked notifications/s",
+                lite.notifications,
+                pg.notifications,
+            ),
+            ("heartbeat acks/s", lite.acks, pg.acks),
+        ] {
+            println!(
+                "  {what:<24} sqlite {a:>8.0}  postgres {b:>8.0}  ratio {:.2}",
+                b / a.max(f64::MIN_POSITIVE)
+            );
+        }
+        println!(
+            "  CPU over the store phases: sink {:.1} s (sqlite) / {:.1} s (postgres), postgres server {:.1} s, wall {:.1} s / {:.1} s",
+            lite.sink_cpu, pg.sink_cpu, pg.server_cpu, lite.wall, pg.wall
+        );
+        println!(
+            "  machine busy over the store phases (all processes, {} cores): {:.0}% (sqlite) / {:.0}% (postgres)",
+            cores(),
+            lite.busy * 100.0,
+            pg.busy * 100.0
+        );
+    }
+    Ok(())
 }
 
-fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
+/// The options, or `None` when help was asked for.
+fn parse_args(args: &[String]) -> Result<Option<Options>, BenchError> {
+    let mut o = Options {
+        messages: 20_000,
+        db: None,
+        sinks: 1,
+        agents: 1,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--messages" => {
+                o.messages = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (100..=10_000_000).contains(n))
+                    .ok_or_else(|| {
+                        BenchError::usage("--messages takes a number from 100 to 10000000")
+                    })?
+            }
+            "--sinks" | "--agents" => {
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        BenchError::usage(format!("{arg} takes a number from 1 to 1000"))
+                    })?;
+                if arg == "--sinks" {
+                    o.sinks = n;
+                } else {
+                    o.agents = n;
+                }
+            }
+            "--db" => {
+                let url = it.next().cloned().unwrap_or_default();
+                match vigil::store::Target::parse(&url, None, None) {
+                    Ok(vigil::store::Target::Postgres(_)) => o.db = Some(url),
+                    _ => {
+                        return Err(BenchError::usage(format!(
+                            "--db {url:?}: expected a postgres:// URL"
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(BenchError::usage(format!(
+                    "unexpected arguments {args:?}\n{USAGE}"
+                )))
+            }
+        }
+    }
+    Ok(Some(o))
+}
+
+/// One run's rates, per second, and CPU seconds over the store phases.
+struct Figures {
+    stats: f64,
+    registrations: f64,
+    results: f64,
+    notifications: f64,
+    acks: f64,
+    sink_cpu: f64,
+    server_cpu: f64,
+    wall: f64,
+    /// The machine's busy share of all its cores over the store phases.
+    busy: f64,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time used so far by every `postgres` process on the machine.
+fn postgres_cpu() -> f64 {
+    let Ok(dirs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dirs.flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(super::child::cpu_time)
+        .map(|d| d.as_secs_f64())
+        .sum()
+}
+
+fn run_in(dir: &Path, o: &Options, server: Option<&str>) -> Result<Figures, BenchError> {
+    let n = o.messages;
+    // Dropped at the end of the run: the database goes with it.
+    let scratch = match server {
+        Some(server) => Some(
+            vigil::store::scratch::ScratchDb::create(server)
+                .map_err(|e| BenchError::protocol("creating the bench database", e))?,
+        ),
+        None => None,
+    };
+    let db = match &scratch {
+        Some(s) => s.url.clone(),
+        None => dir.join("vigil.db").display().to_string(),
+    };
+    let store_name = if server.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let carbon = Carbon::start(dir)?;
     let (mut router, router_ready) = start_router()?;
-    let mut sink = start_sink(dir, &router_ready, &carbon)?;
-    let agent = Agent::connect(&router_ready.client)?;
+    let mut sinks = (0..o.sinks)
+        .map(|_| start_sink(&db, &router_ready, &carbon))
+        .collect::<Result<Vec<_>, _>>()?;
+    let agent = Agents::connect(&router_ready.client, o.agents, o.sinks > 1)?;
+    let sink_pids: Vec<u32> = sinks
+        .iter()
+        .map(|s| s.0.as_ref().map_or(0, ChildProc::pid))
+        .collect();
+    let sink_cpu_now = || -> f64 {
+        sink_pids
+            .iter()
+            .filter_map(|pid| super::child::cpu_time(*pid))
+            .map(|d| d.as_secs_f64())
+            .sum()
+    };
+    // With several sinks only counted acks say every message was handled.
+    let all = |k: usize| if o.sinks > 1 { k } else { 1 };
 
-    let stats = agent.phase("stats", n, 1, |i, last| stats_message(&agent.uuid, i, last))?;
+    let stats = agent.phase("stats", n, all(n), stats_message)?;
     let to_carbon = carbon.wait_for_point("vigil.bench-end.done", stats.started)?;
+    let (cpu0, server0, wall0, busy0) = (
+        sink_cpu_now(),
+        postgres_cpu(),
+        Instant::now(),
+        super::child::machine_busy(),
+    );
     let regs = n / 4;
-    let registrations = agent.phase("registration", regs, 1, |i, last| {
-        registration_message(&agent.uuid, i, last)
+    let registrations = agent.phase("registration", regs, all(regs), registration_message)?;
+    let results_n = n / 2;
+    let results = agent.phase("result", results_n, all(results_n), result_message)?;
+    let notes = n / 4;
+    let notified = agent.phase("notification", notes, notes, |u, i, _| {
+        notification_message(u, i)
     })?;
     let acks = n / 2;
-    let acked = agent.phase("heartbeat", acks, acks, |i, _| {
-        heartbeat_message(&agent.uuid, i)
-    })?;
+    let acked = agent.phase("heartbeat", acks, acks, |u, i, _| heartbeat_message(u, i))?;
+    let sink_cpu = sink_cpu_now() - cpu0;
+    let server_cpu = postgres_cpu() - server0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let busy = match (busy0, super::child::machine_busy()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() / (wall * cores() as f64),
+        _ => 0.0,
+    };
 
-    let sink_stop = sink.take().map(|s| s.stop(Shutdown::Terminate, STOP_GRACE));
+    let stops: Vec<_> = sinks
+        .iter_mut()
+        .filter_map(SinkProc::take)
+        .map(|s| s.stop(Shutdown::Terminate, STOP_GRACE))
+        .collect();
+    let sink_stop = stops.first();
     router.stop_router();
     drop(carbon);
     let graphite_line = sink_stop
-        .as_ref()
         .and_then(|s| {
             s.log
                 .tail
@@ -95,14 +286,20 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         })
         .map(|l| l[l.find("GraphiteStats").unwrap_or(0)..].to_string())
         .unwrap_or_else(|| "(not in the log)".to_string());
-    let clean = sink_stop.is_some_and(|s| s.status.is_some_and(|st| st.success()));
+    let clean = !stops.is_empty()
+        && stops
+            .iter()
+            .all(|s| s.status.is_some_and(|st| st.success()));
 
     let stats_rate = n as f64 / stats.took.as_secs_f64();
     let carbon_rate = n as f64 / to_carbon.as_secs_f64();
     let reg_rate = regs as f64 / registrations.took.as_secs_f64();
     let ack_rate = acked.acks as f64 / acked.took.as_secs_f64();
+    let result_rate = results_n as f64 / results.took.as_secs_f64();
+    let note_rate = notified.acks as f64 / notified.took.as_secs_f64();
     println!(
-        "vigil-bench sinks: one agent → one router → one `vigil sink stats registration heartbeat`"
+        "vigil-bench sinks on {store_name}: {} agent(s) → one router → {} `vigil sink stats registration heartbeat result notification`",
+        o.agents, o.sinks
     );
     println!(
         "  stats        {n} msgs (10 metrics each) handled in {:.2} s: {stats_rate:.0} msgs/s ({:.0} lines/s); last point on carbon's disk after {:.2} s: {carbon_rate:.0} msgs/s",
@@ -111,8 +308,22 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         to_carbon.as_secs_f64()
     );
     println!(
-        "  registration {regs} msgs (5 plugins each) into SQLite in {:.2} s: {reg_rate:.0} msgs/s",
+        "  registration {regs} msgs (5 plugins each) into {store_name} in {:.2} s: {reg_rate:.0} msgs/s",
         registrations.took.as_secs_f64()
+    );
+    println!(
+        "  result       {results_n} msgs (50 plugins, status changes) in {:.2} s: {result_rate:.0} msgs/s",
+        results.took.as_secs_f64()
+    );
+    println!(
+        "  notification {} of {notes} acked (each recorded, deduplicated, no handler) in {:.2} s: {note_rate:.0} acks/s",
+        notified.acks,
+        notified.took.as_secs_f64()
+    );
+    println!(
+        "  CPU over registration..heartbeat: sink(s) {sink_cpu:.1} s, postgres processes {server_cpu:.1} s, wall {wall:.1} s, machine busy {:.0}% of {} cores",
+        busy * 100.0,
+        cores()
     );
     println!(
         "  acks         {} of {acks} heartbeats acked through REQ/REP in {:.2} s: {ack_rate:.0} acks/s",
@@ -126,9 +337,23 @@ fn run_in(dir: &Path, n: usize) -> Result<(), BenchError> {
         json!({"bench": "sinks", "messages": n,
                "stats_msgs_per_s": stats_rate.round(), "stats_to_carbon_msgs_per_s": carbon_rate.round(),
                "registrations_per_s": reg_rate.round(), "acks_per_s": ack_rate.round(),
+               "results_per_s": result_rate.round(), "acked_notifications_per_s": note_rate.round(),
+               "store": store_name, "sink_cpu_s": sink_cpu, "postgres_cpu_s": server_cpu,
+               "sinks": o.sinks, "agents": o.agents, "machine_busy": busy,
                "acks_received": acked.acks, "acks_expected": acks, "clean_exit": clean})
     );
-    Ok(())
+    drop(scratch);
+    Ok(Figures {
+        stats: stats_rate,
+        registrations: reg_rate,
+        results: result_rate,
+        notifications: note_rate,
+        acks: ack_rate,
+        sink_cpu,
+        server_cpu,
+        wall,
+        busy,
+    })
 }
 
 /// The router's endpoints, from its ready line.
@@ -155,7 +380,7 @@ fn start_router() -> Result<(RouterProc, RouterReady), BenchError> {
         .env("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:*")
         .env(
             "VIGIL_SINK_BINDS",
-            "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*",
+            "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*,result=tcp://127.0.0.1:*,notification=tcp://127.0.0.1:*",
         )
         // Room for the whole backlog: the run measures the sink, so the
         // router must refuse nothing.
@@ -189,12 +414,19 @@ impl SinkProc {
     }
 }
 
-fn start_sink(dir: &Path, router: &RouterReady, carbon: &Carbon) -> Result<SinkProc, BenchError> {
-    let mut command = vigil_command(&["sink", "stats", "registration", "heartbeat"])?;
+fn start_sink(db: &str, router: &RouterReady, carbon: &Carbon) -> Result<SinkProc, BenchError> {
+    let mut command = vigil_command(&[
+        "sink",
+        "stats",
+        "registration",
+        "heartbeat",
+        "result",
+        "notification",
+    ])?;
     command
         .env("VIGIL_SINK_CONNECT", &router.sinks)
         .env("VIGIL_BACKENDS", &router.backend)
-        .env("VIGIL_DB", dir.join("vigil.db"))
+        .env("VIGIL_DB", db)
         .env("VIGIL_GRAPHITE", format!("127.0.0.1:{}", carbon.port))
         // Room for every line, so the carbon figure is of full delivery.
         .env("VIGIL_GRAPHITE_BUFFER", "10000000")
@@ -205,11 +437,14 @@ fn start_sink(dir: &Path, router: &RouterReady, carbon: &Carbon) -> Result<SinkP
     Ok(SinkProc(Some(proc)))
 }
 
-/// The simulated agent.
-struct Agent {
+/// The simulated agents: DEALERs whose routing ids are their UUIDs, each
+/// its own client (so several sinks do not meet on one client row).
+struct Agents {
     _ctx: zmq::Context,
-    socket: zmq::Socket,
-    uuid: String,
+    sockets: Vec<(zmq::Socket, String)>,
+    /// Every message asks for an ack (several sinks: the ack of the last
+    /// message no longer says every one before it was handled).
+    ack_all: bool,
 }
 
 /// How a phase went.
@@ -219,37 +454,52 @@ struct Phase {
     acks: usize,
 }
 
-impl Agent {
-    fn connect(endpoint: &str) -> Result<Agent, BenchError> {
+impl Agents {
+    fn connect(endpoint: &str, n: usize, ack_all: bool) -> Result<Agents, BenchError> {
         let ctx = zmq::Context::new();
-        let socket = ctx
-            .socket(zmq::DEALER)
-            .doing("creating the agent's DEALER")?;
-        let uuid = uuid::Uuid::new_v4().to_string();
-        socket.set_linger(0).doing("setting linger")?;
-        socket
-            .set_identity(uuid.as_bytes())
-            .doing("setting the routing id")?;
-        socket.set_rcvhwm(0).doing("setting rcvhwm")?;
-        socket.connect(endpoint).doing("connecting to the router")?;
-        Ok(Agent {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = ctx
+                .socket(zmq::DEALER)
+                .doing("creating the agent's DEALER")?;
+            let uuid = uuid::Uuid::new_v4().to_string();
+            socket.set_linger(0).doing("setting linger")?;
+            socket
+                .set_identity(uuid.as_bytes())
+                .doing("setting the routing id")?;
+            socket.set_rcvhwm(0).doing("setting rcvhwm")?;
+            socket.connect(endpoint).doing("connecting to the router")?;
+            sockets.push((socket, uuid));
+        }
+        Ok(Agents {
             _ctx: ctx,
-            socket,
-            uuid,
+            sockets,
+            ack_all,
         })
     }
 
-    /// Sends `n` messages made by `make(i, is_last)` as fast as the socket
-    /// takes them, reading replies as they come, until `acks_wanted` acks
-    /// arrived. Any error reply fails the run.
+    /// Sends `n` messages made by `make(uuid, i, is_last)`, message i from
+    /// agent i mod the number of agents, as fast as the sockets take them,
+    /// reading replies as they come, until `acks_wanted` acks arrived. Any
+    /// error reply fails the run.
     fn phase(
         &self,
         what: &str,
         n: usize,
         acks_wanted: usize,
-        make: impl Fn(usize, bool) -> Vec<u8>,
+        make: impl Fn(&str, usize, bool) -> Vec<u8>,
     ) -> Result<Phase, BenchError> {
-        let frames: Vec<Vec<u8>> = (0..n).map(|i| make(i, i + 1 == n)).collect();
+        let k = self.sockets.len();
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let frame = make(&self.sockets[i % k].1, i, i + 1 == n);
+                if self.ack_all {
+                    acked(frame, what, i)
+                } else {
+                    frame
+                }
+            })
+            .collect();
         let started = Instant::now();
         let deadline = started + PHASE_LIMIT;
         let (mut sent, mut acks) = (0, 0);
@@ -264,10 +514,14 @@ impl Agent {
             } else {
                 zmq::POLLIN
             };
-            let mut items = [self.socket.as_poll_item(events)];
+            let mut items: Vec<zmq::PollItem> = self
+                .sockets
+                .iter()
+                .map(|(s, _)| s.as_poll_item(events))
+                .collect();
             super::poll(&mut items, Duration::from_millis(500))?;
             while sent < n {
-                match self.socket.send(&frames[sent], zmq::DONTWAIT) {
+                match self.sockets[sent % k].0.send(&frames[sent], zmq::DONTWAIT) {
                     Ok(()) => sent += 1,
                     Err(zmq::Error::EAGAIN) => break,
                     Err(e) => return Err(BenchError::zmq("sending", e)),
@@ -276,17 +530,19 @@ impl Agent {
                     break;
                 }
             }
-            loop {
-                match self.socket.recv_bytes(zmq::DONTWAIT) {
-                    Ok(reply) if reply.starts_with(br#"{"type":"ack""#) => acks += 1,
-                    Ok(reply) => {
-                        return Err(BenchError::protocol(
-                            format!("sending {what}"),
-                            String::from_utf8_lossy(&reply).into_owned(),
-                        ))
+            for (socket, _) in &self.sockets {
+                loop {
+                    match socket.recv_bytes(zmq::DONTWAIT) {
+                        Ok(reply) if reply.starts_with(br#"{"type":"ack""#) => acks += 1,
+                        Ok(reply) => {
+                            return Err(BenchError::protocol(
+                                format!("sending {what}"),
+                                String::from_utf8_lossy(&reply).into_owned(),
+                            ))
+                        }
+                        Err(zmq::Error::EAGAIN) => break,
+                        Err(e) => return Err(BenchError::zmq("receiving", e)),
                     }
-                    Err(zmq::Error::EAGAIN) => break,
-                    Err(e) => return Err(BenchError::zmq("receiving", e)),
                 }
             }
         }
@@ -296,6 +552,18 @@ impl Agent {
             acks,
         })
     }
+}
+
+/// `frame` asking for an ack, with an id if it had none.
+fn acked(frame: Vec<u8>, what: &str, i: usize) -> Vec<u8> {
+    let Ok(mut msg) = serde_json::from_slice::<serde_json::Value>(&frame) else {
+        return frame;
+    };
+    if msg.get("id").is_none() {
+        msg["id"] = json!(format!("{what}-{i}"));
+    }
+    msg["ack"] = json!(true);
+    msg.to_string().into_bytes()
 }
 
 fn now_s() -> f64 {
@@ -330,6 +598,28 @@ fn registration_message(uuid: &str, i: usize, last: bool) -> Vec<u8> {
         msg["ack"] = json!(true);
     }
     msg.to_string().into_bytes()
+}
+
+/// Results of 50 plugins, each alternating OK and WARNING every 10 results
+/// (so some raise a state-change notification).
+fn result_message(uuid: &str, i: usize, last: bool) -> Vec<u8> {
+    let status = (i / 500) % 2;
+    let mut msg = json!({"uuid": uuid, "type": "result", "hostname": "bench",
+                         "plugin": format!("check_{}", i % 50), "status": status,
+                         "output": "BENCH OK", "perfdata": {"v": i % 100}, "duration_ms": 3});
+    if last {
+        msg["id"] = json!("result-end");
+        msg["ack"] = json!(true);
+    }
+    msg.to_string().into_bytes()
+}
+
+fn notification_message(uuid: &str, i: usize) -> Vec<u8> {
+    json!({"uuid": uuid, "type": "notification", "hostname": "bench", "severity": "info",
+           "source": "bench", "message": format!("bench notification {i}"),
+           "id": format!("n-{i}-{}", std::process::id()), "ack": true})
+    .to_string()
+    .into_bytes()
 }
 
 fn heartbeat_message(uuid: &str, i: usize) -> Vec<u8> {
@@ -458,12 +748,17 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert_eq!(parse_args(&[]).unwrap(), Some(20_000));
-        assert_eq!(
-            parse_args(&args(&["--messages", "500"])).unwrap(),
-            Some(500)
-        );
-        assert_eq!(parse_args(&args(&["--help"])).unwrap(), None);
+        let messages = |a: &[&str]| parse_args(&args(a)).unwrap().map(|o| o.messages);
+        assert_eq!(messages(&[]), Some(20_000));
+        assert_eq!(messages(&["--messages", "500"]), Some(500));
+        assert_eq!(messages(&["--help"]), None);
+        let o = parse_args(&args(&["--db", "postgres://u@h/d"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.db.as_deref(), Some("postgres://u@h/d"));
+        assert!(parse_args(&args(&["--db", "/tmp/x.db"]))
+            .unwrap_err()
+            .is_usage());
         assert!(parse_args(&args(&["--messages", "5"]))
             .unwrap_err()
             .is_usage());

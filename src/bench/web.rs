@@ -9,8 +9,8 @@
 //! request for `/` runs (store queries and template), without the socket.
 
 use super::BenchError;
-use rusqlite::params;
 use std::time::Instant;
+use vigil::store::{params, Target};
 
 const USAGE: &str = "usage: vigil-bench web [--hosts N] [--checks N] [--runs N]";
 
@@ -31,18 +31,18 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
             .ok_or_else(|| BenchError::usage(format!("{arg} needs a positive number\n{USAGE}")))?;
     }
     let dir = std::env::temp_dir().join(format!("vigil-bench-web-{}", uuid::Uuid::new_v4()));
-    let db = dir.join("vigil.db");
+    let db = Target::Sqlite(dir.join("vigil.db"));
     let started = Instant::now();
     fill(&db, hosts, checks).map_err(|e| BenchError::protocol("filling the store", e))?;
     println!(
         "store: {hosts} hosts, {checks} checks, filled in {:.1}s ({})",
         started.elapsed().as_secs_f64(),
-        db.display()
+        db
     );
-    let conn = vigil::status::snapshot::open_store(&db)
+    let mut store = vigil::status::snapshot::open_store(&db)
         .map_err(|e| BenchError::protocol("opening the store", e))?;
-    let db_name = db.display().to_string();
-    let render = || vigil::web::render_overview(&conn, &db_name, 3.0);
+    let db_name = db.to_string();
+    let mut render = || vigil::web::render_overview(&mut store, &db_name, 3.0);
     let first = Instant::now();
     let html = render().map_err(|e| BenchError::protocol("rendering", e))?;
     println!(
@@ -65,81 +65,66 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         pick(0.95),
         pick(1.0)
     );
-    drop(conn);
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 /// A fleet as the sinks would leave it, in one transaction.
-fn fill(db: &std::path::Path, hosts: usize, checks: usize) -> Result<(), String> {
+fn fill(db: &Target, hosts: usize, checks: usize) -> Result<(), String> {
     let mut store = vigil::store::Store::open(db).map_err(|e| e.to_string())?;
     let now = vigil::store::now();
-    let tx = store.conn.transaction().map_err(|e| e.to_string())?;
-    {
-        let mut client = tx
-            .prepare(
-                "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_heartbeat, heartbeat_interval_s, last_router)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 10, 'r1')",
-            )
-            .map_err(|e| e.to_string())?;
-        let mut result = tx
-            .prepare(
-                "INSERT INTO results (uuid, plugin, status, output, ts, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            )
-            .map_err(|e| e.to_string())?;
-        let mut note = tx
-            .prepare(
+    let tx = store.write().map_err(|e| e.to_string())?;
+    let uuid = |h: usize| format!("00000000-0000-4000-8000-{h:012}");
+    for h in 0..hosts {
+        let heartbeat = if h % 10 == 0 {
+            now - 3_600.0
+        } else {
+            now - 5.0
+        };
+        tx.execute(
+            "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_heartbeat, heartbeat_interval_s, last_router)
+             VALUES (?1, ?2, ?3, ?4, ?4, 10, 'r1')",
+            params![
+                &uuid(h),
+                &format!("host{h:05}.example.net"),
+                now - 86_400.0,
+                heartbeat
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for c in 0..checks {
+        let h = c % hosts;
+        let status: i64 = match c % 100 {
+            0..=1 => 2,
+            2..=3 => 1,
+            4 => 3,
+            _ => 0,
+        };
+        let output = format!("CHECK {status} - value {c} on host{h:05} | v={c}");
+        let plugin = format!("check{}", c / hosts);
+        tx.execute(
+            "INSERT INTO results (uuid, plugin, status, output, ts, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![&uuid(h), &plugin, status, &output, now - (c % 300) as f64],
+        )
+        .map_err(|e| e.to_string())?;
+        if status != 0 {
+            let state = if c % 7 == 0 { "pending" } else { "handled" };
+            tx.execute(
                 "INSERT INTO notifications (uuid, id, origin, severity, source, message, hostname, body, created_at, state)
                  VALUES (?1, ?2, 'result', 'critical', ?3, ?4, ?5, '{}', ?6, ?7)",
-            )
-            .map_err(|e| e.to_string())?;
-        let uuid = |h: usize| format!("00000000-0000-4000-8000-{h:012}");
-        for h in 0..hosts {
-            let heartbeat = if h % 10 == 0 {
-                now - 3_600.0
-            } else {
-                now - 5.0
-            };
-            client
-                .execute(params![
-                    uuid(h),
-                    format!("host{h:05}.example.net"),
-                    now - 86_400.0,
-                    heartbeat
-                ])
-                .map_err(|e| e.to_string())?;
-        }
-        for c in 0..checks {
-            let h = c % hosts;
-            let status = match c % 100 {
-                0..=1 => 2,
-                2..=3 => 1,
-                4 => 3,
-                _ => 0,
-            };
-            let output = format!("CHECK {status} - value {c} on host{h:05} | v={c}");
-            result
-                .execute(params![
-                    uuid(h),
-                    format!("check{}", c / hosts),
-                    status,
-                    output,
-                    now - (c % 300) as f64
-                ])
-                .map_err(|e| e.to_string())?;
-            if status != 0 {
-                let state = if c % 7 == 0 { "pending" } else { "handled" };
-                note.execute(params![
-                    uuid(h),
-                    format!("n{c}"),
-                    format!("check{}", c / hosts),
-                    output,
-                    format!("host{h:05}.example.net"),
+                params![
+                    &uuid(h),
+                    &format!("n{c}"),
+                    &plugin,
+                    &output,
+                    &format!("host{h:05}.example.net"),
                     now - (c % 3_000) as f64,
                     state
-                ])
-                .map_err(|e| e.to_string())?;
-            }
+                ],
+            )
+            .map_err(|e| e.to_string())?;
         }
     }
     tx.commit().map_err(|e| e.to_string())

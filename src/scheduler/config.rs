@@ -6,7 +6,7 @@
 //! `VIGIL_BACKEND_TIMEOUT_MS`) lives here too, so both read them alike.
 
 use crate::config::{ConfigError, Env};
-use std::path::PathBuf;
+use crate::store::Target;
 use std::time::Duration;
 
 pub const DEFAULT_DB: &str = "/var/lib/vigil/vigil.db";
@@ -15,7 +15,7 @@ pub const DEFAULT_BACKENDS: &str = "tcp://127.0.0.1:5556";
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
     /// The store (`VIGIL_DB`).
-    pub db: PathBuf,
+    pub db: Target,
     /// Every router's back-end endpoint (`VIGIL_BACKENDS`).
     pub backends: Vec<String>,
     /// A client is schedulable while its last heartbeat is younger than
@@ -45,7 +45,7 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     pub fn from_env(env: &Env) -> Result<SchedulerConfig, ConfigError> {
         Ok(SchedulerConfig {
-            db: db_path(env),
+            db: db_path(env)?,
             backends: backends(env)?,
             heartbeat_grace: heartbeat_grace(env)?,
             lease: Duration::from_secs(env.int("VIGIL_LEASE_SECS", 15, 1, 3_600)?),
@@ -74,9 +74,9 @@ impl SchedulerConfig {
     }
 }
 
-/// `VIGIL_DB`: the store's path.
-pub fn db_path(env: &Env) -> PathBuf {
-    PathBuf::from(env.string("VIGIL_DB", DEFAULT_DB))
+/// `VIGIL_DB`: the store, a SQLite file or a PostgreSQL URL.
+pub fn db_path(env: &Env) -> Result<Target, ConfigError> {
+    Target::from_env(env, DEFAULT_DB)
 }
 
 /// `VIGIL_BACKENDS`: a comma list of ZeroMQ endpoints, at least one.
@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn defaults() {
         let config = SchedulerConfig::from_env(&Env::from_pairs([])).unwrap();
-        assert_eq!(config.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(config.db, Target::Sqlite(DEFAULT_DB.into()));
         assert_eq!(config.backends, vec![DEFAULT_BACKENDS.to_string()]);
         assert_eq!(config.heartbeat_grace, 3.0);
         assert_eq!(config.lease, Duration::from_secs(15));
@@ -150,6 +150,7 @@ mod tests {
             ("VIGIL_BACKEND_TIMEOUT_MS", "x"),
             ("VIGIL_SCHEDULER_RELOAD_MS", "5"),
             ("VIGIL_SCHEDULER_ID", "a\nb"),
+            ("VIGIL_DB", "postgresql://"),
         ] {
             let err = SchedulerConfig::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value:?}");

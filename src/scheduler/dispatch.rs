@@ -14,10 +14,10 @@
 
 use super::lease;
 use crate::backend_client::{BackendClient, DeliveryError};
+use crate::params;
 use crate::signals::ShutdownWatch;
 use crate::store::{self, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rusqlite::{params, TransactionBehavior};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,11 +142,14 @@ impl Dispatcher {
                 return;
             }
             Err(e) => {
-                log::error!(
-                    "{}: {} run(s) not sent",
-                    self.store.error("recording runs", e),
-                    runs.len()
-                );
+                // An outage is logged once by the store.
+                if !e.is_outage() {
+                    log::error!(
+                        "{}: {} run(s) not sent",
+                        self.store.error("recording runs", e),
+                        runs.len()
+                    );
+                }
                 return;
             }
         }
@@ -177,45 +180,38 @@ impl Dispatcher {
             }
         }
         if let Err(e) = self.forget(&undone) {
-            log::error!("{}", self.store.error("deleting runs not sent", e));
+            self.store.log_error("deleting runs not sent", e);
         }
     }
 
     /// Inserts the runs if this scheduler holds the lease.
-    fn record(&mut self, runs: &[(String, Job)]) -> rusqlite::Result<bool> {
+    fn record(&mut self, runs: &[(String, Job)]) -> store::Result<bool> {
         let now = store::now();
-        let tx = self
-            .store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.store.write()?;
         if !lease::held_in(&tx, &self.me, now)? {
             return Ok(false);
         }
-        {
-            let mut insert = tx.prepare_cached(
+        for (run_id, job) in runs {
+            let due_by = now + job.timeout_s + self.result_grace_secs;
+            tx.execute(
                 "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, &job.uuid, &job.plugin, now, due_by],
             )?;
-            for (run_id, job) in runs {
-                let due_by = now + job.timeout_s + self.result_grace_secs;
-                insert.execute(params![run_id, job.uuid, job.plugin, now, due_by])?;
-            }
         }
         tx.commit()?;
         Ok(true)
     }
 
-    fn forget(&mut self, run_ids: &[&str]) -> rusqlite::Result<()> {
+    fn forget(&mut self, run_ids: &[&str]) -> store::Result<()> {
         if run_ids.is_empty() {
             return Ok(());
         }
-        let tx = self.store.conn.transaction()?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?;
+        self.store.in_write(|tx| {
             for run_id in run_ids {
-                delete.execute([run_id])?;
+                tx.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
             }
-        }
-        tx.commit()
+            Ok(())
+        })
     }
 
     /// Sends each run_plugin through the first router that takes it.

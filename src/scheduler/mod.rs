@@ -56,10 +56,22 @@ pub fn command(args: &[String]) -> Result<(), Error> {
     run(SchedulerConfig::from_env(&env)?)
 }
 
+/// A store that cannot be used (a refused login, a newer schema) stops the
+/// start for good (status 2); one unreachable now is worth a restart (1).
+fn open_store(config: &SchedulerConfig) -> Result<Store, Error> {
+    Store::open(&config.db).map_err(|e| {
+        if e.source.is_outage() {
+            Error::Store(e)
+        } else {
+            Error::setup("VIGIL_DB", e)
+        }
+    })
+}
+
 pub fn run(config: SchedulerConfig) -> Result<(), Error> {
     log::info!("starting scheduler: {config:?}");
-    let planner_store = Store::open(&config.db)?;
-    let dispatch_store = Store::open(&config.db)?;
+    let planner_store = open_store(&config)?;
+    let dispatch_store = open_store(&config)?;
     let ctx = zmq::Context::new();
     let (bell, ringer) =
         Doorbell::new().map_err(|e| Error::setup("creating the planner doorbell", e))?;
@@ -71,7 +83,7 @@ pub fn run(config: SchedulerConfig) -> Result<(), Error> {
     let ready_line = format!(
         "ready: scheduler={} db={} backends={}",
         config.id,
-        config.db.display(),
+        config.db,
         config.backends.join(",")
     );
     let dispatcher = Dispatcher {

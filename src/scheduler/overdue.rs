@@ -17,7 +17,8 @@
 //! result sink reports the recovery as a state change when results return.
 
 use super::lease;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use crate::params;
+use crate::store::{Result, Store, Tx};
 use serde_json::json;
 
 /// The output written for an overdue run, and how it is recognised.
@@ -71,40 +72,34 @@ pub struct OverdueRun {
 
 /// Handles the runs that became overdue by `now` with `due_by` after
 /// `since`. Returns None when `me` does not hold the lease.
-pub fn sweep(
-    conn: &mut Connection,
-    me: &str,
-    now: f64,
-    since: f64,
-) -> rusqlite::Result<Option<Vec<OverdueRun>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn sweep(store: &mut Store, me: &str, now: f64, since: f64) -> Result<Option<Vec<OverdueRun>>> {
+    let tx = store.write()?;
     if !lease::held_in(&tx, me, now)? {
         return Ok(None);
     }
-    let runs: Vec<(String, String, String, f64)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT run_id, uuid, plugin, sent_at FROM runs
-             WHERE completed_at IS NULL AND due_by > ?1 AND due_by <= ?2 AND overdue = 0
-             ORDER BY due_by LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![since, now, BATCH], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let runs = tx.query(
+        "SELECT run_id, uuid, plugin, sent_at FROM runs
+         WHERE completed_at IS NULL AND due_by > ?1 AND due_by <= ?2 AND overdue = 0
+         ORDER BY due_by LIMIT ?3",
+        params![since, now, BATCH],
+    )?;
     let mut found = Vec::with_capacity(runs.len());
-    for (run_id, uuid, plugin, sent_at) in runs {
-        tx.execute("UPDATE runs SET overdue = 1 WHERE run_id = ?1", [&run_id])?;
+    for row in runs {
+        let (run_id, uuid, plugin, sent_at): (String, String, String, f64) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        // The result row first, as the result sink locks it (then the run):
+        // one order, no deadlock between the two on PostgreSQL.
         let last = last_result(&tx, &uuid, &plugin)?;
+        let still_open = tx.execute(
+            "UPDATE runs SET overdue = 1 WHERE run_id = ?1 AND completed_at IS NULL",
+            params![&run_id],
+        )?;
+        if still_open == 0 {
+            // Its result arrived meanwhile (another process).
+            continue;
+        }
         let outcome = outcome(last.as_ref(), sent_at);
-        let hostname: Option<String> = tx
-            .query_row(
-                "SELECT hostname FROM clients WHERE uuid = ?1",
-                [&uuid],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
+        let hostname = crate::store::clients::hostname(&tx, &uuid)?;
         if let Outcome::Record { notify } = outcome {
             record_result(&tx, &uuid, &plugin, &run_id, now)?;
             if notify {
@@ -123,28 +118,22 @@ pub fn sweep(
     Ok(Some(found))
 }
 
-fn last_result(tx: &Connection, uuid: &str, plugin: &str) -> rusqlite::Result<Option<LastResult>> {
-    tx.query_row(
-        "SELECT status, output, ts FROM results WHERE uuid = ?1 AND plugin = ?2",
-        [uuid, plugin],
-        |r| {
-            Ok(LastResult {
-                status: r.get(0)?,
-                output: r.get(1)?,
-                ts: r.get(2)?,
-            })
-        },
-    )
-    .optional()
+fn last_result(tx: &Tx, uuid: &str, plugin: &str) -> Result<Option<LastResult>> {
+    tx.query_opt(
+        "SELECT status, output, ts FROM results WHERE uuid = ?1 AND plugin = ?2 /*pg: FOR UPDATE*/",
+        params![uuid, plugin],
+    )?
+    .map(|r| {
+        Ok(LastResult {
+            status: r.get(0)?,
+            output: r.get(1)?,
+            ts: r.get(2)?,
+        })
+    })
+    .transpose()
 }
 
-fn record_result(
-    tx: &Connection,
-    uuid: &str,
-    plugin: &str,
-    run_id: &str,
-    now: f64,
-) -> rusqlite::Result<()> {
+fn record_result(tx: &Tx, uuid: &str, plugin: &str, run_id: &str, now: f64) -> Result<()> {
     tx.execute(
         "INSERT INTO results (uuid, plugin, status, output, perfdata, duration_ms, run_id, ts, changed_at)
          VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6, ?6)
@@ -160,13 +149,13 @@ fn record_result(
 
 /// Inserts the pending notification the notification sink will handle.
 fn raise(
-    tx: &Connection,
+    tx: &Tx,
     uuid: &str,
     plugin: &str,
     run_id: &str,
     hostname: Option<&str>,
     now: f64,
-) -> rusqlite::Result<()> {
+) -> Result<()> {
     let id = uuid::Uuid::new_v4().to_string();
     let source = format!("plugin {plugin}");
     let message = format!(
@@ -183,36 +172,31 @@ fn raise(
         "hostname": hostname,
         "ts": now,
     });
+    let body = body.to_string();
     tx.execute(
         "INSERT INTO notifications (uuid, id, origin, severity, source, message, hostname,
                                     body, created_at, state, attempts, next_attempt_at)
          VALUES (?1, ?2, 'scheduler', ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?8)",
-        params![
-            uuid,
-            id,
-            SEVERITY,
-            source,
-            message,
-            hostname,
-            body.to_string(),
-            now
-        ],
+        params![uuid, &id, SEVERITY, &source, &message, hostname, &body, now],
     )?;
     Ok(())
 }
 
 /// Deletes finished (completed or overdue) runs sent before `before`.
-pub fn prune(conn: &Connection, before: f64) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM runs WHERE sent_at < ?1 AND (completed_at IS NOT NULL OR overdue = 1)",
-        [before],
-    )
+pub fn prune(store: &mut Store, before: f64) -> Result<usize> {
+    store.in_write(|tx| {
+        tx.execute(
+            "DELETE FROM runs WHERE sent_at < ?1 AND (completed_at IS NOT NULL OR overdue = 1)",
+            params![before],
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::scratch::{rows, with_tx};
+    use crate::store::test_store;
 
     fn last(status: i64, output: &str, ts: f64) -> LastResult {
         LastResult {
@@ -246,26 +230,22 @@ mod tests {
 
     #[test]
     fn sweep_marks_records_and_notifies_once() {
-        let dir = std::env::temp_dir().join(format!("vigil-overdue-{}", uuid::Uuid::new_v4()));
-        let mut store = Store::open(&dir.join("vigil.db")).unwrap();
-        let c = &mut store.conn;
-        c.execute(
-            "INSERT INTO clients (uuid, hostname, first_seen, last_seen) VALUES ('u', 'web1', 0, 0)",
-            [],
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO results (uuid, plugin, status, output, ts, changed_at) VALUES ('u', 'p', 2, 'bad', 10, 5)",
-            [],
-        )
-        .unwrap();
-        for (id, sent) in [("r1", 20.0), ("r2", 30.0)] {
-            c.execute(
-                "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES (?1, 'u', 'p', ?2, ?2 + 5)",
-                params![id, sent],
+        let mut store = test_store();
+        let c = &mut *store;
+        with_tx(c, |tx| {
+            tx.batch(
+                "INSERT INTO clients (uuid, hostname, first_seen, last_seen) VALUES ('u', 'web1', 0, 0);
+                 INSERT INTO results (uuid, plugin, status, output, ts, changed_at) VALUES ('u', 'p', 2, 'bad', 10, 5);",
             )
             .unwrap();
-        }
+            for (id, sent) in [("r1", 20.0), ("r2", 30.0)] {
+                tx.execute(
+                    "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES (?1, 'u', 'p', ?2, ?3)",
+                    params![id, sent, sent + 5.0],
+                )
+                .unwrap();
+            }
+        });
         assert_eq!(sweep(c, "me", 50.0, 0.0).unwrap(), None, "no lease");
         lease::acquire(c, "me", 100.0, 40.0).unwrap().unwrap();
         let found = sweep(c, "me", 50.0, 0.0).unwrap().unwrap();
@@ -273,36 +253,34 @@ mod tests {
         assert_eq!(found[0].outcome, Outcome::Record { notify: true });
         assert_eq!(found[1].outcome, Outcome::Record { notify: false });
         assert_eq!(found[0].hostname.as_deref(), Some("web1"));
-        let (status, output, run_id, changed): (i64, String, String, f64) = c
-            .query_row(
-                "SELECT status, output, run_id, changed_at FROM results",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
+        let all = rows(c, "SELECT status, output, run_id, changed_at FROM results");
+        let r = &all[0];
+        let (status, output, run_id, changed): (i64, String, String, f64) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
         assert_eq!(
             (status, output.as_str(), run_id.as_str(), changed),
             (3, OUTPUT, "r2", 50.0)
         );
-        let body: String = c
-            .query_row(
-                "SELECT body FROM notifications WHERE origin = 'scheduler' AND state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let body: String = rows(
+            c,
+            "SELECT body FROM notifications WHERE origin = 'scheduler' AND state = 'pending'",
+        )[0]
+        .get(0)
+        .unwrap();
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["type"], "notification");
         assert_eq!(body["uuid"], "u");
         assert_eq!(body["hostname"], "web1");
-        let overdue: i64 = c
-            .query_row("SELECT SUM(overdue) FROM runs", [], |r| r.get(0))
+        let overdue: i64 = rows(c, "SELECT COUNT(*) FROM runs WHERE overdue = 1")[0]
+            .get(0)
             .unwrap();
         assert_eq!(overdue, 2);
         // Nothing twice.
         assert_eq!(sweep(c, "me", 60.0, 0.0).unwrap().unwrap().len(), 0);
         assert_eq!(prune(c, 100.0).unwrap(), 2);
-        drop(store);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

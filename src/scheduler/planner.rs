@@ -136,11 +136,11 @@ impl Planner {
 
     fn check_lease(&mut self, now: f64) {
         let lease_secs = self.config.lease.as_secs_f64();
-        let held = lease::acquire(&mut self.store.conn, &self.config.id, lease_secs, now);
+        let held = lease::acquire(&mut self.store, &self.config.id, lease_secs, now);
         let held = match held {
             Ok(held) => held,
             Err(e) => {
-                log::error!("{}", self.store.error("taking or renewing the lease", e));
+                self.store.log_error("taking or renewing the lease", e);
                 None
             }
         };
@@ -182,7 +182,7 @@ impl Planner {
         let loaded = match self.load_pairs(fresh) {
             Ok(loaded) => loaded,
             Err(e) => {
-                log::error!("{}", self.store.error("reading declared plugins", e));
+                self.store.log_error("reading declared plugins", e);
                 return;
             }
         };
@@ -207,49 +207,56 @@ impl Planner {
     }
 
     /// The last run sent for `pair`, from `runs` (an index lookup).
-    fn last_sent_in_store(&self, pair: &Pair) -> Option<f64> {
+    fn last_sent_in_store(&mut self, pair: &Pair) -> Option<f64> {
         self.store
-            .conn
-            .query_row(
-                "SELECT MAX(sent_at) FROM runs WHERE uuid = ?1 AND plugin = ?2",
-                [&pair.uuid, &pair.plugin],
-                |r| r.get::<_, Option<f64>>(0),
-            )
+            .read()
+            .and_then(|tx| {
+                tx.query_value(
+                    "SELECT MAX(sent_at) FROM runs WHERE uuid = ?1 AND plugin = ?2",
+                    crate::params![&pair.uuid, &pair.plugin],
+                )
+            })
             .unwrap_or_else(|e| {
-                log::error!("{}", self.store.error("reading a pair's last run", e));
+                self.store.log_error("reading a pair's last run", e);
                 None
             })
     }
 
-    fn load_pairs(&self, with_last_sent: bool) -> rusqlite::Result<Vec<Pair>> {
-        let conn = &self.store.conn;
+    fn load_pairs(&mut self, with_last_sent: bool) -> store::Result<Vec<Pair>> {
+        let tx = self.store.read()?;
         let mut last_sent: HashMap<(String, String), f64> = HashMap::new();
         if with_last_sent {
-            let mut stmt =
-                conn.prepare("SELECT uuid, plugin, MAX(sent_at) FROM runs GROUP BY uuid, plugin")?;
-            let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
-            for row in rows {
-                let (key, sent) = row?;
-                last_sent.insert(key, sent);
+            let rows = tx.query(
+                "SELECT uuid, plugin, MAX(sent_at) FROM runs GROUP BY uuid, plugin",
+                &[],
+            )?;
+            for r in rows {
+                last_sent.insert((r.get(0)?, r.get(1)?), r.get(2)?);
             }
         }
-        let mut stmt = conn.prepare(
+        let rows = tx.query(
             "SELECT p.uuid, p.name, p.interval_s, p.timeout_s, c.last_heartbeat, c.heartbeat_interval_s
              FROM plugins p JOIN clients c ON c.uuid = p.uuid",
+            &[],
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<f64>>(2)?,
-                r.get::<_, Option<f64>>(3)?,
-                r.get::<_, Option<f64>>(4)?,
-                r.get::<_, Option<f64>>(5)?,
-            ))
-        })?;
+        drop(tx);
         let mut pairs = Vec::new();
-        for row in rows {
-            let (uuid, plugin, interval, timeout, last_heartbeat, heartbeat_interval) = row?;
+        for r in rows {
+            let (uuid, plugin, interval, timeout, last_heartbeat, heartbeat_interval): (
+                String,
+                String,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+            ) = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            );
             // A plugin without a usable interval runs only on demand.
             let Some(interval) = plan::effective_interval(interval) else {
                 continue;
@@ -329,7 +336,7 @@ impl Planner {
     fn sweep(&mut self, now: f64) {
         self.next_sweep_at = now + SWEEP_EVERY;
         let since = self.swept_until;
-        match overdue::sweep(&mut self.store.conn, &self.config.id, now, since) {
+        match overdue::sweep(&mut self.store, &self.config.id, now, since) {
             Ok(Some(found)) => {
                 if found.len() < 1_000 {
                     self.swept_until = now - SWEEP_OVERLAP;
@@ -352,16 +359,16 @@ impl Planner {
                 }
             }
             Ok(None) => {}
-            Err(e) => log::error!("{}", self.store.error("sweeping overdue runs", e)),
+            Err(e) => self.store.log_error("sweeping overdue runs", e),
         }
     }
 
     fn prune(&mut self, now: f64) {
         self.next_prune_at = now + PRUNE_EVERY;
-        match overdue::prune(&self.store.conn, now - self.config.runs_keep_secs) {
+        match overdue::prune(&mut self.store, now - self.config.runs_keep_secs) {
             Ok(0) => {}
             Ok(n) => log::info!("pruned {n} finished run(s)"),
-            Err(e) => log::error!("{}", self.store.error("pruning runs", e)),
+            Err(e) => self.store.log_error("pruning runs", e),
         }
     }
 
@@ -371,9 +378,9 @@ impl Planner {
         if !self.holding {
             return;
         }
-        match lease::release(&self.store.conn, &self.config.id) {
+        match lease::release(&mut self.store, &self.config.id) {
             Ok(_) => log::info!("lease released by {}", self.config.id),
-            Err(e) => log::error!("{}", self.store.error("releasing the lease", e)),
+            Err(e) => self.store.log_error("releasing the lease", e),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! start.
 
 use crate::config::{ConfigError, Env};
+use crate::store::Target;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The five message types of PROTOCOL.md, each with its own sink.
@@ -75,7 +75,8 @@ pub struct SinkConfig {
     pub connect: Vec<(SinkType, Vec<String>)>,
     /// Every router's back-end endpoint, for acks.
     pub backends: Vec<String>,
-    pub db: PathBuf,
+    /// The store (`VIGIL_DB`): a SQLite file or a PostgreSQL URL.
+    pub db: Target,
     /// A client is down after `grace × interval_s` without a heartbeat.
     pub heartbeat_grace: f64,
     /// How often the heartbeat sink looks for silent clients.
@@ -133,7 +134,7 @@ impl SinkConfig {
             connect: parse_connect(env, &types)?,
             types,
             backends: env.endpoints("VIGIL_BACKENDS", "tcp://127.0.0.1:5556")?,
-            db: PathBuf::from(env.string("VIGIL_DB", "/var/lib/vigil/vigil.db")),
+            db: Target::from_env(env, crate::scheduler::config::DEFAULT_DB)?,
             heartbeat_grace: crate::config::heartbeat_grace(env)?,
             sweep: ms("VIGIL_HEARTBEAT_SWEEP_MS", 1_000, 10, 3_600_000)?,
             ack_timeout: ms("VIGIL_ACK_TIMEOUT_MS", 2_000, 10, 600_000)?,
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(c.endpoints(SinkType::Stats), ["tcp://127.0.0.1:5562"]);
         assert_eq!(c.endpoints(SinkType::Result), ["tcp://127.0.0.1:5565"]);
         assert_eq!(c.backends, ["tcp://127.0.0.1:5556"]);
-        assert_eq!(c.db, PathBuf::from("/var/lib/vigil/vigil.db"));
+        assert_eq!(c.db, Target::Sqlite("/var/lib/vigil/vigil.db".into()));
         assert_eq!(c.heartbeat_grace, 3.0);
     }
 
@@ -322,6 +323,7 @@ mod tests {
             ("VIGIL_NOTIFY_RETRY_MAX_MS", "20"),
             ("VIGIL_METRICS_RETENTION_RAW_SECS", "-1"),
             ("VIGIL_METRICS_ROLLUP_SECS", "0"),
+            ("VIGIL_DB", "postgres://u@h:port/d"),
         ] {
             let env = Env::from_pairs([(var, value)]);
             let err = SinkConfig::from_env(vec![SinkType::Stats], &env).unwrap_err();

@@ -10,15 +10,16 @@
 //! its last heartbeat and this sink's start, so after an outage of the sink
 //! itself, every client gets a full grace window to be heard again before
 //! anyone is declared down. The store's conditional update makes sure
-//! only one sweep (of several sink processes) raises each notification.
+//! only one sweep (of several sink processes, on several hosts sharing
+//! PostgreSQL) raises each notification, and the heartbeat's row lock that
+//! only one of two sinks given copies of one heartbeat raises a recovery.
 
 use super::config::SinkType;
 use super::message::{Incoming, Malformed};
 use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::store::clients::{self, Liveness, Silent};
 use crate::store::notifications::{self, Raised};
-use crate::store::{now, Store};
-use rusqlite::{Connection, TransactionBehavior};
+use crate::store::{now, DbError, Store, Tx};
 use std::time::{Duration, Instant};
 
 pub struct HeartbeatSink {
@@ -26,6 +27,20 @@ pub struct HeartbeatSink {
     pub started: f64,
     pub grace: f64,
     pub sweep: Duration,
+    /// This batch's heartbeats, one per client (the newest time, the last
+    /// interval: what they leave one by one), written in one statement.
+    pub pending: Vec<clients::Beat>,
+}
+
+impl HeartbeatSink {
+    pub fn new(started: f64, grace: f64, sweep: Duration) -> HeartbeatSink {
+        HeartbeatSink {
+            started,
+            grace,
+            sweep,
+            pending: Vec::new(),
+        }
+    }
 }
 
 impl TypeSink for HeartbeatSink {
@@ -33,23 +48,50 @@ impl TypeSink for HeartbeatSink {
         SinkType::Heartbeat
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
-        let interval = interval_s(msg)?;
-        let before = clients::record_heartbeat(conn, &msg.uuid, msg.meta.received_at, interval)?;
-        if before == Some(Liveness::Down) {
-            let hostname = clients::hostname(conn, &msg.uuid)?;
-            notifications::raise(
-                conn,
-                &recovery(&msg.uuid, hostname.as_deref(), msg.meta.received_at),
-            )?;
-            out.raised += 1;
+    fn handle(&mut self, _: &Tx, msg: &Incoming, _: &mut Effects) -> Result<(), Failure> {
+        let interval_s = interval_s(msg)?;
+        let at = msg.meta.received_at;
+        match self.pending.iter_mut().find(|b| b.uuid == msg.uuid) {
+            Some(beat) => {
+                beat.at = beat.at.max(at);
+                beat.interval_s = interval_s;
+            }
+            None => self.pending.push(clients::Beat {
+                uuid: msg.uuid.clone(),
+                at,
+                interval_s,
+            }),
         }
         Ok(())
+    }
+
+    /// Records the batch's heartbeats; a client that was down gets its
+    /// recovery (at its newest heartbeat of the batch).
+    fn flush(&mut self, tx: &Tx, out: &mut Effects) -> Result<(), Failure> {
+        let beats = std::mem::take(&mut self.pending);
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let before = clients::record_heartbeats(tx, &beats)?;
+        for (beat, before) in beats.iter().zip(before) {
+            if before == Some(Liveness::Down) {
+                let hostname = clients::hostname(tx, &beat.uuid)?;
+                notifications::raise(tx, &recovery(&beat.uuid, hostname.as_deref(), beat.at))?;
+                out.raised += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// After a store outage, heartbeats of the outage are still being
+    /// written: every client gets a full window again, as at a start, so
+    /// the outage is no storm of false "down" notifications.
+    fn store_back(&mut self) {
+        self.started = now();
     }
 
     fn tick(&mut self, store: &mut Store, out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
@@ -62,11 +104,9 @@ impl TypeSink for HeartbeatSink {
 
 impl HeartbeatSink {
     /// Declares down every client whose window has passed.
-    fn sweep_once(&self, store: &mut Store, out: &mut Effects) -> rusqlite::Result<()> {
+    fn sweep_once(&self, store: &mut Store, out: &mut Effects) -> Result<(), DbError> {
         let at = now();
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = store.write()?;
         let mut raised = 0;
         for client in clients::silent(&tx, self.started, self.grace, at)? {
             if clients::mark_down(&tx, &client)? {
@@ -149,13 +189,14 @@ mod tests {
         )
     }
 
-    fn pending(store: &Store) -> Vec<(String, String)> {
-        let mut stmt = store
-            .conn
-            .prepare("SELECT severity, body FROM notifications WHERE state='pending' ORDER BY seq")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(Result::unwrap).collect()
+    fn pending(store: &mut Store) -> Vec<(String, String)> {
+        crate::store::scratch::rows(
+            store,
+            "SELECT severity, body FROM notifications WHERE state='pending' ORDER BY seq",
+        )
+        .iter()
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+        .collect()
     }
 
     #[test]
@@ -168,21 +209,28 @@ mod tests {
     #[test]
     fn down_after_the_window_then_recovery() {
         let mut store = test_store();
-        let mut sink = HeartbeatSink {
-            started: 0.0,
-            grace: 3.0,
-            sweep: Duration::from_secs(1),
-        };
+        let mut sink = HeartbeatSink::new(0.0, 3.0, Duration::from_secs(1));
         let msg = beat("1");
         let mut out = Effects::default();
-        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            crate::sink::worker::upsert_client(tx, &msg)
+        })
+        .unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &msg, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
+        .unwrap();
         assert_eq!(out.raised, 0, "first heartbeat raises nothing");
         // received_at is in the past (META), so the window has long passed.
         sink.sweep_once(&mut store, &mut out).unwrap();
         sink.sweep_once(&mut store, &mut out).unwrap();
         assert_eq!(out.raised, 1, "down once");
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &msg, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
+        .unwrap();
         assert_eq!(out.raised, 1, "a copy of the old heartbeat is no recovery");
         let later = {
             let json = format!(r#"{{"uuid":"{U}","type":"heartbeat","interval_s":1}}"#);
@@ -190,9 +238,13 @@ mod tests {
             let frames = vec![json.into_bytes(), meta.as_bytes().to_vec()];
             crate::sink::message::parse(&frames, SinkType::Heartbeat).unwrap()
         };
-        sink.handle(&store.conn, &later, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &later, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
+        .unwrap();
         assert_eq!(out.raised, 2, "recovery");
-        let rows = pending(&store);
+        let rows = pending(&mut store);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, "critical");
         assert!(
@@ -207,15 +259,18 @@ mod tests {
     #[test]
     fn a_fresh_start_waits_a_full_window() {
         let mut store = test_store();
-        let mut sink = HeartbeatSink {
-            started: now(),
-            grace: 3.0,
-            sweep: Duration::from_secs(1),
-        };
+        let mut sink = HeartbeatSink::new(now(), 3.0, Duration::from_secs(1));
         let msg = beat("60");
-        crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            crate::sink::worker::upsert_client(tx, &msg)
+        })
+        .unwrap();
         let mut out = Effects::default();
-        sink.handle(&store.conn, &msg, &mut out).unwrap();
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &msg, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
+        .unwrap();
         sink.sweep_once(&mut store, &mut out).unwrap();
         assert_eq!(
             out.raised, 0,

@@ -109,7 +109,7 @@ impl Parts {
 pub fn run(config: SinkConfig, env: &Env) -> Result<(), Error> {
     log::info!("starting sink: {config:?}");
     // Opened here first so a bad VIGIL_DB stops the start, and migrated once.
-    Store::open(&config.db).map_err(|e| Error::setup("VIGIL_DB", e))?;
+    open_store(&config)?;
     let parts = Parts::new(&config, env)?;
     let ctx = zmq::Context::new();
     let pulls = connect_pulls(&ctx, &config)?;
@@ -258,11 +258,11 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            heartbeat::HeartbeatSink {
-                started: crate::store::now(),
-                grace: config.heartbeat_grace,
-                sweep: config.sweep,
-            },
+            heartbeat::HeartbeatSink::new(
+                crate::store::now(),
+                config.heartbeat_grace,
+                config.sweep,
+            ),
         ),
         SinkType::Stats => start_worker(
             supervisor,
@@ -297,10 +297,7 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            result::ResultSink {
-                prefix: prefix(),
-                keeper: stats::MetricKeeper::new(config.metrics),
-            },
+            result::ResultSink::new(prefix(), stats::MetricKeeper::new(config.metrics)),
         ),
     }
 }
@@ -321,6 +318,7 @@ fn start_worker<S: TypeSink + Send + 'static>(
         outbox: shared.outbox.clone(),
         metrics: Arc::clone(shared.metrics),
         stats_interval: shared.config.stats_interval,
+        shutdown: shared.watch.clone(),
     };
     spawn(supervisor, name, move || worker.run())
 }
@@ -332,8 +330,17 @@ fn client_lease(handlers: Option<&Handlers>) -> std::time::Duration {
     timeout * 3 + std::time::Duration::from_secs(30)
 }
 
+/// A store that cannot be used (a refused login, a newer schema) stops
+/// the start for good (status 2); one that is unreachable now is a failure
+/// worth a restart (status 1).
 fn open_store(config: &SinkConfig) -> Result<Store, Error> {
-    Store::open(&config.db).map_err(|e| Error::setup("VIGIL_DB", e))
+    Store::open(&config.db).map_err(|e| {
+        if e.source.is_outage() {
+            Error::Store(e)
+        } else {
+            Error::setup("VIGIL_DB", e)
+        }
+    })
 }
 
 fn spawn<F>(supervisor: &mut Supervisor, name: &str, body: F) -> Result<(), Error>
@@ -375,6 +382,6 @@ fn ready_line(config: &SinkConfig) -> String {
         types.join(","),
         pulls.join(","),
         config.backends.join(","),
-        config.db.display()
+        config.db
     )
 }

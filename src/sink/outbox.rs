@@ -18,8 +18,7 @@ use crate::doorbell::Doorbell;
 use crate::notify::Handlers;
 use crate::signals::ShutdownWatch;
 use crate::store::notifications::{self, Claimed, Next};
-use crate::store::{now, Store};
-use rusqlite::TransactionBehavior;
+use crate::store::{now, DbError, Store};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,11 +42,15 @@ impl Outbox {
             match self.claim() {
                 Ok(Some(claimed)) => {
                     if let Err(e) = self.attempt(claimed) {
-                        errors.warn(format_args!("outbox: store: {e}"));
+                        // An outage is logged once by the store.
+                        if !e.is_outage() {
+                            errors.warn(format_args!("outbox: store: {e}"));
+                        }
                     }
                     continue;
                 }
                 Ok(None) => {}
+                Err(e) if e.is_outage() => {}
                 Err(e) => {
                     errors.warn(format_args!("outbox: store: {e}"));
                 }
@@ -63,19 +66,19 @@ impl Outbox {
         Ok(())
     }
 
-    fn claim(&mut self) -> rusqlite::Result<Option<Claimed>> {
-        let tx = self
-            .store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let claimed = notifications::claim_due(&tx, now(), self.lease.as_secs_f64())?;
-        tx.commit()?;
-        Ok(claimed)
+    fn claim(&mut self) -> Result<Option<Claimed>, DbError> {
+        let lease = self.lease.as_secs_f64();
+        self.store
+            .in_write(|tx| notifications::claim_due(tx, now(), lease))
     }
 
     /// How long to sleep: until the next row is due, at most `poll`.
-    fn until_next_due(&self) -> Duration {
-        match notifications::next_due(&self.store.conn) {
+    fn until_next_due(&mut self) -> Duration {
+        match self
+            .store
+            .read()
+            .and_then(|tx| notifications::next_due(&tx))
+        {
             Ok(Some(at)) => {
                 Duration::from_secs_f64((at - now()).clamp(0.0, self.poll.as_secs_f64()))
             }
@@ -83,7 +86,7 @@ impl Outbox {
         }
     }
 
-    fn attempt(&mut self, claimed: Claimed) -> rusqlite::Result<()> {
+    fn attempt(&mut self, claimed: Claimed) -> Result<(), DbError> {
         self.metrics.outbox_attempts.fetch_add(1, Relaxed);
         let next_at;
         let mut retry_after = None;
@@ -122,12 +125,8 @@ impl Outbox {
                 Next::RetryAt { at: next_at, error }
             }
         };
-        let tx = self
-            .store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        notifications::record_attempt(&tx, claimed.seq, &done, &next)?;
-        tx.commit()?;
+        self.store
+            .in_write(|tx| notifications::record_attempt(tx, claimed.seq, &done, &next))?;
         if next == Next::Handled {
             self.metrics.outbox_handled.fetch_add(1, Relaxed);
         }

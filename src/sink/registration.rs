@@ -12,18 +12,21 @@ use super::message::{opt_num, opt_str, Incoming, Malformed};
 use super::metrics::RateLimitedLog;
 use super::worker::{Effects, Failure, TypeSink};
 use crate::store::plugins::{self, Plugin, Process};
-use rusqlite::Connection;
+use crate::store::Tx;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
 pub struct RegistrationSink {
     pub log: RateLimitedLog,
+    /// This batch's registrations, stored together in [`TypeSink::flush`].
+    pub pending: Vec<(String, Process, Vec<Plugin>, f64)>,
 }
 
 impl Default for RegistrationSink {
     fn default() -> RegistrationSink {
         RegistrationSink {
             log: RateLimitedLog::new(Duration::from_secs(10)),
+            pending: Vec::new(),
         }
     }
 }
@@ -33,12 +36,7 @@ impl TypeSink for RegistrationSink {
         SinkType::Registration
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, _: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let process = process(msg)?;
         let (accepted, refused) = plugin_list(msg.body.get("plugins"))?;
         for why in &refused {
@@ -48,8 +46,43 @@ impl TypeSink for RegistrationSink {
             ));
         }
         out.rejected += refused.len();
-        plugins::register(conn, &msg.uuid, &process, &accepted, msg.meta.received_at)?;
+        self.pending
+            .push((msg.uuid.clone(), process, accepted, msg.meta.received_at));
         Ok(())
+    }
+
+    /// The batch's registrations: the plugin sets of their clients read
+    /// once, each registration applied in order in memory (exactly what
+    /// storing them one by one would do, takeovers included), and the
+    /// difference written, with each process's last registration.
+    fn flush(&mut self, tx: &Tx, _out: &mut Effects) -> Result<(), Failure> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut uuids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+        uuids.sort_unstable();
+        uuids.dedup();
+        let before = plugins::load_many(tx, &uuids)?;
+        let mut after = before.clone();
+        let mut processes: std::collections::BTreeMap<(&str, &str), (&Process, f64)> =
+            std::collections::BTreeMap::new();
+        for (uuid, process, accepted, at) in &pending {
+            let set = after.entry(uuid.clone()).or_default();
+            plugins::apply(set, &process.name, accepted, *at);
+            processes.insert((uuid, &process.name), (process, *at));
+        }
+        let rows: Vec<(&str, &Process, f64)> = processes
+            .iter()
+            .map(|((uuid, _), (p, at))| (*uuid, *p, *at))
+            .collect();
+        plugins::store_processes(tx, &rows)?;
+        plugins::store_sets(tx, &before, &after)?;
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
     }
 }
 

@@ -20,13 +20,32 @@ use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
 use crate::store::notifications::{self, Raised};
 use crate::store::results::{self, PluginResult};
-use rusqlite::Connection;
+use crate::store::Tx;
 use serde_json::Value;
 
 pub struct ResultSink {
     /// `VIGIL_GRAPHITE_PREFIX`.
     pub prefix: String,
     pub keeper: MetricKeeper,
+    /// This batch's results, decided on together in [`TypeSink::flush`].
+    pub pending: Vec<Pending>,
+}
+
+/// A result handled but not yet stored, with the hostname known for it.
+#[derive(Debug)]
+pub struct Pending {
+    result: PluginResult,
+    host: String,
+}
+
+impl ResultSink {
+    pub fn new(prefix: String, keeper: MetricKeeper) -> ResultSink {
+        ResultSink {
+            prefix,
+            keeper,
+            pending: Vec::new(),
+        }
+    }
 }
 
 impl TypeSink for ResultSink {
@@ -34,28 +53,9 @@ impl TypeSink for ResultSink {
         SinkType::Result
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, conn: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let result = parse(msg)?;
         let host = hostname(conn, msg)?;
-        let last = results::last(conn, &result.uuid, &result.plugin)?;
-        if let Some(run_id) = &result.run_id {
-            results::complete_run(conn, run_id, &result.uuid, result.at)?;
-        }
-        // A result older than the stored one (a copy relayed late by
-        // another router) must not turn the state back.
-        if last.is_none_or(|(_, at)| result.at >= at) {
-            results::store(conn, &result)?;
-            if let Some((severity, recovery)) = transition(last.map(|(s, _)| s), result.status) {
-                let known_host = (host != result.uuid).then_some(host.as_str());
-                notifications::raise(conn, &change(&result, known_host, severity, recovery))?;
-                out.raised += 1;
-            }
-        }
         let ts = msg.timestamp() as i64;
         let (values, refused) = perf_values(msg.body.get("perfdata"));
         out.rejected += refused;
@@ -64,12 +64,87 @@ impl TypeSink for ResultSink {
                 Some(line) => {
                     out.lines.push(line);
                     let name = format!("{}.{label}", result.plugin);
-                    self.keeper.record(conn, msg, &name, value)?;
+                    self.keeper.record(msg, &name, value);
                 }
                 None => out.rejected += 1,
             }
         }
+        self.pending.push(Pending { result, host });
         Ok(())
+    }
+
+    /// The batch's results in a few statements: the runs they complete,
+    /// the stored rows of their (client, plugin) pairs (locked), then, per
+    /// pair in the batch's order, each result decided on as if stored one
+    /// by one (a result older than the stored one, a copy relayed late by
+    /// another router, must not turn the state back; a change raises a
+    /// notification), and the last state of each pair stored.
+    fn flush(&mut self, tx: &Tx, out: &mut Effects) -> Result<(), Failure> {
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            let mut runs: Vec<(&str, &str, f64)> = Vec::new();
+            let mut run_ids = std::collections::HashSet::new();
+            for p in &pending {
+                if let Some(run_id) = &p.result.run_id {
+                    if run_ids.insert(run_id.as_str()) {
+                        runs.push((run_id, &p.result.uuid, p.result.at));
+                    }
+                }
+            }
+            if !runs.is_empty() {
+                results::complete_runs(tx, &runs)?;
+            }
+            let mut keys: Vec<(&str, &str)> = pending
+                .iter()
+                .map(|p| (p.result.uuid.as_str(), p.result.plugin.as_str()))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut state = results::lock_many(tx, &keys)?;
+            let mut last: std::collections::HashMap<(&str, &str), (&PluginResult, f64)> =
+                std::collections::HashMap::new();
+            let mut raised = Vec::new();
+            for p in &pending {
+                let r = &p.result;
+                let key = (r.uuid.clone(), r.plugin.clone());
+                let before = state.get(&key).copied();
+                if before.is_some_and(|b| r.at < b.ts) {
+                    continue;
+                }
+                let changed_at = match before {
+                    Some(b) if b.status == r.status => b.changed_at,
+                    _ => r.at,
+                };
+                if let Some((severity, recovery)) = transition(before.map(|b| b.status), r.status) {
+                    let known_host = (p.host != r.uuid).then_some(p.host.as_str());
+                    raised.push(change(r, known_host, severity, recovery));
+                }
+                state.insert(
+                    key,
+                    results::Stored {
+                        status: r.status,
+                        ts: r.at,
+                        changed_at,
+                    },
+                );
+                last.insert((&r.uuid, &r.plugin), (r, changed_at));
+            }
+            let mut rows: Vec<(&PluginResult, f64)> = last.into_values().collect();
+            rows.sort_by(|a, b| (&a.0.uuid, &a.0.plugin).cmp(&(&b.0.uuid, &b.0.plugin)));
+            if !rows.is_empty() {
+                results::store_many(tx, &rows)?;
+            }
+            if !raised.is_empty() {
+                notifications::raise_many(tx, &raised)?;
+                out.raised += raised.len();
+            }
+        }
+        Ok(self.keeper.flush(tx)?)
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+        self.keeper.discard();
     }
 
     fn tick(
@@ -315,11 +390,8 @@ mod tests {
 
     #[test]
     fn a_change_raises_once_and_perfdata_becomes_lines() {
-        let store = test_store();
-        let mut sink = ResultSink {
-            prefix: "vigil".into(),
-            keeper: MetricKeeper::new(None),
-        };
+        let mut store = test_store();
+        let mut sink = ResultSink::new("vigil".into(), MetricKeeper::new(None));
         let result = |status: i64| {
             incoming(
                 SinkType::Result,
@@ -332,20 +404,26 @@ mod tests {
         let mut out = Effects::default();
         for status in [0, 0, 2, 2, 0] {
             let msg = result(status);
-            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-            sink.handle(&store.conn, &msg, &mut out).unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                crate::sink::worker::upsert_client(tx, &msg)
+            })
+            .unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                sink.handle(tx, &msg, &mut out)?;
+                sink.flush(tx, &mut out)
+            })
+            .unwrap();
         }
         assert_eq!(out.raised, 2);
         assert_eq!(out.lines.len(), 5);
         assert!(out.lines[0].starts_with("vigil.db1.load.load1 0.5 1700000000"));
-        let messages: Vec<String> = store
-            .conn
-            .prepare("SELECT message FROM notifications ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let messages: Vec<String> = crate::store::scratch::rows(
+            &mut store,
+            "SELECT message FROM notifications ORDER BY seq",
+        )
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
         assert_eq!(
             messages,
             [
@@ -357,11 +435,8 @@ mod tests {
 
     #[test]
     fn a_late_copy_of_an_older_result_does_not_turn_the_state_back() {
-        let store = test_store();
-        let mut sink = ResultSink {
-            prefix: "vigil".into(),
-            keeper: MetricKeeper::new(None),
-        };
+        let mut store = test_store();
+        let mut sink = ResultSink::new("vigil".into(), MetricKeeper::new(None));
         let at = |status: i64, received_at: f64| {
             let json =
                 format!(r#"{{"uuid":"{U}","type":"result","plugin":"load","status":{status}}}"#);
@@ -371,12 +446,19 @@ mod tests {
         };
         let mut out = Effects::default();
         for msg in [at(0, 100.0), at(2, 200.0), at(0, 150.0)] {
-            crate::sink::worker::upsert_client(&store.conn, &msg).unwrap();
-            sink.handle(&store.conn, &msg, &mut out).unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                crate::sink::worker::upsert_client(tx, &msg)
+            })
+            .unwrap();
+            crate::store::scratch::with_tx(&mut store, |tx| {
+                sink.handle(tx, &msg, &mut out)?;
+                sink.flush(tx, &mut out)
+            })
+            .unwrap();
         }
         assert_eq!(out.raised, 1, "only OK → CRITICAL");
         assert_eq!(
-            results::last(&store.conn, U, "load").unwrap(),
+            crate::store::scratch::with_tx(&mut store, |tx| results::last(tx, U, "load")).unwrap(),
             Some((2, 200.0))
         );
     }

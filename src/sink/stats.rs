@@ -16,8 +16,7 @@ use super::config::{MetricsRetention, SinkType};
 use super::message::{Incoming, Malformed};
 use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
-use crate::store::{clients, metrics, Store};
-use rusqlite::Connection;
+use crate::store::{clients, metrics, Store, Tx};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -33,6 +32,8 @@ pub struct StatsSink {
 pub struct MetricKeeper {
     retention: Option<MetricsRetention>,
     next_rollup: Instant,
+    /// This batch's samples, not yet written.
+    pending: Vec<metrics::Sample>,
 }
 
 impl MetricKeeper {
@@ -40,23 +41,35 @@ impl MetricKeeper {
         MetricKeeper {
             retention,
             next_rollup: Instant::now(),
+            pending: Vec::new(),
         }
     }
 
-    /// Stores one sample of `msg`'s client. A timestamp ahead of the
-    /// router's clock is taken as received now (it would never expire).
-    pub fn record(
-        &self,
-        conn: &Connection,
-        msg: &Incoming,
-        name: &str,
-        value: f64,
-    ) -> rusqlite::Result<()> {
+    /// Keeps one sample of `msg`'s client for the batch's [`MetricKeeper::flush`].
+    /// A timestamp ahead of the router's clock is taken as received now
+    /// (it would never expire).
+    pub fn record(&mut self, msg: &Incoming, name: &str, value: f64) {
         if self.retention.is_some() {
-            let ts = msg.timestamp().min(msg.meta.received_at);
-            metrics::record(conn, &msg.uuid, name, ts, value)?;
+            self.pending.push(metrics::Sample {
+                uuid: msg.uuid.clone(),
+                name: name.to_string(),
+                ts: msg.timestamp().min(msg.meta.received_at),
+                value,
+            });
+        }
+    }
+
+    /// Stores the batch's samples (one statement on PostgreSQL).
+    pub fn flush(&mut self, tx: &Tx) -> crate::store::Result<()> {
+        if !self.pending.is_empty() {
+            metrics::record_many(tx, &self.pending)?;
+            self.pending.clear();
         }
         Ok(())
+    }
+
+    pub fn discard(&mut self) {
+        self.pending.clear();
     }
 
     /// Folds and expires old samples when due; returns when next due.
@@ -65,7 +78,7 @@ impl MetricKeeper {
         if Instant::now() >= self.next_rollup {
             let now = crate::store::now();
             match metrics::roll_up(
-                &mut store.conn,
+                store,
                 now,
                 retention.raw.as_secs_f64(),
                 retention.minute.as_secs_f64(),
@@ -89,29 +102,32 @@ impl TypeSink for StatsSink {
         SinkType::Stats
     }
 
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure> {
+    fn handle(&mut self, tx: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure> {
         let Some(Value::Object(metrics)) = msg.body.get("metrics") else {
             return Err(Malformed("metrics is missing or not an object".into()).into());
         };
-        let host = hostname(conn, msg)?;
+        let host = hostname(tx, msg)?;
         let ts = msg.timestamp() as i64;
         for (name, value) in metrics {
             match metric_line(&self.prefix, &host, name, value, ts) {
                 Some(line) => {
                     out.lines.push(line);
                     if let Some(v) = value.as_f64() {
-                        self.keeper.record(conn, msg, name, v)?;
+                        self.keeper.record(msg, name, v);
                     }
                 }
                 None => out.rejected += 1,
             }
         }
         Ok(())
+    }
+
+    fn flush(&mut self, tx: &Tx, _out: &mut Effects) -> Result<(), Failure> {
+        Ok(self.keeper.flush(tx)?)
+    }
+
+    fn discard(&mut self) {
+        self.keeper.discard();
     }
 
     fn tick(&mut self, store: &mut Store, _out: &mut Effects, mut ctx: Ctx) -> Option<Instant> {
@@ -129,11 +145,11 @@ pub fn metric_line(prefix: &str, host: &str, name: &str, value: &Value, ts: i64)
 }
 
 /// The client's hostname: the message's, the store's, or its UUID.
-pub fn hostname(conn: &Connection, msg: &Incoming) -> Result<String, Failure> {
+pub fn hostname(tx: &Tx, msg: &Incoming) -> Result<String, Failure> {
     if let Some(host) = msg.hostname()? {
         return Ok(host.to_string());
     }
-    Ok(clients::hostname(conn, &msg.uuid)?.unwrap_or_else(|| msg.uuid.clone()))
+    Ok(clients::hostname(tx, &msg.uuid)?.unwrap_or_else(|| msg.uuid.clone()))
 }
 
 #[cfg(test)]
@@ -145,7 +161,7 @@ mod tests {
 
     #[test]
     fn numbers_become_lines_and_the_rest_is_counted() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(
@@ -154,18 +170,22 @@ mod tests {
             ),
         );
         let mut out = Effects::default();
-        StatsSink {
+        let mut sink = StatsSink {
             prefix: "vigil".into(),
             keeper: MetricKeeper::new(MetricsRetention::from_env(&Default::default()).unwrap()),
-        }
-        .handle(&store.conn, &msg, &mut out)
+        };
+        crate::store::scratch::with_tx(&mut store, |tx| {
+            sink.handle(tx, &msg, &mut out)?;
+            sink.flush(tx, &mut out)
+        })
         .unwrap();
         assert_eq!(out.rejected, 2);
         // Kept for the web view too, under the client and the metric name,
         // at the router's time (the message's is in the past, so it stays).
-        let names = metrics::names(&store.conn, U, 0.0).unwrap();
+        let tx = store.read().unwrap();
+        let names = metrics::names(&tx, U, 0.0).unwrap();
         assert_eq!(names, ["load.1m", "mem.free"]);
-        let points = metrics::series(&store.conn, U, "load.1m", 0.0, 10).unwrap();
+        let points = metrics::series(&tx, U, "load.1m", 0.0, 10).unwrap();
         assert_eq!(points, [(1_700_000_000.0, 0.5)]);
         let mut lines = out.lines.clone();
         lines.sort();
@@ -182,7 +202,7 @@ mod tests {
 
     #[test]
     fn metrics_must_be_an_object() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(r#"{{"uuid":"{U}","type":"stats","metrics":[1]}}"#),
@@ -192,19 +212,26 @@ mod tests {
             keeper: MetricKeeper::new(None),
         };
         assert!(matches!(
-            sink.handle(&store.conn, &msg, &mut Effects::default()),
+            crate::store::scratch::with_tx(&mut store, |tx| sink.handle(
+                tx,
+                &msg,
+                &mut Effects::default()
+            )),
             Err(Failure::Malformed(_))
         ));
     }
 
     #[test]
     fn hostname_falls_back_to_the_uuid() {
-        let store = test_store();
+        let mut store = test_store();
         let msg = incoming(
             SinkType::Stats,
             &format!(r#"{{"uuid":"{U}","type":"stats"}}"#),
         );
-        assert_eq!(hostname(&store.conn, &msg).unwrap(), U);
+        assert_eq!(
+            crate::store::scratch::with_tx(&mut store, |tx| hostname(tx, &msg)).unwrap(),
+            U
+        );
         assert_eq!(metric_line("p", "h", "m", &json!(null), 1), None);
     }
 }

@@ -5,11 +5,17 @@
 //!
 //! What differs per type is a [`TypeSink`]. The store is the slow part, so
 //! a batch costs one commit, not one per message; each message runs inside
-//! its own savepoint, so one that fails rolls back alone and never poisons
-//! the rest of its batch. A store failure loses the batch's messages (their
-//! acks are not sent, so the agent resends those that matter) but never the
-//! thread. A message whose envelope is sound but whose fields are not is
-//! counted, logged and acked if it asked: resending it cannot help.
+//! its own savepoint when one fails, so it rolls back alone and never
+//! poisons the rest of its batch (the batch first runs without savepoints,
+//! a round trip each on PostgreSQL, and again with them only if a message
+//! failed). A store failure loses the batch's messages (their acks are not
+//! sent, so the agent resends those that matter) but never the thread; a
+//! store that is unreachable (PostgreSQL restarting) keeps the batch, which
+//! is retried with backoff until the store is back, so nothing is dropped
+//! meanwhile, and nothing is acked before its transaction commits. Two
+//! processes' transactions that deadlock on PostgreSQL (one is aborted)
+//! are retried. A message whose envelope is sound but whose fields are not
+//! is counted, logged and acked if it asked: resending it cannot help.
 
 use super::acks::Ack;
 use super::config::SinkType;
@@ -17,9 +23,9 @@ use super::message::{self, Incoming, Malformed};
 use super::metrics::{Metrics, RateLimitedLog, TypeMetrics};
 use crate::doorbell::Ringer;
 use crate::graphite::Graphite;
-use crate::store::{clients, Store};
+use crate::signals::ShutdownWatch;
+use crate::store::{clients, DbError, Store, Tx};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +64,7 @@ impl Effects {
 #[derive(Debug)]
 pub enum Failure {
     Malformed(Malformed),
-    Store(rusqlite::Error),
+    Store(DbError),
 }
 
 impl From<Malformed> for Failure {
@@ -67,8 +73,8 @@ impl From<Malformed> for Failure {
     }
 }
 
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Failure {
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Failure {
         Failure::Store(e)
     }
 }
@@ -79,6 +85,8 @@ pub struct Logs {
     pub malformed: RateLimitedLog,
     pub store: RateLimitedLog,
     pub handlers: RateLimitedLog,
+    /// Set when the store was unreachable: the worker retries the batch.
+    pub outage: bool,
 }
 
 impl Default for Logs {
@@ -88,6 +96,7 @@ impl Default for Logs {
             malformed: RateLimitedLog::new(every),
             store: RateLimitedLog::new(every),
             handlers: RateLimitedLog::new(Duration::from_secs(1)),
+            outage: false,
         }
     }
 }
@@ -109,7 +118,12 @@ impl Ctx<'_> {
     }
 
     /// A store failure that lost `messages` messages (0: periodic work).
-    pub fn store_error(&mut self, messages: usize, e: &rusqlite::Error) {
+    pub fn store_error(&mut self, messages: usize, e: &DbError) {
+        if e.is_outage() {
+            // The store logs an outage once; the batch is retried.
+            self.logs.outage = true;
+            return;
+        }
         TypeMetrics::add(&self.metrics.store_errors, messages.max(1));
         let kind = self.metrics.kind;
         let lost = match messages {
@@ -126,20 +140,30 @@ impl Ctx<'_> {
 pub trait TypeSink {
     fn kind(&self) -> SinkType;
 
-    /// Handles one message inside the batch's transaction, after its client
-    /// row was upserted. `Ok` means durably handled once committed: it is
-    /// acked if it asked.
-    fn handle(
-        &mut self,
-        conn: &Connection,
-        msg: &Incoming,
-        out: &mut Effects,
-    ) -> Result<(), Failure>;
+    /// Handles one message inside the batch's transaction. Its client's
+    /// row is written with the batch's (see `clients::Sightings`), and
+    /// writes may be left for [`TypeSink::flush`]. `Ok` means durably
+    /// handled once committed: it is acked if it asked.
+    fn handle(&mut self, tx: &Tx, msg: &Incoming, out: &mut Effects) -> Result<(), Failure>;
+
+    /// Writes what `handle` left for the end of the batch (after the
+    /// clients' rows): a few multi-row statements for the whole batch
+    /// rather than several per message, which on PostgreSQL are round
+    /// trips.
+    fn flush(&mut self, _tx: &Tx, _out: &mut Effects) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    /// Forgets what `handle` left: its transaction is given up.
+    fn discard(&mut self) {}
 
     /// Handles a batch. The default is one transaction for the batch.
     fn process(&mut self, store: &mut Store, msgs: Vec<Incoming>, out: &mut Effects, ctx: Ctx) {
         one_transaction(self, store, &msgs, out, ctx);
     }
+
+    /// The store is reachable again after an outage.
+    fn store_back(&mut self) {}
 
     /// Periodic work; returns when it is next due (`None`: never).
     fn tick(&mut self, _store: &mut Store, _out: &mut Effects, _ctx: Ctx) -> Option<Instant> {
@@ -147,7 +171,10 @@ pub trait TypeSink {
     }
 }
 
-/// Handles `msgs` in one immediate transaction, each in a savepoint.
+/// Handles `msgs` in one write transaction. It runs first without
+/// savepoints; if a message fails, the transaction is rolled back and run
+/// again with each message in its own savepoint, so the failing one rolls
+/// back alone.
 pub fn one_transaction<S: TypeSink + ?Sized>(
     sink: &mut S,
     store: &mut Store,
@@ -155,34 +182,103 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
     out: &mut Effects,
     mut ctx: Ctx,
 ) {
-    let start = out.mark();
-    let mut tx = match store
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-    {
-        Ok(tx) => tx,
-        Err(e) => return ctx.store_error(msgs.len(), &e),
-    };
+    let (start, rejected) = (out.mark(), out.rejected);
+    let mut careful = false;
+    let mut conflicts = 0;
+    loop {
+        match attempt(sink, store, msgs, out, &mut ctx, careful) {
+            Ok(handled) => return TypeMetrics::add(&ctx.metrics.handled, handled),
+            Err(again) => {
+                out.rewind(start);
+                out.rejected = rejected;
+                match again {
+                    Again::Careful => careful = true,
+                    Again::Store(e) if e.is_conflict() && conflicts < 3 => conflicts += 1,
+                    Again::Store(e) => return ctx.store_error(msgs.len(), &e),
+                }
+            }
+        }
+    }
+}
+
+/// Why a batch's transaction runs again (or is given up).
+enum Again {
+    /// A message failed: again, with savepoints.
+    Careful,
+    Store(DbError),
+}
+
+impl From<DbError> for Again {
+    fn from(e: DbError) -> Again {
+        Again::Store(e)
+    }
+}
+
+fn attempt<S: TypeSink + ?Sized>(
+    sink: &mut S,
+    store: &mut Store,
+    msgs: &[Incoming],
+    out: &mut Effects,
+    ctx: &mut Ctx,
+    careful: bool,
+) -> Result<usize, Again> {
+    let mut seen = clients::Sightings::default();
+    sink.discard();
+    let tx = store.write()?;
+    let result = attempt_in(sink, &tx, msgs, out, ctx, careful, &mut seen);
+    if result.is_err() {
+        sink.discard();
+        return result;
+    }
+    tx.commit()?;
+    result
+}
+
+/// The messages in `tx`: each handled (its writes left for the end of the
+/// batch, so the batch costs a few multi-row statements), then the clients'
+/// sightings and the sink's writes flushed. Careful, each message is
+/// handled and flushed in its own savepoint.
+fn attempt_in<S: TypeSink + ?Sized>(
+    sink: &mut S,
+    tx: &Tx,
+    msgs: &[Incoming],
+    out: &mut Effects,
+    ctx: &mut Ctx,
+    careful: bool,
+    seen: &mut clients::Sightings,
+) -> Result<usize, Again> {
     let mut handled = 0;
-    let mut seen = SeenInBatch::default();
     for msg in msgs {
         let mark = out.mark();
-        let result = tx.savepoint().map_err(Failure::Store).and_then(|sp| {
-            if !seen.only_time_moved(msg)? {
-                upsert_client(&sp, msg)?;
+        if careful {
+            tx.savepoint("msg")?;
+        }
+        let result = sight(tx, msg, seen).and_then(|()| {
+            sink.handle(tx, msg, out)?;
+            if careful {
+                seen.flush(tx)?;
+                sink.flush(tx, out)?;
             }
-            sink.handle(&sp, msg, out)?;
-            sp.commit().map_err(Failure::Store)
+            Ok(())
         });
         match result {
             Ok(()) => {
-                seen.committed(msg);
+                if careful {
+                    tx.release("msg")?;
+                }
                 handled += 1;
                 if msg.ack {
                     out.acks.push(Ack::of(msg));
                 }
             }
+            Err(Failure::Store(e)) if e.is_outage() || e.is_conflict() => {
+                return Err(Again::Store(e))
+            }
+            Err(_) if !careful => return Err(Again::Careful),
             Err(Failure::Malformed(why)) => {
+                tx.rollback_to("msg")?;
+                seen.clear();
+                sink.discard();
                 out.rewind(mark);
                 ctx.malformed(msg, &why);
                 // A resend would be refused the same way: ack it so the
@@ -192,97 +288,51 @@ pub fn one_transaction<S: TypeSink + ?Sized>(
                 }
             }
             Err(Failure::Store(e)) => {
+                tx.rollback_to("msg")?;
+                seen.clear();
+                sink.discard();
                 out.rewind(mark);
                 ctx.store_error(1, &e);
             }
         }
     }
-    match seen.flush(&tx).and_then(|()| tx.commit()) {
-        Ok(()) => TypeMetrics::add(&ctx.metrics.handled, handled),
-        Err(e) => {
-            out.rewind(start);
-            ctx.store_error(handled, &e);
-        }
-    }
-}
-
-/// The last sighting committed in this batch, so that a run of messages
-/// from one client on one connection costs one client upsert, not one each:
-/// when only the time moved, the new `last_seen` is written once at the end.
-#[derive(Default)]
-struct SeenInBatch {
-    last: Option<Sighting>,
-    /// The latest `received_at` not yet written, per skipped client.
-    pending: Vec<(String, f64)>,
-}
-
-/// What the client row says after a committed message.
-struct Sighting {
-    uuid: String,
-    hostname: Option<String>,
-    router: String,
-    peer: Option<String>,
-    at: f64,
-}
-
-impl SeenInBatch {
-    /// Whether `msg` tells nothing about its client but a later time.
-    fn only_time_moved(&mut self, msg: &Incoming) -> Result<bool, Malformed> {
-        let Some(last) = &self.last else {
-            return Ok(false);
-        };
-        let hostname = msg.hostname()?;
-        let same = last.uuid == msg.uuid
-            && last.router == msg.meta.router
-            && last.peer == msg.meta.peer
-            && (hostname.is_none() || hostname == last.hostname.as_deref())
-            && msg.meta.received_at >= last.at;
-        if same {
-            match self.pending.last_mut() {
-                Some((uuid, at)) if *uuid == msg.uuid => *at = at.max(msg.meta.received_at),
-                _ => self.pending.push((msg.uuid.clone(), msg.meta.received_at)),
+    if !careful {
+        let flushed = seen
+            .flush(tx)
+            .map_err(Failure::from)
+            .and_then(|()| sink.flush(tx, out));
+        match flushed {
+            Ok(()) => {}
+            Err(Failure::Store(e)) if e.is_outage() || e.is_conflict() => {
+                return Err(Again::Store(e))
             }
+            // Which message it was is found one by one.
+            Err(_) => return Err(Again::Careful),
         }
-        Ok(same)
     }
+    Ok(handled)
+}
 
-    /// Remembers a committed message: its client row is current.
-    fn committed(&mut self, msg: &Incoming) {
-        let given = msg.hostname().ok().flatten().map(str::to_string);
-        let hostname = match (&self.last, given) {
-            (_, Some(h)) => Some(h),
-            (Some(last), None) if last.uuid == msg.uuid => last.hostname.clone(),
-            // Unknown here; a later message naming one will upsert.
-            (_, None) => None,
-        };
-        let at = self
-            .last
-            .as_ref()
-            .filter(|l| l.uuid == msg.uuid)
-            .map_or(msg.meta.received_at, |l| l.at.max(msg.meta.received_at));
-        self.last = Some(Sighting {
-            uuid: msg.uuid.clone(),
-            hostname,
-            router: msg.meta.router.clone(),
-            peer: msg.meta.peer.clone(),
-            at,
-        });
+/// Adds `msg`'s sighting of its client to the batch's. A message without a
+/// hostname whose client gave one earlier in the batch has the sightings
+/// written first, so a sink reading the stored hostname finds it.
+fn sight(tx: &Tx, msg: &Incoming, seen: &mut clients::Sightings) -> Result<(), Failure> {
+    let hostname = msg.hostname()?;
+    if hostname.is_none() && seen.hostname(&msg.uuid).is_some() {
+        seen.flush(tx)?;
     }
-
-    /// Writes the deferred `last_seen` times.
-    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        for (uuid, at) in self.pending.drain(..) {
-            conn.prepare_cached(
-                "UPDATE clients SET last_seen = MAX(last_seen, ?2) WHERE uuid = ?1",
-            )?
-            .execute(rusqlite::params![uuid, at])?;
-        }
-        Ok(())
-    }
+    seen.add(&clients::Sighting {
+        uuid: &msg.uuid,
+        hostname,
+        at: msg.meta.received_at,
+        router: &msg.meta.router,
+        peer: msg.meta.peer.as_deref(),
+    });
+    Ok(())
 }
 
 /// Every sink keeps the sender's client row current.
-pub fn upsert_client(conn: &Connection, msg: &Incoming) -> Result<(), Failure> {
+pub fn upsert_client(tx: &Tx, msg: &Incoming) -> Result<(), Failure> {
     let sighting = clients::Sighting {
         uuid: &msg.uuid,
         hostname: msg.hostname()?,
@@ -290,7 +340,7 @@ pub fn upsert_client(conn: &Connection, msg: &Incoming) -> Result<(), Failure> {
         router: &msg.meta.router,
         peer: msg.meta.peer.as_deref(),
     };
-    clients::upsert(conn, &sighting)?;
+    clients::upsert(tx, &sighting)?;
     Ok(())
 }
 
@@ -305,7 +355,11 @@ pub struct Worker<S: TypeSink> {
     pub outbox: Option<Ringer>,
     pub metrics: Arc<Metrics>,
     pub stats_interval: Option<Duration>,
+    pub shutdown: ShutdownWatch,
 }
+
+/// The longest wait between retries of a batch while the store is down.
+const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl<S: TypeSink> Worker<S> {
     /// Runs until its PULL thread has gone and every batch it sent is done.
@@ -371,10 +425,39 @@ impl<S: TypeSink> Worker<S> {
         if msgs.is_empty() {
             return;
         }
-        let mut out = Effects::default();
-        let ctx = Ctx { metrics: m, logs };
-        self.sink.process(&mut self.store, msgs, &mut out, ctx);
-        self.publish(out);
+        let mut wait = Duration::from_millis(100);
+        let mut waited = false;
+        loop {
+            let mut out = Effects::default();
+            logs.outage = false;
+            let ctx = Ctx {
+                metrics: m,
+                logs: &mut *logs,
+            };
+            self.sink
+                .process(&mut self.store, msgs.clone(), &mut out, ctx);
+            // What committed is published even when the rest waits.
+            self.publish(out);
+            if !logs.outage {
+                if waited {
+                    self.sink.store_back();
+                }
+                return;
+            }
+            waited = true;
+            // The store is unreachable: hold the batch (the PULL queue and
+            // the routers hold what follows) and try again; at shutdown the
+            // agents' resends carry what needs an ack.
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.shutdown.is_set() {
+                    TypeMetrics::add(&m.store_errors, msgs.len());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            wait = (wait * 2).min(OUTAGE_RETRY_MAX);
+        }
     }
 
     fn tick(&mut self, logs: &mut Logs) -> Option<Instant> {
@@ -452,17 +535,226 @@ mod tests {
             keeper: crate::sink::stats::MetricKeeper::new(None),
         };
         one_transaction(&mut sink, &mut store, &batch, &mut out, ctx);
-        let row: (String, f64, f64, String) = store
-            .conn
+        let tx = store.read().unwrap();
+        let r = tx
             .query_row(
                 "SELECT hostname, first_seen, last_seen, last_router FROM clients",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                &[],
             )
             .unwrap();
+        let row: (String, f64, f64, String) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
         assert_eq!(row, ("web2".into(), 10.0, 14.0, "r2".into()));
         assert_eq!(out.lines.len(), 5);
         assert!(out.lines[1].starts_with("vigil.web1.a "), "{:?}", out.lines);
         assert!(out.lines[4].starts_with("vigil.web2.a "), "{:?}", out.lines);
+    }
+
+    /// `json` from `uuid` received at `at` through `router`.
+    fn msg(kind: SinkType, json: &str, at: f64, router: &str) -> Incoming {
+        let meta = format!(r#"{{"router":"{router}","received_at":{at},"peer":"10.0.0.1"}}"#);
+        message::parse(&[json.as_bytes().to_vec(), meta.into_bytes()], kind).unwrap()
+    }
+
+    /// Runs `msgs` through `sink` in one batch, or one batch per message;
+    /// returns how many notifications were raised.
+    fn run<S: TypeSink>(
+        store: &mut Store,
+        sink: &mut S,
+        msgs: &[Incoming],
+        one_batch: bool,
+    ) -> usize {
+        let metrics = Metrics::new(&[sink.kind()]);
+        let mut logs = Logs::default();
+        let mut out = Effects::default();
+        let batches: Vec<&[Incoming]> = if one_batch {
+            vec![msgs]
+        } else {
+            msgs.chunks(1).collect()
+        };
+        for batch in batches {
+            let ctx = Ctx {
+                metrics: metrics.of(sink.kind()),
+                logs: &mut logs,
+            };
+            one_transaction(sink, store, batch, &mut out, ctx);
+        }
+        assert_eq!(out.acks.len(), msgs.iter().filter(|m| m.ack).count());
+        out.raised
+    }
+
+    fn dump(store: &mut Store, sql: &str) -> Vec<crate::store::Row> {
+        crate::store::scratch::rows(store, sql)
+    }
+
+    /// A batch's multi-row writes leave what its messages stored one by one
+    /// leave: results (a late copy, changes, a run completed), the
+    /// notifications raised, client rows.
+    #[test]
+    fn a_batch_of_results_stores_what_they_store_one_by_one() {
+        let r = |status: i64, at: f64, host: &str, run: &str| {
+            let run = if run.is_empty() {
+                String::new()
+            } else {
+                format!(r#","run_id":"{run}""#)
+            };
+            msg(
+                SinkType::Result,
+                &format!(
+                    r#"{{"uuid":"{U}","type":"result","hostname":"{host}","plugin":"load","status":{status},"output":"s{status}"{run},"ack":true,"id":"{at}"}}"#
+                ),
+                at,
+                "r1",
+            )
+        };
+        let other = msg(
+            SinkType::Result,
+            r#"{"uuid":"22222222-2222-4222-8222-222222222222","type":"result","plugin":"disk","status":2}"#,
+            105.0,
+            "r2",
+        );
+        let msgs = [
+            r(0, 100.0, "a", ""),
+            other,
+            r(0, 110.0, "b", "run-1"),
+            r(2, 120.0, "b", ""),
+            r(0, 115.0, "c", "run-1"),
+            r(2, 130.0, "b", ""),
+            r(0, 140.0, "b", ""),
+        ];
+        let mut seen = Vec::new();
+        for one_batch in [true, false] {
+            let mut store = test_store();
+            store
+                .in_write(|tx| {
+                    tx.execute(
+                        &format!("INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES ('run-1', '{U}', 'load', 1, 2)"),
+                        &[],
+                    )
+                })
+                .unwrap();
+            let mut sink = crate::sink::result::ResultSink::new(
+                "vigil".into(),
+                crate::sink::stats::MetricKeeper::new(None),
+            );
+            let raised = run(&mut store, &mut sink, &msgs, one_batch);
+            seen.push((
+                raised,
+                dump(&mut store, "SELECT uuid, plugin, status, output, run_id, ts, changed_at FROM results ORDER BY uuid, plugin"),
+                dump(&mut store, "SELECT uuid, severity, message, origin, state FROM notifications ORDER BY seq"),
+                dump(&mut store, "SELECT run_id, completed_at FROM runs"),
+                dump(&mut store, "SELECT uuid, hostname, first_seen, last_seen, last_router, peer FROM clients ORDER BY uuid"),
+            ));
+        }
+        assert_eq!(seen[0], seen[1]);
+        let (raised, results, notes, runs, clients) = &seen[0];
+        assert_eq!(*raised, 3, "{notes:?}");
+        assert_eq!(
+            results[0].get::<f64>(6).unwrap(),
+            140.0,
+            "changed at the return to OK"
+        );
+        assert_eq!(runs[0].get::<f64>(1).unwrap(), 110.0, "completed once");
+        assert_eq!(
+            clients[0].get::<String>(1).unwrap(),
+            "b",
+            "the last hostname given"
+        );
+    }
+
+    /// Registrations in one batch: each replaces its process's set in
+    /// order, takeovers included, as one by one.
+    #[test]
+    fn a_batch_of_registrations_stores_what_they_store_one_by_one() {
+        let reg = |process: &str, plugins: &[&str], at: f64| {
+            let list: Vec<String> = plugins
+                .iter()
+                .map(|p| {
+                    format!(
+                        r#"{{"name":"{p}","command":"/bin/{p}","interval_s":60,"timeout_s":5}}"#
+                    )
+                })
+                .collect();
+            msg(
+                SinkType::Registration,
+                &format!(
+                    r#"{{"uuid":"{U}","type":"registration","process":{{"name":"{process}","pid":{}}},"plugins":[{}]}}"#,
+                    at as i64,
+                    list.join(",")
+                ),
+                at,
+                "r1",
+            )
+        };
+        let msgs = [
+            reg("q", &["x", "y"], 1.0),
+            reg("p", &["x"], 2.0),
+            reg("q", &["y", "z"], 3.0),
+            reg("p", &[], 4.0),
+            reg("r", &["w"], 5.0),
+        ];
+        let mut seen = Vec::new();
+        for one_batch in [true, false] {
+            let mut store = test_store();
+            let mut sink = crate::sink::registration::RegistrationSink::default();
+            run(&mut store, &mut sink, &msgs, one_batch);
+            seen.push((
+                dump(&mut store, "SELECT uuid, name, process, command, interval_s, timeout_s, registered_at FROM plugins ORDER BY name"),
+                dump(&mut store, "SELECT uuid, name, pid, registered_at FROM processes ORDER BY name"),
+            ));
+        }
+        assert_eq!(seen[0], seen[1]);
+        let names: Vec<String> = seen[0].0.iter().map(|r| r.get(1).unwrap()).collect();
+        assert_eq!(names, ["w", "y", "z"], "x went with p's empty set");
+    }
+
+    /// Heartbeats in one batch: the newest time and the last interval; a
+    /// client that was down recovers once.
+    #[test]
+    fn a_batch_of_heartbeats_records_what_they_record_one_by_one() {
+        let beat = |uuid: &str, interval: f64, at: f64| {
+            msg(
+                SinkType::Heartbeat,
+                &format!(
+                    r#"{{"uuid":"{uuid}","type":"heartbeat","hostname":"h","interval_s":{interval}}}"#
+                ),
+                at,
+                "r1",
+            )
+        };
+        const V: &str = "33333333-3333-4333-8333-333333333333";
+        let msgs = [
+            beat(U, 10.0, 100.0),
+            beat(V, 5.0, 101.0),
+            beat(U, 20.0, 130.0),
+            beat(U, 30.0, 120.0),
+        ];
+        let mut seen = Vec::new();
+        for one_batch in [true, false] {
+            let mut store = test_store();
+            let mut sink =
+                crate::sink::heartbeat::HeartbeatSink::new(0.0, 3.0, Duration::from_secs(1));
+            run(&mut store, &mut sink, &msgs[..1], true);
+            store
+                .in_write(|tx| tx.execute("UPDATE clients SET liveness = 'down'", &[]))
+                .unwrap();
+            let raised = run(&mut store, &mut sink, &msgs[1..], one_batch);
+            seen.push((
+                raised,
+                dump(&mut store, "SELECT uuid, last_heartbeat, heartbeat_interval_s, liveness FROM clients ORDER BY uuid"),
+            ));
+        }
+        assert_eq!(seen[0].1, seen[1].1);
+        assert_eq!((seen[0].0, seen[1].0), (1, 1), "one recovery");
+        assert_eq!(seen[0].1[0].get::<f64>(1).unwrap(), 130.0);
+        assert_eq!(
+            seen[0].1[0].get::<f64>(2).unwrap(),
+            30.0,
+            "the last interval given"
+        );
     }
 }

@@ -60,20 +60,20 @@ pub fn command(args: &[String]) -> Result<(), Error> {
         return Ok(());
     };
     let env = Env::from_process()?;
-    let db = shared::db_path(&env);
+    let db = shared::db_path(&env)?;
     let backends = shared::backends(&env)?;
     let grace = shared::heartbeat_grace(&env)?;
     let timeout = shared::backend_timeout(&env)?;
     let keys = crate::curve::client_keys(&env)?;
 
-    let conn = snapshot::open_store(&db).map_err(Error::Runtime)?;
+    let mut store = snapshot::open_store(&db).map_err(Error::Runtime)?;
     let now = crate::store::now();
     let (clients, plugins, notifications) =
-        snapshot::read_store(&conn, now, grace, options.notifications)
-            .map_err(|e| Error::Runtime(format!("store {}: {e}", db.display())))?;
+        snapshot::read_store(&mut store, now, grace, options.notifications)
+            .map_err(|e| Error::Runtime(format!("store {db}: {e}")))?;
     let snapshot = Snapshot {
         generated_at: now,
-        db: db.display().to_string(),
+        db: db.to_string(),
         clients,
         plugins,
         notifications,

@@ -2,14 +2,15 @@
 //! states and recent notifications, and each router's `status` reply.
 //!
 //! The store is opened read-only (status never writes, and never creates a
-//! store where there was none). Liveness is computed with the scheduler's
-//! rule, so "up" here means "schedulable" there.
+//! store where there was none); a PostgreSQL store that cannot be reached
+//! within its connect timeout is reported as unreachable. Liveness is
+//! computed with the scheduler's rule, so "up" here means "schedulable"
+//! there. On PostgreSQL every host sees the same fleet.
 
 use crate::backend_client::BackendClient;
-use rusqlite::{Connection, OpenFlags};
+use crate::store::{Result, Store, Target, Tx};
 use serde::Serialize;
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,58 +86,51 @@ pub fn state_name(status: Option<i64>) -> &'static str {
     }
 }
 
-/// Opens the store read-only; a missing file is an error, not a new store.
-pub fn open_store(path: &Path) -> Result<Connection, String> {
-    if !path.exists() {
-        return Err(format!(
-            "store {} not found: is VIGIL_DB the path the sinks write to?",
-            path.display()
-        ));
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("store {}: cannot open: {e}", path.display()))?;
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| format!("store {}: not readable as SQLite: {e}", path.display()))?;
-    if version < 1 {
-        return Err(format!(
-            "store {}: not a vigil store (schema version {version})",
-            path.display()
-        ));
-    }
-    Ok(conn)
+/// Opens the store for reading; a missing file is an error, not a new
+/// store, and an unreachable server says so.
+pub fn open_store(target: &Target) -> std::result::Result<Store, String> {
+    Store::open_existing(target).map_err(|e| e.to_string())
 }
 
 /// Reads clients, plugin states and the last `notifications` notifications.
 pub fn read_store(
-    conn: &Connection,
+    store: &mut Store,
     now: f64,
     grace: f64,
     notifications: usize,
-) -> rusqlite::Result<(Vec<ClientRow>, Vec<PluginRow>, Vec<NotificationRow>)> {
+) -> Result<(Vec<ClientRow>, Vec<PluginRow>, Vec<NotificationRow>)> {
+    read_tx(&store.read()?, now, grace, notifications)
+}
+
+/// The same, inside a read transaction the caller holds (`vigil web`
+/// reads a whole request in one).
+pub fn read_tx(
+    tx: &Tx,
+    now: f64,
+    grace: f64,
+    notifications: usize,
+) -> Result<(Vec<ClientRow>, Vec<PluginRow>, Vec<NotificationRow>)> {
     Ok((
-        clients(conn, now, grace)?,
-        plugins(conn)?,
-        recent_notifications(conn, notifications)?,
+        clients(tx, now, grace)?,
+        plugins(tx)?,
+        recent_notifications(tx, notifications)?,
     ))
 }
 
-fn clients(conn: &Connection, now: f64, grace: f64) -> rusqlite::Result<Vec<ClientRow>> {
-    let mut stmt = conn.prepare(
+fn clients(tx: &Tx, now: f64, grace: f64) -> Result<Vec<ClientRow>> {
+    let rows = tx.query(
         "SELECT uuid, hostname, last_seen, last_heartbeat, heartbeat_interval_s, last_router
-         FROM clients ORDER BY hostname, uuid",
+         FROM clients ORDER BY hostname NULLS FIRST, uuid",
+        &[],
     )?;
-    let rows = stmt.query_map([], |r| crate::store::fleet::client_row(r, now, grace))?;
-    rows.collect()
+    rows.iter()
+        .map(|r| crate::store::fleet::client_row(r, now, grace))
+        .collect()
 }
 
 /// Every result, and every declared plugin without a result yet.
-fn plugins(conn: &Connection) -> rusqlite::Result<Vec<PluginRow>> {
-    let mut stmt = conn.prepare(
+fn plugins(tx: &Tx) -> Result<Vec<PluginRow>> {
+    let rows = tx.query(
         "SELECT r.uuid, c.hostname, r.plugin, r.status, r.output, r.ts, r.changed_at, p.interval_s
          FROM results r
          LEFT JOIN clients c ON c.uuid = r.uuid
@@ -146,45 +140,49 @@ fn plugins(conn: &Connection) -> rusqlite::Result<Vec<PluginRow>> {
          FROM plugins p
          LEFT JOIN clients c ON c.uuid = p.uuid
          WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)
-         ORDER BY 2, 1, 3",
+         ORDER BY 2 NULLS FIRST, 1, 3",
+        &[],
     )?;
-    let rows = stmt.query_map([], |r| {
-        let status: Option<i64> = r.get(3)?;
-        Ok(PluginRow {
-            uuid: r.get(0)?,
-            hostname: r.get(1)?,
-            plugin: r.get(2)?,
-            status,
-            state: state_name(status).to_string(),
-            output: r.get(4)?,
-            ts: r.get(5)?,
-            changed_at: r.get(6)?,
-            interval_s: r.get(7)?,
+    rows.iter()
+        .map(|r| {
+            let status: Option<i64> = r.get(3)?;
+            Ok(PluginRow {
+                uuid: r.get(0)?,
+                hostname: r.get(1)?,
+                plugin: r.get(2)?,
+                status,
+                state: state_name(status).to_string(),
+                output: r.get(4)?,
+                ts: r.get(5)?,
+                changed_at: r.get(6)?,
+                interval_s: r.get(7)?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }
 
-fn recent_notifications(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<NotificationRow>> {
-    let mut stmt = conn.prepare(
+fn recent_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {
+    let rows = tx.query(
         "SELECT seq, created_at, uuid, hostname, origin, severity, source, message, state, attempts
          FROM notifications ORDER BY seq DESC LIMIT ?1",
+        crate::params![limit as i64],
     )?;
-    let rows = stmt.query_map([limit as i64], |r| {
-        Ok(NotificationRow {
-            seq: r.get(0)?,
-            created_at: r.get(1)?,
-            uuid: r.get(2)?,
-            hostname: r.get(3)?,
-            origin: r.get(4)?,
-            severity: r.get(5)?,
-            source: r.get(6)?,
-            message: r.get(7)?,
-            state: r.get(8)?,
-            attempts: r.get(9)?,
+    rows.iter()
+        .map(|r| {
+            Ok(NotificationRow {
+                seq: r.get(0)?,
+                created_at: r.get(1)?,
+                uuid: r.get(2)?,
+                hostname: r.get(3)?,
+                origin: r.get(4)?,
+                severity: r.get(5)?,
+                source: r.get(6)?,
+                message: r.get(7)?,
+                state: r.get(8)?,
+                attempts: r.get(9)?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }
 
 /// Asks every router for its status; an unanswering one is "unreachable".

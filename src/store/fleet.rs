@@ -4,8 +4,9 @@
 //! say the same things the same way; only what a page needs is read, so a
 //! page of a 10,000-host fleet does not read 10,000 hosts.
 
+use super::{Result, Row, Tx};
+use crate::params;
 use crate::status::snapshot::{state_name, ClientRow, NotificationRow, PluginRow};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 /// The overview's counters.
@@ -47,7 +48,7 @@ const CLIENT_COLUMNS: &str =
 
 /// One `clients` row (selected as `CLIENT_COLUMNS`) with its state; also
 /// the reading `vigil status` uses.
-pub fn client_row(r: &Row, now: f64, grace: f64) -> rusqlite::Result<ClientRow> {
+pub fn client_row(r: &Row, now: f64, grace: f64) -> Result<ClientRow> {
     let last_heartbeat: Option<f64> = r.get(3)?;
     let interval: Option<f64> = r.get(4)?;
     let state = if last_heartbeat.is_none() {
@@ -71,7 +72,7 @@ pub fn client_row(r: &Row, now: f64, grace: f64) -> rusqlite::Result<ClientRow> 
 const PLUGIN_COLUMNS: &str =
     "r.uuid, c.hostname, r.plugin, r.status, r.output, r.ts, r.changed_at, p.interval_s";
 
-fn plugin_row(r: &Row) -> rusqlite::Result<PluginRow> {
+fn plugin_row(r: &Row) -> Result<PluginRow> {
     let status: Option<i64> = r.get(3)?;
     Ok(PluginRow {
         uuid: r.get(0)?,
@@ -89,7 +90,7 @@ fn plugin_row(r: &Row) -> rusqlite::Result<PluginRow> {
 const NOTIFICATION_COLUMNS: &str =
     "seq, created_at, uuid, hostname, origin, severity, source, message, state, attempts";
 
-fn notification_row(r: &Row) -> rusqlite::Result<NotificationRow> {
+fn notification_row(r: &Row) -> Result<NotificationRow> {
     Ok(NotificationRow {
         seq: r.get(0)?,
         created_at: r.get(1)?,
@@ -104,90 +105,94 @@ fn notification_row(r: &Row) -> rusqlite::Result<NotificationRow> {
     })
 }
 
-pub fn summary(conn: &Connection, now: f64, grace: f64) -> rusqlite::Result<Summary> {
+pub fn summary(tx: &Tx, now: f64, grace: f64) -> Result<Summary> {
     let mut s = Summary::default();
-    conn.prepare_cached(&format!(
-        "SELECT COUNT(*), COALESCE(SUM(last_heartbeat IS NULL), 0), COALESCE(SUM({DOWN}), 0)
-         FROM clients"
-    ))?
-    .query_row(params![now, grace], |r| {
-        s.hosts = r.get(0)?;
-        s.hosts_unknown = r.get(1)?;
-        s.hosts_down = r.get(2)?;
-        Ok(())
-    })?;
+    let r = tx.query_row(
+        &format!(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(CASE WHEN last_heartbeat IS NULL THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN {DOWN} THEN 1 ELSE 0 END), 0)
+             FROM clients"
+        ),
+        params![now, grace],
+    )?;
+    s.hosts = r.get(0)?;
+    s.hosts_unknown = r.get(1)?;
+    s.hosts_down = r.get(2)?;
     s.hosts_up = s.hosts - s.hosts_unknown - s.hosts_down;
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM results GROUP BY status")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    for r in tx.query("SELECT status, COUNT(*) FROM results GROUP BY status", &[])? {
         let n: i64 = r.get(1)?;
-        match r.get::<_, i64>(0)? {
+        match r.get::<i64>(0)? {
             0 => s.checks_ok += n,
             1 => s.checks_warning += n,
             2 => s.checks_critical += n,
             _ => s.checks_unknown += n,
         }
     }
-    s.checks_pending = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM plugins p
-             WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)",
-        )?
-        .query_row([], |r| r.get(0))?;
-    s.notifications_unhandled = conn
-        .prepare_cached("SELECT COUNT(*) FROM notifications WHERE state IN ('pending', 'failed')")?
-        .query_row([], |r| r.get(0))?;
+    s.checks_pending = tx.query_value(
+        "SELECT COUNT(*) FROM plugins p
+         WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)",
+        &[],
+    )?;
+    s.notifications_unhandled = tx.query_value(
+        "SELECT COUNT(*) FROM notifications WHERE state IN ('pending', 'failed')",
+        &[],
+    )?;
     Ok(s)
 }
 
 /// Down hosts, longest silent first.
 pub fn down_hosts(
-    conn: &Connection,
+    tx: &Tx,
     now: f64,
     grace: f64,
     limit: usize,
     offset: usize,
-) -> rusqlite::Result<Vec<ClientRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients WHERE {DOWN}
-         ORDER BY last_heartbeat, hostname, uuid LIMIT ?3 OFFSET ?4"
-    ))?;
-    let rows = stmt.query_map(params![now, grace, limit as i64, offset as i64], |r| {
-        client_row(r, now, grace)
-    })?;
-    rows.collect()
+) -> Result<Vec<ClientRow>> {
+    tx.query(
+        &format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE {DOWN}
+             ORDER BY last_heartbeat, hostname NULLS FIRST, uuid LIMIT ?3 OFFSET ?4"
+        ),
+        params![now, grace, limit as i64, offset as i64],
+    )?
+    .iter()
+    .map(|r| client_row(r, now, grace))
+    .collect()
 }
 
 /// Results that are not OK: CRITICAL, then WARNING, then UNKNOWN, the
 /// most recent change first in each.
-pub fn problem_checks(
-    conn: &Connection,
-    limit: usize,
-    offset: usize,
-) -> rusqlite::Result<Vec<PluginRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {PLUGIN_COLUMNS} FROM results r
-         LEFT JOIN clients c ON c.uuid = r.uuid
-         LEFT JOIN plugins p ON p.uuid = r.uuid AND p.name = r.plugin
-         WHERE r.status IN (1, 2, 3)
-         ORDER BY CASE r.status WHEN 2 THEN 0 WHEN 1 THEN 1 ELSE 2 END, r.changed_at DESC
-         LIMIT ?1 OFFSET ?2"
-    ))?;
-    let rows = stmt.query_map(params![limit as i64, offset as i64], plugin_row)?;
-    rows.collect()
+pub fn problem_checks(tx: &Tx, limit: usize, offset: usize) -> Result<Vec<PluginRow>> {
+    tx.query(
+        &format!(
+            "SELECT {PLUGIN_COLUMNS} FROM results r
+             LEFT JOIN clients c ON c.uuid = r.uuid
+             LEFT JOIN plugins p ON p.uuid = r.uuid AND p.name = r.plugin
+             WHERE r.status IN (1, 2, 3)
+             ORDER BY CASE r.status WHEN 2 THEN 0 WHEN 1 THEN 1 ELSE 2 END, r.changed_at DESC,
+                      r.uuid, r.plugin
+             LIMIT ?1 OFFSET ?2"
+        ),
+        params![limit as i64, offset as i64],
+    )?
+    .iter()
+    .map(plugin_row)
+    .collect()
 }
 
 /// Notifications whose handlers have not all succeeded, newest first.
-pub fn unhandled_notifications(
-    conn: &Connection,
-    limit: usize,
-) -> rusqlite::Result<Vec<NotificationRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {NOTIFICATION_COLUMNS} FROM notifications
-         WHERE state IN ('pending', 'failed') ORDER BY seq DESC LIMIT ?1"
-    ))?;
-    let rows = stmt.query_map([limit as i64], notification_row)?;
-    rows.collect()
+pub fn unhandled_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {
+    tx.query(
+        &format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+             WHERE state IN ('pending', 'failed') ORDER BY seq DESC LIMIT ?1"
+        ),
+        params![limit as i64],
+    )?
+    .iter()
+    .map(notification_row)
+    .collect()
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
@@ -204,102 +209,115 @@ fn like_pattern(text: &str) -> String {
 }
 
 /// A page of hosts by name (those whose hostname or UUID contains
-/// `search`, when given), and how many match in all.
+/// `search`, when given, ignoring ASCII case), and how many match in all.
 pub fn hosts(
-    conn: &Connection,
+    tx: &Tx,
     now: f64,
     grace: f64,
     search: Option<&str>,
     limit: usize,
     offset: usize,
-) -> rusqlite::Result<(Vec<ClientRow>, i64)> {
+) -> Result<(Vec<ClientRow>, i64)> {
     let pattern = like_pattern(search.unwrap_or(""));
-    let filter =
-        |n: &str| format!("(hostname LIKE ?{n} ESCAPE '\\' OR uuid LIKE ?{n} ESCAPE '\\')");
-    let total = conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM clients WHERE {}",
-            filter("1")
-        ))?
-        .query_row([&pattern], |r| r.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients WHERE {}
-         ORDER BY hostname, uuid LIMIT ?4 OFFSET ?5",
-        filter("3")
-    ))?;
-    let rows = stmt
-        .query_map(
-            params![now, grace, pattern, limit as i64, offset as i64],
-            |r| client_row(r, now, grace),
+    // SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE does.
+    const FILTER: &str =
+        "(hostname /*pg:I*/LIKE ?1 ESCAPE '\\' OR uuid /*pg:I*/LIKE ?1 ESCAPE '\\')";
+    let total = tx.query_value(
+        &format!("SELECT COUNT(*) FROM clients WHERE {FILTER}"),
+        params![&pattern],
+    )?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE {FILTER}
+                 ORDER BY hostname NULLS FIRST, uuid LIMIT ?2 OFFSET ?3"
+            ),
+            params![&pattern, limit as i64, offset as i64],
         )?
-        .collect::<rusqlite::Result<_>>()?;
+        .iter()
+        .map(|r| client_row(r, now, grace))
+        .collect::<Result<_>>()?;
     Ok((rows, total))
 }
 
-pub fn host(
-    conn: &Connection,
-    now: f64,
-    grace: f64,
-    uuid: &str,
-) -> rusqlite::Result<Option<ClientRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients WHERE uuid = ?1"
-    ))?
-    .query_row([uuid], |r| client_row(r, now, grace))
-    .optional()
+pub fn host(tx: &Tx, now: f64, grace: f64, uuid: &str) -> Result<Option<ClientRow>> {
+    tx.query_opt(
+        &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE uuid = ?1"),
+        params![uuid],
+    )?
+    .map(|r| client_row(&r, now, grace))
+    .transpose()
 }
 
 /// Every plugin of one host: results, and declared plugins without one.
-pub fn host_plugins(conn: &Connection, uuid: &str) -> rusqlite::Result<Vec<PluginRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {PLUGIN_COLUMNS} FROM results r
-         LEFT JOIN clients c ON c.uuid = r.uuid
-         LEFT JOIN plugins p ON p.uuid = r.uuid AND p.name = r.plugin
-         WHERE r.uuid = ?1
-         UNION ALL
-         SELECT p.uuid, c.hostname, p.name, NULL, NULL, NULL, NULL, p.interval_s
-         FROM plugins p LEFT JOIN clients c ON c.uuid = p.uuid
-         WHERE p.uuid = ?1
-           AND NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)
-         ORDER BY 3"
-    ))?;
-    let rows = stmt.query_map([uuid], plugin_row)?;
-    rows.collect()
+pub fn host_plugins(tx: &Tx, uuid: &str) -> Result<Vec<PluginRow>> {
+    tx.query(
+        &format!(
+            "SELECT {PLUGIN_COLUMNS} FROM results r
+             LEFT JOIN clients c ON c.uuid = r.uuid
+             LEFT JOIN plugins p ON p.uuid = r.uuid AND p.name = r.plugin
+             WHERE r.uuid = ?1
+             UNION ALL
+             SELECT p.uuid, c.hostname, p.name, NULL, NULL, NULL, NULL, p.interval_s
+             FROM plugins p LEFT JOIN clients c ON c.uuid = p.uuid
+             WHERE p.uuid = ?1
+               AND NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)
+             ORDER BY 3"
+        ),
+        params![uuid],
+    )?
+    .iter()
+    .map(plugin_row)
+    .collect()
 }
 
 /// One host's most recent notifications, newest first; `origin` narrows
 /// them (`result` gives its plugins' state changes).
 pub fn host_notifications(
-    conn: &Connection,
+    tx: &Tx,
     uuid: &str,
     origin: Option<&str>,
     limit: usize,
-) -> rusqlite::Result<Vec<NotificationRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {NOTIFICATION_COLUMNS} FROM notifications
-         WHERE uuid = ?1 AND (?2 IS NULL OR origin = ?2)
-         ORDER BY seq DESC LIMIT ?3"
-    ))?;
-    let rows = stmt.query_map(params![uuid, origin, limit as i64], notification_row)?;
-    rows.collect()
+) -> Result<Vec<NotificationRow>> {
+    // Two statements rather than `?2 IS NULL OR origin = ?2`, which
+    // PostgreSQL cannot plan once for both cases.
+    let rows = match origin {
+        Some(origin) => tx.query(
+            &format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                 WHERE uuid = ?1 AND origin = ?2 ORDER BY seq DESC LIMIT ?3"
+            ),
+            params![uuid, origin, limit as i64],
+        )?,
+        None => tx.query(
+            &format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                 WHERE uuid = ?1 ORDER BY seq DESC LIMIT ?2"
+            ),
+            params![uuid, limit as i64],
+        )?,
+    };
+    rows.iter().map(notification_row).collect()
 }
 
 /// A page of notifications, newest first, with their handlers' outcome,
 /// and how many there are in all.
 pub fn notifications(
-    conn: &Connection,
+    tx: &Tx,
     limit: usize,
     offset: usize,
-) -> rusqlite::Result<(Vec<NotificationDetail>, i64)> {
-    let total = conn
-        .prepare_cached("SELECT COUNT(*) FROM notifications")?
-        .query_row([], |r| r.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {NOTIFICATION_COLUMNS}, handlers_done, last_error, next_attempt_at
-         FROM notifications ORDER BY seq DESC LIMIT ?1 OFFSET ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![limit as i64, offset as i64], |r| {
+) -> Result<(Vec<NotificationDetail>, i64)> {
+    let total = tx.query_value("SELECT COUNT(*) FROM notifications", &[])?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {NOTIFICATION_COLUMNS}, handlers_done, last_error, next_attempt_at
+                 FROM notifications ORDER BY seq DESC LIMIT ?1 OFFSET ?2"
+            ),
+            params![limit as i64, offset as i64],
+        )?
+        .iter()
+        .map(|r| {
             let done: String = r.get(10)?;
             Ok(NotificationDetail {
                 row: notification_row(r)?,
@@ -307,8 +325,8 @@ pub fn notifications(
                 last_error: r.get(11)?,
                 next_attempt_at: r.get(12)?,
             })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        })
+        .collect::<Result<_>>()?;
     Ok((rows, total))
 }
 
@@ -319,8 +337,9 @@ mod tests {
 
     #[test]
     fn counts_problems_and_search() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let tx = store.write().unwrap();
+        let c = &tx;
         let now = 1_700_000_000.0;
         for (uuid, host, hb) in [
             ("u1", "web_1", Some(now - 5.0)),
@@ -343,7 +362,7 @@ mod tests {
         }
         c.execute(
             "INSERT INTO plugins (uuid, name, process, registered_at) VALUES ('u2', 'p', 'agent', 0)",
-            [],
+            &[],
         )
         .unwrap();
         let s = summary(c, now, 3.0).unwrap();
@@ -378,5 +397,24 @@ mod tests {
         assert_eq!(total, 3);
         assert_eq!(host_plugins(c, "u2").unwrap()[0].state, "PENDING");
         assert_eq!(host(c, now, 3.0, "u1").unwrap().unwrap().state, "up");
+        assert!(host(c, now, 3.0, "nobody").unwrap().is_none());
+        // The search ignores ASCII case on both backends.
+        let (found, _) = hosts(c, now, 3.0, Some("WEB"), 10, 0).unwrap();
+        assert_eq!(found.len(), 1);
+        c.execute(
+            "INSERT INTO notifications (uuid, id, origin, severity, body, created_at, state)
+             VALUES ('u1', 'n1', 'result', 'critical', '{}', ?1, 'pending'),
+                    ('u1', 'n2', 'client', 'warning', '{}', ?1, 'handled')",
+            params![now],
+        )
+        .unwrap();
+        assert_eq!(host_notifications(c, "u1", None, 10).unwrap().len(), 2);
+        let changes = host_notifications(c, "u1", Some("result"), 10).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].origin, "result");
+        assert_eq!(unhandled_notifications(c, 10).unwrap().len(), 1);
+        let (page, total) = notifications(c, 1, 0).unwrap();
+        assert_eq!((page.len(), total), (1, 2));
+        assert_eq!(summary(c, now, 3.0).unwrap().notifications_unhandled, 1);
     }
 }

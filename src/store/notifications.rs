@@ -6,8 +6,15 @@
 //! either marks it `handled` or schedules the next attempt. A client's
 //! notification with `ack:true` whose handlers failed is `failed`: the
 //! agent's resend, not the outbox, retries it.
+//!
+//! Across processes: a client notification has one row per (uuid, id) (a
+//! unique index; the second sink to record it finds the first's row);
+//! claims are conditional updates, and the outbox on PostgreSQL takes the
+//! most overdue row that no other outbox holds (`FOR UPDATE SKIP
+//! LOCKED`), so several outboxes work through the queue side by side.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::{Backend, Result, Row, Tx};
+use crate::params;
 use serde_json::{json, Value};
 
 /// A notification vigil raises itself (heartbeat loss, result change...).
@@ -47,19 +54,70 @@ impl Raised<'_> {
 }
 
 /// Inserts a raised notification as `pending`, due now. Returns its seq.
-pub fn raise(conn: &Connection, n: &Raised) -> rusqlite::Result<i64> {
+pub fn raise(tx: &Tx, n: &Raised) -> Result<i64> {
     let id = uuid::Uuid::new_v4().to_string();
     let body = n.body(&id).to_string();
-    conn.prepare_cached(
+    tx.query_value(
         "INSERT INTO notifications
              (uuid, id, origin, severity, source, message, hostname, body,
               created_at, state, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9)",
-    )?
-    .execute(params![
-        n.uuid, id, n.origin, n.severity, n.source, n.message, n.hostname, body, n.at
-    ])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9)
+         RETURNING seq",
+        params![n.uuid, &id, n.origin, n.severity, n.source, &n.message, n.hostname, &body, n.at],
+    )
+}
+
+/// [`raise`] for several: on PostgreSQL one statement.
+pub fn raise_many(tx: &Tx, raised: &[Raised]) -> Result<()> {
+    match tx.backend() {
+        Backend::Sqlite => {
+            for n in raised {
+                raise(tx, n)?;
+            }
+        }
+        Backend::Postgres => {
+            let ids: Vec<String> = raised
+                .iter()
+                .map(|_| uuid::Uuid::new_v4().to_string())
+                .collect();
+            let bodies: Vec<String> = raised
+                .iter()
+                .zip(&ids)
+                .map(|(n, id)| n.body(id).to_string())
+                .collect();
+            let uuids: Vec<Option<&str>> = raised.iter().map(|n| Some(n.uuid)).collect();
+            let origins: Vec<Option<&str>> = raised.iter().map(|n| Some(n.origin)).collect();
+            let severities: Vec<Option<&str>> = raised.iter().map(|n| Some(n.severity)).collect();
+            let sources: Vec<Option<&str>> = raised.iter().map(|n| Some(n.source)).collect();
+            let messages: Vec<Option<&str>> =
+                raised.iter().map(|n| Some(n.message.as_str())).collect();
+            let hosts: Vec<Option<&str>> = raised.iter().map(|n| n.hostname).collect();
+            let ids: Vec<Option<&str>> = ids.iter().map(|i| Some(i.as_str())).collect();
+            let bodies: Vec<Option<&str>> = bodies.iter().map(|b| Some(b.as_str())).collect();
+            let ats: Vec<Option<f64>> = raised.iter().map(|n| Some(n.at)).collect();
+            tx.execute(
+                "INSERT INTO notifications
+                     (uuid, id, origin, severity, source, message, hostname, body,
+                      created_at, state, next_attempt_at)
+                 SELECT u, i, o, sev, src, m, h, b, t, 'pending', t
+                 FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[],
+                             ?6::TEXT[], ?7::TEXT[], ?8::TEXT[], ?9::FLOAT8[])
+                     AS n(u, i, o, sev, src, m, h, b, t)",
+                params![
+                    &uuids[..],
+                    &ids[..],
+                    &origins[..],
+                    &severities[..],
+                    &sources[..],
+                    &messages[..],
+                    &hosts[..],
+                    &bodies[..],
+                    &ats[..]
+                ],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A client notification's fields as stored beside its body.
@@ -86,49 +144,137 @@ pub struct Progress {
 }
 
 /// The row of client notification (uuid, id), if one was recorded.
-pub fn find_client(conn: &Connection, uuid: &str, id: &str) -> rusqlite::Result<Option<Progress>> {
-    conn.prepare_cached(
+pub fn find_client(tx: &Tx, uuid: &str, id: &str) -> Result<Option<Progress>> {
+    tx.query_opt(
         "SELECT seq, state, handlers_done FROM notifications
          WHERE uuid = ?1 AND id = ?2 AND origin = 'client'
          ORDER BY seq DESC LIMIT 1",
+        params![uuid, id],
     )?
-    .query_row([uuid, id], |r| {
-        Ok(Progress {
-            seq: r.get(0)?,
-            state: r.get(1)?,
-            done: parse_done(&r.get::<_, String>(2)?),
-        })
+    .map(|r| progress(&r))
+    .transpose()
+}
+
+fn progress(r: &Row) -> Result<Progress> {
+    Ok(Progress {
+        seq: r.get(0)?,
+        state: r.get(1)?,
+        done: parse_done(&r.get::<String>(2)?),
     })
-    .optional()
 }
 
 /// Records a client notification before its handlers run, in state
 /// `failed` (nothing succeeded yet; it is not for the outbox). Returns its
-/// seq.
-pub fn record_client(conn: &Connection, n: &ClientNotification) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
+/// row: the new one, or the one another process recorded first.
+pub fn record_client(tx: &Tx, n: &ClientNotification) -> Result<Progress> {
+    let inserted = tx.query_opt(
         "INSERT INTO notifications
              (uuid, id, origin, severity, source, message, hostname, body, created_at, state)
-         VALUES (?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed')",
-    )?
-    .execute(params![
-        n.uuid, n.id, n.severity, n.source, n.message, n.hostname, n.body, n.at
-    ])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed')
+         ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
+         RETURNING seq",
+        params![n.uuid, n.id, n.severity, n.source, n.message, n.hostname, n.body, n.at],
+    )?;
+    match inserted {
+        Some(row) => Ok(Progress {
+            seq: row.get(0)?,
+            state: "failed".into(),
+            done: vec![],
+        }),
+        None => find_client(tx, n.uuid, n.id)?.ok_or(super::DbError::NoRow),
+    }
+}
+
+/// Records new client notifications (distinct (uuid, id)), each claimed
+/// by the caller until `claimed_until` as [`claim`] would: a row nobody
+/// else has seen is free. Returns the seq of each one recorded now, by
+/// (uuid, id); one handled before (in `handled`), or that another process
+/// recorded first, is left out (the caller goes the one-by-one way for
+/// it). On PostgreSQL one statement.
+pub fn record_new_clients(
+    tx: &Tx,
+    list: &[ClientNotification],
+    claimed_until: f64,
+) -> Result<std::collections::HashMap<(String, String), i64>> {
+    let mut out = std::collections::HashMap::new();
+    match tx.backend() {
+        Backend::Sqlite => {
+            for n in list {
+                if let Some(r) = tx.query_opt(
+                    "INSERT INTO notifications
+                         (uuid, id, origin, severity, source, message, hostname, body, created_at,
+                          state, next_attempt_at)
+                     SELECT ?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed', ?9
+                     WHERE NOT EXISTS (SELECT 1 FROM handled WHERE uuid = ?1 AND id = ?2)
+                     ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
+                     RETURNING seq",
+                    params![
+                        n.uuid,
+                        n.id,
+                        n.severity,
+                        n.source,
+                        n.message,
+                        n.hostname,
+                        n.body,
+                        n.at,
+                        claimed_until
+                    ],
+                )? {
+                    out.insert((n.uuid.to_string(), n.id.to_string()), r.get(0)?);
+                }
+            }
+        }
+        Backend::Postgres => {
+            let uuids: Vec<Option<&str>> = list.iter().map(|n| Some(n.uuid)).collect();
+            let ids: Vec<Option<&str>> = list.iter().map(|n| Some(n.id)).collect();
+            let severities: Vec<Option<&str>> = list.iter().map(|n| Some(n.severity)).collect();
+            let sources: Vec<Option<&str>> = list.iter().map(|n| n.source).collect();
+            let messages: Vec<Option<&str>> = list.iter().map(|n| Some(n.message)).collect();
+            let hosts: Vec<Option<&str>> = list.iter().map(|n| n.hostname).collect();
+            let bodies: Vec<Option<&str>> = list.iter().map(|n| Some(n.body)).collect();
+            let ats: Vec<Option<f64>> = list.iter().map(|n| Some(n.at)).collect();
+            for r in tx.query(
+                "INSERT INTO notifications
+                     (uuid, id, origin, severity, source, message, hostname, body, created_at,
+                      state, next_attempt_at)
+                 SELECT u, i, 'client', sev, src, m, h, b, t, 'failed', ?9
+                 FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[],
+                             ?6::TEXT[], ?7::TEXT[], ?8::FLOAT8[])
+                     AS n(u, i, sev, src, m, h, b, t)
+                 WHERE NOT EXISTS (SELECT 1 FROM handled d WHERE d.uuid = n.u AND d.id = n.i)
+                 ORDER BY u, i
+                 ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
+                 RETURNING uuid, id, seq",
+                params![
+                    &uuids[..],
+                    &ids[..],
+                    &severities[..],
+                    &sources[..],
+                    &messages[..],
+                    &hosts[..],
+                    &bodies[..],
+                    &ats[..],
+                    claimed_until
+                ],
+            )? {
+                out.insert((r.get(0)?, r.get(1)?), r.get(2)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Claims a notification for one attempt by the caller: its next attempt
 /// moves to `now + lease_s`, so no other process (another notification
 /// sink, an outbox) runs its handlers meanwhile. Returns false when it is
 /// handled already or someone else holds it.
-pub fn claim(conn: &Connection, seq: i64, now: f64, lease_s: f64) -> rusqlite::Result<bool> {
-    let taken = conn
-        .prepare_cached(
-            "UPDATE notifications SET next_attempt_at = ?3
-             WHERE seq = ?1 AND state != 'handled'
-               AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)",
-        )?
-        .execute(params![seq, now, now + lease_s])?;
+pub fn claim(tx: &Tx, seq: i64, now: f64, lease_s: f64) -> Result<bool> {
+    let taken = tx.execute(
+        "UPDATE notifications SET next_attempt_at = ?3
+         WHERE seq = ?1 AND state != 'handled'
+           AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)",
+        params![seq, now, now + lease_s],
+    )?;
     Ok(taken == 1)
 }
 
@@ -144,32 +290,139 @@ pub enum Next<'a> {
 }
 
 /// Records an attempt's outcome: the handlers done so far and what next.
-pub fn record_attempt(
-    conn: &Connection,
-    seq: i64,
-    done: &[String],
-    next: &Next,
-) -> rusqlite::Result<()> {
+pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
     let done = serde_json::to_string(done).expect("a list of strings serializes");
     let (state, next_at, error) = match next {
         Next::Handled => ("handled", None, None),
         Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
         Next::AwaitResend { error } => ("failed", None, Some(*error)),
     };
-    conn.prepare_cached(
+    // The outbox counted its attempt when it claimed the row.
+    tx.execute(
         "UPDATE notifications SET handlers_done = ?2, state = ?3, next_attempt_at = ?4,
              last_error = COALESCE(?5, last_error), attempts = attempts + ?6
          WHERE seq = ?1",
-    )?
-    // The outbox counted its attempt when it claimed the row.
-    .execute(params![
-        seq,
-        done,
-        state,
-        next_at,
-        error,
-        i64::from(next_at.is_none())
-    ])?;
+        params![
+            seq,
+            &done,
+            state,
+            next_at,
+            error,
+            i64::from(next_at.is_none())
+        ],
+    )?;
+    Ok(())
+}
+
+/// [`record_attempt`] for several notifications (distinct seqs): on
+/// PostgreSQL one statement.
+pub fn record_attempts(tx: &Tx, attempts: &[(i64, &[String], Next)]) -> Result<()> {
+    match tx.backend() {
+        Backend::Sqlite => {
+            for (seq, done, next) in attempts {
+                record_attempt(tx, *seq, done, next)?;
+            }
+        }
+        Backend::Postgres => {
+            let mut seqs = Vec::new();
+            let mut dones = Vec::new();
+            let mut states = Vec::new();
+            let mut next_ats = Vec::new();
+            let mut errors = Vec::new();
+            let mut incs = Vec::new();
+            for (seq, done, next) in attempts {
+                let (state, next_at, error) = match next {
+                    Next::Handled => ("handled", None, None),
+                    Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+                    Next::AwaitResend { error } => ("failed", None, Some(*error)),
+                };
+                seqs.push(Some(*seq));
+                dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
+                states.push(Some(state));
+                next_ats.push(next_at);
+                errors.push(error);
+                incs.push(Some(i64::from(next_at.is_none())));
+            }
+            let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
+            tx.execute(
+                "UPDATE notifications n SET handlers_done = a.done, state = a.state,
+                     next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
+                     attempts = n.attempts + a.inc
+                 FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
+                             ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
+                 WHERE n.seq = a.seq",
+                params![
+                    &seqs[..],
+                    &dones[..],
+                    &states[..],
+                    &next_ats[..],
+                    &errors[..],
+                    &incs[..]
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The outcomes of a batch's attempts, and the (uuid, id) of the client
+/// notifications now handled ([`super::dedup::mark_handled_many`]): on
+/// PostgreSQL one statement.
+pub fn record_outcomes(
+    tx: &Tx,
+    attempts: &[(i64, &[String], Next)],
+    handled: &[(&str, &str)],
+    at: f64,
+) -> Result<()> {
+    if tx.backend() == Backend::Sqlite || handled.is_empty() {
+        record_attempts(tx, attempts)?;
+        return super::dedup::mark_handled_many(tx, handled, "notification", at);
+    }
+    let mut seqs = Vec::new();
+    let mut dones = Vec::new();
+    let mut states = Vec::new();
+    let mut next_ats = Vec::new();
+    let mut errors = Vec::new();
+    let mut incs = Vec::new();
+    for (seq, done, next) in attempts {
+        let (state, next_at, error) = match next {
+            Next::Handled => ("handled", None, None),
+            Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+            Next::AwaitResend { error } => ("failed", None, Some(*error)),
+        };
+        seqs.push(Some(*seq));
+        dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
+        states.push(Some(state));
+        next_ats.push(next_at);
+        errors.push(error);
+        incs.push(Some(i64::from(next_at.is_none())));
+    }
+    let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
+    let uuids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.0)).collect();
+    let ids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.1)).collect();
+    tx.execute(
+        "WITH attempt AS (
+             UPDATE notifications n SET handlers_done = a.done, state = a.state,
+                 next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
+                 attempts = n.attempts + a.inc
+             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
+                         ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
+             WHERE n.seq = a.seq)
+         INSERT INTO handled (uuid, id, type, handled_at)
+         SELECT k.uuid, k.id, 'notification', ?9 FROM unnest(?7::TEXT[], ?8::TEXT[]) AS k(uuid, id)
+         ON CONFLICT (uuid, id) DO NOTHING",
+        params![
+            &seqs[..],
+            &dones[..],
+            &states[..],
+            &next_ats[..],
+            &errors[..],
+            &incs[..],
+            &uuids[..],
+            &ids[..],
+            at
+        ],
+    )?;
     Ok(())
 }
 
@@ -186,39 +439,37 @@ pub struct Claimed {
 /// Claims the pending row that is most overdue at `now`: its next attempt
 /// moves to `now + lease_s`, so another outbox (another process) leaves it
 /// alone while this one works, and picks it up again if this one dies.
-pub fn claim_due(conn: &Connection, now: f64, lease_s: f64) -> rusqlite::Result<Option<Claimed>> {
-    let due = conn
-        .prepare_cached(
-            "SELECT seq, body, handlers_done, attempts, next_attempt_at FROM notifications
-             WHERE state = 'pending' AND next_attempt_at <= ?1
-             ORDER BY next_attempt_at LIMIT 1",
-        )?
-        .query_row([now], |r| {
-            let claimed = Claimed {
-                seq: r.get(0)?,
-                body: r.get(1)?,
-                done: parse_done(&r.get::<_, String>(2)?),
-                attempts: r.get(3)?,
-            };
-            Ok((claimed, r.get::<_, f64>(4)?))
-        })
-        .optional()?;
-    let Some((claimed, was_due)) = due else {
+pub fn claim_due(tx: &Tx, now: f64, lease_s: f64) -> Result<Option<Claimed>> {
+    let due = tx.query_opt(
+        "SELECT seq, body, handlers_done, attempts, next_attempt_at FROM notifications
+         WHERE state = 'pending' AND next_attempt_at <= ?1
+         ORDER BY next_attempt_at LIMIT 1 /*pg: FOR UPDATE SKIP LOCKED*/",
+        params![now],
+    )?;
+    let Some(r) = due else {
         return Ok(None);
     };
-    let taken = conn
-        .prepare_cached(
-            "UPDATE notifications SET next_attempt_at = ?3, attempts = attempts + 1
-             WHERE seq = ?1 AND state = 'pending' AND next_attempt_at = ?2",
-        )?
-        .execute(params![claimed.seq, was_due, now + lease_s])?;
+    let claimed = Claimed {
+        seq: r.get(0)?,
+        body: r.get(1)?,
+        done: parse_done(&r.get::<String>(2)?),
+        attempts: r.get(3)?,
+    };
+    let was_due: f64 = r.get(4)?;
+    let taken = tx.execute(
+        "UPDATE notifications SET next_attempt_at = ?3, attempts = attempts + 1
+         WHERE seq = ?1 AND state = 'pending' AND next_attempt_at = ?2",
+        params![claimed.seq, was_due, now + lease_s],
+    )?;
     Ok((taken == 1).then_some(claimed))
 }
 
 /// When the next pending notification falls due, if any is pending.
-pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<f64>> {
-    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending'")?
-        .query_row([], |r| r.get(0))
+pub fn next_due(tx: &Tx) -> Result<Option<f64>> {
+    tx.query_value(
+        "SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending'",
+        &[],
+    )
 }
 
 /// `handlers_done` as stored; anything unreadable counts as nothing done
@@ -259,8 +510,8 @@ mod tests {
 
     #[test]
     fn claim_retry_and_finish() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         let seq = raise(c, &raised(10.0)).unwrap();
         assert_eq!(next_due(c).unwrap(), Some(10.0));
         assert_eq!(claim_due(c, 9.0, 60.0).unwrap(), None, "not due yet");
@@ -282,8 +533,8 @@ mod tests {
 
     #[test]
     fn client_rows_are_found_by_uuid_and_id() {
-        let store = test_store();
-        let c = &store.conn;
+        let mut store = test_store();
+        let c = &store.write().unwrap();
         let n = ClientNotification {
             uuid: "u",
             id: "m1",
@@ -295,7 +546,12 @@ mod tests {
             at: 1.0,
         };
         assert_eq!(find_client(c, "u", "m1").unwrap(), None);
-        let seq = record_client(c, &n).unwrap();
+        let seq = record_client(c, &n).unwrap().seq;
+        assert_eq!(
+            record_client(c, &n).unwrap().seq,
+            seq,
+            "one row per (uuid, id)"
+        );
         let done = vec!["a".to_string()];
         record_attempt(c, seq, &done, &Next::AwaitResend { error: "b failed" }).unwrap();
         let p = find_client(c, "u", "m1").unwrap().unwrap();

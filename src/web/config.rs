@@ -7,7 +7,6 @@
 use crate::config::{ConfigError, Env};
 use crate::scheduler::config as shared;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// `VIGIL_WEB_BIND`'s default: loopback, away from vigil's 5555-5565.
@@ -23,7 +22,7 @@ pub struct WebConfig {
     pub refresh: Duration,
     /// Rows per page of a list.
     pub page_size: usize,
-    pub db: PathBuf,
+    pub db: crate::store::Target,
     pub backends: Vec<String>,
     pub heartbeat_grace: f64,
     pub backend_timeout: Duration,
@@ -78,7 +77,7 @@ impl WebConfig {
             threads: env.int("VIGIL_WEB_THREADS", 4, 1, 256)?,
             refresh: Duration::from_secs(env.int("VIGIL_WEB_REFRESH_SECS", 10, 1, 3_600)?),
             page_size: env.int("VIGIL_WEB_PAGE_SIZE", 100, 1, 10_000)?,
-            db: shared::db_path(env),
+            db: shared::db_path(env)?,
             backends: shared::backends(env)?,
             heartbeat_grace: shared::heartbeat_grace(env)?,
             backend_timeout: shared::backend_timeout(env)?,

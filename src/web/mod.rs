@@ -26,11 +26,10 @@ mod text;
 use crate::error::Error;
 use crate::signals::{Shutdown, ShutdownWatch, SignalThread};
 use crate::status::snapshot::{self, Snapshot};
-use crate::store::{fleet, metrics};
+use crate::store::{fleet, metrics, DbError, Store, Tx};
 use askama::Template;
 use config::WebConfig;
 use http::{Refusal, Target};
-use rusqlite::Connection;
 use std::sync::Arc;
 use std::time::Duration;
 use tiny_http::{Header, Request, Response, Server};
@@ -91,7 +90,7 @@ pub fn run(config: WebConfig) -> Result<(), Error> {
             config: Arc::clone(&config),
             routers: routers.clone(),
             shutdown: shutdown.watch(),
-            conn: None,
+            store: None,
         };
         supervisor
             .spawn(&format!("web-{n}"), move || worker.run())
@@ -132,7 +131,7 @@ struct Worker {
     shutdown: ShutdownWatch,
     /// Opened on first use, and again after it fails (a store that did not
     /// exist yet when the server started).
-    conn: Option<Connection>,
+    store: Option<Store>,
 }
 
 /// A response, before it is sent.
@@ -236,15 +235,17 @@ impl Worker {
         }
     }
 
-    /// The store connection, opened read-only (and `query_only`) if needed.
-    fn conn(&mut self) -> Result<&Connection, String> {
-        if self.conn.is_none() {
-            let conn = snapshot::open_store(&self.config.db)?;
-            conn.pragma_update(None, "query_only", true)
-                .map_err(|e| format!("store {}: {e}", self.config.db.display()))?;
-            self.conn = Some(conn);
+    /// The store connection, opened read-only if needed (a read-only file
+    /// and `query_only` on SQLite, read-only transactions on PostgreSQL).
+    fn store(&mut self) -> Result<&mut Store, String> {
+        if self.store.is_none() {
+            let mut store = snapshot::open_store(&self.config.db)?;
+            store
+                .forbid_writes()
+                .map_err(|e| store.error("make read-only", e).to_string())?;
+            self.store = Some(store);
         }
-        Ok(self.conn.as_ref().expect("just opened"))
+        Ok(self.store.as_mut().expect("just opened"))
     }
 
     fn route(&mut self, target: &Target) -> Answer {
@@ -252,7 +253,7 @@ impl Worker {
         let api = segments.first() == Some(&"api");
         let now = crate::store::now();
         let config = Arc::clone(&self.config);
-        let db = config.db.display().to_string();
+        let db = config.db.to_string();
         let cx = pages::Context {
             now,
             grace: config.heartbeat_grace,
@@ -277,8 +278,8 @@ impl Worker {
             );
         }
         let routers = self.routers.clone();
-        let conn = match self.conn() {
-            Ok(conn) => conn,
+        let store = match self.store() {
+            Ok(store) => store,
             Err(why) => {
                 return if api {
                     Answer::json(503, &serde_json::json!({"error": why}))
@@ -287,17 +288,19 @@ impl Worker {
                 }
             }
         };
-        let answer = if api {
-            api_answer(&cx, conn, &segments[1..], &routers, &config)
-        } else {
-            page(&cx, conn, &segments)
+        // One read transaction per request: every part of a page is read
+        // from the same moment.
+        let answer = match store.read() {
+            Ok(tx) if api => api_answer(&cx, &tx, &segments[1..], &routers, &config),
+            Ok(tx) => page(&cx, &tx, &segments),
+            Err(e) => Err(format!("store {}: read: {e}", config.db)),
         };
         match answer {
             Ok(answer) => answer,
             Err(why) => {
                 log::warn!("web: reading the store: {why}");
                 // The connection may be what failed: open a fresh one next.
-                self.conn = None;
+                self.store = None;
                 if api {
                     Answer::json(500, &serde_json::json!({"error": why}))
                 } else {
@@ -315,8 +318,8 @@ fn render(status: u16, page: &impl Template) -> Answer {
     }
 }
 
-fn page(cx: &pages::Context, conn: &Connection, segments: &[&str]) -> Result<Answer, String> {
-    let db = |e: rusqlite::Error| e.to_string();
+fn page(cx: &pages::Context, conn: &Tx, segments: &[&str]) -> Result<Answer, String> {
+    let db = |e: DbError| e.to_string();
     Ok(match segments {
         [] => render(200, &pages::overview(cx, conn).map_err(db)?),
         ["hosts"] => render(200, &pages::hosts(cx, conn).map_err(db)?),
@@ -348,13 +351,13 @@ fn api_page(target: &Target, default: usize) -> (usize, usize) {
 
 fn api_answer(
     cx: &pages::Context,
-    conn: &Connection,
+    conn: &Tx,
     segments: &[&str],
     routers: &routers::Routers,
     config: &WebConfig,
 ) -> Result<Answer, String> {
     use serde_json::json;
-    let db = |e: rusqlite::Error| e.to_string();
+    let db = |e: DbError| e.to_string();
     let (page, per_page) = api_page(cx.target, cx.page_size);
     let offset = (page - 1).saturating_mul(per_page);
     Ok(match segments {
@@ -367,14 +370,14 @@ fn api_answer(
                 .filter(|n| *n <= API_MAX_ROWS)
                 .unwrap_or(10);
             let (clients, plugins, notifications) =
-                snapshot::read_store(conn, cx.now, cx.grace, notifications).map_err(db)?;
+                snapshot::read_tx(conn, cx.now, cx.grace, notifications).map_err(db)?;
             let sample =
                 routers.latest(config.backend_timeout * (config.backends.len() as u32 + 1));
             Answer::json(
                 200,
                 &Snapshot {
                     generated_at: cx.now,
-                    db: config.db.display().to_string(),
+                    db: config.db.to_string(),
                     clients,
                     plugins,
                     notifications,
@@ -446,7 +449,7 @@ fn api_answer(
 
 /// The overview's HTML for a store, as a request for `/` would make it:
 /// for the benchmark, which times exactly this.
-pub fn render_overview(conn: &Connection, db: &str, grace: f64) -> Result<String, String> {
+pub fn render_overview(store: &mut Store, db: &str, grace: f64) -> Result<String, String> {
     let target = Target::parse("/");
     let cx = pages::Context {
         now: crate::store::now(),
@@ -456,6 +459,7 @@ pub fn render_overview(conn: &Connection, db: &str, grace: f64) -> Result<String
         db,
         target: &target,
     };
-    let page = pages::overview(&cx, conn).map_err(|e| e.to_string())?;
+    let tx = store.read().map_err(|e| e.to_string())?;
+    let page = pages::overview(&cx, &tx).map_err(|e| e.to_string())?;
     page.render().map_err(|e| e.to_string())
 }

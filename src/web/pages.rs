@@ -12,8 +12,8 @@ use super::text::{self, ago, clean, first_line};
 use crate::status::snapshot::{ClientRow, NotificationRow, PluginRow};
 use crate::store::fleet::{self, NotificationDetail, Summary};
 use crate::store::metrics;
+use crate::store::{DbError, Tx};
 use askama::Template;
-use rusqlite::Connection;
 
 /// Longest plugin output shown, in characters.
 const OUTPUT_MAX: usize = 2_000;
@@ -220,7 +220,7 @@ pub struct Overview {
     pub unhandled: Vec<NoteView>,
 }
 
-pub fn overview(cx: &Context, conn: &Connection) -> rusqlite::Result<Overview> {
+pub fn overview(cx: &Context, conn: &Tx) -> crate::store::Result<Overview> {
     let s = fleet::summary(conn, cx.now, cx.grace)?;
     let down_page = cx.target.page("down");
     let problem_page = cx.target.page("problems");
@@ -259,7 +259,7 @@ pub struct Hosts {
     pub pager: Pager,
 }
 
-pub fn hosts(cx: &Context, conn: &Connection) -> rusqlite::Result<Hosts> {
+pub fn hosts(cx: &Context, conn: &Tx) -> crate::store::Result<Hosts> {
     let search = cx
         .target
         .param("q")
@@ -324,8 +324,8 @@ pub fn range(target: &Target) -> (&'static str, f64) {
 }
 
 /// One host's page; `None` when the store does not know it.
-pub fn host(cx: &Context, conn: &Connection, uuid: &str) -> Result<Option<Host>, String> {
-    let db = |e: rusqlite::Error| e.to_string();
+pub fn host(cx: &Context, conn: &Tx, uuid: &str) -> Result<Option<Host>, String> {
+    let db = |e: DbError| e.to_string();
     let Some(client) = fleet::host(conn, cx.now, cx.grace, uuid).map_err(db)? else {
         return Ok(None);
     };
@@ -403,7 +403,7 @@ pub struct Notifications {
     pub pager: Pager,
 }
 
-pub fn notifications(cx: &Context, conn: &Connection) -> rusqlite::Result<Notifications> {
+pub fn notifications(cx: &Context, conn: &Tx) -> crate::store::Result<Notifications> {
     let page = cx.target.page("page");
     let (rows, total) = fleet::notifications(conn, cx.page_size, offset(page, cx.page_size))?;
     Ok(Notifications {

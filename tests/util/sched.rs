@@ -1,6 +1,6 @@
 //! Harness for the `vigil scheduler` and `vigil status` integration tests:
 //! a store populated directly with rusqlite (schema v1 from
-//! src/store/schema.rs), real `vigil scheduler` / `vigil status` processes,
+//! vigil's own Store::open), real `vigil scheduler` / `vigil status` processes,
 //! simulated agents (a DEALER whose routing id is its UUID, answering
 //! `run_plugin` with a `result`) and a stand-in result sink that marks runs
 //! completed as the real one does. Every wait is bounded.
@@ -60,10 +60,9 @@ impl TestStore {
         let dir = std::env::temp_dir().join(format!("vigil-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("create store dir");
         let path = dir.join("vigil.db");
-        let mut conn = Connection::open(&path).expect("open store");
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .expect("WAL");
-        crate::schema::migrate(&mut conn).expect("create schema v1");
+        // vigil's own opening: WAL mode and the current schema.
+        vigil::store::Store::open(&vigil::store::Target::Sqlite(path.clone()))
+            .expect("create the schema");
         TestStore { dir, path }
     }
 
