@@ -1,8 +1,12 @@
 //! Integration tests of `vigil scheduler`: real scheduler and router
 //! processes, simulated agents answering `run_plugin` over real sockets,
-//! and the SQLite store populated directly. Intervals are 1-2 s; every
+//! and the store (SQLite, or PostgreSQL in the second pass) populated
+//! directly. Intervals are 1-2 s; every
 //! wait polls a condition under a deadline.
 
+#[allow(dead_code)]
+#[path = "util/db.rs"]
+mod db;
 #[allow(dead_code)]
 mod util;
 
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use sched::{slot, wait_for, Agent, Received, ResultSink, Scheduler, TestStore, LONG_WAIT};
 use util::{counter, now_secs, Router};
+use vigil::params;
 
 /// severity, source, message, hostname, body, state, next_attempt_at.
 type NotificationRow = (String, String, String, String, String, String, Option<f64>);
@@ -133,7 +138,7 @@ fn runs_each_plugin_once_per_interval_and_records_it() {
     // SIGTERM: exit 0, lease released for a peer.
     scheduler.signal("-TERM");
     assert!(scheduler.wait_exit(LONG_WAIT).success());
-    assert_eq!(store.count("SELECT COUNT(*) FROM leases", []), 0);
+    assert_eq!(store.count("SELECT COUNT(*) FROM leases", params![]), 0);
 }
 
 #[test]
@@ -163,7 +168,7 @@ fn stale_clients_wait_until_their_heartbeat_returns() {
     );
     let others = store.count(
         "SELECT COUNT(*) FROM runs WHERE uuid IN (?1, ?2)",
-        [&stale.uuid, &silent.uuid],
+        params![&stale.uuid, &silent.uuid],
     );
     assert_eq!(others, 0);
 
@@ -195,18 +200,17 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     wait_for(LONG_WAIT, "three overdue runs of slow", || {
         let n = store.count(
             "SELECT COUNT(*) FROM runs WHERE uuid = ?1 AND plugin = 'slow' AND overdue = 1",
-            [uuid],
+            params![uuid],
         );
         (n >= 3).then_some(())
     });
-    let (status, output): (i64, String) = store
-        .conn()
-        .query_row(
-            "SELECT status, output FROM results WHERE uuid = ?1 AND plugin = 'slow'",
-            [uuid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("result row of slow");
+    let result = store.db.rows(
+        "SELECT status, output FROM results WHERE uuid = ?1 AND plugin = 'slow'",
+        params![uuid],
+    );
+    let row = result.first().expect("result row of slow");
+    let (status, output): (i64, String) =
+        (row.get(0).expect("status"), row.get(1).expect("output"));
     assert_eq!((status, output.as_str()), (3, "result overdue"));
     // An overdue run is one that was sent and not completed.
     for row in store.runs().values().filter(|r| r.overdue) {
@@ -214,24 +218,21 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
         assert!(row.completed_at.is_none());
     }
     // One notification for the plugin becoming overdue, not one per run.
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare("SELECT severity, source, message, hostname, body, state, next_attempt_at FROM notifications WHERE origin = 'scheduler'")
-        .expect("prepare");
-    let rows: Vec<NotificationRow> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+    let rows: Vec<NotificationRow> = store
+        .db
+        .rows("SELECT severity, source, message, hostname, body, state, next_attempt_at FROM notifications WHERE origin = 'scheduler'", params![])
+        .into_iter()
+        .map(|r| {
+            (
+                r.get(0).expect("severity"),
+                r.get(1).expect("source"),
+                r.get(2).expect("message"),
+                r.get(3).expect("hostname"),
+                r.get(4).expect("body"),
+                r.get(5).expect("state"),
+                r.get(6).expect("next_attempt_at"),
+            )
         })
-        .expect("query")
-        .map(|r| r.expect("row"))
         .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (severity, source, message, hostname, body, state, next_attempt_at) = &rows[0];
@@ -256,7 +257,7 @@ fn a_run_without_result_becomes_unknown_overdue_with_one_notification() {
     assert_eq!(
         store.count(
             "SELECT COUNT(*) FROM results WHERE uuid = ?1 AND plugin = 'fast' AND status = 0",
-            [uuid]
+            params![uuid]
         ),
         1
     );
@@ -306,7 +307,7 @@ fn a_client_no_router_knows_is_retried_each_interval_not_hammered() {
     assert_eq!(
         store.count(
             "SELECT COUNT(*) FROM runs WHERE uuid = ?1 AND overdue = 1",
-            [&ghost]
+            params![&ghost]
         ),
         0
     );
@@ -390,7 +391,7 @@ fn bad_configuration_stops_with_status_2_naming_the_variable() {
         ("VIGIL_RESULT_GRACE_SECS", "soon"),
     ] {
         let env = vec![
-            ("VIGIL_DB".to_string(), store.path.display().to_string()),
+            ("VIGIL_DB".to_string(), store.value()),
             (var.to_string(), value.to_string()),
         ];
         let out = sched::run_vigil(&["scheduler"], &env);

@@ -1,43 +1,37 @@
 //! `vigil sink` from the outside: real `vigil router` processes, a DEALER
-//! standing for the agent, the sink binary, its SQLite store read with
-//! rusqlite, a real carbon-cache read back with whisper-fetch, and a
+//! standing for the agent, the sink binary, its store (SQLite, or
+//! PostgreSQL in the second pass) read through vigil's own interface, a real carbon-cache read back with whisper-fetch, and a
 //! notification command handler that appends to a file.
 //!
 //! Every wait is a poll of the store, a file or carbon with a deadline;
 //! silence is only asserted once the store shows the message was handled.
 
+#[allow(dead_code)]
+#[path = "util/db.rs"]
+mod db;
 #[allow(dead_code)] // the router tests use the rest of the harness
 mod util;
 
 #[path = "util/sinks.rs"]
 mod sinks_util;
 
-use rusqlite::{Connection, OptionalExtension};
+use db::TestDb;
 use serde_json::{json, Value};
 use sinks_util::{wait_for, Aiosmtpd, Carbon, SinkBuilder, TempDir, WebhookServer, EVENTUALLY};
 use std::path::Path;
 use std::time::Duration;
 use util::{now_secs, Client, Router};
+use vigil::params;
+use vigil::store::FromValue;
 
-/// Opens the sink's store for reading.
-fn db(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("open the sink's store");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    conn
+/// One value of a query, `None` when there is no row (or no table yet,
+/// or the cell is NULL).
+fn query<T: FromValue>(store: &TestDb, sql: &str) -> Option<T> {
+    store.value::<Option<T>>(sql, params![]).flatten()
 }
 
-/// One value of a query, `None` when there is no row (or no table yet).
-fn query<T: rusqlite::types::FromSql>(path: &Path, sql: &str) -> Option<T> {
-    db(path)
-        .query_row(sql, [], |r| r.get::<_, T>(0))
-        .optional()
-        .ok()
-        .flatten()
-}
-
-fn count(path: &Path, sql: &str) -> i64 {
-    query(path, sql).unwrap_or(0)
+fn count(store: &TestDb, sql: &str) -> i64 {
+    query(store, sql).unwrap_or(0)
 }
 
 /// Waits for the ack of message `id`.
@@ -86,9 +80,9 @@ fn plugin(name: &str) -> Value {
 #[test]
 fn registration_is_stored_acked_and_replaced_on_reregistration() {
     let dir = TempDir::new("sink-reg");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let router = Router::start("r1");
-    let sink = SinkBuilder::new(&["registration"], &[&router], &store).start();
+    let sink = SinkBuilder::new(&["registration"], &[&router], &store.value).start();
     let agent = router.agent();
     let bad_entry = json!({"name": "broken", "command": "", "interval_s": 60, "timeout_s": 10});
     agent.send(&registration(
@@ -106,13 +100,16 @@ fn registration_is_stored_acked_and_replaced_on_reregistration() {
         )
     };
     assert_eq!(plugins("vigil-agent"), 2, "the bad entry is refused alone");
-    let client: (String, String, String) = db(&store)
-        .query_row(
-            "SELECT hostname, last_router, peer FROM clients WHERE uuid = ?1",
-            [uuid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("client row");
+    let rows = store.rows(
+        "SELECT hostname, last_router, peer FROM clients WHERE uuid = ?1",
+        params![uuid],
+    );
+    let row = rows.first().expect("client row");
+    let client: (String, String, String) = (
+        row.get(0).expect("hostname"),
+        row.get(1).expect("last_router"),
+        row.get(2).expect("peer"),
+    );
     assert_eq!(client, ("web1".into(), "r1".into(), "127.0.0.1".into()));
     let pid: i64 = query(&store, "SELECT pid FROM processes WHERE name='vigil-agent'").unwrap();
     assert_eq!(pid, 42);
@@ -163,10 +160,10 @@ fn registration_is_stored_acked_and_replaced_on_reregistration() {
 #[test]
 fn stats_reach_a_real_carbon() {
     let dir = TempDir::new("sink-stats");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let carbon = Carbon::start();
     let router = Router::start("r1");
-    let sink = SinkBuilder::new(&["stats"], &[&router], &store)
+    let sink = SinkBuilder::new(&["stats"], &[&router], &store.value)
         .env("VIGIL_GRAPHITE", &carbon.address())
         .start();
     let agent = router.agent();
@@ -192,14 +189,14 @@ fn stats_reach_a_real_carbon() {
 #[test]
 fn results_store_status_raise_changes_and_send_perfdata() {
     let dir = TempDir::new("sink-result");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let carbon = Carbon::start();
     let router = Router::start("r1");
     let sink = SinkBuilder::new(
         &["registration", "result", "notification"],
         &[&router],
-        &store,
+        &store.value,
     )
     .env("VIGIL_GRAPHITE", &carbon.address())
     .env(
@@ -216,12 +213,10 @@ fn results_store_status_raise_changes_and_send_perfdata() {
     ));
     expect_ack(&agent, "reg");
     // The scheduler's run, which the result completes.
-    db(&store)
-        .execute(
-            "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES ('run-1', ?1, 'load', 1, 2)",
-            [&agent.uuid],
-        )
-        .expect("insert a run");
+    store.execute(
+        "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES ('run-1', ?1, 'load', 1, 2)",
+        params![&agent.uuid],
+    );
     let ts = now_secs() as i64;
     let result = |id: &str, status: i64, load: f64, run_id: Option<&str>| {
         agent.frame(
@@ -279,11 +274,11 @@ fn results_store_status_raise_changes_and_send_perfdata() {
 #[test]
 fn a_failed_handler_means_no_ack_and_the_resend_delivers_exactly_once() {
     let dir = TempDir::new("sink-notify");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let flag = dir.join("fail");
     let router = Router::start("r1");
-    let sink = SinkBuilder::new(&["notification"], &[&router], &store)
+    let sink = SinkBuilder::new(&["notification"], &[&router], &store.value)
         .env("VIGIL_NOTIFY_COMMAND", &handler_command(&out, &flag))
         .start();
     let agent = router.agent();
@@ -330,10 +325,10 @@ fn a_failed_handler_means_no_ack_and_the_resend_delivers_exactly_once() {
 #[test]
 fn the_same_notification_through_two_routers_is_handled_once_and_acked() {
     let dir = TempDir::new("sink-dedup");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let (r1, r2) = (Router::start("r1"), Router::start("r2"));
-    let _sink = SinkBuilder::new(&["notification"], &[&r1, &r2], &store)
+    let _sink = SinkBuilder::new(&["notification"], &[&r1, &r2], &store.value)
         .env(
             "VIGIL_NOTIFY_COMMAND",
             &handler_command(&out, &dir.join("no-flag")),
@@ -367,10 +362,10 @@ fn the_same_notification_through_two_routers_is_handled_once_and_acked() {
 #[test]
 fn a_silent_client_is_declared_down_and_its_return_is_a_recovery() {
     let dir = TempDir::new("sink-heartbeat");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let router = Router::start("r1");
-    let _sink = SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store)
+    let _sink = SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store.value)
         .env("VIGIL_HEARTBEAT_GRACE", "2")
         .env(
             "VIGIL_NOTIFY_COMMAND",
@@ -404,11 +399,11 @@ fn a_silent_client_is_declared_down_and_its_return_is_a_recovery() {
 #[test]
 fn no_alert_storm_after_a_sink_restart() {
     let dir = TempDir::new("sink-restart");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let router = Router::start("r1");
     let sink = |grace: &str| {
-        SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store)
+        SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store.value)
             .env("VIGIL_HEARTBEAT_GRACE", grace)
             .env(
                 "VIGIL_NOTIFY_COMMAND",
@@ -428,12 +423,10 @@ fn no_alert_storm_after_a_sink_restart() {
     let (status, log) = first.stop();
     assert!(status.success(), "{log}");
     // The sink was away for an hour: every heartbeat on record is old.
-    db(&store)
-        .execute(
-            "UPDATE clients SET last_heartbeat = last_heartbeat - 3600",
-            [],
-        )
-        .expect("age the heartbeats");
+    store.execute(
+        "UPDATE clients SET last_heartbeat = last_heartbeat - 3600",
+        params![],
+    );
     let restarted_at = now_secs();
     let _second = sink("3");
     // Two of them come back at once; the third stays silent.
@@ -464,13 +457,13 @@ fn no_alert_storm_after_a_sink_restart() {
 #[test]
 fn bad_input_is_counted_and_harms_nothing() {
     let dir = TempDir::new("sink-bad");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     // A fake router: PUSH sockets the sink connects to, sending anything.
     let ctx = zmq::Context::new();
     let push = util::socket(&ctx, zmq::PUSH);
     push.bind("tcp://127.0.0.1:*").expect("bind PUSH");
     let endpoint = push.get_last_endpoint().unwrap().unwrap();
-    let sink = SinkBuilder::new(&["heartbeat"], &[], &store)
+    let sink = SinkBuilder::new(&["heartbeat"], &[], &store.value)
         .env("VIGIL_SINK_CONNECT", &format!("heartbeat={endpoint}"))
         .start();
     let uuid = util::new_uuid();
@@ -529,10 +522,10 @@ fn bad_input_is_counted_and_harms_nothing() {
 #[test]
 fn a_clients_origin_and_recovery_are_dropped() {
     let dir = TempDir::new("sink-forged-recovery");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let router = Router::start("r1");
-    let sink = SinkBuilder::new(&["notification"], &[&router], &store)
+    let sink = SinkBuilder::new(&["notification"], &[&router], &store.value)
         .env(
             "VIGIL_NOTIFY_COMMAND",
             &handler_command(&out, &dir.join("no-flag")),
@@ -563,14 +556,14 @@ fn a_clients_origin_and_recovery_are_dropped() {
 fn a_world_readable_secret_key_stops_the_sink_with_status_2() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("sink-exposed-key");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let router = Router::start("r1");
     let key = dir.join("sink.key");
     let pair = vigil::curve::KeyPair::generate().expect("a key pair");
     pair.write(&key).expect("write the key");
     let router_key = vigil::curve::KeyPair::generate().unwrap().public.to_z85();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (status, stderr) = SinkBuilder::new(&["heartbeat"], &[&router], &store)
+    let (status, stderr) = SinkBuilder::new(&["heartbeat"], &[&router], &store.value)
         .env("VIGIL_CURVE_KEY", &key.display().to_string())
         .env("VIGIL_ROUTER_KEY", &router_key)
         .run_to_exit();
@@ -587,7 +580,7 @@ fn a_world_readable_secret_key_stops_the_sink_with_status_2() {
     );
     // The key's owner alone may read it: then the sink starts.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let sink = SinkBuilder::new(&["heartbeat"], &[&router], &store)
+    let sink = SinkBuilder::new(&["heartbeat"], &[&router], &store.value)
         .env("VIGIL_CURVE_KEY", &key.display().to_string())
         .env("VIGIL_ROUTER_KEY", &router_key)
         .start();
@@ -598,7 +591,7 @@ fn a_world_readable_secret_key_stops_the_sink_with_status_2() {
 #[test]
 fn bad_configuration_stops_the_start_with_status_2() {
     let dir = TempDir::new("sink-config");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let router = Router::start("r1");
     for (args, var, value) in [
         (&["heartbeat"][..], "VIGIL_HEARTBEAT_GRACE", "0"),
@@ -606,13 +599,13 @@ fn bad_configuration_stops_the_start_with_status_2() {
         (&["stats"][..], "VIGIL_GRAPHITE_PREFIX", "a b"),
         (&["notification"][..], "VIGIL_NOTIFY_TIMEOUT_SECS", "0"),
     ] {
-        let (status, stderr) = SinkBuilder::new(args, &[&router], &store)
+        let (status, stderr) = SinkBuilder::new(args, &[&router], &store.value)
             .env(var, value)
             .run_to_exit();
         assert_eq!(status.code(), Some(2), "{var}={value}: {stderr}");
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
     }
-    let (status, stderr) = SinkBuilder::new(&["email"], &[&router], &store).run_to_exit();
+    let (status, stderr) = SinkBuilder::new(&["email"], &[&router], &store.value).run_to_exit();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown sink type"), "{stderr}");
 }
@@ -620,13 +613,13 @@ fn bad_configuration_stops_the_start_with_status_2() {
 #[test]
 fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt() {
     let dir = TempDir::new("sink-handlers");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let smtp = Aiosmtpd::start();
     // The pager is down for the first attempt.
     let pager = WebhookServer::start(&[503, 202]);
     let router = Router::start("r1");
-    let sink = SinkBuilder::new(&["notification"], &[&router], &store)
+    let sink = SinkBuilder::new(&["notification"], &[&router], &store.value)
         .env(
             "VIGIL_NOTIFY_COMMAND",
             &handler_command(&out, &dir.join("no-flag")),
@@ -684,13 +677,13 @@ fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt()
 #[test]
 fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
     let dir = TempDir::new("sink-failover");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let (r1, r2) = (Router::start("r1"), Router::start("r2"));
     // Nothing listens on the first back end (a timeout), r1 has no route to
     // the agent (unknown_client), r2 has.
     let dead = format!("tcp://127.0.0.1:{}", sinks_util::free_port());
     let backends = format!("{dead},{},{}", r1.backend, r2.backend);
-    let sink = SinkBuilder::new(&["registration"], &[&r1, &r2], &store)
+    let sink = SinkBuilder::new(&["registration"], &[&r1, &r2], &store.value)
         .env("VIGIL_BACKENDS", &backends)
         .env("VIGIL_ACK_TIMEOUT_MS", "300")
         .start();
@@ -718,12 +711,12 @@ fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
 #[test]
 fn the_outbox_retries_a_raised_notification_until_its_handler_succeeds() {
     let dir = TempDir::new("sink-outbox");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     let flag = dir.join("fail");
     std::fs::write(&flag, "").expect("create the fail flag");
     let router = Router::start("r1");
-    let _sink = SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store)
+    let _sink = SinkBuilder::new(&["heartbeat", "notification"], &[&router], &store.value)
         .env("VIGIL_HEARTBEAT_GRACE", "1")
         .env("VIGIL_NOTIFY_COMMAND", &handler_command(&out, &flag))
         .start();
@@ -757,15 +750,15 @@ fn the_outbox_retries_a_raised_notification_until_its_handler_succeeds() {
 #[test]
 fn two_notification_sinks_on_one_store_never_run_the_same_notification_twice() {
     let dir = TempDir::new("sink-two-procs");
-    let store = dir.join("vigil.db");
+    let store = TestDb::in_dir(&dir.0);
     let out = dir.join("handled.jsonl");
     // A slow handler, so the second copy arrives while the first runs.
     let command = format!("sleep 2; {}", handler_command(&out, &dir.join("no-flag")));
     let (r1, r2) = (Router::start("r1"), Router::start("r2"));
-    let sink_a = SinkBuilder::new(&["notification"], &[&r1], &store)
+    let sink_a = SinkBuilder::new(&["notification"], &[&r1], &store.value)
         .env("VIGIL_NOTIFY_COMMAND", &command)
         .start();
-    let sink_b = SinkBuilder::new(&["notification"], &[&r2], &store)
+    let sink_b = SinkBuilder::new(&["notification"], &[&r2], &store.value)
         .env("VIGIL_NOTIFY_COMMAND", &command)
         .start();
     let via_r1 = r1.agent();

@@ -3,17 +3,20 @@
 //! table and `--json` output are checked.
 
 #[allow(dead_code)]
+#[path = "util/db.rs"]
+mod db;
+#[allow(dead_code)]
 mod util;
 
 #[allow(dead_code)]
 #[path = "util/sched.rs"]
 mod sched;
 
-use rusqlite::params;
 use serde_json::Value;
 
 use sched::{run_vigil, TestStore};
 use util::{now_secs, Router};
+use vigil::params;
 
 const UP: &str = "11111111-1111-4111-8111-111111111111";
 const DOWN: &str = "22222222-2222-4222-8222-222222222222";
@@ -34,34 +37,32 @@ fn populated() -> TestStore {
     store.add_plugin(UP, "disk", 60.0, 10.0);
     store.add_plugin(UP, "load", 60.0, 10.0);
     store.add_plugin(DOWN, "pending_one", 60.0, 10.0);
-    let conn = store.conn();
     for (uuid, plugin, status, output) in [
-        (UP, "disk", 2, "DISK CRITICAL - / at 97%\nperfdata line"),
+        (UP, "disk", 2i64, "DISK CRITICAL - / at 97%\nperfdata line"),
         (UP, "load", 0, "LOAD OK - 0.12"),
     ] {
-        conn.execute(
+        store.db.execute(
             "INSERT INTO results (uuid, plugin, status, output, ts, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             params![uuid, plugin, status, output, now - 30.0],
-        )
-        .expect("insert result");
+        );
     }
     for (n, message) in ["first notification", "disk almost full on web1"]
         .iter()
         .enumerate()
     {
-        conn.execute(
+        let id = format!("n{n}");
+        store.db.execute(
             "INSERT INTO notifications (uuid, id, origin, severity, source, message, hostname, body, created_at, state)
              VALUES (?1, ?2, 'client', 'critical', 'disk', ?3, 'web1', '{}', ?4, 'handled')",
-            params![UP, format!("n{n}"), message, now - 100.0 + n as f64],
-        )
-        .expect("insert notification");
+            params![UP, &id, *message, now - 100.0 + n as f64],
+        );
     }
     store
 }
 
 fn env(store: &TestStore, backends: &[&str]) -> Vec<(String, String)> {
     vec![
-        ("VIGIL_DB".into(), store.path.display().to_string()),
+        ("VIGIL_DB".into(), store.value()),
         ("VIGIL_BACKENDS".into(), backends.join(",")),
         ("VIGIL_BACKEND_TIMEOUT_MS".into(), "500".into()),
     ]

@@ -21,6 +21,9 @@ pub struct TestDb {
     /// The test's own connection, made when first needed and again after
     /// a failure.
     store: RefCell<Option<Store>>,
+    /// The test's writing connection (vigil's own opening; the reading one
+    /// is read-only on SQLite).
+    writer: RefCell<Option<Store>>,
     _scratch: Option<ScratchDb>,
 }
 
@@ -37,6 +40,7 @@ impl TestDb {
             target: Target::parse(&value, None, None).expect("a path"),
             value,
             store: RefCell::new(None),
+            writer: RefCell::new(None),
             _scratch: None,
         }
     }
@@ -53,6 +57,7 @@ impl TestDb {
             value: db.url.clone(),
             target: db.target(),
             store: RefCell::new(None),
+            writer: RefCell::new(None),
             _scratch: Some(db),
         }
     }
@@ -63,7 +68,37 @@ impl TestDb {
             value: value.to_string(),
             target: Target::parse(value, None, None).expect("a valid VIGIL_DB"),
             store: RefCell::new(None),
+            writer: RefCell::new(None),
             _scratch: None,
+        }
+    }
+
+    /// Creates the schema as vigil does (`Store::open`: WAL mode on SQLite,
+    /// the migrations on either), for tests that fill the store before
+    /// starting a process.
+    pub fn create_schema(&self) {
+        Store::open(&self.target).unwrap_or_else(|e| panic!("create the schema: {e}"));
+    }
+
+    /// Runs one statement in its own transaction; how many rows it changed.
+    pub fn execute(&self, sql: &str, params: &[Val]) -> usize {
+        let mut slot = self.writer.borrow_mut();
+        if slot.is_none() {
+            *slot =
+                Some(Store::open(&self.target).unwrap_or_else(|e| panic!("open the store: {e}")));
+        }
+        let store = slot.as_mut().expect("opened above");
+        let changed = store.write().and_then(|tx| {
+            let n = tx.execute(sql, params)?;
+            tx.commit()?;
+            Ok(n)
+        });
+        match changed {
+            Ok(n) => n,
+            Err(e) => {
+                *slot = None;
+                panic!("{sql:?}: {e}")
+            }
         }
     }
 

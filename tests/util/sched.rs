@@ -1,20 +1,22 @@
 //! Harness for the `vigil scheduler` and `vigil status` integration tests:
-//! a store populated directly with rusqlite (schema v1 from
-//! vigil's own Store::open), real `vigil scheduler` / `vigil status` processes,
+//! a store (SQLite, or PostgreSQL in the second pass) created by vigil's
+//! own Store::open and populated directly through its interface, real `vigil scheduler` / `vigil status` processes,
 //! simulated agents (a DEALER whose routing id is its UUID, answering
 //! `run_plugin` with a `result`) and a stand-in result sink that marks runs
 //! completed as the real one does. Every wait is bounded.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use crate::db::TestDb;
 use serde_json::{json, Value};
+use vigil::params;
+use vigil::store::Val;
 
 use crate::util::daemon::{output_within, vigil_command, Daemon};
 use crate::util::{now_secs, recv_within, Router, START_WAIT};
@@ -49,29 +51,27 @@ pub fn slot(uuid: &str, plugin: &str, interval: f64, sent_at: f64) -> i64 {
     ((sent_at - phase(uuid, plugin, interval)) / interval).floor() as i64
 }
 
-/// A store file in a fresh directory, removed on drop.
+/// The store of one test: a SQLite file in a fresh directory (removed on
+/// drop), or a fresh PostgreSQL database in the second pass
+/// (`VIGIL_TEST_STORE=postgres`), with vigil's current schema.
 pub struct TestStore {
     pub dir: PathBuf,
-    pub path: PathBuf,
+    pub db: TestDb,
 }
 
 impl TestStore {
     pub fn new() -> TestStore {
         let dir = std::env::temp_dir().join(format!("vigil-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("create store dir");
-        let path = dir.join("vigil.db");
-        // vigil's own opening: WAL mode and the current schema.
-        vigil::store::Store::open(&vigil::store::Target::Sqlite(path.clone()))
-            .expect("create the schema");
-        TestStore { dir, path }
+        let db = TestDb::in_dir(&dir);
+        // vigil's own opening: WAL mode (SQLite) and the current schema.
+        db.create_schema();
+        TestStore { dir, db }
     }
 
-    /// A connection that waits for other writers.
-    pub fn conn(&self) -> Connection {
-        let conn = Connection::open(&self.path).expect("open store");
-        conn.busy_timeout(Duration::from_secs(10))
-            .expect("busy timeout");
-        conn
+    /// `VIGIL_DB` for the processes under test.
+    pub fn value(&self) -> String {
+        self.db.value.clone()
     }
 
     /// A client row; `heartbeat`: (last_heartbeat, interval_s).
@@ -79,76 +79,64 @@ impl TestStore {
         let now = now_secs();
         let (at, interval) = heartbeat.unzip();
         let liveness = if heartbeat.is_some() { "up" } else { "unknown" };
-        self.conn()
-            .execute(
-                "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer,
-                                      last_heartbeat, heartbeat_interval_s, liveness)
-                 VALUES (?1, ?2, ?3, ?3, 'r1', '127.0.0.1', ?4, ?5, ?6)",
-                params![uuid, hostname, now, at, interval, liveness],
-            )
-            .expect("insert client");
+        self.db.execute(
+            "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer,
+                                  last_heartbeat, heartbeat_interval_s, liveness)
+             VALUES (?1, ?2, ?3, ?3, 'r1', '127.0.0.1', ?4, ?5, ?6)",
+            params![uuid, hostname, now, at, interval, liveness],
+        );
     }
 
     pub fn set_heartbeat(&self, uuid: &str, at: f64) {
-        self.conn()
-            .execute(
-                "UPDATE clients SET last_heartbeat = ?2, last_seen = ?2 WHERE uuid = ?1",
-                params![uuid, at],
-            )
-            .expect("update heartbeat");
+        self.db.execute(
+            "UPDATE clients SET last_heartbeat = ?2, last_seen = ?2 WHERE uuid = ?1",
+            params![uuid, at],
+        );
     }
 
     pub fn add_plugin(&self, uuid: &str, name: &str, interval_s: f64, timeout_s: f64) {
-        self.conn()
-            .execute(
-                "INSERT INTO plugins (uuid, name, process, command, interval_s, timeout_s, registered_at)
-                 VALUES (?1, ?2, 'vigil-agent', ?3, ?4, ?5, ?6)",
-                params![uuid, name, format!("/bin/{name}"), interval_s, timeout_s, now_secs()],
-            )
-            .expect("insert plugin");
+        let command = format!("/bin/{name}");
+        self.db.execute(
+            "INSERT INTO plugins (uuid, name, process, command, interval_s, timeout_s, registered_at)
+             VALUES (?1, ?2, 'vigil-agent', ?3, ?4, ?5, ?6)",
+            params![uuid, name, &command, interval_s, timeout_s, now_secs()],
+        );
     }
 
     /// Every run row: run_id → (uuid, plugin, sent_at, completed, overdue).
     pub fn runs(&self) -> BTreeMap<String, RunRow> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.db
+            .rows(
                 "SELECT run_id, uuid, plugin, sent_at, due_by, completed_at, overdue FROM runs",
+                params![],
             )
-            .expect("prepare");
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String>(0).expect("run_id"),
                     RunRow {
-                        uuid: r.get(1)?,
-                        plugin: r.get(2)?,
-                        sent_at: r.get(3)?,
-                        due_by: r.get(4)?,
-                        completed_at: r.get(5)?,
-                        overdue: r.get::<_, i64>(6)? != 0,
+                        uuid: r.get(1).expect("uuid"),
+                        plugin: r.get(2).expect("plugin"),
+                        sent_at: r.get(3).expect("sent_at"),
+                        due_by: r.get(4).expect("due_by"),
+                        completed_at: r.get(5).expect("completed_at"),
+                        overdue: r.get::<bool>(6).expect("overdue"),
                     },
-                ))
+                )
             })
-            .expect("query runs");
-        rows.map(|r| r.expect("run row")).collect()
+            .collect()
     }
 
     /// The lease holder, if any unexpired lease row exists.
     pub fn lease_holder(&self) -> Option<String> {
-        self.conn()
-            .query_row(
-                "SELECT holder FROM leases WHERE name = 'scheduler' AND expires_at > ?1",
-                [now_secs()],
-                |r| r.get(0),
-            )
-            .ok()
+        self.db.value(
+            "SELECT holder FROM leases WHERE name = 'scheduler' AND expires_at > ?1",
+            params![now_secs()],
+        )
     }
 
-    pub fn count(&self, sql: &str, args: impl rusqlite::Params) -> i64 {
-        self.conn()
-            .query_row(sql, args, |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    pub fn count(&self, sql: &str, args: &[Val]) -> i64 {
+        self.db.count(sql, args)
     }
 }
 
@@ -169,9 +157,9 @@ pub struct RunRow {
 }
 
 /// The environment every scheduler of the tests gets, before overrides.
-fn base_env(store: &Path, backends: &[&str]) -> Vec<(String, String)> {
+fn base_env(store: &str, backends: &[&str]) -> Vec<(String, String)> {
     [
-        ("VIGIL_DB", store.display().to_string()),
+        ("VIGIL_DB", store.to_string()),
         ("VIGIL_BACKENDS", backends.join(",")),
         ("VIGIL_LOG", "info".to_string()),
         ("VIGIL_SCHEDULER_RELOAD_MS", "200".to_string()),
@@ -225,7 +213,7 @@ impl Scheduler {
         backends: &[&str],
         extra: &[(&str, &str)],
     ) -> Scheduler {
-        let mut env = base_env(&store.path, backends);
+        let mut env = base_env(&store.db.value, backends);
         env.push(("VIGIL_SCHEDULER_ID".into(), id.into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let daemon = Daemon::spawn(&format!("scheduler {id}"), vigil(&["scheduler"], &env));
@@ -393,12 +381,14 @@ impl ResultSink {
             sock.connect(router.sink_endpoint("result"))
                 .expect("connect PULL");
         }
-        let conn = store.conn();
+        // A connection of the thread's own to the same store.
+        let value = store.value();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             thread::spawn(move || {
                 let _ctx = ctx;
+                let conn = TestDb::at(&value);
                 while !stop.load(Ordering::SeqCst) {
                     let Some(frames) = recv_within(&sock, Duration::from_millis(50)) else {
                         continue;
@@ -408,8 +398,7 @@ impl ResultSink {
                     conn.execute(
                         "UPDATE runs SET completed_at = ?2 WHERE run_id = ?1",
                         params![msg["run_id"].as_str(), now],
-                    )
-                    .expect("complete run");
+                    );
                     conn.execute(
                         "INSERT INTO results (uuid, plugin, status, output, run_id, ts, changed_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
@@ -423,8 +412,7 @@ impl ResultSink {
                             msg["run_id"].as_str(),
                             now
                         ],
-                    )
-                    .expect("record result");
+                    );
                 }
             })
         };

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -36,8 +36,8 @@ pub struct SinkBuilder {
 
 impl SinkBuilder {
     /// `vigil sink ARGS` reading from every router in `routers`, writing
-    /// the store `db`.
-    pub fn new(args: &[&str], routers: &[&Router], db: &Path) -> SinkBuilder {
+    /// the store `db` (`VIGIL_DB`: a SQLite path or a PostgreSQL URL).
+    pub fn new(args: &[&str], routers: &[&Router], db: impl AsRef<std::ffi::OsStr>) -> SinkBuilder {
         let mut connect = Vec::new();
         for router in routers {
             for (ty, endpoint) in &router.sinks {
@@ -48,7 +48,10 @@ impl SinkBuilder {
         let mut env = BTreeMap::new();
         env.insert("VIGIL_SINK_CONNECT".to_string(), connect.join(","));
         env.insert("VIGIL_BACKENDS".to_string(), backends.join(","));
-        env.insert("VIGIL_DB".to_string(), db.display().to_string());
+        env.insert(
+            "VIGIL_DB".to_string(),
+            db.as_ref().to_string_lossy().into_owned(),
+        );
         env.insert("VIGIL_LOG".to_string(), "info".to_string());
         // Nobody listens here unless a test starts carbon.
         env.insert(
