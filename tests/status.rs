@@ -208,3 +208,42 @@ fn bad_arguments_and_variables_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("VIGIL_BACKENDS"));
 }
+
+#[test]
+fn a_database_without_vigil_schema_is_refused() {
+    // An empty SQLite file, or (second pass) a fresh PostgreSQL database:
+    // a reachable database that no sink ever wrote to.
+    let dir = TestDir::new();
+    let db = db::TestDb::in_dir(&dir.0);
+    if !db.is_postgres() {
+        std::fs::write(&db.value, b"").expect("an empty file");
+    }
+    let env = vec![("VIGIL_DB".to_string(), db.value.clone())];
+    let out = run_vigil(&["status"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a vigil store"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    if !db.is_postgres() {
+        // Looking did not create a schema.
+        let len = std::fs::metadata(&db.value).expect("the file").len();
+        assert_eq!(len, 0);
+    }
+}
+
+/// A directory removed on drop.
+struct TestDir(std::path::PathBuf);
+
+impl TestDir {
+    fn new() -> TestDir {
+        let dir = std::env::temp_dir().join(format!("vigil-empty-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("create dir");
+        TestDir(dir)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
