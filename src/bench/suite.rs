@@ -101,29 +101,43 @@ fn throughput(
     let backing_off = opts.clients.iter().map(|&c| (c, false));
     let flooding = opts.flood_clients.iter().map(|&c| (c, true));
     for (clients, flood) in backing_off.chain(flooding) {
-        let spec = LoadSpec {
-            clients,
-            sinks: opts.sinks,
-            size: opts.size,
-            flood,
-        };
-        let proxy_result = timed_run("proxy", proxy, &spec, opts.seconds, None)?;
-        let vigil_result = timed_run(
-            "vigil",
-            &router.target,
-            &spec,
-            opts.seconds,
-            Some(&router.backend),
-        )?;
-        report.rows.push(Row {
-            clients,
-            flood,
-            curve: false,
-            proxy: proxy_result,
-            vigil: vigil_result,
-        });
+        let row = paired_row(opts, proxy, router, clients, flood, false)?;
+        report.rows.push(row);
     }
     Ok(())
+}
+
+/// One row of the table: the proxy, then the router, under the same load.
+fn paired_row(
+    opts: &RouterOptions,
+    proxy: &Target,
+    router: &Router,
+    clients: usize,
+    flood: bool,
+    curve: bool,
+) -> Result<Row, BenchError> {
+    let spec = LoadSpec {
+        clients,
+        sinks: opts.sinks,
+        size: opts.size,
+        flood,
+    };
+    let mode = if curve { " curve" } else { "" };
+    let proxy_result = timed_run(&format!("proxy{mode}"), proxy, &spec, opts.seconds, None)?;
+    let vigil_result = timed_run(
+        &format!("vigil{mode}"),
+        &router.target,
+        &spec,
+        opts.seconds,
+        Some(&router.backend),
+    )?;
+    Ok(Row {
+        clients,
+        flood,
+        curve,
+        proxy: proxy_result,
+        vigil: vigil_result,
+    })
 }
 
 /// The router and zmq_proxy, both with CURVE, each on its own fresh
@@ -135,27 +149,8 @@ fn curve_phase(opts: &RouterOptions, report: &mut Report) -> Result<(), BenchErr
     let router = start_router(Some(&curve), opts.pin_target)?;
     let (proxy, proxy_target) = start_proxy(Some(&curve), opts.pin_target)?;
     for &clients in &opts.curve_clients {
-        let spec = LoadSpec {
-            clients,
-            sinks: opts.sinks,
-            size: opts.size,
-            flood: false,
-        };
-        let proxy_result = timed_run("proxy curve", &proxy_target, &spec, opts.seconds, None)?;
-        let vigil_result = timed_run(
-            "vigil curve",
-            &router.target,
-            &spec,
-            opts.seconds,
-            Some(&router.backend),
-        )?;
-        report.rows.push(Row {
-            clients,
-            flood: false,
-            curve: true,
-            proxy: proxy_result,
-            vigil: vigil_result,
-        });
+        let row = paired_row(opts, &proxy_target, &router, clients, false, true)?;
+        report.rows.push(row);
     }
     drop(proxy.stop(Shutdown::CloseStdin, STOP_GRACE));
     drop(router.proc.stop(Shutdown::Terminate, STOP_GRACE));
