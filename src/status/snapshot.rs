@@ -143,22 +143,7 @@ fn plugins(tx: &Tx) -> Result<Vec<PluginRow>> {
          ORDER BY 2 NULLS FIRST, 1, 3",
         &[],
     )?;
-    rows.iter()
-        .map(|r| {
-            let status: Option<i64> = r.get(3)?;
-            Ok(PluginRow {
-                uuid: r.get(0)?,
-                hostname: r.get(1)?,
-                plugin: r.get(2)?,
-                status,
-                state: state_name(status).to_string(),
-                output: r.get(4)?,
-                ts: r.get(5)?,
-                changed_at: r.get(6)?,
-                interval_s: r.get(7)?,
-            })
-        })
-        .collect()
+    rows.iter().map(crate::store::fleet::plugin_row).collect()
 }
 
 fn recent_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {

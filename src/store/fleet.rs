@@ -72,7 +72,9 @@ pub fn client_row(r: &Row, now: f64, grace: f64) -> Result<ClientRow> {
 const PLUGIN_COLUMNS: &str =
     "r.uuid, c.hostname, r.plugin, r.status, r.output, r.ts, r.changed_at, p.interval_s";
 
-fn plugin_row(r: &Row) -> Result<PluginRow> {
+/// One plugin row, from `PLUGIN_COLUMNS` in that order (status reads
+/// its own query's rows with it too).
+pub(crate) fn plugin_row(r: &Row) -> Result<PluginRow> {
     let status: Option<i64> = r.get(3)?;
     Ok(PluginRow {
         uuid: r.get(0)?,
