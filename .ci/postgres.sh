@@ -13,7 +13,7 @@
 #
 # `vigil_pg_pass` runs the second pass: the store's, sinks', scheduler's,
 # status's and web view's unit tests and the e2e, web, sinks, scheduler and status tests again, with every store they
-# open on PostgreSQL (VIGIL_TEST_STORE=postgres). (tests/pg.rs runs on
+# open on PostgreSQL (VIGIL_TEST_STORE=postgres). (tests/integration/pg.rs runs on
 # PostgreSQL in the first pass already.)
 #
 # Under CI=true a PostgreSQL that cannot be installed or started fails the
@@ -112,7 +112,7 @@ vigil_pg_pass() {
     fi
     printf '\n==> test (second pass, stores on PostgreSQL)\n'
     VIGIL_TEST_STORE=postgres cargo test --release --lib -- store:: sink:: scheduler:: status:: web::
-    VIGIL_TEST_STORE=postgres cargo test --release --test e2e --test web --test sinks --test scheduler --test status
+    VIGIL_TEST_STORE=postgres cargo test --release --test integration -- e2e:: web:: sinks:: scheduler:: status::
 }
 
 vigil_pg_start || true

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # .ci/tls.sh: the servers of the notification handler tests (sourced by
-# .ci/run, in its test-servers part). tests/notify.rs runs aiosmtpd with
+# .ci/run, in its test-servers part). tests/integration/notify.rs runs aiosmtpd with
 # STARTTLS/TLS and AUTH and an HTTPS server on Python's http.server, with
 # certificates from a CA it makes with the openssl CLI. Installs Debian's
 # python3-aiosmtpd and openssl when missing; under CI=true, a server that is

@@ -32,6 +32,22 @@ pub enum Error {
     Runtime(String),
 }
 
+/// The arguments of a subcommand configured only by `VIGIL_*` variables:
+/// `Ok(true)` when they asked for help (then printed: `usage`), `Ok(false)`
+/// when there are none, a usage error (exit 2) for anything else.
+pub fn help_or_no_args(args: &[String], usage: &str) -> Result<bool, Error> {
+    match args.first().map(String::as_str) {
+        None => Ok(false),
+        Some("--help" | "-h") => {
+            println!("{usage}");
+            Ok(true)
+        }
+        Some(arg) => Err(Error::Usage(format!(
+            "unexpected argument {arg:?} (configure with VIGIL_* variables)\n{usage}"
+        ))),
+    }
+}
+
 impl Error {
     pub fn setup(what: impl Into<String>, reason: impl fmt::Display) -> Error {
         Error::Setup {

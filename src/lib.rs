@@ -8,14 +8,19 @@
 
 pub mod agent;
 pub mod backend_client;
+pub mod clock;
 pub mod config;
 pub mod curve;
 pub mod doorbell;
 pub mod error;
+pub mod fnv;
 pub mod graphite;
 pub mod json_scan;
 pub mod notify;
+pub mod process;
 pub mod protocol;
+pub mod rate_limit;
+pub mod ready;
 pub mod router;
 pub mod scheduler;
 pub mod send;
@@ -25,10 +30,7 @@ pub mod standalone;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+#[doc(hidden)]
+pub mod testkit;
 pub mod web;
 pub mod zmq_send;
-
-/// The log target of every daemon's `ready:` line. Scripts, tests and
-/// `vigil standalone` wait for that line, so standalone keeps this target
-/// at `info` whatever `VIGIL_LOG` says.
-pub const READY_TARGET: &str = "vigil::ready";

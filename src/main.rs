@@ -62,14 +62,11 @@ fn run(command: &str, rest: &[String]) -> Result<(), Error> {
 }
 
 fn run_router(args: &[String]) -> Result<(), Error> {
-    if let Some(arg) = args.first() {
-        if arg == "--help" || arg == "-h" {
-            println!("usage: vigil router\n\nRuns a router in the foreground. Configured by VIGIL_* variables; see README.md.");
-            return Ok(());
-        }
-        return Err(Error::Usage(format!(
-            "unexpected argument {arg:?} (configure with VIGIL_* variables)"
-        )));
+    const USAGE: &str = "usage: vigil router
+
+Runs a router in the foreground. Configured by VIGIL_* variables; see README.md.";
+    if vigil::error::help_or_no_args(args, USAGE)? {
+        return Ok(());
     }
     let env = config::Env::from_process()?;
     let config = router::config::RouterConfig::from_env(&env)?;

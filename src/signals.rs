@@ -61,10 +61,23 @@ pub struct SignalThread {
 impl SignalThread {
     /// Starts listening; a signal then triggers `shutdown`.
     pub fn start(shutdown: Arc<Shutdown>) -> std::io::Result<SignalThread> {
+        let flag = Arc::clone(&shutdown.flag);
+        SignalThread::spawn(flag, move |sig| {
+            log::info!("received signal {sig}: draining and stopping");
+            shutdown.trigger();
+        })
+    }
+
+    /// Starts listening: the first signal sets `stopping` and calls
+    /// `first`; a signal while `stopping` is set ends the process at once.
+    pub fn spawn(
+        stopping: Arc<AtomicBool>,
+        first: impl FnOnce(i32) + Send + 'static,
+    ) -> std::io::Result<SignalThread> {
         for sig in [SIGTERM, SIGINT] {
             // Registered first, so it sees the flag still false on the first
             // signal and ends the process only on the second.
-            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown.flag))?;
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stopping))?;
         }
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let handle = signals.handle();
@@ -72,8 +85,8 @@ impl SignalThread {
             .name("signals".into())
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
-                    log::info!("received signal {sig}: draining and stopping");
-                    shutdown.trigger();
+                    stopping.store(true, Ordering::SeqCst);
+                    first(sig);
                 }
             })?;
         Ok(SignalThread { handle, thread })

@@ -26,6 +26,7 @@ use super::resend::Resend;
 use super::spool::Entry;
 use super::spool_thread::SpoolCmd;
 use crate::doorbell::{Doorbell, Ringer};
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Arc;
@@ -434,34 +435,6 @@ impl LinkThread {
             log::warn!("stopping with {} unacked messages unsent", self.queue.len());
         }
         Ok(())
-    }
-}
-
-/// Lets one event through per window and counts the rest.
-pub struct RateLimit {
-    window: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    pub fn new(window: Duration) -> RateLimit {
-        RateLimit {
-            window,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last allowed)` when this one may be logged.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now < t + self.window) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

@@ -321,7 +321,7 @@ pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> R
         .map_err(start)?;
     // Only now: a signal sent as soon as this line appears must drain.
     log::info!(
-        target: crate::READY_TARGET,
+        target: crate::ready::TARGET,
         "ready: uuid={uuid} local={local_endpoint} statsd={statsd_port} routers={}",
         config.routers.join(",")
     );

@@ -22,6 +22,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::fnv::fnv1a;
+
 pub const FILE_NAME: &str = "spool.log";
 /// Locked for the agent's lifetime. Not the spool file itself: compaction
 /// replaces that, and a lock on the replaced inode would guard nothing.
@@ -41,15 +43,6 @@ pub struct Entry {
 pub enum Record {
     Add(Entry),
     Done(String),
-}
-
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 pub fn encode(record: &Record, out: &mut Vec<u8>) {

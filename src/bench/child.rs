@@ -91,7 +91,7 @@ impl ChildProc {
         timeout: Duration,
     ) -> Result<BTreeMap<String, String>, BenchError> {
         match self.ready.recv_timeout(timeout) {
-            Ok(line) => match parse_ready(&line) {
+            Ok(line) => match vigil::ready::parse(&line) {
                 Some(pairs) => Ok(pairs),
                 None => Err(self.failure(format!("unreadable ready line {line:?}"))),
             },
@@ -167,17 +167,6 @@ pub fn vigil_command(args: &[&str]) -> Result<Command, BenchError> {
     let mut command = Command::new(exe);
     command.args(args);
     Ok(command)
-}
-
-/// The key=value pairs after `ready: `, e.g. `client=tcp://127.0.0.1:4000`.
-pub fn parse_ready(line: &str) -> Option<BTreeMap<String, String>> {
-    let (_, rest) = line.split_once("ready: ")?;
-    rest.split_whitespace()
-        .map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            Some((key.to_string(), value.to_string()))
-        })
-        .collect()
 }
 
 /// A `Vm*` figure of /proc/PID/status (e.g. VmRSS, VmHWM), in MiB.
@@ -331,20 +320,6 @@ fn terminate(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ready_line_is_split_at_the_first_equals_sign() {
-        let line = "[2026-11-25T12:00:00Z INFO  vigil::router] ready: client=tcp://127.0.0.1:40001 \
-                    backend=tcp://127.0.0.1:40002 sinks=heartbeat=tcp://127.0.0.1:40003,stats=tcp://127.0.0.1:40004";
-        let pairs = parse_ready(line).unwrap();
-        assert_eq!(pairs["client"], "tcp://127.0.0.1:40001");
-        assert_eq!(
-            pairs["sinks"],
-            "heartbeat=tcp://127.0.0.1:40003,stats=tcp://127.0.0.1:40004"
-        );
-        assert_eq!(parse_ready("no marker here"), None);
-        assert_eq!(parse_ready("ready: novalue"), None);
-    }
 
     #[test]
     fn status_fields_are_read_in_mib() {

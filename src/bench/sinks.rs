@@ -31,9 +31,9 @@
 use super::child::{vigil_command, ChildProc, Shutdown};
 use super::{BenchError, Doing};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
+use vigil::testkit::carbon::Carbon;
 
 const READY_LIMIT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -223,7 +223,7 @@ fn run_in(dir: &Path, o: &Options, server: Option<&str>) -> Result<Figures, Benc
     } else {
         "SQLite"
     };
-    let carbon = Carbon::start(dir)?;
+    let carbon = start_carbon(dir)?;
     let (mut router, router_ready) = start_router()?;
     let mut sinks = (0..o.sinks)
         .map(|_| start_sink(&db, &router_ready, &carbon))
@@ -244,7 +244,7 @@ fn run_in(dir: &Path, o: &Options, server: Option<&str>) -> Result<Figures, Benc
     let all = |k: usize| if o.sinks > 1 { k } else { 1 };
 
     let stats = agent.phase("stats", n, all(n), stats_message)?;
-    let to_carbon = carbon.wait_for_point("vigil.bench-end.done", stats.started)?;
+    let to_carbon = wait_for_point(&carbon, "vigil.bench-end.done", stats.started)?;
     let (cpu0, server0, wall0, busy0) = (
         sink_cpu_now(),
         postgres_cpu(),
@@ -427,7 +427,7 @@ fn start_sink(db: &str, router: &RouterReady, carbon: &Carbon) -> Result<SinkPro
         .env("VIGIL_SINK_CONNECT", &router.sinks)
         .env("VIGIL_BACKENDS", &router.backend)
         .env("VIGIL_DB", db)
-        .env("VIGIL_GRAPHITE", format!("127.0.0.1:{}", carbon.port))
+        .env("VIGIL_GRAPHITE", carbon.address())
         // Room for every line, so the carbon figure is of full delivery.
         .env("VIGIL_GRAPHITE_BUFFER", "10000000")
         .env("VIGIL_STATS_INTERVAL_SECS", "0")
@@ -629,113 +629,35 @@ fn heartbeat_message(uuid: &str, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A carbon-cache in the bench directory, 1 s retention.
-struct Carbon {
-    proc: Option<ChildProc>,
-    whisper: PathBuf,
-    port: u16,
-}
-
-impl Carbon {
-    fn start(dir: &Path) -> Result<Carbon, BenchError> {
-        let exe = Path::new("/usr/bin/carbon-cache");
-        if !exe.exists() {
-            return Err(BenchError::usage(
-                "bench sinks needs a real carbon-cache: apt-get install graphite-carbon python3-whisper",
-            ));
-        }
-        let d = dir.join("carbon");
-        std::fs::create_dir_all(&d).doing("creating carbon's directory")?;
-        let port = free_port()?;
-        let conf = format!(
-            "[cache]\nSTORAGE_DIR = {d}/storage\nLOCAL_DATA_DIR = {d}/whisper\n\
-             WHITELISTS_DIR = {d}/lists\nLOG_DIR = {d}/log\nPID_DIR = {d}/run\nCONF_DIR = {d}\n\
-             USER =\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = 100000\n\
-             MAX_CREATES_PER_MINUTE = 100000\nENABLE_TAGS = False\n\
-             LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {port}\n\
-             ENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\n\
-             PICKLE_RECEIVER_PORT = {}\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {}\n",
-            free_port()?,
-            free_port()?,
-            d = d.display()
-        );
-        std::fs::write(d.join("carbon.conf"), conf).doing("writing carbon.conf")?;
-        std::fs::write(
-            d.join("storage-schemas.conf"),
-            "[all]\npattern = .*\nretentions = 1s:1h\n",
-        )
-        .doing("writing storage-schemas.conf")?;
-        let mut command = Command::new(exe);
-        command
-            .arg(format!("--config={}", d.join("carbon.conf").display()))
-            .args(["--nodaemon", "start"]);
-        let proc = ChildProc::spawn("carbon-cache", command)?;
-        let carbon = Carbon {
-            proc: Some(proc),
-            whisper: d.join("whisper"),
-            port,
-        };
-        let deadline = Instant::now() + READY_LIMIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(BenchError::timeout("waiting for carbon-cache to listen"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(carbon)
+/// A real carbon-cache (`vigil::testkit`'s) in the bench directory, with
+/// 1 s retention, running.
+fn start_carbon(dir: &Path) -> Result<Carbon, BenchError> {
+    if !Carbon::installed() {
+        return Err(BenchError::usage(
+            "bench sinks needs a real carbon-cache: apt-get install graphite-carbon python3-whisper",
+        ));
     }
+    let mut carbon = Carbon::configure(&dir.join("carbon")).doing("configuring carbon-cache")?;
+    carbon.run().doing("starting carbon-cache")?;
+    Ok(carbon)
+}
 
-    /// Waits until the whisper file of `metric` holds a point; returns the
-    /// time since `since`.
-    fn wait_for_point(&self, metric: &str, since: Instant) -> Result<Duration, BenchError> {
-        let mut path = self.whisper.clone();
-        for part in metric.split('.') {
-            path.push(part);
+/// Waits until carbon holds a point of `metric` from the last minute;
+/// returns the time since `since`.
+fn wait_for_point(carbon: &Carbon, metric: &str, since: Instant) -> Result<Duration, BenchError> {
+    let deadline = Instant::now() + PHASE_LIMIT;
+    loop {
+        let now = now_s() as i64;
+        if !carbon.points(metric, now - 60, now + 1).is_empty() {
+            return Ok(since.elapsed());
         }
-        path.set_extension("wsp");
-        let deadline = Instant::now() + PHASE_LIMIT;
-        loop {
-            if path.exists() && has_point(&path) {
-                return Ok(since.elapsed());
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::timeout(format!(
-                    "waiting for carbon to write {metric}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() > deadline {
+            return Err(BenchError::timeout(format!(
+                "waiting for carbon to write {metric}"
+            )));
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-impl Drop for Carbon {
-    fn drop(&mut self) {
-        if let Some(proc) = self.proc.take() {
-            proc.stop(Shutdown::Terminate, STOP_GRACE);
-        }
-    }
-}
-
-/// Whether `whisper-fetch` shows a non-empty point in the last minute.
-fn has_point(path: &Path) -> bool {
-    let from = (now_s() as i64 - 60).to_string();
-    Command::new("/usr/bin/whisper-fetch")
-        .arg(format!("--from={from}"))
-        .arg(path)
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.split('\t').nth(1).is_some_and(|v| v.trim() != "None"))
-        })
-        .unwrap_or(false)
-}
-
-fn free_port() -> Result<u16, BenchError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .doing("finding a free port")
 }
 
 #[cfg(test)]

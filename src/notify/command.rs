@@ -3,18 +3,18 @@
 //! Works the way Nagios notification commands and Sensu pipe handlers do, so
 //! existing scripts fit: the command runs under `/bin/sh -c`, gets the
 //! notification as JSON on stdin and its main fields as environment
-//! variables, and exit status 0 means handled. It runs in its own process
-//! group, so when it overruns the timeout the whole group (the shell and
-//! anything it started) is killed, not just the shell. The tail of its
+//! variables, and exit status 0 means handled. It runs through the process
+//! runner ([`crate::process`]) in its own process group, so when it
+//! overruns the timeout the whole group (the shell and anything it started)
+//! is killed, not just the shell. The tail of its
 //! stderr (or of stdout when stderr is empty) goes into the error.
 
 use super::config::CommandConfig;
 use super::{field, field_text};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use crate::process::{self, AfterExit, Capture, End, Job};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 /// How much of the command's output is kept for the error message.
 const TAIL_BYTES: usize = 2048;
@@ -38,45 +38,41 @@ pub fn run(
     notification: &serde_json::Value,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let input = serde_json::to_vec(notification)
+    let mut input = serde_json::to_vec(notification)
         .map_err(|e| format!("cannot encode the notification: {e}"))?;
-    let mut child = build(&config.command, notification)
-        .spawn()
+    input.push(b'\n');
+    let job = Job {
+        command: build(&config.command, notification),
+        stdin: Some(input),
+        stdout: Capture::Tail(TAIL_BYTES),
+        stderr: Capture::Tail(TAIL_BYTES),
+        timeout,
+        // After an exit a background process may still hold the pipes: read
+        // what is there within a short grace, never up to the full timeout
+        // (the output only matters for a failure's message, and the worker
+        // has other notifications to run).
+        after_exit: AfterExit::Grace(Duration::from_millis(500)),
+    };
+    let outcome = process::run(job, &|| false)
         .map_err(|e| format!("cannot start /bin/sh -c {:?}: {e}", config.command))?;
-    let pid = child.id();
-    feed_stdin(&mut child, input);
-    let stderr = tail_reader(child.stderr.take());
-    let stdout = tail_reader(child.stdout.take());
-    let status = wait(child, deadline);
-    let timed_out = status.is_none();
-    if timed_out {
-        kill_group(pid);
-    }
-    // After a kill the pipes close at once; after an exit a background
-    // process may still hold them: read what is there within a short
-    // grace, never up to the full timeout (the output only matters for a
-    // failure's message, and the worker has other notifications to run).
-    let output_deadline = Instant::now() + Duration::from_millis(500);
-    let err_tail = collect(&stderr, output_deadline);
-    let out_tail = collect(&stdout, output_deadline);
+    let err_tail = outcome.stderr.text();
     let tail = if err_tail.trim().is_empty() {
-        out_tail
+        outcome.stdout.text()
     } else {
         err_tail
     };
-    match status {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => Err(with_tail(describe(status), &tail)),
-        None => Err(with_tail(
+    match outcome.end {
+        End::Exited(status) if status.success() => Ok(()),
+        End::Exited(status) => Err(with_tail(describe(status), &tail)),
+        End::TimedOut | End::Stopped => Err(with_tail(
             format!("timed out after {timeout:?}; its process group was killed"),
             &tail,
         )),
     }
 }
 
-/// The `/bin/sh -c` command with the notification's environment, in a new
-/// process group. Inherited `VIGIL_*` variables (the sink's own
+/// The `/bin/sh -c` command with the notification's environment (the
+/// runner puts it in a process group of its own). Inherited `VIGIL_*` variables (the sink's own
 /// configuration) are removed so they cannot be mistaken for the
 /// notification's.
 fn build(command: &str, notification: &serde_json::Value) -> Command {
@@ -96,10 +92,6 @@ fn build(command: &str, notification: &serde_json::Value) -> Command {
     if !field(notification, "origin").is_empty() {
         cmd.env("VIGIL_ORIGIN", env_safe(field(notification, "origin")));
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
     cmd
 }
 
@@ -115,105 +107,6 @@ fn env_safe(value: &str) -> String {
         end -= 1;
     }
     value[..end].replace('\0', " ")
-}
-
-/// Writes the JSON (and a newline) on the child's stdin from a thread, so a
-/// command that never reads its stdin cannot block the handler.
-fn feed_stdin(child: &mut Child, mut input: Vec<u8>) {
-    let Some(mut stdin) = child.stdin.take() else {
-        return;
-    };
-    input.push(b'\n');
-    let spawned = std::thread::Builder::new()
-        .name("notify-stdin".into())
-        .spawn(move || {
-            // A command that exits without reading gives EPIPE: not an error.
-            let _ = stdin.write_all(&input);
-        });
-    if let Err(e) = spawned {
-        log::warn!("notify command: cannot start the stdin thread: {e}");
-    }
-}
-
-/// Reads a pipe to its end from a thread, keeping the last [`TAIL_BYTES`].
-fn tail_reader(pipe: Option<impl Read + Send + 'static>) -> Receiver<Vec<u8>> {
-    let (tx, rx) = bounded(1);
-    let Some(mut pipe) = pipe else {
-        let _ = tx.send(Vec::new());
-        return rx;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("notify-output".into())
-        .spawn(move || {
-            let mut tail = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                tail.extend_from_slice(&chunk[..n]);
-                if tail.len() > TAIL_BYTES {
-                    tail.drain(..tail.len() - TAIL_BYTES);
-                }
-            }
-            let _ = tx.send(tail);
-        });
-    if let Err(e) = spawned {
-        log::warn!("notify command: cannot start an output thread: {e}");
-    }
-    rx
-}
-
-fn collect(rx: &Receiver<Vec<u8>>, deadline: Instant) -> String {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(left) {
-        Ok(tail) => String::from_utf8_lossy(&tail).into_owned(),
-        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => String::new(),
-    }
-}
-
-/// Waits for the child until `deadline`; `None` when it is still running.
-/// The wait happens on a thread so the deadline is a real bound, not a
-/// polling interval.
-fn wait(mut child: Child, deadline: Instant) -> Option<ExitStatus> {
-    let (tx, rx) = bounded(1);
-    let pid = child.id();
-    let spawned = std::thread::Builder::new()
-        .name("notify-wait".into())
-        .spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-    if let Err(e) = spawned {
-        log::warn!("notify command: cannot start the wait thread: {e}");
-        kill_group(pid);
-        return None;
-    }
-    let left = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(left) {
-        Ok(Ok(status)) => Some(status),
-        Ok(Err(e)) => {
-            log::warn!("notify command: waiting for pid {pid}: {e}");
-            None
-        }
-        Err(_) => {
-            // Kill, then let the wait thread reap it (bounded: SIGKILL).
-            kill_group(pid);
-            let _ = rx.recv_timeout(Duration::from_secs(5));
-            None
-        }
-    }
-}
-
-/// SIGKILL to the command's process group (its pgid is its pid).
-fn kill_group(pid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: killpg only sends a signal; the group is the one the child
-    // leads (process_group(0)), so nothing else is hit.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -243,6 +136,7 @@ mod tests {
     use crate::config::Env;
     use crate::notify::config::SeveritySet;
     use serde_json::json;
+    use std::time::Instant;
 
     fn config(command: &str) -> CommandConfig {
         CommandConfig {

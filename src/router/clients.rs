@@ -15,18 +15,21 @@
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
+use super::admit::{self, Extra, Speaker};
 use super::auth::{Access, Peer};
 use super::metrics::Metrics;
 use super::pressure::{Admission, Gate, OverloadReplies, RoomBell};
 use super::table::ClientTable;
+use crate::clock::unix_ms;
 use crate::curve::PublicKey;
 use crate::doorbell::Doorbell;
 use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 use zmq::Message;
 
@@ -264,31 +267,30 @@ impl ClientThread {
         let access = Arc::clone(self.access.as_ref()?);
         // The body frame carries the connection's metadata (the routing-id
         // frame libzmq makes does not, in 4.3.4).
-        match Peer::of(body) {
-            None if body.is_empty() && extra.frames == 0 => {
+        let bodiless = body.is_empty() && extra.frames == 0;
+        let peer = Peer::of(body);
+        match admit::judge(peer, bodiless, self.last_allowed, |p| {
+            access.client_allows(p)
+        }) {
+            Speaker::Allowed(peer) => {
+                self.last_allowed = Some(peer);
+                return Some(peer);
+            }
+            Speaker::Gone => {
                 if self.table.connection_gone(routing_id) {
                     self.metrics.clients.store(self.table.len(), Relaxed);
                 }
-                None
+                return None;
             }
-            None => {
-                // Cannot happen with a ZAP handler bound; refuse, to be sure.
-                self.metrics.forbidden.fetch_add(1, Relaxed);
-                self.reject_log
-                    .revoked(routing_id, "carries no authenticated identity");
-                None
-            }
-            Some(peer) if self.last_allowed != Some(peer) && !access.client_allows(&peer) => {
-                self.metrics.forbidden.fetch_add(1, Relaxed);
-                self.reject_log
-                    .revoked(routing_id, "comes from a key no longer allowed");
-                None
-            }
-            Some(peer) => {
-                self.last_allowed = Some(peer);
-                Some(peer)
-            }
+            Speaker::NoIdentity => self
+                .reject_log
+                .revoked(routing_id, "carries no authenticated identity"),
+            Speaker::Revoked => self
+                .reject_log
+                .revoked(routing_id, "comes from a key no longer allowed"),
         }
+        self.metrics.forbidden.fetch_add(1, Relaxed);
+        None
     }
 
     /// Validates and routes one client message.
@@ -300,22 +302,15 @@ impl ClientThread {
         speaker: Option<Peer>,
     ) -> Result<(), Rejection> {
         self.metrics.received.fetch_add(1, Relaxed);
-        let size = body.len() + extra.bytes;
-        if size > self.max_message_bytes {
-            let detail = format!(
-                "message is {size} bytes; the limit is {}",
-                self.max_message_bytes
-            );
-            return Err(Rejection::new(RejectCode::TooLarge, detail, None));
-        }
-        if extra.frames > 0 {
-            let detail = format!("message has {} frames; send exactly one", extra.frames + 1);
-            return Err(Rejection::new(RejectCode::Multipart, detail, None));
-        }
         let received_at_ms = self.burst_ms;
         let expected = speaker.map(|p| p.uuid);
-        let Accepted { uuid, target, id } =
-            protocol::validate_as(&body, &self.sink_types, expected.as_ref())?;
+        let Accepted { uuid, target, id } = admit::admit(
+            &body,
+            extra,
+            self.max_message_bytes,
+            &self.sink_types,
+            expected.as_ref(),
+        )?;
         let key = speaker.map(|p| p.key);
         match target {
             Target::Hello => {
@@ -522,59 +517,44 @@ impl ClientThread {
     }
 }
 
-/// Frames after the first in a client message (which make it invalid).
-#[derive(Debug, Default, Clone, Copy)]
-struct Extra {
-    frames: usize,
-    bytes: usize,
-}
-
 /// Logs refusals at most once per code per window, so a hostile or broken
 /// client cannot flood the log; the counters keep the full tally.
-#[derive(Default)]
 pub struct RejectLog {
-    last: [Option<Instant>; RejectCode::ALL.len()],
-    suppressed: [u64; RejectCode::ALL.len()],
-    revoked_last: Option<Instant>,
-    revoked_suppressed: u64,
+    by_code: [RateLimit; RejectCode::ALL.len()],
+    revoked: RateLimit,
+}
+
+impl Default for RejectLog {
+    fn default() -> RejectLog {
+        RejectLog {
+            by_code: std::array::from_fn(|_| RateLimit::new(REJECT_LOG_WINDOW)),
+            revoked: RateLimit::new(REJECT_LOG_WINDOW),
+        }
+    }
 }
 
 impl RejectLog {
     fn note(&mut self, code: RejectCode, detail: &str, routing_id: &[u8]) {
-        let i = code as usize;
-        let now = Instant::now();
-        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW) {
-            self.suppressed[i] += 1;
+        let Some(held_back) = self.by_code[code as usize].allow() else {
             return;
-        }
+        };
         log::warn!(
-            "refused a message from client {}: {}: {} ({} more like it not logged)",
+            "refused a message from client {}: {}: {} ({held_back} more like it not logged)",
             String::from_utf8_lossy(routing_id).escape_debug(),
             code.as_str(),
             detail,
-            self.suppressed[i]
         );
-        self.last[i] = Some(now);
-        self.suppressed[i] = 0;
     }
 
     /// A message dropped for its connection's key (counted as `forbidden`).
     fn revoked(&mut self, routing_id: &[u8], why: &str) {
-        let now = Instant::now();
-        if self
-            .revoked_last
-            .is_some_and(|t| now.duration_since(t) < REJECT_LOG_WINDOW)
-        {
-            self.revoked_suppressed += 1;
+        let Some(held_back) = self.revoked.allow() else {
             return;
-        }
+        };
         log::warn!(
-            "dropped a message from connection {}: it {why} ({} more like it not logged)",
+            "dropped a message from connection {}: it {why} ({held_back} more like it not logged)",
             String::from_utf8_lossy(routing_id).escape_debug(),
-            self.revoked_suppressed
         );
-        self.revoked_last = Some(now);
-        self.revoked_suppressed = 0;
     }
 }
 
@@ -601,11 +581,4 @@ fn detach(mut body: Message, received_at_ms: u64, last_peer: &mut Option<Arc<str
         received_at_ms,
         peer,
     }
-}
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

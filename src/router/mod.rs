@@ -17,6 +17,7 @@
 //! with exit status 2), handed to their threads, and the threads supervised
 //! until a signal drains them.
 
+mod admit;
 pub mod auth;
 mod backend;
 mod clients;
@@ -110,7 +111,7 @@ pub fn run(config: RouterConfig) -> Result<(), Error> {
     )
     .map_err(|e| Error::setup("starting threads", e))?;
     // Only now: a signal sent as soon as this line appears must drain.
-    log::info!(target: crate::READY_TARGET, "{ready_line}");
+    log::info!(target: crate::ready::TARGET, "{ready_line}");
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     // Last: the other sockets are closed, so no handshake can go unchecked.

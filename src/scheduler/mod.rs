@@ -21,6 +21,7 @@ mod lease;
 mod overdue;
 pub mod plan;
 mod planner;
+mod slots;
 
 use crate::config::Env;
 use crate::doorbell::Doorbell;
@@ -43,14 +44,8 @@ Runs the plugin scheduler in the foreground. Configured by VIGIL_*
 variables (VIGIL_DB, VIGIL_BACKENDS, VIGIL_LEASE_SECS, ...); see README.md.";
 
 pub fn command(args: &[String]) -> Result<(), Error> {
-    if let Some(arg) = args.first() {
-        if arg == "--help" || arg == "-h" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        return Err(Error::Usage(format!(
-            "unexpected argument {arg:?} (configure with VIGIL_* variables)"
-        )));
+    if crate::error::help_or_no_args(args, USAGE)? {
+        return Ok(());
     }
     let env = Env::from_process()?;
     run(SchedulerConfig::from_env(&env)?)
@@ -117,7 +112,7 @@ pub fn run(config: SchedulerConfig) -> Result<(), Error> {
         .spawn("dispatch", move || dispatcher.run())
         .and_then(|()| supervisor.spawn("planner", move || planner.run()))
         .map_err(|e| Error::setup("starting threads", e))?;
-    log::info!(target: crate::READY_TARGET, "{ready_line}");
+    log::info!(target: crate::ready::TARGET, "{ready_line}");
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();

@@ -9,19 +9,18 @@
 //! from the time the last run was sent, which the store keeps, so a new
 //! lease holder does not repeat what its predecessor sent.
 
+use crate::fnv::Fnv1a;
+
 /// The shortest interval the scheduler honours, in seconds.
 pub const MIN_INTERVAL_SECS: f64 = 1.0;
 
 /// 64-bit FNV-1a of `uuid`, a zero byte, and `plugin`.
 pub fn splay_hash(uuid: &str, plugin: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let bytes = uuid
-        .as_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(plugin.as_bytes());
-    bytes.fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+    Fnv1a::new()
+        .write(uuid.as_bytes())
+        .write(&[0])
+        .write(plugin.as_bytes())
+        .finish()
 }
 
 /// The pair's phase within its interval, in seconds: `[0, interval)`.

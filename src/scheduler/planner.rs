@@ -10,6 +10,7 @@
 
 use super::config::SchedulerConfig;
 use super::dispatch::{Job, LeaseClock};
+use super::slots::{Pair, Rules, Slots, MAX_SLEEP};
 use super::{lease, overdue, plan};
 use crate::doorbell::Doorbell;
 use crate::signals::ShutdownWatch;
@@ -18,14 +19,10 @@ use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Runs handed to the dispatcher at once.
-const MAX_BATCH: usize = 1_000;
 /// How often overdue runs are looked for, seconds.
 const SWEEP_EVERY: f64 = 1.0;
 /// How often old runs are pruned, seconds.
 const PRUNE_EVERY: f64 = 600.0;
-/// The longest the planner sleeps without looking around, seconds.
-const MAX_SLEEP: f64 = 1.0;
 /// The shortest: runs due within one tick go out as one batch, so the
 /// dispatcher records them in one transaction instead of one each (store
 /// writes, not the network, bound a scheduler that wakes per run).
@@ -33,22 +30,6 @@ const TICK: f64 = 0.05;
 /// A new sweep looks this far before the last one's horizon, in case a
 /// clock step or another holder left runs behind it, seconds.
 const SWEEP_OVERLAP: f64 = 60.0;
-
-/// One declared plugin of one client, and its scheduling state.
-#[derive(Debug, Clone)]
-struct Pair {
-    uuid: String,
-    plugin: String,
-    interval: f64,
-    phase: f64,
-    timeout_s: f64,
-    last_heartbeat: Option<f64>,
-    heartbeat_interval: Option<f64>,
-    /// When the last run was sent (by this or, at takeover, any scheduler).
-    last_sent: Option<f64>,
-    /// Nothing to decide before this time.
-    next_check: f64,
-}
 
 pub struct Planner {
     pub store: Store,
@@ -63,7 +44,7 @@ pub struct Planner {
     next_sweep_at: f64,
     next_prune_at: f64,
     swept_until: f64,
-    pairs: Vec<Pair>,
+    pairs: Slots,
 }
 
 impl Planner {
@@ -88,7 +69,7 @@ impl Planner {
             next_sweep_at: 0.0,
             next_prune_at: 0.0,
             swept_until: 0.0,
-            pairs: Vec::new(),
+            pairs: Slots::default(),
         }
     }
 
@@ -186,22 +167,8 @@ impl Planner {
                 return;
             }
         };
-        let mut known: HashMap<(String, String), Option<f64>> = self
-            .pairs
-            .drain(..)
-            .map(|p| ((p.uuid, p.plugin), p.last_sent))
-            .collect();
-        let mut pairs = Vec::with_capacity(loaded.len());
-        for mut pair in loaded {
-            match known.remove(&(pair.uuid.clone(), pair.plugin.clone())) {
-                Some(sent) => pair.last_sent = sent,
-                // New to this scheduler but maybe not to the store: a plugin
-                // removed and declared again must not run twice in a slot.
-                None if !fresh => pair.last_sent = self.last_sent_in_store(&pair),
-                None => {}
-            }
-            pairs.push(pair);
-        }
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.replace(loaded, |pair| self.last_sent_in_store(pair));
         self.pairs = pairs;
         log::debug!("{} declared plugin(s) loaded", self.pairs.len());
     }
@@ -268,15 +235,10 @@ impl Planner {
             let last_sent = last_sent.get(&key).copied();
             let (uuid, plugin) = key;
             pairs.push(Pair {
-                phase: plan::phase(&uuid, &plugin, interval),
-                uuid,
-                plugin,
-                interval,
-                timeout_s,
                 last_heartbeat,
                 heartbeat_interval,
                 last_sent,
-                next_check: 0.0,
+                ..Pair::new(uuid, plugin, interval, timeout_s)
             });
         }
         Ok(pairs)
@@ -284,48 +246,15 @@ impl Planner {
 
     /// Hands the due runs to the dispatcher; returns the next due time.
     fn dispatch_due(&mut self, now: f64) -> f64 {
-        let mut next = now + MAX_SLEEP;
         if self.jobs.is_full() {
             // The dispatcher is behind: the due runs stay due.
             return now + 0.02;
         }
-        let catch_up = self.config.catch_up_secs();
-        let mut batch = Vec::new();
-        for pair in &mut self.pairs {
-            if pair.next_check > now {
-                next = next.min(pair.next_check);
-                continue;
-            }
-            if !plan::schedulable(
-                pair.last_heartbeat,
-                pair.heartbeat_interval,
-                self.config.heartbeat_grace,
-                now,
-            ) {
-                // Liveness changes only on reload.
-                pair.next_check = self.next_reload_at;
-                continue;
-            }
-            match plan::decide(now, pair.interval, pair.phase, pair.last_sent, catch_up) {
-                plan::Decision::Run if batch.len() < MAX_BATCH => {
-                    let slot_end = plan::slot_start(now, pair.interval, pair.phase) + pair.interval;
-                    batch.push(Job {
-                        uuid: pair.uuid.clone(),
-                        plugin: pair.plugin.clone(),
-                        timeout_s: pair.timeout_s,
-                        slot_end,
-                    });
-                    pair.last_sent = Some(now);
-                    pair.next_check = slot_end;
-                    next = next.min(pair.next_check);
-                }
-                plan::Decision::Run => next = now,
-                plan::Decision::WaitUntil(at) => {
-                    pair.next_check = at;
-                    next = next.min(at);
-                }
-            }
-        }
+        let rules = Rules {
+            catch_up: self.config.catch_up_secs(),
+            heartbeat_grace: self.config.heartbeat_grace,
+        };
+        let (batch, next) = self.pairs.due(now, &rules, self.next_reload_at);
         if !batch.is_empty() && self.jobs.try_send(batch).is_err() {
             // Only if the dispatcher died; the supervisor stops us then.
             log::error!("the dispatcher is gone: runs not sent");

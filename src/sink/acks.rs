@@ -15,8 +15,9 @@
 //! begun only until the drain deadline; the rest is counted as failed.
 
 use super::message::Incoming;
-use super::metrics::{Metrics, RateLimitedLog};
+use super::metrics::Metrics;
 use crate::backend_client::BackendClient;
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::Receiver;
 use serde::Serialize;
@@ -71,7 +72,7 @@ pub const BATCH: usize = 1_024;
 
 impl AckThread {
     pub fn run(mut self) -> Result<(), String> {
-        let mut failures = RateLimitedLog::new(Duration::from_secs(10));
+        let mut failures = RateLimit::new(Duration::from_secs(10));
         let mut deadline: Option<Instant> = None;
         // Ends when every worker has dropped its sender and the queue is empty.
         while let Ok(first) = self.acks.recv() {

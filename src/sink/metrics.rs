@@ -5,9 +5,8 @@
 //! and the summary at exit.
 
 use super::config::SinkType;
-use std::fmt::{self, Write};
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
 /// One sink type's counters.
 #[derive(Debug)]
@@ -127,56 +126,9 @@ impl Metrics {
     }
 }
 
-/// A warning log that writes at most one line per `every`, and says how
-/// many it held back, so hostile input cannot flood the journal.
-#[derive(Debug)]
-pub struct RateLimitedLog {
-    every: Duration,
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl RateLimitedLog {
-    pub fn new(every: Duration) -> RateLimitedLog {
-        RateLimitedLog {
-            every,
-            last: None,
-            held_back: 0,
-        }
-    }
-
-    /// Logs `args` now, or counts it as held back. Returns whether it logged.
-    pub fn warn(&mut self, args: fmt::Arguments) -> bool {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now < last + self.every) {
-            self.held_back += 1;
-            return false;
-        }
-        if self.held_back > 0 {
-            log::warn!("{args} ({} similar held back)", self.held_back);
-        } else {
-            log::warn!("{args}");
-        }
-        self.last = Some(now);
-        self.held_back = 0;
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limited_log_holds_back_within_its_window() {
-        let mut log = RateLimitedLog::new(Duration::from_secs(3600));
-        assert!(log.warn(format_args!("one")));
-        assert!(!log.warn(format_args!("two")));
-        assert_eq!(log.held_back, 1);
-        let mut log = RateLimitedLog::new(Duration::ZERO);
-        assert!(log.warn(format_args!("one")));
-        assert!(log.warn(format_args!("two")));
-    }
 
     #[test]
     fn lines_show_nonzero_counters() {

@@ -152,7 +152,7 @@ pub fn run(config: SinkConfig, env: &Env) -> Result<(), Error> {
         return Err(e);
     }
     // Only now: a signal sent as soon as this line appears must drain.
-    log::info!(target: crate::READY_TARGET, "{}", ready_line(&config));
+    log::info!(target: crate::ready::TARGET, "{}", ready_line(&config));
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();

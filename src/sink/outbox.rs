@@ -11,14 +11,20 @@
 //! at most `VIGIL_OUTBOX_POLL_MS` (rows other processes raise ring no bell
 //! here); workers of this process ring it when they raise one, and so does
 //! shutdown.
+//!
+//! The thread only sleeps on the doorbell; one claim–attempt–record round
+//! is [`step`], a function over the store and the handlers' outcome, so the
+//! retry rules are unit-tested below without threads or handlers.
 
 use super::handling;
-use super::metrics::{Metrics, RateLimitedLog};
+use super::metrics::Metrics;
 use crate::doorbell::Doorbell;
 use crate::notify::Handlers;
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crate::store::notifications::{self, Claimed, Next};
 use crate::store::{now, DbError, Store};
+use serde_json::Value;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,27 +41,49 @@ pub struct Outbox {
     pub lease: Duration,
 }
 
+/// The outbox's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub poll: Duration,
+    pub lease: Duration,
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stepped {
+    /// A row was attempted (`handled` when every handler is now done):
+    /// look for the next one at once.
+    Attempted { seq: i64, handled: bool },
+    /// Nothing is due: sleep this long (until the next row is due, at most
+    /// the poll period), or until the doorbell rings.
+    Idle(Duration),
+}
+
 impl Outbox {
     pub fn run(mut self) -> Result<(), String> {
-        let mut errors = RateLimitedLog::new(Duration::from_secs(10));
+        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let timing = Timing {
+            retry_min: self.retry_min,
+            retry_max: self.retry_max,
+            poll: self.poll,
+            lease: self.lease,
+        };
         while !self.shutdown.is_set() {
-            match self.claim() {
-                Ok(Some(claimed)) => {
-                    if let Err(e) = self.attempt(claimed) {
-                        // An outage is logged once by the store.
-                        if !e.is_outage() {
-                            errors.warn(format_args!("outbox: store: {e}"));
-                        }
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) if e.is_outage() => {}
+            let handlers = &self.handlers;
+            let run = |body: &Value, done: Vec<String>| handling::attempt(handlers, body, done);
+            let wait = match step(&mut self.store, &timing, &self.metrics, now(), run) {
+                Ok(Stepped::Attempted { .. }) => continue,
+                Ok(Stepped::Idle(wait)) => wait,
                 Err(e) => {
-                    errors.warn(format_args!("outbox: store: {e}"));
+                    // An outage is logged once by the store.
+                    if !e.is_outage() {
+                        errors.warn(format_args!("outbox: store: {e}"));
+                    }
+                    self.poll
                 }
-            }
-            let wait = self.until_next_due();
+            };
             let mut items = [self.bell.poll_item()];
             match zmq::poll(&mut items, wait.as_millis() as i64) {
                 Ok(_) if items[0].is_readable() => self.bell.clear(),
@@ -65,71 +93,258 @@ impl Outbox {
         }
         Ok(())
     }
+}
 
-    fn claim(&mut self) -> Result<Option<Claimed>, DbError> {
-        let lease = self.lease.as_secs_f64();
-        self.store
-            .in_write(|tx| notifications::claim_due(tx, now(), lease))
+/// Claims the most overdue row at `now`, runs its handlers not yet done
+/// through `run`, and records the outcome: handled, or retried after a
+/// backoff that doubles per attempt from `retry_min` up to `retry_max` (or
+/// later, when a receiver asked for it with `Retry-After`).
+pub fn step(
+    store: &mut Store,
+    timing: &Timing,
+    metrics: &Metrics,
+    now: f64,
+    run: impl FnOnce(&Value, Vec<String>) -> handling::Attempt,
+) -> Result<Stepped, DbError> {
+    let lease = timing.lease.as_secs_f64();
+    let Some(claimed) = store.in_write(|tx| notifications::claim_due(tx, now, lease))? else {
+        return Ok(Stepped::Idle(until_next_due(store, now, timing.poll)));
+    };
+    metrics.outbox_attempts.fetch_add(1, Relaxed);
+    let seq = claimed.seq;
+    let (done, retry) = outcome(claimed, timing, now, run);
+    let next = match &retry {
+        None => Next::Handled,
+        Some((at, error)) => Next::RetryAt { at: *at, error },
+    };
+    store.in_write(|tx| notifications::record_claimed_attempt(tx, seq, &done, &next))?;
+    let handled = next == Next::Handled;
+    if handled {
+        metrics.outbox_handled.fetch_add(1, Relaxed);
     }
+    Ok(Stepped::Attempted { seq, handled })
+}
 
-    /// How long to sleep: until the next row is due, at most `poll`.
-    fn until_next_due(&mut self) -> Duration {
-        match self
-            .store
-            .read()
-            .and_then(|tx| notifications::next_due(&tx))
-        {
-            Ok(Some(at)) => {
-                Duration::from_secs_f64((at - now()).clamp(0.0, self.poll.as_secs_f64()))
-            }
-            _ => self.poll,
+/// How long to sleep: until the next row is due, at most `poll`.
+fn until_next_due(store: &mut Store, now: f64, poll: Duration) -> Duration {
+    match store.read().and_then(|tx| notifications::next_due(&tx)) {
+        Ok(Some(at)) => Duration::from_secs_f64((at - now).clamp(0.0, poll.as_secs_f64())),
+        _ => poll,
+    }
+}
+
+/// Runs one attempt: the handlers now done, and when to retry (with the
+/// error) unless it is handled.
+fn outcome(
+    claimed: Claimed,
+    timing: &Timing,
+    now: f64,
+    run: impl FnOnce(&Value, Vec<String>) -> handling::Attempt,
+) -> (Vec<String>, Option<(f64, String)>) {
+    let body = match serde_json::from_str::<Value>(&claimed.body) {
+        Ok(body) => body,
+        // Cannot happen for rows vigil wrote; retrying would not help.
+        Err(e) => {
+            log::error!(
+                "outbox: notification {} has a body that is not JSON ({e}): dropped",
+                claimed.seq
+            );
+            return (claimed.done, None);
+        }
+    };
+    let attempt = run(&body, claimed.done);
+    if attempt.complete() {
+        return (attempt.done, None);
+    }
+    let error = attempt.error();
+    let wait = handling::next_wait(
+        handling::backoff(claimed.attempts, timing.retry_min, timing.retry_max),
+        attempt.retry_after,
+    );
+    log::warn!(
+        "outbox: notification {} failed (attempt {}), next in {:.0} s: {error}",
+        claimed.seq,
+        claimed.attempts + 1,
+        wait.as_secs_f64()
+    );
+    (attempt.done, Some((now + wait.as_secs_f64(), error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::config::SinkType;
+    use crate::store::notifications::Raised;
+    use crate::store::{scratch, test_store};
+
+    const T0: f64 = 1_000.0;
+
+    fn timing() -> Timing {
+        Timing {
+            retry_min: Duration::from_secs(10),
+            retry_max: Duration::from_secs(35),
+            poll: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
         }
     }
 
-    fn attempt(&mut self, claimed: Claimed) -> Result<(), DbError> {
-        self.metrics.outbox_attempts.fetch_add(1, Relaxed);
-        let next_at;
-        let mut retry_after = None;
-        let (done, error) = match serde_json::from_str::<serde_json::Value>(&claimed.body) {
-            Ok(body) => {
-                let attempt = handling::attempt(&self.handlers, &body, claimed.done);
-                retry_after = attempt.retry_after;
-                (
-                    attempt.done.clone(),
-                    (!attempt.complete()).then(|| attempt.error()),
-                )
-            }
-            // Cannot happen for rows vigil wrote; retrying would not help.
-            Err(e) => {
-                log::error!(
-                    "outbox: notification {} has a body that is not JSON ({e}): dropped",
-                    claimed.seq
-                );
-                (claimed.done, None)
-            }
+    fn raise(store: &mut Store, at: f64) -> i64 {
+        let raised = Raised {
+            origin: "heartbeat",
+            uuid: "u",
+            hostname: Some("web1"),
+            severity: "critical",
+            source: "heartbeat",
+            message: "no heartbeat".into(),
+            recovery: false,
+            at,
         };
-        let next = match &error {
-            None => Next::Handled,
-            Some(error) => {
-                let wait = handling::next_wait(
-                    handling::backoff(claimed.attempts, self.retry_min, self.retry_max),
-                    retry_after,
-                );
-                next_at = now() + wait.as_secs_f64();
-                log::warn!(
-                    "outbox: notification {} failed (attempt {}), next in {:.0} s: {error}",
-                    claimed.seq,
-                    claimed.attempts + 1,
-                    wait.as_secs_f64()
-                );
-                Next::RetryAt { at: next_at, error }
+        scratch::with_tx(store, |tx| notifications::raise(tx, &raised)).unwrap()
+    }
+
+    /// A handler run that reports `failing` as failed and the rest done.
+    fn outcome(done: Vec<String>, ok: &[&str], failing: &[&str]) -> handling::Attempt {
+        let mut done = done;
+        for h in ok {
+            if !done.iter().any(|d| d == h) {
+                done.push(h.to_string());
             }
-        };
-        self.store
-            .in_write(|tx| notifications::record_attempt(tx, claimed.seq, &done, &next))?;
-        if next == Next::Handled {
-            self.metrics.outbox_handled.fetch_add(1, Relaxed);
         }
-        Ok(())
+        handling::Attempt {
+            done,
+            failures: failing.iter().map(|h| format!("{h}: refused")).collect(),
+            retry_after: None,
+        }
+    }
+
+    /// (state, attempts, next_attempt_at, handlers_done) of row `seq`.
+    fn row(store: &mut Store, seq: i64) -> (String, i64, Option<f64>, String) {
+        let rows = scratch::rows(
+            store,
+            &format!(
+                "SELECT state, attempts, next_attempt_at, handlers_done FROM notifications \
+                 WHERE seq = {seq}"
+            ),
+        );
+        let r = &rows[0];
+        (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_failing_handler_is_retried_with_doubling_backoff_and_the_done_one_is_not_rerun() {
+        let mut store = test_store();
+        let metrics = Metrics::new(&[SinkType::Notification]);
+        let seq = raise(&mut store, T0);
+        let t = timing();
+        // First attempt: email works, webhook fails.
+        let stepped = step(&mut store, &t, &metrics, T0, |body, done| {
+            assert_eq!(body["severity"], "critical");
+            assert!(done.is_empty());
+            outcome(done, &["email"], &["webhook"])
+        });
+        assert_eq!(
+            stepped.unwrap(),
+            Stepped::Attempted {
+                seq,
+                handled: false
+            }
+        );
+        let (state, attempts, next, done) = row(&mut store, seq);
+        assert_eq!((state.as_str(), attempts), ("pending", 1));
+        assert_eq!(next, Some(T0 + 10.0), "first retry after retry_min");
+        assert_eq!(done, r#"["email"]"#);
+        // Not due before then.
+        let idle = step(&mut store, &t, &metrics, T0 + 5.0, |_, _| unreachable!());
+        assert_eq!(idle.unwrap(), Stepped::Idle(Duration::from_secs(5)));
+        // Second attempt fails again: the wait doubles.
+        step(&mut store, &t, &metrics, T0 + 10.0, |_, done| {
+            assert_eq!(done, ["email"], "a handler that succeeded is not run again");
+            outcome(done, &[], &["webhook"])
+        })
+        .unwrap();
+        assert_eq!(row(&mut store, seq).2, Some(T0 + 10.0 + 20.0));
+        // Third: the wait is capped at retry_max.
+        step(&mut store, &t, &metrics, T0 + 30.0, |_, done| {
+            outcome(done, &[], &["webhook"])
+        })
+        .unwrap();
+        assert_eq!(row(&mut store, seq).2, Some(T0 + 30.0 + 35.0));
+        // Then it works.
+        let stepped = step(&mut store, &t, &metrics, T0 + 65.0, |_, done| {
+            outcome(done, &["webhook"], &[])
+        });
+        assert_eq!(stepped.unwrap(), Stepped::Attempted { seq, handled: true });
+        let (state, attempts, next, done) = row(&mut store, seq);
+        assert_eq!((state.as_str(), attempts, next), ("handled", 4, None));
+        assert_eq!(done, r#"["email","webhook"]"#);
+        assert_eq!(metrics.outbox_attempts.load(Relaxed), 4);
+        assert_eq!(metrics.outbox_handled.load(Relaxed), 1);
+        // Nothing left: sleep the poll period.
+        let idle = step(&mut store, &t, &metrics, T0 + 70.0, |_, _| unreachable!());
+        assert_eq!(idle.unwrap(), Stepped::Idle(t.poll));
+    }
+
+    #[test]
+    fn a_retry_after_longer_than_the_backoff_is_honoured() {
+        let mut store = test_store();
+        let metrics = Metrics::new(&[SinkType::Notification]);
+        let seq = raise(&mut store, T0);
+        step(&mut store, &timing(), &metrics, T0, |_, done| {
+            handling::Attempt {
+                retry_after: Some(Duration::from_secs(120)),
+                ..outcome(done, &[], &["webhook"])
+            }
+        })
+        .unwrap();
+        assert_eq!(row(&mut store, seq).2, Some(T0 + 120.0));
+    }
+
+    #[test]
+    fn a_claimed_row_is_left_alone_until_its_lease_ends() {
+        let mut store = test_store();
+        let metrics = Metrics::new(&[SinkType::Notification]);
+        let seq = raise(&mut store, T0);
+        let t = timing();
+        // An outbox claims it and dies before recording anything.
+        let lease = t.lease.as_secs_f64();
+        let claimed = store
+            .in_write(|tx| notifications::claim_due(tx, T0, lease))
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.seq, seq);
+        let idle = step(&mut store, &t, &metrics, T0 + 1.0, |_, _| unreachable!());
+        assert!(
+            matches!(idle.unwrap(), Stepped::Idle(_)),
+            "leased to the other"
+        );
+        let stepped = step(&mut store, &t, &metrics, T0 + 30.0, |_, done| {
+            outcome(done, &["command"], &[])
+        });
+        assert_eq!(stepped.unwrap(), Stepped::Attempted { seq, handled: true });
+    }
+
+    #[test]
+    fn the_most_overdue_row_goes_first() {
+        let mut store = test_store();
+        let metrics = Metrics::new(&[SinkType::Notification]);
+        let later = raise(&mut store, T0 + 5.0);
+        let earlier = raise(&mut store, T0);
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            if let Stepped::Attempted { seq, .. } =
+                step(&mut store, &timing(), &metrics, T0 + 10.0, |_, done| {
+                    outcome(done, &["command"], &[])
+                })
+                .unwrap()
+            {
+                order.push(seq);
+            }
+        }
+        assert_eq!(order, [earlier, later]);
     }
 }

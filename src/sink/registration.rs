@@ -9,15 +9,15 @@
 
 use super::config::SinkType;
 use super::message::{opt_num, opt_str, Incoming, Malformed};
-use super::metrics::RateLimitedLog;
 use super::worker::{Effects, Failure, TypeSink};
+use crate::rate_limit::RateLimit;
 use crate::store::plugins::{self, Plugin, Process};
 use crate::store::Tx;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
 pub struct RegistrationSink {
-    pub log: RateLimitedLog,
+    pub log: RateLimit,
     /// This batch's registrations, stored together in [`TypeSink::flush`].
     pub pending: Vec<(String, Process, Vec<Plugin>, f64)>,
 }
@@ -25,7 +25,7 @@ pub struct RegistrationSink {
 impl Default for RegistrationSink {
     fn default() -> RegistrationSink {
         RegistrationSink {
-            log: RateLimitedLog::new(Duration::from_secs(10)),
+            log: RateLimit::new(Duration::from_secs(10)),
             pending: Vec::new(),
         }
     }

@@ -20,9 +20,10 @@
 use super::acks::Ack;
 use super::config::SinkType;
 use super::message::{self, Incoming, Malformed};
-use super::metrics::{Metrics, RateLimitedLog, TypeMetrics};
+use super::metrics::{Metrics, TypeMetrics};
 use crate::doorbell::Ringer;
 use crate::graphite::Graphite;
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crate::store::{clients, DbError, Store, Tx};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -82,9 +83,9 @@ impl From<DbError> for Failure {
 /// The logs a worker writes about bad input and store trouble.
 #[derive(Debug)]
 pub struct Logs {
-    pub malformed: RateLimitedLog,
-    pub store: RateLimitedLog,
-    pub handlers: RateLimitedLog,
+    pub malformed: RateLimit,
+    pub store: RateLimit,
+    pub handlers: RateLimit,
     /// Set when the store was unreachable: the worker retries the batch.
     pub outage: bool,
 }
@@ -93,9 +94,9 @@ impl Default for Logs {
     fn default() -> Logs {
         let every = Duration::from_secs(10);
         Logs {
-            malformed: RateLimitedLog::new(every),
-            store: RateLimitedLog::new(every),
-            handlers: RateLimitedLog::new(Duration::from_secs(1)),
+            malformed: RateLimit::new(every),
+            store: RateLimit::new(every),
+            handlers: RateLimit::new(Duration::from_secs(1)),
             outage: false,
         }
     }
@@ -536,18 +537,7 @@ mod tests {
         };
         one_transaction(&mut sink, &mut store, &batch, &mut out, ctx);
         let tx = store.read().unwrap();
-        let r = tx
-            .query_row(
-                "SELECT hostname, first_seen, last_seen, last_router FROM clients",
-                &[],
-            )
-            .unwrap();
-        let row: (String, f64, f64, String) = (
-            r.get(0).unwrap(),
-            r.get(1).unwrap(),
-            r.get(2).unwrap(),
-            r.get(3).unwrap(),
-        );
+        let row = crate::store::clients::only_row(&tx);
         assert_eq!(row, ("web2".into(), 10.0, 14.0, "r2".into()));
         assert_eq!(out.lines.len(), 5);
         assert!(out.lines[1].starts_with("vigil.web1.a "), "{:?}", out.lines);

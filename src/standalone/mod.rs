@@ -24,12 +24,16 @@ mod keys;
 
 use crate::config::{ConfigError, Env};
 use crate::error::Error;
+use crate::ready;
+use crate::signals::SignalThread;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a part may take to print its `ready:` line.
@@ -188,13 +192,14 @@ fn absolute(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+const USAGE: &str = "usage: vigil standalone
+
+Runs a router, all sinks, the scheduler, an agent and the web view on this
+machine. Files go under VIGIL_DATA_DIR (default ./vigil-data); see README.md.";
+
 pub fn command(args: &[String]) -> Result<(), Error> {
-    if let Some(arg) = args.first() {
-        if arg == "--help" || arg == "-h" {
-            println!("usage: vigil standalone\n\nRuns a router, all sinks, the scheduler and an agent on this machine.\nFiles go under VIGIL_DATA_DIR (default ./vigil-data); see README.md.");
-            return Ok(());
-        }
-        return Err(Error::Usage(format!("unexpected argument {arg:?}")));
+    if crate::error::help_or_no_args(args, USAGE)? {
+        return Ok(());
     }
     let env = Env::from_process()?;
     let config = StandaloneConfig::from_env(&env)?;
@@ -217,7 +222,7 @@ pub fn run(env: &Env, config: StandaloneConfig) -> Result<(), Error> {
     let result = start_all(env, &config, &exe, &events, &inbox, &mut parts)
         .and_then(|()| supervise(&inbox, &parts));
     stop_all(&mut parts, &inbox);
-    signals.close();
+    signals.stop();
     result
 }
 
@@ -256,33 +261,15 @@ fn start_all(
             "cannot read the router's ready line: {router_ready}"
         ))
     })?;
-    start_part(
-        exe,
-        "sinks",
-        &["sink", "all"],
-        &plan.sinks_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
-    start_part(
-        exe,
-        "scheduler",
-        &["scheduler"],
-        &plan.scheduler_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
-    start_part(
-        exe,
-        "agent",
-        &["agent"],
-        &plan.agent_env(&endpoints),
-        events,
-        inbox,
-        parts,
-    )?;
+    // The back-end parts, in order: each starts once the one before is ready.
+    let back_end: [(&'static str, &[&str], Vars); 3] = [
+        ("sinks", &["sink", "all"], plan.sinks_env(&endpoints)),
+        ("scheduler", &["scheduler"], plan.scheduler_env(&endpoints)),
+        ("agent", &["agent"], plan.agent_env(&endpoints)),
+    ];
+    for (name, args, vars) in back_end {
+        start_part(exe, name, args, &vars, events, inbox, parts)?;
+    }
     let web_ready = start_part(
         exe,
         "web",
@@ -467,6 +454,9 @@ impl Plan {
     }
 }
 
+/// A part's environment variables.
+type Vars = Vec<(String, String)>;
+
 /// The router's endpoints, as its `ready:` line gives them.
 #[derive(Debug, PartialEq)]
 struct RouterEndpoints {
@@ -480,33 +470,23 @@ impl RouterEndpoints {
     /// Parses `... ready: client=EP backend=EP sinks=T=EP,T=EP ...`. A bound
     /// wildcard (`tcp://0.0.0.0:P`) is reached through 127.0.0.1.
     fn parse(line: &str) -> Option<RouterEndpoints> {
-        let rest = &line[line.find("ready:")? + "ready:".len()..];
-        let mut client = None;
-        let mut backend = None;
-        let mut sinks = None;
-        for word in rest.split_whitespace() {
-            if let Some(v) = word.strip_prefix("client=") {
-                client = Some(local(v));
-            } else if let Some(v) = word.strip_prefix("backend=") {
-                backend = Some(local(v));
-            } else if let Some(v) = word.strip_prefix("sinks=") {
-                sinks = Some(v.split(',').map(local).collect::<Vec<_>>().join(","));
-            }
-        }
+        let mut fields = ready::parse(line)?;
+        let sinks = ready::pairs(&fields.remove("sinks")?)?
+            .into_iter()
+            .map(|(kind, endpoint)| format!("{kind}={}", local(&endpoint)))
+            .collect::<Vec<_>>()
+            .join(",");
         Some(RouterEndpoints {
-            client: client?,
-            backend: backend?,
-            sinks: sinks?,
+            client: local(&fields.remove("client")?),
+            backend: local(&fields.remove("backend")?),
+            sinks,
         })
     }
 }
 
 /// The URL in the web view's `ready: web=URL ...` line.
 fn web_url(line: &str) -> Option<String> {
-    let rest = &line[line.find("ready:")? + "ready:".len()..];
-    rest.split_whitespace()
-        .find_map(|w| w.strip_prefix("web="))
-        .map(str::to_string)
+    ready::field(line, "web")
 }
 
 fn local(endpoint: &str) -> String {
@@ -534,7 +514,7 @@ fn start_part(
     };
     command
         .args(args)
-        .env("VIGIL_LOG", format!("{log},{}=info", crate::READY_TARGET))
+        .env("VIGIL_LOG", format!("{log},{}=info", crate::ready::TARGET))
         .envs(vars.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
@@ -585,7 +565,7 @@ fn wait_ready(name: &'static str, inbox: &Receiver<Event>) -> Result<String, Err
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match inbox.recv_timeout(left) {
-            Ok(Event::Line { part, line }) if part == name && line.contains("ready:") => {
+            Ok(Event::Line { part, line }) if part == name && ready::is_ready(&line) => {
                 return Ok(line)
             }
             Ok(Event::Line { .. }) => {}
@@ -664,36 +644,12 @@ fn stop_all(parts: &mut Vec<Part>, inbox: &Receiver<Event>) {
 
 /// Turns SIGTERM/SIGINT into events. A second signal while stopping ends
 /// the process at once (the children get SIGTERM from PR_SET_PDEATHSIG).
-struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
-}
-
-impl SignalWatch {
-    fn close(self) {
-        self.handle.close();
-    }
-}
-
-fn watch_signals(events: Sender<Event>) -> Result<SignalWatch, Error> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [SIGTERM, SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, std::sync::Arc::clone(&stopping))
-            .map_err(|e| Error::setup("signal handler", e))?;
-    }
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| Error::setup("signal handler", e))?;
-    let handle = signals.handle();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = events.send(Event::Signal(sig));
-            }
-        })
-        .map_err(|e| Error::setup("signal thread", e))?;
-    Ok(SignalWatch { handle })
+fn watch_signals(events: Sender<Event>) -> Result<SignalThread, Error> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    SignalThread::spawn(stopping, move |sig| {
+        let _ = events.send(Event::Signal(sig));
+    })
+    .map_err(|e| Error::setup("signal handler", e))
 }
 
 #[cfg(test)]

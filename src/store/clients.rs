@@ -27,13 +27,11 @@ pub struct Sighting<'a> {
     pub peer: Option<&'a str>,
 }
 
-/// Inserts the client or updates what this sighting tells. A missing
-/// hostname keeps the known one.
-pub fn upsert(tx: &Tx, s: &Sighting) -> Result<()> {
-    tx.execute(
-        "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer)
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5)
-         ON CONFLICT (uuid) DO UPDATE SET
+/// What a sighting changes in a known client's row (an `ON CONFLICT`
+/// clause): a macro, so that [`upsert`]'s statement is one literal.
+macro_rules! upsert_set {
+    () => {
+        "ON CONFLICT (uuid) DO UPDATE SET
              hostname    = COALESCE(excluded.hostname, clients.hostname),
              first_seen  = CASE WHEN excluded.first_seen < clients.first_seen
                            THEN excluded.first_seen ELSE clients.first_seen END,
@@ -42,7 +40,21 @@ pub fn upsert(tx: &Tx, s: &Sighting) -> Result<()> {
              last_router = CASE WHEN excluded.last_seen >= clients.last_seen
                            THEN excluded.last_router ELSE clients.last_router END,
              peer        = CASE WHEN excluded.last_seen >= clients.last_seen
-                           THEN COALESCE(excluded.peer, clients.peer) ELSE clients.peer END",
+                           THEN COALESCE(excluded.peer, clients.peer) ELSE clients.peer END"
+    };
+}
+
+const UPSERT_SET: &str = upsert_set!();
+
+/// Inserts the client or updates what this sighting tells. A missing
+/// hostname keeps the known one.
+pub fn upsert(tx: &Tx, s: &Sighting) -> Result<()> {
+    tx.execute(
+        concat!(
+            "INSERT INTO clients (uuid, hostname, first_seen, last_seen, last_router, peer)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5) ",
+            upsert_set!()
+        ),
         params![s.uuid, s.hostname, s.at, s.router, s.peer],
     )?;
     Ok(())
@@ -125,17 +137,6 @@ impl Sightings {
         Ok(())
     }
 }
-
-const UPSERT_SET: &str = "ON CONFLICT (uuid) DO UPDATE SET
-             hostname    = COALESCE(excluded.hostname, clients.hostname),
-             first_seen  = CASE WHEN excluded.first_seen < clients.first_seen
-                           THEN excluded.first_seen ELSE clients.first_seen END,
-             last_seen   = CASE WHEN excluded.last_seen > clients.last_seen
-                           THEN excluded.last_seen ELSE clients.last_seen END,
-             last_router = CASE WHEN excluded.last_seen >= clients.last_seen
-                           THEN excluded.last_router ELSE clients.last_router END,
-             peer        = CASE WHEN excluded.last_seen >= clients.last_seen
-                           THEN COALESCE(excluded.peer, clients.peer) ELSE clients.peer END";
 
 /// Upserts merged sightings of distinct clients: on PostgreSQL one
 /// statement, its rows in uuid order (two sinks locking overlapping sets of
@@ -344,6 +345,24 @@ pub fn mark_down(tx: &Tx, silent: &Silent) -> Result<bool> {
     Ok(changed == 1)
 }
 
+/// (hostname, first_seen, last_seen, last_router) of the one client in
+/// the store (tests).
+#[cfg(test)]
+pub fn only_row(tx: &Tx) -> (String, f64, f64, String) {
+    let r = tx
+        .query_row(
+            "SELECT hostname, first_seen, last_seen, last_router FROM clients",
+            &[],
+        )
+        .unwrap();
+    (
+        r.get(0).unwrap(),
+        r.get(1).unwrap(),
+        r.get(2).unwrap(),
+        r.get(3).unwrap(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,19 +390,7 @@ mod tests {
         upsert(c, &seen("u1", Some("web1"), 100.0, "r1")).unwrap();
         upsert(c, &seen("u1", None, 200.0, "r2")).unwrap();
         upsert(c, &seen("u1", None, 150.0, "r3")).unwrap();
-        let r = c
-            .query_row(
-                "SELECT hostname, first_seen, last_seen, last_router FROM clients",
-                &[],
-            )
-            .unwrap();
-        let row: (String, f64, f64, String) = (
-            r.get(0).unwrap(),
-            r.get(1).unwrap(),
-            r.get(2).unwrap(),
-            r.get(3).unwrap(),
-        );
-        assert_eq!(row, ("web1".into(), 100.0, 200.0, "r2".into()));
+        assert_eq!(only_row(c), ("web1".into(), 100.0, 200.0, "r2".into()));
         assert_eq!(hostname(c, "u1").unwrap().as_deref(), Some("web1"));
         assert_eq!(hostname(c, "nobody").unwrap(), None);
     }

@@ -419,10 +419,7 @@ impl Tx<'_> {
 
 /// Unix time now, in seconds with a fraction: the unit of every time column.
 pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::clock::unix_secs()
 }
 
 /// Fresh stores for tests: a SQLite file in a temporary directory, or a

@@ -290,26 +290,30 @@ pub enum Next<'a> {
 }
 
 /// Records an attempt's outcome: the handlers done so far and what next.
+/// Every attempt is counted once: this one here (a sink's first attempt).
 pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
+    record(tx, seq, done, next, 1)
+}
+
+/// [`record_attempt`] for a row the outbox claimed with [`claim_due`],
+/// which counted the attempt already (so one that kills the process still
+/// counts, and its backoff grows).
+pub fn record_claimed_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
+    record(tx, seq, done, next, 0)
+}
+
+fn record(tx: &Tx, seq: i64, done: &[String], next: &Next, counted_now: i64) -> Result<()> {
     let done = serde_json::to_string(done).expect("a list of strings serializes");
     let (state, next_at, error) = match next {
         Next::Handled => ("handled", None, None),
         Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
         Next::AwaitResend { error } => ("failed", None, Some(*error)),
     };
-    // The outbox counted its attempt when it claimed the row.
     tx.execute(
         "UPDATE notifications SET handlers_done = ?2, state = ?3, next_attempt_at = ?4,
              last_error = COALESCE(?5, last_error), attempts = attempts + ?6
          WHERE seq = ?1",
-        params![
-            seq,
-            &done,
-            state,
-            next_at,
-            error,
-            i64::from(next_at.is_none())
-        ],
+        params![seq, &done, state, next_at, error, counted_now],
     )?;
     Ok(())
 }
@@ -317,52 +321,7 @@ pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result
 /// [`record_attempt`] for several notifications (distinct seqs): on
 /// PostgreSQL one statement.
 pub fn record_attempts(tx: &Tx, attempts: &[(i64, &[String], Next)]) -> Result<()> {
-    match tx.backend() {
-        Backend::Sqlite => {
-            for (seq, done, next) in attempts {
-                record_attempt(tx, *seq, done, next)?;
-            }
-        }
-        Backend::Postgres => {
-            let mut seqs = Vec::new();
-            let mut dones = Vec::new();
-            let mut states = Vec::new();
-            let mut next_ats = Vec::new();
-            let mut errors = Vec::new();
-            let mut incs = Vec::new();
-            for (seq, done, next) in attempts {
-                let (state, next_at, error) = match next {
-                    Next::Handled => ("handled", None, None),
-                    Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
-                    Next::AwaitResend { error } => ("failed", None, Some(*error)),
-                };
-                seqs.push(Some(*seq));
-                dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
-                states.push(Some(state));
-                next_ats.push(next_at);
-                errors.push(error);
-                incs.push(Some(i64::from(next_at.is_none())));
-            }
-            let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
-            tx.execute(
-                "UPDATE notifications n SET handlers_done = a.done, state = a.state,
-                     next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
-                     attempts = n.attempts + a.inc
-                 FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
-                             ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
-                 WHERE n.seq = a.seq",
-                params![
-                    &seqs[..],
-                    &dones[..],
-                    &states[..],
-                    &next_ats[..],
-                    &errors[..],
-                    &incs[..]
-                ],
-            )?;
-        }
-    }
-    Ok(())
+    record_outcomes(tx, attempts, &[], 0.0)
 }
 
 /// The outcomes of a batch's attempts, and the (uuid, id) of the client
@@ -374,8 +333,10 @@ pub fn record_outcomes(
     handled: &[(&str, &str)],
     at: f64,
 ) -> Result<()> {
-    if tx.backend() == Backend::Sqlite || handled.is_empty() {
-        record_attempts(tx, attempts)?;
+    if tx.backend() == Backend::Sqlite {
+        for (seq, done, next) in attempts {
+            record_attempt(tx, *seq, done, next)?;
+        }
         return super::dedup::mark_handled_many(tx, handled, "notification", at);
     }
     let mut seqs = Vec::new();
@@ -383,7 +344,6 @@ pub fn record_outcomes(
     let mut states = Vec::new();
     let mut next_ats = Vec::new();
     let mut errors = Vec::new();
-    let mut incs = Vec::new();
     for (seq, done, next) in attempts {
         let (state, next_at, error) = match next {
             Next::Handled => ("handled", None, None),
@@ -395,7 +355,6 @@ pub fn record_outcomes(
         states.push(Some(state));
         next_ats.push(next_at);
         errors.push(error);
-        incs.push(Some(i64::from(next_at.is_none())));
     }
     let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
     let uuids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.0)).collect();
@@ -404,12 +363,12 @@ pub fn record_outcomes(
         "WITH attempt AS (
              UPDATE notifications n SET handlers_done = a.done, state = a.state,
                  next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
-                 attempts = n.attempts + a.inc
-             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
-                         ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
+                 attempts = n.attempts + 1
+             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[])
+                 AS a(seq, done, state, next_at, error)
              WHERE n.seq = a.seq)
          INSERT INTO handled (uuid, id, type, handled_at)
-         SELECT k.uuid, k.id, 'notification', ?9 FROM unnest(?7::TEXT[], ?8::TEXT[]) AS k(uuid, id)
+         SELECT k.uuid, k.id, 'notification', ?8 FROM unnest(?6::TEXT[], ?7::TEXT[]) AS k(uuid, id)
          ON CONFLICT (uuid, id) DO NOTHING",
         params![
             &seqs[..],
@@ -417,7 +376,6 @@ pub fn record_outcomes(
             &states[..],
             &next_ats[..],
             &errors[..],
-            &incs[..],
             &uuids[..],
             &ids[..],
             at
@@ -523,10 +481,17 @@ mod tests {
             at: 20.0,
             error: "pager: 503",
         };
-        record_attempt(c, seq, &done, &next).unwrap();
+        record_claimed_attempt(c, seq, &done, &next).unwrap();
         let again = claim_due(c, 20.0, 60.0).unwrap().unwrap();
         assert_eq!((again.attempts, again.done.clone()), (1, done.clone()));
-        record_attempt(c, seq, &done, &Next::Handled).unwrap();
+        record_claimed_attempt(c, seq, &done, &Next::Handled).unwrap();
+        let attempts: i64 = c
+            .query_value(
+                "SELECT attempts FROM notifications WHERE seq = ?1",
+                params![seq],
+            )
+            .unwrap();
+        assert_eq!(attempts, 2, "each claimed attempt counted once");
         assert_eq!(claim_due(c, 1e12, 60.0).unwrap(), None);
         assert_eq!(next_due(c).unwrap(), None);
     }

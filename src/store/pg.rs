@@ -11,6 +11,7 @@
 use super::sql::{for_postgres, Row, Val, Value};
 use super::target::{tls_config, PgTarget};
 use super::DbError;
+use crate::clock::unix_ms;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
 use std::cell::{Cell, RefCell};
@@ -28,10 +29,6 @@ static OUTAGE_SINCE_MS: AtomicU64 = AtomicU64::new(0);
 /// socket only when used): it is replaced quietly, not reported as a new
 /// outage.
 static OUTAGES_ENDED: AtomicU64 = AtomicU64::new(0);
-
-fn unix_ms() -> u64 {
-    (super::now() * 1000.0) as u64
-}
 
 fn outage_begins(shown: &str, why: &dyn std::fmt::Display) {
     if OUTAGE_SINCE_MS

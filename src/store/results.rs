@@ -34,36 +34,6 @@ pub fn last(tx: &Tx, uuid: &str, plugin: &str) -> Result<Option<(i64, f64)>> {
     .transpose()
 }
 
-/// Stores `r` as the last result; `changed_at` moves only when the status
-/// differs from the stored one.
-pub fn store(tx: &Tx, r: &PluginResult) -> Result<()> {
-    tx.execute(
-        "INSERT INTO results
-             (uuid, plugin, status, output, perfdata, duration_ms, run_id, ts, changed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
-         ON CONFLICT (uuid, plugin) DO UPDATE SET
-             changed_at  = CASE WHEN results.status = excluded.status
-                           THEN results.changed_at ELSE excluded.ts END,
-             status      = excluded.status,
-             output      = excluded.output,
-             perfdata    = excluded.perfdata,
-             duration_ms = excluded.duration_ms,
-             run_id      = excluded.run_id,
-             ts          = excluded.ts",
-        params![
-            &r.uuid,
-            &r.plugin,
-            r.status,
-            &r.output,
-            &r.perfdata,
-            r.duration_ms,
-            &r.run_id,
-            r.at
-        ],
-    )?;
-    Ok(())
-}
-
 /// Sets `completed_at` of run `run_id` (if it is this client's and still
 /// open). Returns whether a run was completed.
 pub fn complete_run(tx: &Tx, run_id: &str, uuid: &str, at: f64) -> Result<bool> {
@@ -248,22 +218,36 @@ mod tests {
     }
 
     #[test]
-    fn changed_at_moves_on_a_change_only() {
+    fn the_given_changed_at_is_stored_and_a_newer_result_stays() {
         let mut store = test_store();
         let c = &store.write().unwrap();
         assert_eq!(last(c, "u", "load").unwrap(), None);
-        store_and_check(c, result(0, 1.0), 1.0);
-        store_and_check(c, result(0, 2.0), 1.0);
-        store_and_check(c, result(2, 3.0), 3.0);
+        store_and_check(c, result(0, 2.0), 1.0, (0, 2.0, 1.0));
+        store_and_check(c, result(2, 3.0), 3.0, (2, 3.0, 3.0));
+        // A late copy of an older result changes nothing.
+        store_and_check(c, result(0, 2.5), 2.5, (2, 3.0, 3.0));
         assert_eq!(last(c, "u", "load").unwrap(), Some((2, 3.0)));
+        let locked = lock_many(c, &[("u", "load"), ("u", "disk")]).unwrap();
+        let stored = Stored {
+            status: 2,
+            ts: 3.0,
+            changed_at: 3.0,
+        };
+        assert_eq!(locked.len(), 1);
+        assert_eq!(locked[&("u".to_string(), "load".to_string())], stored);
     }
 
-    fn store_and_check(c: &Tx, r: PluginResult, changed_at: f64) {
-        store(c, &r).unwrap();
-        let got: f64 = c
-            .query_value("SELECT changed_at FROM results", &[])
+    fn store_and_check(c: &Tx, r: PluginResult, changed_at: f64, row: (i64, f64, f64)) {
+        store_many(c, &[(&r, changed_at)]).unwrap();
+        let got = c
+            .query_row("SELECT status, ts, changed_at FROM results", &[])
             .unwrap();
-        assert_eq!(got, changed_at);
+        let got: (i64, f64, f64) = (
+            got.get(0).unwrap(),
+            got.get(1).unwrap(),
+            got.get(2).unwrap(),
+        );
+        assert_eq!(got, row);
     }
 
     #[test]

@@ -22,6 +22,23 @@ struct Migration {
     postgres: &'static str,
 }
 
+/// 1 → 2 (the same SQL on both backends): the notification sink's retry
+/// bookkeeping.
+const HANDLERS_DONE: &str = r#"
+    -- Names of the handlers that already succeeded for a notification (a
+    -- JSON array), so a retry never re-sends an email that went out.
+    ALTER TABLE notifications ADD COLUMN handlers_done TEXT NOT NULL DEFAULT '[]';
+    -- A client's resend finds its earlier row by (uuid, id).
+    CREATE INDEX notifications_client_id ON notifications (uuid, id);
+    "#;
+
+/// 2 → 3 (both backends): a scheduler that takes the lease reads the last
+/// run sent per (client, plugin); without this index that is a scan of
+/// every run.
+const RUNS_LAST_SENT: &str = r#"
+    CREATE INDEX runs_last_sent ON runs (uuid, plugin, sent_at);
+    "#;
+
 const SQLITE: [&str; 4] = [
     // 0 → 1: the first schema.
     r#"
@@ -127,19 +144,8 @@ const SQLITE: [&str; 4] = [
     );
     CREATE INDEX runs_open ON runs (completed_at, due_by);
     "#,
-    // 1 → 2: the notification sink's retry bookkeeping.
-    r#"
-    -- Names of the handlers that already succeeded for a notification (a
-    -- JSON array), so a retry never re-sends an email that went out.
-    ALTER TABLE notifications ADD COLUMN handlers_done TEXT NOT NULL DEFAULT '[]';
-    -- A client's resend finds its earlier row by (uuid, id).
-    CREATE INDEX notifications_client_id ON notifications (uuid, id);
-    "#,
-    // 2 → 3: a scheduler that takes the lease reads the last run sent per
-    // (client, plugin); without this index that is a scan of every run.
-    r#"
-    CREATE INDEX runs_last_sent ON runs (uuid, plugin, sent_at);
-    "#,
+    HANDLERS_DONE,
+    RUNS_LAST_SENT,
     // 3 → 4: recent metric samples, so the web view plots them without
     // Graphite (see store/metrics.rs): raw samples for a short while, then
     // one-minute sums and counts for longer.
@@ -250,15 +256,8 @@ const POSTGRES: [&str; 4] = [
     );
     CREATE INDEX runs_open ON runs (completed_at, due_by);
     "#,
-    // 1 → 2
-    r#"
-    ALTER TABLE notifications ADD COLUMN handlers_done TEXT NOT NULL DEFAULT '[]';
-    CREATE INDEX notifications_client_id ON notifications (uuid, id);
-    "#,
-    // 2 → 3
-    r#"
-    CREATE INDEX runs_last_sent ON runs (uuid, plugin, sent_at);
-    "#,
+    HANDLERS_DONE,
+    RUNS_LAST_SENT,
     // 3 → 4
     r#"
     CREATE TABLE metric_raw (

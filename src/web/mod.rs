@@ -46,14 +46,8 @@ const IDLE_CHECK: Duration = Duration::from_millis(200);
 const API_MAX_ROWS: usize = 10_000;
 
 pub fn command(args: &[String]) -> Result<(), Error> {
-    if let Some(arg) = args.first() {
-        if arg == "--help" || arg == "-h" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        return Err(Error::Usage(format!(
-            "unexpected argument {arg:?}\n{USAGE}"
-        )));
+    if crate::error::help_or_no_args(args, USAGE)? {
+        return Ok(());
     }
     let env = crate::config::Env::from_process()?;
     run(WebConfig::from_env(&env)?)
@@ -98,7 +92,7 @@ pub fn run(config: WebConfig) -> Result<(), Error> {
     }
     drop(routers);
     let url = local_url(bound);
-    log::info!(target: crate::READY_TARGET, "ready: web={url} bind={bound} threads={}", config.threads);
+    log::info!(target: crate::ready::TARGET, "ready: web={url} bind={bound} threads={}", config.threads);
     let watch = shutdown.watch();
     let failed = supervisor.wait(|| watch.is_set(), || shutdown.trigger());
     signals.stop();

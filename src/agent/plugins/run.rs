@@ -1,15 +1,17 @@
-//! Running one plugin: `/bin/sh -c COMMAND` in its own session and process
-//! group, stdout read up to a cap, killed as a whole group on timeout.
+//! Running one plugin: `/bin/sh -c COMMAND` through the process runner
+//! ([`crate::process`]): its own session and process group, stdout read up
+//! to a cap, killed as a whole group on timeout.
 //!
 //! The group kill matters: a plugin that started children (a pipeline, a
 //! backgrounded helper) must not leave them running after it is reported
 //! UNKNOWN, so the group is killed with SIGKILL on timeout, and also after
-//! a normal exit, so that nothing it started outlives the run.
+//! a normal exit, so that nothing it started outlives the run. The output
+//! is the result, so it is awaited up to the timeout: a plugin whose
+//! children hold stdout open past it timed out.
 
 use super::perfdata::{parse_output, Output};
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use crate::process::{self, AfterExit, Capture, End, Job};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The Nagios state for "could not tell": every failure to run maps here.
@@ -33,9 +35,6 @@ pub fn status_of(code: Option<i32>) -> i32 {
     }
 }
 
-/// How often a run checks whether the agent is stopping.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-
 /// Runs `command` with `timeout`, keeping at most `max_output` bytes. When
 /// `stopping` turns true the run is cut short like a timeout, so SIGTERM
 /// does not wait for plugins with long timeouts.
@@ -46,99 +45,46 @@ pub fn run(
     stopping: &dyn Fn() -> bool,
 ) -> RunOutcome {
     let started = Instant::now();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours;
-    // it makes the child leader of a new session and process group, whose
-    // id is its pid, so killpg reaches everything it starts.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+    let mut shell = Command::new("/bin/sh");
+    shell.arg("-c").arg(command);
+    let job = Job {
+        command: shell,
+        stdin: None,
+        stdout: Capture::Head(max_output),
+        stderr: Capture::Discard,
+        timeout,
+        after_exit: AfterExit::AwaitOutput,
+    };
+    let outcome = match process::run(job, stopping) {
+        Ok(outcome) => outcome,
         Err(e) => return failed(format!("UNKNOWN: cannot start plugin: {e}"), started),
     };
-    let pgid = child.id() as i32;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let reader = std::thread::Builder::new()
-        .name("plugin-output".into())
-        .spawn(move || {
-            let _ = tx.send(read_capped(stdout, max_output));
-        });
-    let deadline = started + timeout;
-    // Output ends when every process of the group has closed stdout
-    // (normally: exited); then wait for the leader's status.
-    let read = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left.min(STOP_CHECK)) {
-            Ok(r) => break Some(r),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break None,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if left <= STOP_CHECK || stopping() {
-                    break None;
-                }
-            }
-        }
-    };
-    let stopped = read.is_none() && Instant::now() < deadline;
-    let mut status = None;
-    if read.is_some() {
-        status = wait_until(&mut child, deadline);
-    }
-    let timed_out = status.is_none();
-    kill_group(pgid);
-    if timed_out {
-        let _ = child.wait();
-    }
-    let (read, finished) = match read {
-        Some(r) => (r, true),
-        None => match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(r) => (r, true),
-            Err(_) => (Default::default(), false),
-        },
-    };
-    let (bytes, truncated) = read;
-    match reader {
-        Ok(handle) if finished => {
-            let _ = handle.join();
-        }
-        // Still reading: a process that left the group (its own setsid)
-        // holds stdout open. Joining would block this worker until it
-        // exits, maybe never; the reader ends on its own when it does.
-        _ => {}
-    }
-    let duration = started.elapsed();
-    if timed_out {
-        return RunOutcome {
-            status: UNKNOWN,
-            output: Output {
-                text: if stopped {
-                    "UNKNOWN: plugin killed: the agent is stopping".to_string()
-                } else {
-                    format!(
-                        "UNKNOWN: plugin timed out after {:.1} s and was killed",
-                        timeout.as_secs_f64()
-                    )
+    let truncated = outcome.stdout.truncated;
+    let status = match outcome.end {
+        End::Exited(status) => status,
+        End::TimedOut | End::Stopped => {
+            let text = if outcome.end == End::Stopped {
+                "UNKNOWN: plugin killed: the agent is stopping".to_string()
+            } else {
+                format!(
+                    "UNKNOWN: plugin timed out after {:.1} s and was killed",
+                    timeout.as_secs_f64()
+                )
+            };
+            return RunOutcome {
+                status: UNKNOWN,
+                output: Output {
+                    text,
+                    ..Output::default()
                 },
-                ..Output::default()
-            },
-            duration,
-            timed_out: true,
-            truncated,
-        };
-    }
-    let code = status.and_then(|s| s.code());
-    let mut output = parse_output(&String::from_utf8_lossy(&bytes));
+                duration: outcome.duration,
+                timed_out: true,
+                truncated,
+            };
+        }
+    };
+    let code = status.code();
+    let mut output = parse_output(&outcome.stdout.text());
     if code.is_some_and(|c| !(0..=3).contains(&c)) || code.is_none() {
         let how = match code {
             Some(c) => format!("exit status {c}"),
@@ -149,7 +95,7 @@ pub fn run(
     RunOutcome {
         status: status_of(code),
         output,
-        duration,
+        duration: outcome.duration,
         timed_out: false,
         truncated,
     }
@@ -165,47 +111,6 @@ fn failed(text: String, started: Instant) -> RunOutcome {
         duration: started.elapsed(),
         timed_out: false,
         truncated: false,
-    }
-}
-
-/// Reads to EOF, keeping the first `max` bytes; reading on past the cap
-/// keeps a chatty plugin from blocking on a full pipe.
-fn read_capped(mut from: impl Read, max: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => return (kept, truncated),
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
-            }
-        }
-    }
-}
-
-/// Waits for the child's exit until `deadline`. The leader has closed its
-/// output, so this is normally immediate; the short naps only cover a
-/// leader that closed stdout and kept running.
-fn wait_until(
-    child: &mut std::process::Child,
-    deadline: Instant,
-) -> Option<std::process::ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => return None,
-        }
-    }
-}
-
-fn kill_group(pgid: i32) {
-    // SAFETY: a plain system call; a group that is already gone gives ESRCH.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
     }
 }
 

@@ -1,15 +1,16 @@
 //! The SMTP client in plain mode (`VIGIL_NOTIFY_SMTP_TLS=off`) against a
 //! real aiosmtpd, and against scripted servers for refusals and stalls.
 //! STARTTLS, implicit TLS and AUTH are tested against a real aiosmtpd with
-//! a test CA in `tests/notify.rs`.
+//! a test CA in `tests/integration/notify.rs`.
 
 use super::*;
 use crate::config::Env;
 use crate::notify::config::SeveritySet;
+use crate::testkit::aiosmtpd::Aiosmtpd;
+use crate::testkit::free_port;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 
 /// A client for `server` (`host:port`) without TLS.
 fn config(server: &str, to: &[&str]) -> SmtpClient {
@@ -36,107 +37,12 @@ fn notification() -> serde_json::Value {
            "message":"/var is 97% full\n.leading dot line\n..two dots","hostname":"web1","ts":1700000000})
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real aiosmtpd with its debugging handler, which prints every message
-/// it receives on stdout.
-struct Aiosmtpd {
-    child: Child,
-    port: u16,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Aiosmtpd {
-    /// `None` (with a loud note) only when python3 or aiosmtpd is absent.
-    fn start() -> Option<Aiosmtpd> {
-        let python = "/usr/bin/python3";
-        let present = Command::new(python)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !present {
-            eprintln!("!!! SKIPPED: /usr/bin/python3 with aiosmtpd (Debian python3-aiosmtpd) is not installed");
-            return None;
-        }
-        let port = free_port();
-        let mut child = Command::new(python)
-            .args([
-                "-u",
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let server = Aiosmtpd { child, port, lines };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
-    }
-
-    /// The next message the server printed (between its markers).
-    fn next_message(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut message = None::<Vec<String>>;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("aiosmtpd printed no message");
-            if line.contains("MESSAGE FOLLOWS") {
-                message = Some(Vec::new());
-            } else if line.contains("END MESSAGE") {
-                if let Some(m) = message {
-                    return m.join("\n");
-                }
-            } else if let Some(m) = message.as_mut() {
-                m.push(line);
-            }
-        }
-    }
-}
-
-impl Drop for Aiosmtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn delivers_to_a_real_aiosmtpd() {
-    let Some(server) = Aiosmtpd::start() else {
+    if !Aiosmtpd::required() {
         return;
-    };
+    }
+    let server = Aiosmtpd::start();
     let cfg = config(
         &format!("127.0.0.1:{}", server.port),
         &["ops@example.org", "oncall@example.org"],

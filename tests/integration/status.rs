@@ -2,15 +2,10 @@
 //! `vigil router` and an endpoint where nothing listens; the real binary's
 //! table and `--json` output are checked.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)]
-mod util;
+use crate::util;
+use crate::util::db;
 
-#[allow(dead_code)]
-#[path = "util/sched.rs"]
-mod sched;
+use crate::util::sched;
 
 use serde_json::Value;
 

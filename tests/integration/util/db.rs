@@ -192,7 +192,7 @@ impl PgServer {
             assert!(ok, "chown nobody {}", dir.display());
         }
         let server = PgServer {
-            port: crate::util::scratch::free_port(),
+            port: vigil::testkit::free_port(),
             dir,
             bin,
             as_nobody,

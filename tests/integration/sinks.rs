@@ -6,14 +6,10 @@
 //! Every wait is a poll of the store, a file or carbon with a deadline;
 //! silence is only asserted once the store shows the message was handled.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)] // the router tests use the rest of the harness
-mod util;
+use crate::util;
+use crate::util::db;
 
-#[path = "util/sinks.rs"]
-mod sinks_util;
+use crate::util::sinks as sinks_util;
 
 use db::TestDb;
 use serde_json::{json, Value};

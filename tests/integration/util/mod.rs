@@ -9,11 +9,12 @@
 //! process is killed when the [`Router`] is dropped, so no test leaks a daemon.
 //! [`daemon`] does the same for any other `vigil` daemon.
 
-// Not every test binary starts other daemons than routers.
-#[allow(dead_code)]
+pub mod agent;
 pub mod daemon;
-#[allow(dead_code)]
-pub mod scratch;
+pub mod db;
+pub mod sched;
+pub mod sinks;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
@@ -241,22 +242,16 @@ impl Router {
     }
 
     fn parse_ready(&mut self, line: &str) {
-        let rest = &line[line.find("ready: ").expect("ready line") + "ready: ".len()..];
-        for field in rest.split_whitespace() {
-            let Some((key, value)) = field.split_once('=') else {
-                continue;
-            };
-            match key {
-                "client" => self.client = value.to_string(),
-                "backend" => self.backend = value.to_string(),
-                "sinks" => {
-                    for sink in value.split(',') {
-                        let (ty, endpoint) = sink
-                            .split_once('=')
-                            .unwrap_or_else(|| panic!("bad sinks entry {sink:?} in {line:?}"));
-                        self.sinks.insert(ty.to_string(), endpoint.to_string());
-                    }
-                }
+        let fields =
+            vigil::ready::parse(line).unwrap_or_else(|| panic!("unreadable ready line {line:?}"));
+        for (key, value) in fields {
+            match key.as_str() {
+                "client" => self.client = value,
+                "backend" => self.backend = value,
+                "sinks" => self.sinks.extend(
+                    vigil::ready::pairs(&value)
+                        .unwrap_or_else(|| panic!("bad sinks field {value:?} in {line:?}")),
+                ),
                 _ => {}
             }
         }
@@ -482,7 +477,6 @@ impl Client {
     /// Sends without waiting; `false` when the socket has no connection
     /// to queue on now (a refused handshake is retried by libzmq, and
     /// until one succeeds a blocking send would time out).
-    #[allow(dead_code)] // tests/router.rs uses the rest of Client
     pub fn offer(&self, frame: &[u8]) -> bool {
         match self.sock.send(frame, zmq::DONTWAIT) {
             Ok(()) => true,

@@ -13,16 +13,11 @@
 //! Needs python3 with aiosmtpd and openssl (`.ci/tls.sh`); without them
 //! each test says so and returns, except under `CI=true`, where it fails.
 
-#[allow(dead_code)] // the router tests use the rest of the harness
-mod util;
+use crate::util;
 
-#[allow(dead_code)]
-#[path = "util/sinks.rs"]
-mod sinks_util;
+use crate::util::sinks as sinks_util;
 
-#[allow(dead_code)]
-#[path = "util/tls.rs"]
-mod tls_util;
+use crate::util::tls as tls_util;
 
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};

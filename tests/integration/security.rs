@@ -7,12 +7,9 @@
 //! clients, sinks and back-end sockets with keys of their own.
 
 // The agent harness serves several test binaries; this one uses part of it.
-#[allow(dead_code)]
-#[path = "util/agent.rs"]
-mod agent_util;
+use crate::util::agent as agent_util;
 // The shared router harness serves several test binaries; this one uses part of it.
-#[allow(dead_code)]
-mod util;
+use crate::util;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use util::daemon::{output_within, vigil_command};
-use util::scratch::TempDir;
 use util::{count_in, counter, new_uuid, socket, Backend, Client, Router, Sink, WAIT};
+use vigil::testkit::TempDir;
 
 /// A short wait, used only to check that something does NOT arrive.
 const QUIET: Duration = Duration::from_millis(500);

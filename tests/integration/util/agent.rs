@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::util::daemon::Daemon;
 use crate::util::START_WAIT;
 
-pub use crate::util::scratch::TempDir;
+pub use vigil::testkit::TempDir;
 
 /// Writes an executable shell script.
 pub fn write_script(path: &Path, body: &str) {

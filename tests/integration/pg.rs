@@ -16,11 +16,8 @@
 //! Without `VIGIL_TEST_DB` (the first) or PostgreSQL's binaries (the
 //! second) these tests are skipped; under `CI=true` they fail instead.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)]
-mod util;
+use crate::util;
+use crate::util::db;
 
 use db::{PgServer, TestDb, OUTAGE};
 use serde_json::{json, Value};
@@ -29,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use util::daemon::{output_within, vigil_command, wait_for, Daemon};
-use util::scratch::TempDir;
 use util::Router;
 use vigil::params;
+use vigil::testkit::TempDir;
 
 /// How long any step may take (the machine is shared and slow).
 const STEP: Duration = Duration::from_secs(90);

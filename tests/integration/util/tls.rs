@@ -34,24 +34,13 @@ pub fn servers_present() -> bool {
     };
     let python = ok(Command::new(PYTHON).args(["-c", "import aiosmtpd, ssl, http.server"]));
     let openssl = ok(Command::new("openssl").arg("version"));
-    if python && openssl {
-        return true;
-    }
-    let missing = "python3 with aiosmtpd (Debian python3-aiosmtpd) and the openssl CLI";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true and {missing} are not installed (.ci/tls.sh installs them)");
-    }
-    eprintln!("!!! SKIPPED: {missing} are not installed (run .ci/tls.sh as root)");
-    false
+    vigil::testkit::require(
+        "python3 with aiosmtpd (Debian python3-aiosmtpd) and the openssl CLI (.ci/tls.sh)",
+        python && openssl,
+    )
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
+use vigil::testkit::free_port;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")

@@ -6,7 +6,7 @@
 //! process. Waits are bounded; a test that times out says what it was waiting
 //! for, and the router's stderr is printed with the failure.
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

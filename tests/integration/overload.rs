@@ -9,16 +9,11 @@
 //! but only after `VIGIL_OVERLOAD_WAIT_MS`, and it holds nothing else up.
 //! Waits are bounded; nothing here depends on how fast the machine is.
 
-#[allow(dead_code)] // the router tests use the rest of the harness
-mod util;
+use crate::util;
 
-#[allow(dead_code)]
-#[path = "util/sinks.rs"]
-mod sinks_util;
+use crate::util::sinks as sinks_util;
 
-#[allow(dead_code)]
-#[path = "util/agent.rs"]
-mod agent_util;
+use crate::util::agent as agent_util;
 
 use rusqlite::Connection;
 use serde_json::{json, Value};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::db::TestDb;
+use crate::util::db::TestDb;
 use serde_json::{json, Value};
 use vigil::params;
 use vigil::store::Val;
@@ -30,21 +30,9 @@ pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<
     crate::util::daemon::wait_for(what, timeout, check)
 }
 
-/// The scheduler's splay hash, written again here from its definition
-/// (FNV-1a 64 of uuid, a zero byte, plugin): if the binary's drifts, the
-/// slot checks fail.
-pub fn phase(uuid: &str, plugin: &str, interval: f64) -> f64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in uuid
-        .as_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(plugin.as_bytes())
-    {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    (hash >> 11) as f64 / (1u64 << 53) as f64 * interval
-}
+/// The pair's phase within its interval: the scheduler's own function (its
+/// FNV-1a is pinned to reference values in `vigil::fnv`'s unit tests).
+pub use vigil::scheduler::plan::phase;
 
 /// The slot number a run sent at `sent_at` belongs to.
 pub fn slot(uuid: &str, plugin: &str, interval: f64, sent_at: f64) -> i64 {

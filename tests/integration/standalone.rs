@@ -3,9 +3,7 @@
 //! its ack, a plugin result shows in `vigil status`, and SIGTERM stops all
 //! of it with status 0.
 
-#[allow(dead_code)]
-#[path = "util/daemon.rs"]
-mod daemon;
+use crate::util::daemon;
 
 use daemon::{wait_for, Daemon};
 use serde_json::{json, Value};

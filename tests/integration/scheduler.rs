@@ -4,15 +4,9 @@
 //! directly. Intervals are 1-2 s; every
 //! wait polls a condition under a deadline.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)]
-mod util;
+use crate::util;
 
-#[allow(dead_code)]
-#[path = "util/sched.rs"]
-mod sched;
+use crate::util::sched;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

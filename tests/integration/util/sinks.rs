@@ -12,8 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -26,7 +25,7 @@ pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
 pub use crate::util::daemon::wait_for;
 
-pub use crate::util::scratch::{free_port, TempDir};
+pub use vigil::testkit::{free_port, TempDir};
 
 /// A `vigil sink` process being configured.
 pub struct SinkBuilder {
@@ -113,7 +112,6 @@ impl SinkProc {
     }
 
     /// Sends `sig` (e.g. `libc::SIGSTOP` to freeze it, `SIGCONT` to resume).
-    #[allow(dead_code)] // tests/overload.rs uses it, tests/sinks.rs not
     pub fn signal(&self, sig: i32) {
         self.daemon.signal(sig);
     }
@@ -130,178 +128,8 @@ impl SinkProc {
     }
 }
 
-/// A real carbon-cache in a temporary directory.
-pub struct Carbon {
-    child: Child,
-    pub dir: TempDir,
-    pub port: u16,
-}
-
-impl Carbon {
-    pub fn start() -> Carbon {
-        let dir = TempDir::new("carbon");
-        let d = dir.0.display();
-        let port = free_port();
-        let conf = format!(
-            "[cache]\nSTORAGE_DIR = {d}/storage\nLOCAL_DATA_DIR = {d}/whisper\n\
-             WHITELISTS_DIR = {d}/lists\nLOG_DIR = {d}/log\nPID_DIR = {d}/run\nCONF_DIR = {d}\n\
-             USER =\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = 100000\n\
-             MAX_CREATES_PER_MINUTE = 100000\nENABLE_TAGS = False\n\
-             LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {port}\n\
-             ENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\n\
-             PICKLE_RECEIVER_PORT = {}\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {}\n\
-             LOG_LISTENER_CONN_SUCCESS = False\n",
-            free_port(),
-            free_port()
-        );
-        std::fs::write(dir.join("carbon.conf"), conf).expect("write carbon.conf");
-        std::fs::write(
-            dir.join("storage-schemas.conf"),
-            "[all]\npattern = .*\nretentions = 1s:1h\n",
-        )
-        .expect("write storage-schemas.conf");
-        let child = Command::new("/usr/bin/carbon-cache")
-            .arg(format!("--config={d}/carbon.conf"))
-            .args(["--nodaemon", "start"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn carbon-cache (Debian graphite-carbon)");
-        let carbon = Carbon { child, dir, port };
-        wait_for("carbon-cache to listen", EVENTUALLY, || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        carbon
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The whisper file of a dotted metric path.
-    pub fn wsp(&self, metric: &str) -> PathBuf {
-        let mut path = self.dir.join("whisper");
-        for part in metric.split('.') {
-            path.push(part);
-        }
-        path.set_extension("wsp");
-        path
-    }
-
-    /// The non-empty points of `metric` around `ts` (±30 s), read with
-    /// `whisper-fetch`; empty while carbon has not written the file.
-    pub fn points(&self, metric: &str, ts: i64) -> Vec<(i64, f64)> {
-        let path = self.wsp(metric);
-        if !path.exists() {
-            return Vec::new();
-        }
-        let out = Command::new("/usr/bin/whisper-fetch")
-            .arg(format!("--from={}", ts - 30))
-            .arg(format!("--until={}", ts + 30))
-            .arg(&path)
-            .output()
-            .expect("run whisper-fetch (Debian python3-whisper)");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let (t, v) = line.split_once('\t')?;
-                Some((t.trim().parse().ok()?, v.trim().parse().ok()?))
-            })
-            .collect()
-    }
-
-    /// Waits until `metric` has the point (`ts`, `value`).
-    pub fn expect_point(&self, metric: &str, ts: i64, value: f64) {
-        wait_for(
-            &format!("carbon to store {metric} = {value} at {ts}"),
-            EVENTUALLY,
-            || {
-                self.points(metric, ts)
-                    .into_iter()
-                    .find(|(t, v)| *t == ts && (*v - value).abs() < 1e-9)
-            },
-        );
-    }
-}
-
-impl Drop for Carbon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines a child process prints on stdout, collected by a thread.
-fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().expect("lines lock").push(line);
-        }
-    });
-    lines
-}
-
-/// A real SMTP server: Debian's aiosmtpd with its debugging handler, which
-/// prints every message it accepts on stdout.
-pub struct Aiosmtpd {
-    child: Child,
-    pub port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Aiosmtpd {
-    pub fn start() -> Aiosmtpd {
-        let port = free_port();
-        let mut child = Command::new("/usr/bin/python3")
-            .args([
-                "-u",
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn python3 -m aiosmtpd (Debian python3-aiosmtpd)");
-        let lines = collect_stdout(&mut child);
-        wait_for("aiosmtpd to listen", EVENTUALLY, || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Aiosmtpd { child, port, lines }
-    }
-
-    /// The messages received so far, each as its text.
-    pub fn messages(&self) -> Vec<String> {
-        let lines = self.lines.lock().expect("lines lock");
-        let mut messages = Vec::new();
-        let mut current: Option<Vec<String>> = None;
-        for line in lines.iter() {
-            if line.contains("MESSAGE FOLLOWS") {
-                current = Some(Vec::new());
-            } else if line.contains("END MESSAGE") {
-                messages.extend(current.take().map(|m| m.join("\n")));
-            } else if let Some(m) = current.as_mut() {
-                m.push(line.clone());
-            }
-        }
-        messages
-    }
-}
-
-impl Drop for Aiosmtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use vigil::testkit::aiosmtpd::Aiosmtpd;
+pub use vigil::testkit::carbon::Carbon;
 
 /// A local HTTP server for the webhook: answers each POST with the next
 /// status of its script (the last one repeats) and keeps the bodies.

@@ -5,11 +5,9 @@
 //! end sending the `ack`, deduplicating by (uuid, id) as a real sink does.
 //! Every wait is bounded.
 
-#[path = "util/agent.rs"]
-mod agent_util;
+use crate::util::agent as agent_util;
 // The shared router harness serves several test binaries; this one uses part of it.
-#[allow(dead_code)]
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::UdpSocket;
@@ -401,7 +399,7 @@ fn send_notification(setup: &AgentSetup, message: &str) -> String {
     id
 }
 
-use util::scratch::free_port;
+use vigil::testkit::free_port;
 
 fn router_on(port: u16) -> Router {
     Router::builder("r1")

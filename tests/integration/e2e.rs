@@ -11,11 +11,8 @@
 //! (the routers deciding keys in `derived` mode, the sinks and the
 //! scheduler with a key of their own), as a secure fleet runs.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)]
-mod util;
+use crate::util;
+use crate::util::db;
 
 use db::TestDb;
 use serde_json::{json, Value};
@@ -23,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use util::daemon::{wait_for, Daemon};
-use util::scratch::TempDir;
 use util::Router;
 use vigil::params;
+use vigil::testkit::TempDir;
 
 /// How long any step of the scenario may take. Generous: the scheduler,
 /// resends and reconnects all work in seconds, and CI machines are slow.

@@ -4,11 +4,8 @@
 //! browser (Debian's headless `chromium`) loading the pages of a running
 //! `vigil standalone`.
 
-#[allow(dead_code)]
-#[path = "util/db.rs"]
-mod db;
-#[allow(dead_code)]
-mod util;
+use crate::util;
+use crate::util::db;
 
 use db::TestDb;
 use serde_json::Value;
