@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use util::agent::{local_endpoint, quick_agent_env};
 use util::daemon::{wait_for, Daemon};
 use util::Router;
 use vigil::params;
@@ -236,7 +237,7 @@ impl System {
     }
 
     fn local(&self) -> String {
-        local(&self.dir)
+        local_endpoint(&self.dir)
     }
 
     fn uuid(&self) -> String {
@@ -345,35 +346,11 @@ fn start_agent(dir: &TempDir, routers: &str, extra: &[(String, String)]) -> Daem
     Daemon::start(
         "agent",
         &["agent"],
-        &[
-            ("VIGIL_ROUTERS", routers),
-            ("VIGIL_STATE_DIR", dir.join("agent").display().to_string()),
-            ("VIGIL_AGENT_LOCAL", local(dir)),
-            (
-                "VIGIL_PLUGIN_DIR",
-                dir.join("plugins.d").display().to_string(),
-            ),
-            (
-                "VIGIL_MACHINE_ID_FILE",
-                dir.join("machine-id").display().to_string(),
-            ),
-            ("VIGIL_HEARTBEAT_SECS", "1".to_string()),
-            ("VIGIL_STATSD_BIND", "off".to_string()),
-            ("VIGIL_RESEND_MIN_MS", "300".to_string()),
-            ("VIGIL_RESEND_MAX_MS", "2000".to_string()),
-            ("VIGIL_RECONNECT_MS", "100".to_string()),
-            ("VIGIL_RECONNECT_MAX_MS", "500".to_string()),
-            ("VIGIL_ZMTP_HEARTBEAT_MS", "500".to_string()),
-            ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
-        ]
-        .into_iter()
-        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.clone())))
-        .collect::<Vec<_>>(),
+        &quick_agent_env(dir, routers, &dir.join("plugins.d"))
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            .collect::<Vec<_>>(),
     )
-}
-
-fn local(dir: &TempDir) -> String {
-    format!("ipc://{}", dir.join("agent.sock").display())
 }
 
 #[test]

@@ -153,24 +153,30 @@ fn check_mail(mail: &Value) {
     assert!(body.contains("\"id\": \"mail-1\""), "{body}");
 }
 
-#[test]
-fn email_over_starttls_with_auth_arrives_well_formed() {
-    if !servers_present() {
-        return;
-    }
-    let dir = TempDir::new("notify-starttls");
+/// A sink mailing through an SMTP server of `mode` (`tls` as
+/// VIGIL_NOTIFY_SMTP_TLS names it) that requires AUTH, with the test CA:
+/// one notification sent, handled, and arrived well formed.
+struct OneMail {
+    _dir: TempDir,
+    _router: Router,
+    smtp: SmtpServer,
+    sink: SinkProc,
+}
+
+fn one_mail_with_auth(tag: &str, mode: SmtpMode, tls: &str) -> OneMail {
+    let dir = TempDir::new(tag);
     let ca = TestCa::new(&dir.0, "ca");
     let cert = ca.issue("smtp");
     let password = dir.join("smtp-password");
     secret_file(&password, PASSWORD);
-    let smtp = SmtpServer::start(SmtpMode::StartTls, Some(&cert), Some(("vigil", &password)));
+    let smtp = SmtpServer::start(mode, Some(&cert), Some(("vigil", &password)));
     let router = Router::start("r1");
     let store = dir.join("vigil.db");
     let sink = email_sink(
         &router,
         &store,
         smtp.port(),
-        "starttls",
+        tls,
         &ca.pem(),
         Some(&password),
     );
@@ -184,8 +190,22 @@ fn email_over_starttls_with_auth_arrives_well_formed() {
     let mails = smtp.messages();
     assert_eq!(mails.len(), 1, "one mail: {mails:?}");
     check_mail(&mails[0]);
-    assert_eq!(smtp.auths(), [("vigil".to_string(), true)]);
-    let (status, log) = sink.stop();
+    OneMail {
+        _dir: dir,
+        _router: router,
+        smtp,
+        sink,
+    }
+}
+
+#[test]
+fn email_over_starttls_with_auth_arrives_well_formed() {
+    if !servers_present() {
+        return;
+    }
+    let sent = one_mail_with_auth("notify-starttls", SmtpMode::StartTls, "starttls");
+    assert_eq!(sent.smtp.auths(), [("vigil".to_string(), true)]);
+    let (status, log) = sent.sink.stop();
     assert!(status.success(), "{log}");
     assert!(
         !log.contains(PASSWORD),
@@ -198,32 +218,7 @@ fn email_over_implicit_tls_with_auth_arrives() {
     if !servers_present() {
         return;
     }
-    let dir = TempDir::new("notify-smtps");
-    let ca = TestCa::new(&dir.0, "ca");
-    let cert = ca.issue("smtp");
-    let password = dir.join("smtp-password");
-    secret_file(&password, PASSWORD);
-    let smtp = SmtpServer::start(SmtpMode::Tls, Some(&cert), Some(("vigil", &password)));
-    let router = Router::start("r1");
-    let store = dir.join("vigil.db");
-    let _sink = email_sink(
-        &router,
-        &store,
-        smtp.port(),
-        "tls",
-        &ca.pem(),
-        Some(&password),
-    );
-    let agent = router.agent();
-    agent.send(&notification(
-        &agent,
-        "mail-1",
-        json!({"message": "array md0 d\u{e9}grad\u{e9}: sdb failed\n.leading dot\nlast line"}),
-    ));
-    wait_handled(&store, "mail-1");
-    let mails = smtp.messages();
-    assert_eq!(mails.len(), 1, "one mail: {mails:?}");
-    check_mail(&mails[0]);
+    one_mail_with_auth("notify-smtps", SmtpMode::Tls, "tls");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use util::agent::{local_endpoint, quick_agent_env};
 use util::daemon::{output_within, vigil_command, wait_for, Daemon};
 use util::Router;
 use vigil::params;
@@ -68,24 +69,7 @@ impl AgentHost {
         let daemon = Daemon::start(
             name,
             &["agent"],
-            &[
-                ("VIGIL_ROUTERS", routers),
-                ("VIGIL_STATE_DIR", dir.join("agent").display().to_string()),
-                ("VIGIL_AGENT_LOCAL", local(&dir)),
-                ("VIGIL_PLUGIN_DIR", plugin_dir.display().to_string()),
-                (
-                    "VIGIL_MACHINE_ID_FILE",
-                    dir.join("machine-id").display().to_string(),
-                ),
-                ("VIGIL_HEARTBEAT_SECS", "1".to_string()),
-                ("VIGIL_STATSD_BIND", "off".to_string()),
-                ("VIGIL_RESEND_MIN_MS", "300".to_string()),
-                ("VIGIL_RESEND_MAX_MS", "2000".to_string()),
-                ("VIGIL_RECONNECT_MS", "100".to_string()),
-                ("VIGIL_RECONNECT_MAX_MS", "500".to_string()),
-                ("VIGIL_ZMTP_HEARTBEAT_MS", "500".to_string()),
-                ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
-            ],
+            &quick_agent_env(&dir, routers, &plugin_dir),
         );
         AgentHost { dir, daemon }
     }
@@ -101,7 +85,7 @@ impl AgentHost {
         let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["send", "notification", "--severity", "error"])
             .args(["--source", "pg-test", "--message", message])
-            .env("VIGIL_AGENT_LOCAL", local(&self.dir))
+            .env("VIGIL_AGENT_LOCAL", local_endpoint(&self.dir))
             .output()
             .unwrap();
         assert!(
@@ -111,10 +95,6 @@ impl AgentHost {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-}
-
-fn local(dir: &TempDir) -> String {
-    format!("ipc://{}", dir.join("agent.sock").display())
 }
 
 /// `vigil sink all` on its own "host": its own directory and handler file.

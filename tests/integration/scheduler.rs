@@ -313,21 +313,52 @@ fn a_client_no_router_knows_is_retried_each_interval_not_hammered() {
     assert!(logged >= 1, "no warning about the unroutable client");
 }
 
-#[test]
-fn a_standby_takes_over_when_the_holder_is_killed() {
+/// One agent declaring `p` and `q` every second, a result sink, and two
+/// schedulers with a 2 s lease: s1 holding it, s2 standing by. Fields drop
+/// in order: the schedulers first, the router last.
+struct Lease {
+    second: Scheduler,
+    first: Scheduler,
+    _sink: ResultSink,
+    agent: Agent,
+    store: TestStore,
+    _router: Router,
+}
+
+fn s1_holding_s2_standing_by() -> Lease {
     let router = Router::start("r1");
     let store = TestStore::new();
     let agent = Agent::start(&[&router], &["p", "q"]);
     store.add_client(&agent.uuid, "web1", fresh());
     store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
     store.add_plugin(&agent.uuid, "q", 1.0, 5.0);
-    let _sink = ResultSink::start(&store, &[&router]);
+    let sink = ResultSink::start(&store, &[&router]);
     let lease = [("VIGIL_LEASE_SECS", "2")];
     let first = Scheduler::start("s1", &store, &[&router], &lease);
     wait_for(LONG_WAIT, "s1 to hold the lease", || {
         (store.lease_holder().as_deref() == Some("s1")).then_some(())
     });
     let second = Scheduler::start("s2", &store, &[&router], &lease);
+    Lease {
+        second,
+        first,
+        _sink: sink,
+        agent,
+        store,
+        _router: router,
+    }
+}
+
+#[test]
+fn a_standby_takes_over_when_the_holder_is_killed() {
+    let Lease {
+        second,
+        first,
+        _sink,
+        agent,
+        store,
+        _router,
+    } = s1_holding_s2_standing_by();
     agent.wait_runs("p", 3);
     assert_eq!(store.lease_holder().as_deref(), Some("s1"));
 
@@ -397,19 +428,14 @@ fn bad_configuration_stops_with_status_2_naming_the_variable() {
 
 #[test]
 fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
-    let router = Router::start("r1");
-    let store = TestStore::new();
-    let agent = Agent::start(&[&router], &["p", "q"]);
-    store.add_client(&agent.uuid, "web1", fresh());
-    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
-    store.add_plugin(&agent.uuid, "q", 1.0, 5.0);
-    let _sink = ResultSink::start(&store, &[&router]);
-    let lease = [("VIGIL_LEASE_SECS", "2")];
-    let first = Scheduler::start("s1", &store, &[&router], &lease);
-    wait_for(LONG_WAIT, "s1 to hold the lease", || {
-        (store.lease_holder().as_deref() == Some("s1")).then_some(())
-    });
-    let second = Scheduler::start("s2", &store, &[&router], &lease);
+    let Lease {
+        second,
+        first,
+        _sink,
+        agent,
+        store,
+        _router,
+    } = s1_holding_s2_standing_by();
     agent.wait_runs("p", 2);
 
     // Frozen (as by a long GC pause, a VM stall or SIGSTOP), s1 cannot

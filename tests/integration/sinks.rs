@@ -68,6 +68,12 @@ fn registration(client: &Client, id: &str, process: &str, plugins: Value) -> Vec
     )
 }
 
+/// Sends a registration and waits for its ack.
+fn register(client: &Client, id: &str, process: &str, plugins: Value) {
+    client.send(&registration(client, id, process, plugins));
+    expect_ack(client, id);
+}
+
 fn plugin(name: &str) -> Value {
     json!({"name": name, "command": format!("/usr/lib/nagios/plugins/check_{name}"),
            "interval_s": 60, "timeout_s": 10})
@@ -81,13 +87,12 @@ fn registration_is_stored_acked_and_replaced_on_reregistration() {
     let sink = SinkBuilder::new(&["registration"], &[&router], &store.value).start();
     let agent = router.agent();
     let bad_entry = json!({"name": "broken", "command": "", "interval_s": 60, "timeout_s": 10});
-    agent.send(&registration(
+    register(
         &agent,
         "reg-1",
         "vigil-agent",
         json!([plugin("load"), plugin("disk"), bad_entry]),
-    ));
-    expect_ack(&agent, "reg-1");
+    );
     let uuid = &agent.uuid;
     let plugins = |process: &str| {
         count(
@@ -112,20 +117,8 @@ fn registration_is_stored_acked_and_replaced_on_reregistration() {
 
     // Another process of the same client, then the agent re-registers
     // with a smaller set: only its own set is replaced.
-    agent.send(&registration(
-        &agent,
-        "reg-2",
-        "app",
-        json!([plugin("queue")]),
-    ));
-    expect_ack(&agent, "reg-2");
-    agent.send(&registration(
-        &agent,
-        "reg-3",
-        "vigil-agent",
-        json!([plugin("load")]),
-    ));
-    expect_ack(&agent, "reg-3");
+    register(&agent, "reg-2", "app", json!([plugin("queue")]));
+    register(&agent, "reg-3", "vigil-agent", json!([plugin("load")]));
     assert_eq!(plugins("vigil-agent"), 1);
     assert_eq!(plugins("app"), 1);
     let name: String = query(
@@ -201,13 +194,7 @@ fn results_store_status_raise_changes_and_send_perfdata() {
     )
     .start();
     let agent = router.agent();
-    agent.send(&registration(
-        &agent,
-        "reg",
-        "vigil-agent",
-        json!([plugin("load")]),
-    ));
-    expect_ack(&agent, "reg");
+    register(&agent, "reg", "vigil-agent", json!([plugin("load")]));
     // The scheduler's run, which the result completes.
     store.execute(
         "INSERT INTO runs (run_id, uuid, plugin, sent_at, due_by) VALUES ('run-1', ?1, 'load', 1, 2)",
@@ -684,21 +671,9 @@ fn acks_fail_over_past_a_dead_router_and_one_without_a_route() {
         .env("VIGIL_ACK_TIMEOUT_MS", "300")
         .start();
     let agent = r2.agent();
-    agent.send(&registration(
-        &agent,
-        "via-r2",
-        "vigil-agent",
-        json!([plugin("load")]),
-    ));
-    expect_ack(&agent, "via-r2");
+    register(&agent, "via-r2", "vigil-agent", json!([plugin("load")]));
     // The router that delivered is tried first from now on.
-    agent.send(&registration(
-        &agent,
-        "again",
-        "vigil-agent",
-        json!([plugin("load")]),
-    ));
-    expect_ack(&agent, "again");
+    register(&agent, "again", "vigil-agent", json!([plugin("load")]));
     let (status, log) = sink.stop();
     assert!(status.success(), "exit status {status}\n{log}");
     assert!(log.contains("acks sent=2 failed=0"), "{log}");

@@ -50,31 +50,8 @@ fn standalone_runs_everything_and_stops_cleanly() {
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = root.join("data");
     let local = format!("ipc://{}", root.join("agent.sock").display());
-    let data_s = data.display().to_string();
-    let examples_s = examples.display().to_string();
 
-    let mut standalone = Daemon::start(
-        "standalone",
-        &["standalone"],
-        &[
-            ("VIGIL_DATA_DIR", data_s.clone()),
-            ("VIGIL_EXAMPLE_PLUGINS", examples_s),
-            ("VIGIL_AGENT_LOCAL", local.clone()),
-            // Ephemeral ports, so the test never collides with a real
-            // vigil on this machine.
-            ("VIGIL_CLIENT_BIND", "tcp://127.0.0.1:*".into()),
-            ("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:*".into()),
-            (
-                "VIGIL_SINK_BINDS",
-                "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*,\
-                 notification=tcp://127.0.0.1:*,result=tcp://127.0.0.1:*"
-                    .into(),
-            ),
-            ("VIGIL_STATSD_BIND", "127.0.0.1:0".into()),
-            ("VIGIL_GRAPHITE", "127.0.0.1:9".into()),
-            ("VIGIL_WEB_BIND", "127.0.0.1:0".into()),
-        ],
-    );
+    let mut standalone = daemon::start_standalone(&data, &examples, &local, &[]);
     wait_for("standalone ready", STEP, || {
         standalone
             .log_lines()

@@ -490,27 +490,9 @@ fn a_real_browser_shows_the_standalone_fleet() {
     .unwrap();
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = dir.0.join("data");
-    let mut standalone = Daemon::start(
-        "standalone",
-        &["standalone"],
-        &[
-            ("VIGIL_DATA_DIR", data.display().to_string()),
-            ("VIGIL_EXAMPLE_PLUGINS", examples.display().to_string()),
-            ("VIGIL_AGENT_LOCAL", format!("ipc://{}", dir.0.join("agent.sock").display())),
-            ("VIGIL_CLIENT_BIND", "tcp://127.0.0.1:*".into()),
-            ("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:*".into()),
-            (
-                "VIGIL_SINK_BINDS",
-                "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*,\
-                 notification=tcp://127.0.0.1:*,result=tcp://127.0.0.1:*"
-                    .into(),
-            ),
-            ("VIGIL_STATSD_BIND", "127.0.0.1:0".into()),
-            ("VIGIL_GRAPHITE", "127.0.0.1:9".into()),
-            ("VIGIL_WEB_BIND", "127.0.0.1:0".into()),
-            ("VIGIL_STATS_INTERVAL_SECS", "2".into()),
-        ],
-    );
+    let local = format!("ipc://{}", dir.0.join("agent.sock").display());
+    let extra = [("VIGIL_STATS_INTERVAL_SECS", "2".to_string())];
+    let mut standalone = util::daemon::start_standalone(&data, &examples, &local, &extra);
     let line = standalone.wait_log("The fleet in a browser: ", STEP);
     let url = line
         .rsplit("The fleet in a browser: ")

@@ -143,3 +143,37 @@ impl Agent {
             .unwrap_or_else(|| panic!("agent still running after {limit:?}"))
     }
 }
+
+/// The agent's local intake in `dir`.
+pub fn local_endpoint(dir: &TempDir) -> String {
+    format!("ipc://{}", dir.join("agent.sock").display())
+}
+
+/// The environment of an agent kept in `dir` (state, intake, machine id)
+/// that reacts fast: heartbeats and stats every second, resends from
+/// 300 ms, reconnects from 100 ms, no statsd. For the system tests that run
+/// the agent as one of many processes.
+pub fn quick_agent_env(
+    dir: &TempDir,
+    routers: String,
+    plugin_dir: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("VIGIL_ROUTERS", routers),
+        ("VIGIL_STATE_DIR", dir.join("agent").display().to_string()),
+        ("VIGIL_AGENT_LOCAL", local_endpoint(dir)),
+        ("VIGIL_PLUGIN_DIR", plugin_dir.display().to_string()),
+        (
+            "VIGIL_MACHINE_ID_FILE",
+            dir.join("machine-id").display().to_string(),
+        ),
+        ("VIGIL_HEARTBEAT_SECS", "1".to_string()),
+        ("VIGIL_STATSD_BIND", "off".to_string()),
+        ("VIGIL_RESEND_MIN_MS", "300".to_string()),
+        ("VIGIL_RESEND_MAX_MS", "2000".to_string()),
+        ("VIGIL_RECONNECT_MS", "100".to_string()),
+        ("VIGIL_RECONNECT_MAX_MS", "500".to_string()),
+        ("VIGIL_ZMTP_HEARTBEAT_MS", "500".to_string()),
+        ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
+    ]
+}

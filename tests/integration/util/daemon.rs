@@ -8,6 +8,7 @@
 //! what survives a crash.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -200,4 +201,34 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `vigil standalone` with its files in `data`, example plugins from
+/// `examples` and the agent's intake at `local`, every port ephemeral (so
+/// a test never collides with a real vigil on this machine) and Graphite
+/// pointed at the discard port; `extra` adds to or overrides that.
+pub fn start_standalone(
+    data: &Path,
+    examples: &Path,
+    local: &str,
+    extra: &[(&str, String)],
+) -> Daemon {
+    let mut env = vec![
+        ("VIGIL_DATA_DIR", data.display().to_string()),
+        ("VIGIL_EXAMPLE_PLUGINS", examples.display().to_string()),
+        ("VIGIL_AGENT_LOCAL", local.to_string()),
+        ("VIGIL_CLIENT_BIND", "tcp://127.0.0.1:*".into()),
+        ("VIGIL_BACKEND_BIND", "tcp://127.0.0.1:*".into()),
+        (
+            "VIGIL_SINK_BINDS",
+            "heartbeat=tcp://127.0.0.1:*,stats=tcp://127.0.0.1:*,registration=tcp://127.0.0.1:*,\
+             notification=tcp://127.0.0.1:*,result=tcp://127.0.0.1:*"
+                .into(),
+        ),
+        ("VIGIL_STATSD_BIND", "127.0.0.1:0".into()),
+        ("VIGIL_GRAPHITE", "127.0.0.1:9".into()),
+        ("VIGIL_WEB_BIND", "127.0.0.1:0".into()),
+    ];
+    env.extend(extra.iter().cloned());
+    Daemon::start("standalone", &["standalone"], &env)
 }

@@ -68,6 +68,17 @@ pub struct ServerCert {
     pub key: PathBuf,
 }
 
+/// `openssl req` arguments for a new P-256 key without a passphrase,
+/// written to the file named next (`-keyout`).
+const NEW_P256_KEY: [&str; 6] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+];
+
 impl TestCa {
     /// A new CA in `dir` (files `NAME-ca.pem`, `NAME-ca.key`).
     pub fn new(dir: &Path, name: &str) -> TestCa {
@@ -76,26 +87,23 @@ impl TestCa {
         openssl(
             dir,
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=vigil test CA {name}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+                &["req", "-x509"][..],
+                &NEW_P256_KEY,
+                &[
+                    &key,
+                    "-out",
+                    &cert,
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=vigil test CA {name}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
         );
         TestCa {
             dir: dir.to_path_buf(),
@@ -128,19 +136,11 @@ impl TestCa {
         openssl(
             &self.dir,
             &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=localhost",
-            ],
+                &["req"][..],
+                &NEW_P256_KEY,
+                &[&key, "-out", &csr, "-subj", "/CN=localhost"],
+            ]
+            .concat(),
         );
         openssl(
             &self.dir,
