@@ -174,7 +174,6 @@ fn outcome(
 mod tests {
     use super::*;
     use crate::sink::config::SinkType;
-    use crate::store::notifications::Raised;
     use crate::store::{scratch, test_store};
 
     const T0: f64 = 1_000.0;
@@ -189,16 +188,7 @@ mod tests {
     }
 
     fn raise(store: &mut Store, at: f64) -> i64 {
-        let raised = Raised {
-            origin: "heartbeat",
-            uuid: "u",
-            hostname: Some("web1"),
-            severity: "critical",
-            source: "heartbeat",
-            message: "no heartbeat".into(),
-            recovery: false,
-            at,
-        };
+        let raised = notifications::raised_for_tests(at);
         scratch::with_tx(store, |tx| notifications::raise(tx, &raised)).unwrap()
     }
 

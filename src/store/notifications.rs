@@ -436,23 +436,27 @@ fn parse_done(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// A heartbeat-loss notification of client `u` raised at `at` (tests).
+#[cfg(test)]
+pub fn raised_for_tests(at: f64) -> Raised<'static> {
+    Raised {
+        origin: "heartbeat",
+        uuid: "u",
+        hostname: Some("web1"),
+        severity: "critical",
+        source: "heartbeat",
+        message: "no heartbeat".into(),
+        recovery: false,
+        at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::test_store;
 
-    fn raised(at: f64) -> Raised<'static> {
-        Raised {
-            origin: "heartbeat",
-            uuid: "u",
-            hostname: Some("web1"),
-            severity: "critical",
-            source: "heartbeat",
-            message: "no heartbeat".into(),
-            recovery: false,
-            at,
-        }
-    }
+    use super::raised_for_tests as raised;
 
     #[test]
     fn raised_body_is_shaped_like_a_client_notification() {

@@ -132,20 +132,27 @@ fn scripted(answers: &'static [&'static str]) -> (String, std::thread::JoinHandl
     (addr, handle)
 }
 
-#[test]
-fn a_554_greeting_is_a_failure() {
-    let (addr, server) = scripted(&["554 no service for you\r\n", "221 bye\r\n"]);
+/// The error of one send to a scripted server answering `script`, after
+/// the server has read everything the client said.
+fn refused_by(script: &'static [&'static str]) -> String {
+    let (addr, server) = scripted(script);
     let err = send(
         &config(&addr, &["a@x"]),
         &notification(),
         Duration::from_secs(10),
     )
     .unwrap_err();
+    server.join().unwrap();
+    err
+}
+
+#[test]
+fn a_554_greeting_is_a_failure() {
+    let err = refused_by(&["554 no service for you\r\n", "221 bye\r\n"]);
     assert!(
         err.contains("connecting: permanent error (554): no service for you"),
         "{err}"
     );
-    server.join().unwrap();
 }
 
 #[test]
@@ -209,7 +216,7 @@ fn a_permanently_refused_recipient_does_not_hold_back_the_others() {
 
 #[test]
 fn no_250_after_the_data_is_a_failure() {
-    let (addr, server) = scripted(&[
+    let err = refused_by(&[
         "220 hi\r\n",
         "250 ok\r\n",
         "250 ok\r\n",
@@ -217,39 +224,25 @@ fn no_250_after_the_data_is_a_failure() {
         "354 go\r\n",
         "452 out of space\r\n",
     ]);
-    let err = send(
-        &config(&addr, &["a@x"]),
-        &notification(),
-        Duration::from_secs(10),
-    )
-    .unwrap_err();
     assert!(
         err.contains("end of data: transient error (452): out of space"),
         "{err}"
     );
-    server.join().unwrap();
 }
 
 #[test]
 fn temporary_recipient_refusal_fails_for_a_retry() {
-    let (addr, server) = scripted(&[
+    let err = refused_by(&[
         "220 hi\r\n",
         "250 ok\r\n",
         "250 ok\r\n",
         "451 try later\r\n",
         "221 bye\r\n",
     ]);
-    let err = send(
-        &config(&addr, &["a@x"]),
-        &notification(),
-        Duration::from_secs(10),
-    )
-    .unwrap_err();
     assert!(
         err.contains("RCPT TO:<a@x>: transient error (451): try later"),
         "{err}"
     );
-    server.join().unwrap();
 }
 
 #[test]

@@ -126,6 +126,21 @@ impl SinkProc {
             .unwrap_or_else(|| panic!("the sink still runs {START_WAIT:?} after SIGTERM"));
         (status, self.log_text())
     }
+
+    /// [`SinkProc::stop`], which must end well and log `summary` (its
+    /// exit summary's counters); returns the log.
+    pub fn stop_saying(self, summary: &str) -> String {
+        let log = self.stop_ok();
+        assert!(log.contains(summary), "no {summary:?} in the log:\n{log}");
+        log
+    }
+
+    /// [`SinkProc::stop`], which must end well; returns the log.
+    pub fn stop_ok(self) -> String {
+        let (status, log) = self.stop();
+        assert!(status.success(), "exit status {status}\n{log}");
+        log
+    }
 }
 
 pub use vigil::testkit::aiosmtpd::Aiosmtpd;
