@@ -154,16 +154,8 @@ impl System {
             .flat_map(|k| &k.backend_env)
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
-        let sink_connect = routers
-            .iter()
-            .flat_map(|r| r.sinks.iter().map(|(ty, ep)| format!("{ty}={ep}")))
-            .collect::<Vec<_>>()
-            .join(",");
-        let backends = routers
-            .iter()
-            .map(|r| r.backend.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let sink_connect = util::sink_connect(&routers);
+        let backends = util::backend_endpoints(&routers);
         let sinks = Daemon::start(
             "sinks",
             &["sink", "all"],
@@ -195,12 +187,7 @@ impl System {
             .collect::<Vec<_>>(),
         );
         let routers: Vec<Option<Router>> = routers.into_iter().map(Some).collect();
-        let router_clients = routers
-            .iter()
-            .flatten()
-            .map(|r| r.client.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let router_clients = util::client_endpoints(routers.iter().flatten());
         let agent_env = keys.as_ref().map(Keys::agent_env).unwrap_or_default();
         let agent = start_agent(&dir, &router_clients, &agent_env);
         System {

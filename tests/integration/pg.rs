@@ -61,11 +61,7 @@ impl AgentHost {
             write_plugin(&plugin_dir, plugin, "echo 'OK - fine | v=1'", 1);
         }
         std::fs::write(dir.join("machine-id"), format!("{name}-machine\n")).unwrap();
-        let routers = routers
-            .iter()
-            .map(|r| r.client.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let routers = util::client_endpoints(routers.iter().copied());
         let daemon = Daemon::start(
             name,
             &["agent"],
@@ -108,11 +104,7 @@ impl SinkHost {
     fn start(name: &str, db: &TestDb, routers: &[&Router]) -> SinkHost {
         let dir = TempDir::new(name);
         let handled = dir.join("handled.jsonl");
-        let connect = routers
-            .iter()
-            .flat_map(|r| r.sinks.iter().map(|(ty, ep)| format!("{ty}={ep}")))
-            .collect::<Vec<_>>()
-            .join(",");
+        let connect = util::sink_connect(routers.iter().copied());
         let daemon = Daemon::start(
             name,
             &["sink", "all"],
@@ -151,11 +143,7 @@ impl SinkHost {
 }
 
 fn backends(routers: &[&Router]) -> String {
-    routers
-        .iter()
-        .map(|r| r.backend.clone())
-        .collect::<Vec<_>>()
-        .join(",")
+    util::backend_endpoints(routers.iter().copied())
 }
 
 fn scheduler(id: &str, db: &TestDb, routers: &[&Router]) -> Daemon {

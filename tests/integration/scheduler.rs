@@ -82,15 +82,43 @@ fn check_once_per_slot(
     slots
 }
 
-#[test]
-fn runs_each_plugin_once_per_interval_and_records_it() {
+/// One live agent on router r1 answering `plugins`, each declared with its
+/// interval (seconds; timeout 5 s), and a result sink. Tests bind its parts
+/// in start-up order (router, store, agent, sink), so they drop the other
+/// way round, the sink first.
+struct OneAgent {
+    _sink: ResultSink,
+    agent: Agent,
+    store: TestStore,
+    router: Router,
+}
+
+fn one_agent(plugins: &[(&str, f64)]) -> OneAgent {
     let router = Router::start("r1");
     let store = TestStore::new();
-    let agent = Agent::start(&[&router], &["alpha", "beta"]);
+    let names: Vec<&str> = plugins.iter().map(|(name, _)| *name).collect();
+    let agent = Agent::start(&[&router], &names);
     store.add_client(&agent.uuid, "web1", fresh());
-    store.add_plugin(&agent.uuid, "alpha", 1.0, 5.0);
-    store.add_plugin(&agent.uuid, "beta", 2.0, 5.0);
-    let _sink = ResultSink::start(&store, &[&router]);
+    for (name, interval) in plugins {
+        store.add_plugin(&agent.uuid, name, *interval, 5.0);
+    }
+    let sink = ResultSink::start(&store, &[&router]);
+    OneAgent {
+        _sink: sink,
+        agent,
+        store,
+        router,
+    }
+}
+
+#[test]
+fn runs_each_plugin_once_per_interval_and_records_it() {
+    let OneAgent {
+        router,
+        store,
+        agent,
+        _sink,
+    } = one_agent(&[("alpha", 1.0), ("beta", 2.0)]);
     let mut scheduler = Scheduler::start("s1", &store, &[&router], &[]);
     assert!(
         scheduler.ready.contains("ready: scheduler=s1 "),
@@ -326,13 +354,12 @@ struct Lease {
 }
 
 fn s1_holding_s2_standing_by() -> Lease {
-    let router = Router::start("r1");
-    let store = TestStore::new();
-    let agent = Agent::start(&[&router], &["p", "q"]);
-    store.add_client(&agent.uuid, "web1", fresh());
-    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
-    store.add_plugin(&agent.uuid, "q", 1.0, 5.0);
-    let sink = ResultSink::start(&store, &[&router]);
+    let OneAgent {
+        router,
+        store,
+        agent,
+        _sink,
+    } = one_agent(&[("p", 1.0), ("q", 1.0)]);
     let lease = [("VIGIL_LEASE_SECS", "2")];
     let first = Scheduler::start("s1", &store, &[&router], &lease);
     wait_for(LONG_WAIT, "s1 to hold the lease", || {
@@ -342,7 +369,7 @@ fn s1_holding_s2_standing_by() -> Lease {
     Lease {
         second,
         first,
-        _sink: sink,
+        _sink,
         agent,
         store,
         _router: router,
@@ -352,12 +379,12 @@ fn s1_holding_s2_standing_by() -> Lease {
 #[test]
 fn a_standby_takes_over_when_the_holder_is_killed() {
     let Lease {
-        second,
-        first,
-        _sink,
-        agent,
-        store,
         _router,
+        store,
+        agent,
+        _sink,
+        first,
+        second,
     } = s1_holding_s2_standing_by();
     agent.wait_runs("p", 3);
     assert_eq!(store.lease_holder().as_deref(), Some("s1"));
@@ -380,12 +407,12 @@ fn a_standby_takes_over_when_the_holder_is_killed() {
 
 #[test]
 fn sigterm_releases_the_lease_to_the_standby_at_once() {
-    let router = Router::start("r1");
-    let store = TestStore::new();
-    let agent = Agent::start(&[&router], &["p"]);
-    store.add_client(&agent.uuid, "web1", fresh());
-    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
-    let _sink = ResultSink::start(&store, &[&router]);
+    let OneAgent {
+        router,
+        store,
+        agent,
+        _sink,
+    } = one_agent(&[("p", 1.0)]);
     // A lease far longer than the wait below: only a release lets s2 in.
     let lease = [("VIGIL_LEASE_SECS", "600")];
     let mut first = Scheduler::start("s1", &store, &[&router], &lease);
@@ -429,12 +456,12 @@ fn bad_configuration_stops_with_status_2_naming_the_variable() {
 #[test]
 fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
     let Lease {
-        second,
-        first,
-        _sink,
-        agent,
-        store,
         _router,
+        store,
+        agent,
+        _sink,
+        first,
+        second,
     } = s1_holding_s2_standing_by();
     agent.wait_runs("p", 2);
 
@@ -464,12 +491,12 @@ fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
 
 #[test]
 fn a_silent_router_is_passed_over() {
-    let router = Router::start("r1");
-    let store = TestStore::new();
-    let agent = Agent::start(&[&router], &["p"]);
-    store.add_client(&agent.uuid, "web1", fresh());
-    store.add_plugin(&agent.uuid, "p", 1.0, 5.0);
-    let _sink = ResultSink::start(&store, &[&router]);
+    let OneAgent {
+        router,
+        store,
+        agent,
+        _sink,
+    } = one_agent(&[("p", 1.0)]);
     // Nothing listens on the first back end: its requests time out.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!(

@@ -49,6 +49,34 @@ pub fn sink_binds(types: &[&str]) -> String {
         .join(",")
 }
 
+/// The routers' client endpoints, as `VIGIL_ROUTERS` takes them.
+pub fn client_endpoints<'a>(routers: impl IntoIterator<Item = &'a Router>) -> String {
+    endpoints(routers, |r| r.client.clone())
+}
+
+/// The routers' back-end endpoints, as `VIGIL_BACKENDS` takes them.
+pub fn backend_endpoints<'a>(routers: impl IntoIterator<Item = &'a Router>) -> String {
+    endpoints(routers, |r| r.backend.clone())
+}
+
+/// Every sink endpoint of the routers, as `VIGIL_SINK_CONNECT` takes them.
+pub fn sink_connect<'a>(routers: impl IntoIterator<Item = &'a Router>) -> String {
+    endpoints(routers, |r| {
+        r.sinks
+            .iter()
+            .map(|(ty, ep)| format!("{ty}={ep}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn endpoints<'a>(
+    routers: impl IntoIterator<Item = &'a Router>,
+    each: impl Fn(&Router) -> String,
+) -> String {
+    routers.into_iter().map(each).collect::<Vec<_>>().join(",")
+}
+
 /// Unix time now, in seconds, as the router's `received_at` is.
 pub fn now_secs() -> f64 {
     SystemTime::now()
