@@ -83,17 +83,9 @@ fn check_once_per_slot(
 }
 
 /// One live agent on router r1 answering `plugins`, each declared with its
-/// interval (seconds; timeout 5 s), and a result sink. Tests bind its parts
-/// in start-up order (router, store, agent, sink), so they drop the other
-/// way round, the sink first.
-struct OneAgent {
-    _sink: ResultSink,
-    agent: Agent,
-    store: TestStore,
-    router: Router,
-}
-
-fn one_agent(plugins: &[(&str, f64)]) -> OneAgent {
+/// interval (seconds; timeout 5 s), and a result sink, in start-up order
+/// (bound in that order, they drop the other way round, the sink first).
+fn one_agent(plugins: &[(&str, f64)]) -> (Router, TestStore, Agent, ResultSink) {
     let router = Router::start("r1");
     let store = TestStore::new();
     let names: Vec<&str> = plugins.iter().map(|(name, _)| *name).collect();
@@ -103,22 +95,12 @@ fn one_agent(plugins: &[(&str, f64)]) -> OneAgent {
         store.add_plugin(&agent.uuid, name, *interval, 5.0);
     }
     let sink = ResultSink::start(&store, &[&router]);
-    OneAgent {
-        _sink: sink,
-        agent,
-        store,
-        router,
-    }
+    (router, store, agent, sink)
 }
 
 #[test]
 fn runs_each_plugin_once_per_interval_and_records_it() {
-    let OneAgent {
-        router,
-        store,
-        agent,
-        _sink,
-    } = one_agent(&[("alpha", 1.0), ("beta", 2.0)]);
+    let (router, store, agent, _sink) = one_agent(&[("alpha", 1.0), ("beta", 2.0)]);
     let mut scheduler = Scheduler::start("s1", &store, &[&router], &[]);
     assert!(
         scheduler.ready.contains("ready: scheduler=s1 "),
@@ -341,51 +323,22 @@ fn a_client_no_router_knows_is_retried_each_interval_not_hammered() {
     assert!(logged >= 1, "no warning about the unroutable client");
 }
 
-/// One agent declaring `p` and `q` every second, a result sink, and two
-/// schedulers with a 2 s lease: s1 holding it, s2 standing by. Fields drop
-/// in order: the schedulers first, the router last.
-struct Lease {
-    second: Scheduler,
-    first: Scheduler,
-    _sink: ResultSink,
-    agent: Agent,
-    store: TestStore,
-    _router: Router,
-}
-
-fn s1_holding_s2_standing_by() -> Lease {
-    let OneAgent {
-        router,
-        store,
-        agent,
-        _sink,
-    } = one_agent(&[("p", 1.0), ("q", 1.0)]);
+/// [`one_agent`] declaring `p` and `q` every second, and two schedulers
+/// with a 2 s lease: s1 holding it, s2 standing by.
+fn s1_holding_s2_standing_by() -> (Router, TestStore, Agent, ResultSink, Scheduler, Scheduler) {
+    let (router, store, agent, sink) = one_agent(&[("p", 1.0), ("q", 1.0)]);
     let lease = [("VIGIL_LEASE_SECS", "2")];
     let first = Scheduler::start("s1", &store, &[&router], &lease);
     wait_for(LONG_WAIT, "s1 to hold the lease", || {
         (store.lease_holder().as_deref() == Some("s1")).then_some(())
     });
     let second = Scheduler::start("s2", &store, &[&router], &lease);
-    Lease {
-        second,
-        first,
-        _sink,
-        agent,
-        store,
-        _router: router,
-    }
+    (router, store, agent, sink, first, second)
 }
 
 #[test]
 fn a_standby_takes_over_when_the_holder_is_killed() {
-    let Lease {
-        _router,
-        store,
-        agent,
-        _sink,
-        first,
-        second,
-    } = s1_holding_s2_standing_by();
+    let (_router, store, agent, _sink, first, second) = s1_holding_s2_standing_by();
     agent.wait_runs("p", 3);
     assert_eq!(store.lease_holder().as_deref(), Some("s1"));
 
@@ -407,12 +360,7 @@ fn a_standby_takes_over_when_the_holder_is_killed() {
 
 #[test]
 fn sigterm_releases_the_lease_to_the_standby_at_once() {
-    let OneAgent {
-        router,
-        store,
-        agent,
-        _sink,
-    } = one_agent(&[("p", 1.0)]);
+    let (router, store, agent, _sink) = one_agent(&[("p", 1.0)]);
     // A lease far longer than the wait below: only a release lets s2 in.
     let lease = [("VIGIL_LEASE_SECS", "600")];
     let mut first = Scheduler::start("s1", &store, &[&router], &lease);
@@ -455,14 +403,7 @@ fn bad_configuration_stops_with_status_2_naming_the_variable() {
 
 #[test]
 fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
-    let Lease {
-        _router,
-        store,
-        agent,
-        _sink,
-        first,
-        second,
-    } = s1_holding_s2_standing_by();
+    let (_router, store, agent, _sink, first, second) = s1_holding_s2_standing_by();
     agent.wait_runs("p", 2);
 
     // Frozen (as by a long GC pause, a VM stall or SIGSTOP), s1 cannot
@@ -491,12 +432,7 @@ fn a_holder_frozen_past_its_lease_sends_nothing_when_it_wakes() {
 
 #[test]
 fn a_silent_router_is_passed_over() {
-    let OneAgent {
-        router,
-        store,
-        agent,
-        _sink,
-    } = one_agent(&[("p", 1.0)]);
+    let (router, store, agent, _sink) = one_agent(&[("p", 1.0)]);
     // Nothing listens on the first back end: its requests time out.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!(
