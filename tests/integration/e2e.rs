@@ -17,9 +17,8 @@ use crate::util::db;
 use db::TestDb;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-use util::agent::{local_endpoint, quick_agent_env};
+use util::agent::{local_endpoint, quick_agent_env, send_notification};
 use util::daemon::{wait_for, Daemon};
 use util::Router;
 use vigil::params;
@@ -239,27 +238,7 @@ impl System {
 
     /// `vigil send notification ...`: returns the id the agent gave it.
     fn notify(&self, message: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args([
-                "send",
-                "notification",
-                "--severity",
-                "error",
-                "--source",
-                "e2e",
-            ])
-            .args(["--message", message])
-            .env("VIGIL_AGENT_LOCAL", self.local())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vigil send refused: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(!id.is_empty(), "vigil send printed no id");
-        id
+        send_notification(&self.local(), "e2e", message)
     }
 
     /// The notifications the handler received, one JSON object per line.

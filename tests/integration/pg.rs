@@ -23,9 +23,8 @@ use db::{PgServer, TestDb, OUTAGE};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-use util::agent::{local_endpoint, quick_agent_env};
+use util::agent::{local_endpoint, quick_agent_env, send_notification};
 use util::daemon::{output_within, vigil_command, wait_for, Daemon};
 use util::Router;
 use vigil::params;
@@ -78,18 +77,7 @@ impl AgentHost {
 
     /// `vigil send notification`: the id the agent gave it.
     fn notify(&self, message: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["send", "notification", "--severity", "error"])
-            .args(["--source", "pg-test", "--message", message])
-            .env("VIGIL_AGENT_LOCAL", local_endpoint(&self.dir))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vigil send refused: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        send_notification(&local_endpoint(&self.dir), "pg-test", message)
     }
 }
 

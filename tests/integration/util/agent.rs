@@ -177,3 +177,21 @@ pub fn quick_agent_env(
         ("VIGIL_STATS_INTERVAL_SECS", "1".to_string()),
     ]
 }
+
+/// `vigil send notification` (severity error) to the agent whose intake is
+/// `local`: the id the agent gave it.
+pub fn send_notification(local: &str, source: &str, message: &str) -> String {
+    let out = vigil(&["send", "notification", "--severity", "error"])
+        .args(["--source", source, "--message", message])
+        .env("VIGIL_AGENT_LOCAL", local)
+        .output()
+        .expect("run vigil send");
+    assert!(
+        out.status.success(),
+        "vigil send refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!id.is_empty(), "vigil send printed no id");
+    id
+}
