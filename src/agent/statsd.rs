@@ -8,13 +8,13 @@
 //! `name.count`, `.min`, `.max`, `.mean`, `.p90`. Tags (`|#...`) are
 //! ignored. Bad lines are counted, never fatal.
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{LinkTx, ToLink};
 use super::message;
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use crate::doorbell::Doorbell;
+use crate::protocol::Stats;
 use crate::signals::ShutdownWatch;
-use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -257,13 +257,16 @@ impl StatsdThread {
     fn emit(&self, metrics: BTreeMap<String, f64>) {
         let all: Vec<(String, f64)> = metrics.into_iter().collect();
         for chunk in all.chunks(PER_MESSAGE) {
-            let mut body = Map::new();
-            body.insert("hostname".into(), json!(self.hostname));
-            body.insert("source".into(), json!("statsd"));
-            body.insert("interval_s".into(), json!(self.flush_every.as_secs()));
-            let m: Map<String, Value> = chunk.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            body.insert("metrics".into(), Value::Object(m));
-            let frame = message::with_envelope(&self.uuid, "stats", body);
+            let body = Stats {
+                hostname: self.hostname.clone(),
+                source: Some("statsd".into()),
+                interval_s: Some(self.flush_every.as_secs()),
+                metrics: chunk
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (*v).into()))
+                    .collect(),
+            };
+            let frame = message::frame(&self.uuid, &body);
             let item = ToLink::Send(Outgoing::new(Kind::Stats, frame));
             if self.link.try_send(item).is_err() {
                 AgentMetrics::add(&self.metrics.statsd_dropped, 1);
