@@ -33,5 +33,5 @@ pub use messages::{
 };
 pub use validate::{
     parse_backend_request, parse_uuid, string_id, uuid_text, validate, validate_as, welcome_frame,
-    Accepted, BackendRequest, MetadataWriter, Rejection, Target,
+    Accepted, BackendRequest, BadRequest, MetadataWriter, Rejection, Target,
 };

@@ -330,9 +330,34 @@ pub enum BackendRequest {
     Status,
 }
 
-/// Parses a back-end request; the error is the `detail` of `bad_request`.
-pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
-    let text = std::str::from_utf8(frame).map_err(|_| "request is not UTF-8".to_string())?;
+/// Why a back-end request is a `bad_request`; its text is the `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRequest {
+    NotUtf8,
+    NotAnObject(String),
+    /// `to` is not a client UUID: its raw text, clipped.
+    BadTo(String),
+    UnknownOp(String),
+    NeitherToNorOp,
+}
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadRequest::NotUtf8 => f.write_str("request is not UTF-8"),
+            BadRequest::NotAnObject(e) => write!(f, "request is not a JSON object: {e}"),
+            BadRequest::BadTo(raw) => write!(f, "to must be a client UUID, got {raw}"),
+            BadRequest::UnknownOp(op) => write!(f, "unknown op {op:?}"),
+            BadRequest::NeitherToNorOp => f.write_str("request has neither to nor op"),
+        }
+    }
+}
+
+impl std::error::Error for BadRequest {}
+
+/// Parses a back-end request with the same one-pass scan.
+pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, BadRequest> {
+    let text = std::str::from_utf8(frame).map_err(|_| BadRequest::NotUtf8)?;
     let (mut to, mut op) = (None, None);
     scan_object(text, |key, value| {
         match json_string(key).as_deref() {
@@ -342,17 +367,17 @@ pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
         }
         Ok(())
     })
-    .map_err(|e| format!("request is not a JSON object: {e}"))?;
+    .map_err(|e| BadRequest::NotAnObject(e.to_string()))?;
     if let Some(raw) = to {
         let to = json_string(raw)
             .and_then(|s| parse_uuid(&s))
-            .ok_or_else(|| format!("to must be a client UUID, got {}", clip(raw)))?;
+            .ok_or_else(|| BadRequest::BadTo(clip(raw).to_string()))?;
         return Ok(BackendRequest::Deliver { to });
     }
     match op.and_then(json_string).as_deref() {
         Some("status") => Ok(BackendRequest::Status),
-        Some(op) => Err(format!("unknown op {:?}", clip(op))),
-        None => Err("request has neither to nor op".to_string()),
+        Some(op) => Err(BadRequest::UnknownOp(clip(op).to_string())),
+        None => Err(BadRequest::NeitherToNorOp),
     }
 }
 
@@ -521,6 +546,11 @@ mod tests {
         assert!(parse_backend_request(br#"{"to":"nope"}"#).is_err());
         assert!(parse_backend_request(br#"{}"#).is_err());
         assert!(parse_backend_request(b"[]").is_err());
+        let detail = |f: &[u8]| parse_backend_request(f).unwrap_err().to_string();
+        assert_eq!(detail(br#"{"op":"reboot"}"#), r#"unknown op "reboot""#);
+        assert_eq!(detail(br#"{"to":7}"#), "to must be a client UUID, got 7");
+        assert_eq!(detail(b"{}"), "request has neither to nor op");
+        assert_eq!(detail(&[0xff]), "request is not UTF-8");
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl BackendThread {
 
     fn answer(&self, request: Message) -> Answer {
         match protocol::parse_backend_request(&request) {
-            Err(detail) => Answer::Now(protocol::bad_request_frame(&detail)),
+            Err(why) => Answer::Now(protocol::bad_request_frame(&why.to_string())),
             Ok(BackendRequest::Status) => {
                 let status = self.metrics.status_json(&self.router_name);
                 Answer::Now(serde_json::to_vec(&status).expect("status always serializes"))
