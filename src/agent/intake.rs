@@ -26,7 +26,10 @@ use super::plugins::declare::{self, Declaration};
 use super::spool::Entry;
 use crate::doorbell::Doorbell;
 use crate::protocol::codes::SEVERITY_TEXTS;
-use crate::protocol::{LocalCode, LocalReply, PluginState, Severity};
+use crate::protocol::{
+    ClientMessage, Heartbeat, LocalCode, LocalReply, Notification, PluginResult, PluginState,
+    Registration, Severity, Stats,
+};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{json, Map, Value};
@@ -36,11 +39,11 @@ use std::time::{Duration, Instant};
 
 /// Types a local process may send.
 pub const LOCAL_TYPES: [&str; 5] = [
-    "registration",
-    "heartbeat",
-    "stats",
-    "notification",
-    "result",
+    Registration::TYPE,
+    Heartbeat::TYPE,
+    Stats::TYPE,
+    Notification::TYPE,
+    PluginResult::TYPE,
 ];
 /// Frames kept of one request (routing id, delimiter, body, spare).
 const MAX_FRAMES: usize = 8;
@@ -227,7 +230,7 @@ pub fn prepare(
         }
     }
     check_type_fields(&kind, &obj)?;
-    let registration = if kind == "registration" {
+    let registration = if kind == Registration::TYPE {
         let (process, plugins) = registration_plugins(&obj, policy)?;
         // Forwarded as the agent understood them (a timeout filled in, no
         // command for one declared by name), so the sinks store what runs.
@@ -250,7 +253,7 @@ pub fn prepare(
         ));
     }
     Ok(Prepared {
-        kind: if kind == "stats" {
+        kind: if kind == Stats::TYPE {
             Kind::Stats
         } else {
             Kind::Other
