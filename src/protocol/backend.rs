@@ -11,6 +11,7 @@ use super::envelope::Malformed;
 use super::messages::sorted_frame;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The request for a router's status.
 pub const STATUS_REQUEST: &[u8] = br#"{"op":"status"}"#;
@@ -82,6 +83,49 @@ impl Reply {
     }
 }
 
+/// A router's answer to `{"op":"status"}`. Fields are declared in
+/// alphabetical order, so the text is the sorted one routers have always
+/// sent. Readers take what they know (`#[serde(default)]` on what older
+/// routers lacked) and ignore the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouterStatus {
+    /// Per type: times the router stopped reading clients for lack of room.
+    #[serde(default)]
+    pub backpressure_waits_by_type: BTreeMap<String, u64>,
+    pub clients: u64,
+    pub counters: StatusCounters,
+    pub forwarded_by_type: BTreeMap<String, u64>,
+    pub ok: bool,
+    pub queue_depth: BTreeMap<String, u64>,
+    /// Every [`super::RejectCode`], by its wire text.
+    pub rejected_by_code: BTreeMap<String, u64>,
+    pub router: String,
+    pub uptime_s: u64,
+}
+
+/// The `counters` of a [`RouterStatus`], alphabetical like it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusCounters {
+    /// CURVE handshakes refused (0 without CURVE).
+    #[serde(default)]
+    pub auth_failures: u64,
+    pub delivered: u64,
+    /// Messages whose `uuid` was not their connection's (0 without CURVE).
+    #[serde(default)]
+    pub forbidden: u64,
+    pub forwarded: u64,
+    pub received: u64,
+    pub rejected: u64,
+    pub replies_dropped: u64,
+    pub undeliverable: u64,
+}
+
+impl RouterStatus {
+    pub fn to_frame(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a status always serializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +146,29 @@ mod tests {
             text(bad_request_frame("unknown op \"x\"")),
             r#"{"detail":"unknown op \"x\"","error":"bad_request","ok":false}"#
         );
+    }
+
+    #[test]
+    fn status_text_is_pinned_and_read_back() {
+        let mut status = RouterStatus {
+            router: "r1".into(),
+            ok: true,
+            clients: 3,
+            uptime_s: 9,
+            ..RouterStatus::default()
+        };
+        status.counters.received = 5;
+        status.forwarded_by_type.insert("stats".into(), 4);
+        status.rejected_by_code.insert("bad_json".into(), 1);
+        let text = String::from_utf8(status.to_frame()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"backpressure_waits_by_type":{},"clients":3,"counters":{"auth_failures":0,"delivered":0,"forbidden":0,"forwarded":0,"received":5,"rejected":0,"replies_dropped":0,"undeliverable":0},"forwarded_by_type":{"stats":4},"ok":true,"queue_depth":{},"rejected_by_code":{"bad_json":1},"router":"r1","uptime_s":9}"#
+        );
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), text, "sorted");
+        let read: RouterStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, status);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod local;
 pub mod messages;
 pub mod validate;
 
-pub use backend::{bad_request_frame, Delivery, Reply, STATUS_REQUEST};
+pub use backend::{
+    bad_request_frame, Delivery, Reply, RouterStatus, StatusCounters, STATUS_REQUEST,
+};
 pub use codes::{BackendError, LocalCode, PluginState, RejectCode, Severity};
 pub use envelope::{clip, Envelope, Malformed, Metadata};
 pub use local::LocalReply;
