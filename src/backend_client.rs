@@ -24,6 +24,8 @@
 //! of the routers, authenticated by its own key (the routers'
 //! `VIGIL_BACKEND_KEYS`).
 
+use crate::protocol::backend::OK_REPLY;
+use crate::protocol::Reply;
 use serde_json::Value;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -37,9 +39,6 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// drops a reply that finds its requester's queue full, and a dropped reply
 /// costs that request a whole timeout.
 pub const WINDOW: usize = 500;
-
-/// The reply to a delivery that went out, as routers write it.
-const OK_REPLY: &[u8] = br#"{"ok":true}"#;
 
 /// Why a delivery failed on every router.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,17 +342,17 @@ fn judge(reply: &[u8]) -> Answer {
     let Ok(value) = serde_json::from_slice::<Value>(reply) else {
         return Answer::Failed("reply is not JSON".to_string());
     };
-    if value.get("ok") == Some(&Value::Bool(true)) {
+    let parsed = match Reply::from_value(&value) {
+        Ok(parsed) => parsed,
+        Err(why) => return Answer::Failed(why.to_string()),
+    };
+    if parsed.ok {
         return Answer::Delivered;
     }
-    let error = value
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("no error field");
-    if error == "bad_request" {
-        Answer::Refused(value.to_string())
-    } else {
-        Answer::Failed(error.to_string())
+    match parsed.code() {
+        // `bad_request`: no other router will take it either.
+        Some(code) if !code.try_elsewhere() => Answer::Refused(value.to_string()),
+        _ => Answer::Failed(parsed.error_text().to_string()),
     }
 }
 

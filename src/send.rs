@@ -13,6 +13,7 @@
 
 use crate::config::Env;
 use crate::error::Error;
+use crate::protocol::LocalReply;
 use serde_json::{Map, Value};
 
 const USAGE: &str = "\
@@ -104,7 +105,7 @@ fn field_value(field: &str, text: &str) -> Value {
 }
 
 /// One request on a fresh REQ socket, bounded by `timeout_ms`.
-fn request(endpoint: &str, body: &[u8], timeout_ms: i32) -> Result<Value, Error> {
+fn request(endpoint: &str, body: &[u8], timeout_ms: i32) -> Result<LocalReply, Error> {
     let fail = |what: &str, e: zmq::Error| Error::Runtime(format!("{what} {endpoint}: {e}"));
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::REQ).map_err(|e| fail("socket for", e))?;
@@ -125,27 +126,19 @@ fn request(endpoint: &str, body: &[u8], timeout_ms: i32) -> Result<Value, Error>
         )));
     }
     let reply = socket.recv_bytes(0).map_err(|e| fail("recv from", e))?;
-    serde_json::from_slice(&reply)
-        .map_err(|e| Error::Runtime(format!("the agent's answer is not JSON: {e}")))
+    LocalReply::parse(&reply).map_err(|e| Error::Runtime(format!("the agent's answer: {e}")))
 }
 
-fn interpret(reply: &Value) -> Result<(), Error> {
-    if reply.get("ok") == Some(&Value::Bool(true)) {
-        println!("{}", reply.get("id").and_then(Value::as_str).unwrap_or(""));
-        return Ok(());
+fn interpret(reply: &LocalReply) -> Result<(), Error> {
+    match reply {
+        LocalReply::Accepted { id } => {
+            println!("{id}");
+            Ok(())
+        }
+        LocalReply::Refused { code, detail } => {
+            Err(Error::Runtime(format!("refused: {code}: {detail}")))
+        }
     }
-    let text = |k: &str| {
-        reply
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string()
-    };
-    Err(Error::Runtime(format!(
-        "refused: {}: {}",
-        text("error"),
-        text("detail")
-    )))
 }
 
 #[cfg(test)]

@@ -19,14 +19,17 @@
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{AppendRefusal, Completion, LinkTx, PluginEvent, PluginTx, SpoolCmd, ToLink};
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use super::plugins::declare::{self, Declaration};
-use super::plugins::{PluginEvent, PluginTx};
 use super::spool::Entry;
-use super::spool_thread::{AppendRefusal, Completion, SpoolCmd};
 use crate::doorbell::Doorbell;
+use crate::protocol::codes::SEVERITY_TEXTS;
+use crate::protocol::{
+    ClientMessage, Heartbeat, LocalCode, LocalReply, Notification, PluginResult, PluginState,
+    Registration, Severity, Stats,
+};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{json, Map, Value};
@@ -36,13 +39,12 @@ use std::time::{Duration, Instant};
 
 /// Types a local process may send.
 pub const LOCAL_TYPES: [&str; 5] = [
-    "registration",
-    "heartbeat",
-    "stats",
-    "notification",
-    "result",
+    Registration::TYPE,
+    Heartbeat::TYPE,
+    Stats::TYPE,
+    Notification::TYPE,
+    PluginResult::TYPE,
 ];
-const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 /// Frames kept of one request (routing id, delimiter, body, spare).
 const MAX_FRAMES: usize = 8;
 const BURST: usize = 256;
@@ -52,11 +54,11 @@ const PENDING_MAX: usize = 4096;
 /// Why a local message was refused: the reply's `error` and `detail`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub code: &'static str,
+    pub code: LocalCode,
     pub detail: String,
 }
 
-fn refuse(code: &'static str, detail: impl Into<String>) -> Refusal {
+fn refuse(code: LocalCode, detail: impl Into<String>) -> Refusal {
     Refusal {
         code,
         detail: detail.into(),
@@ -65,13 +67,16 @@ fn refuse(code: &'static str, detail: impl Into<String>) -> Refusal {
 
 impl Refusal {
     pub fn to_reply(&self) -> Vec<u8> {
-        serde_json::to_vec(&json!({"ok": false, "error": self.code, "detail": self.detail}))
-            .expect("reply serializes")
+        LocalReply::Refused {
+            code: self.code,
+            detail: self.detail.clone(),
+        }
+        .to_frame()
     }
 }
 
 pub fn ok_reply(id: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"ok": true, "id": id})).expect("reply serializes")
+    LocalReply::Accepted { id: id.to_string() }.to_frame()
 }
 
 /// A local message made ready for the routers.
@@ -160,36 +165,46 @@ pub fn prepare(
 ) -> Result<Prepared, Refusal> {
     if body.len() > max_bytes {
         return Err(refuse(
-            "too_large",
+            LocalCode::TooLarge,
             format!("message is {} bytes; the limit is {max_bytes}", body.len()),
         ));
     }
     let mut obj = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(obj)) => obj,
-        Ok(_) => return Err(refuse("bad_json", "the message must be a JSON object")),
-        Err(e) => return Err(refuse("bad_json", format!("invalid JSON: {e}"))),
+        Ok(_) => {
+            return Err(refuse(
+                LocalCode::BadJson,
+                "the message must be a JSON object",
+            ))
+        }
+        Err(e) => return Err(refuse(LocalCode::BadJson, format!("invalid JSON: {e}"))),
     };
     let kind = match obj.get("type") {
         Some(Value::String(t)) if LOCAL_TYPES.contains(&t.as_str()) => t.clone(),
         Some(Value::String(t)) => {
             return Err(refuse(
-                "unknown_type",
+                LocalCode::UnknownType,
                 format!("type {t:?} is not one of {}", LOCAL_TYPES.join(", ")),
             ))
         }
-        _ => return Err(refuse("unknown_type", "type is missing or not a string")),
+        _ => {
+            return Err(refuse(
+                LocalCode::UnknownType,
+                "type is missing or not a string",
+            ))
+        }
     };
     let ack = match obj.get("ack") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(refuse("bad_field", "ack must be true or false")),
+        Some(_) => return Err(refuse(LocalCode::BadField, "ack must be true or false")),
     };
     let id = match obj.get("id") {
         None => fresh_id(),
         Some(Value::String(id)) if !id.is_empty() && id.len() <= 128 => id.clone(),
         Some(_) => {
             return Err(refuse(
-                "bad_field",
+                LocalCode::BadField,
                 "id must be a string of 1-128 characters",
             ))
         }
@@ -199,24 +214,29 @@ pub fn prepare(
             obj.insert("ts".into(), json!(now));
         }
         Some(v) if v.is_number() => {}
-        Some(_) => return Err(refuse("bad_field", "ts must be a number (Unix seconds)")),
+        Some(_) => {
+            return Err(refuse(
+                LocalCode::BadField,
+                "ts must be a number (Unix seconds)",
+            ))
+        }
     }
     if let Some(other) = obj.get("uuid").and_then(Value::as_str) {
         if !other.eq_ignore_ascii_case(uuid) {
             return Err(refuse(
-                "bad_field",
+                LocalCode::BadField,
                 "uuid is filled in by the agent; leave it out",
             ));
         }
     }
     check_type_fields(&kind, &obj)?;
-    let registration = if kind == "registration" {
+    let registration = if kind == Registration::TYPE {
         let (process, plugins) = registration_plugins(&obj, policy)?;
         // Forwarded as the agent understood them (a timeout filled in, no
         // command for one declared by name), so the sinks store what runs.
         if obj.contains_key("plugins") {
-            let list = plugins.iter().map(Declaration::to_json).collect();
-            obj.insert("plugins".into(), Value::Array(list));
+            let list: Vec<_> = plugins.iter().map(Declaration::to_decl).collect();
+            obj.insert("plugins".into(), json!(list));
         }
         Some((process, plugins))
     } else {
@@ -228,12 +248,12 @@ pub fn prepare(
     let frame = serde_json::to_vec(&Value::Object(obj)).expect("serializes");
     if frame.len() > max_bytes {
         return Err(refuse(
-            "too_large",
+            LocalCode::TooLarge,
             "message is over the limit once filled in",
         ));
     }
     Ok(Prepared {
-        kind: if kind == "stats" {
+        kind: if kind == Stats::TYPE {
             Kind::Stats
         } else {
             Kind::Other
@@ -249,17 +269,17 @@ fn check_type_fields(kind: &str, obj: &Map<String, Value>) -> Result<(), Refusal
     let string = |k: &str| obj.get(k).and_then(Value::as_str);
     match kind {
         "notification" => {
-            match string("severity") {
-                Some(s) if SEVERITIES.contains(&s) => {}
-                _ => {
-                    return Err(refuse(
-                        "bad_field",
-                        format!("severity must be one of {}", SEVERITIES.join(", ")),
-                    ))
-                }
+            if string("severity").and_then(Severity::from_wire).is_none() {
+                return Err(refuse(
+                    LocalCode::BadField,
+                    format!("severity must be one of {}", SEVERITY_TEXTS.join(", ")),
+                ));
             }
             if string("message").is_none() {
-                return Err(refuse("bad_field", "message (a string) is required"));
+                return Err(refuse(
+                    LocalCode::BadField,
+                    "message (a string) is required",
+                ));
             }
         }
         "stats" => {
@@ -269,7 +289,7 @@ fn check_type_fields(kind: &str, obj: &Map<String, Value>) -> Result<(), Refusal
                 .is_some_and(|m| !m.is_empty() && m.values().all(Value::is_number));
             if !ok {
                 return Err(refuse(
-                    "bad_field",
+                    LocalCode::BadField,
                     "metrics must be a non-empty object of numbers",
                 ));
             }
@@ -280,17 +300,21 @@ fn check_type_fields(kind: &str, obj: &Map<String, Value>) -> Result<(), Refusal
                 .and_then(Value::as_f64)
                 .is_some_and(|i| i > 0.0);
             if !ok {
-                return Err(refuse("bad_field", "interval_s (seconds, > 0) is required"));
+                return Err(refuse(
+                    LocalCode::BadField,
+                    "interval_s (seconds, > 0) is required",
+                ));
             }
         }
         "result" => {
             let status_ok = obj
                 .get("status")
                 .and_then(Value::as_i64)
-                .is_some_and(|s| (0..=3).contains(&s));
+                .and_then(PluginState::from_code)
+                .is_some();
             if string("plugin").is_none() || !status_ok {
                 return Err(refuse(
-                    "bad_field",
+                    LocalCode::BadField,
                     "plugin (string) and status (0-3) are required",
                 ));
             }
@@ -309,10 +333,10 @@ fn registration_plugins(
         .and_then(|p| p.get("name"))
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty() && n.len() <= 128)
-        .ok_or_else(|| refuse("bad_field", "process.name (a string) is required"))?;
+        .ok_or_else(|| refuse(LocalCode::BadField, "process.name (a string) is required"))?;
     if process == "vigil-agent" {
         return Err(refuse(
-            "bad_field",
+            LocalCode::BadField,
             "process name vigil-agent is the agent's own",
         ));
     }
@@ -323,23 +347,24 @@ fn registration_plugins(
             for item in list {
                 if item.get("command").is_some() && !policy.commands {
                     return Err(refuse(
-                        "bad_field",
+                        LocalCode::BadField,
                         "a local registration may not carry a plugin command: declare the \
                          plugin by name (its command comes from the agent's plugin directory), \
                          or the operator sets VIGIL_AGENT_LOCAL_COMMANDS=1",
                     ));
                 }
-                let decl = declare::from_json(item, process).map_err(|e| refuse("bad_field", e))?;
+                let decl = declare::from_json(item, process)
+                    .map_err(|e| refuse(LocalCode::BadField, e))?;
                 if plugins.iter().any(|d: &Declaration| d.name == decl.name) {
                     return Err(refuse(
-                        "bad_field",
+                        LocalCode::BadField,
                         format!("plugin {} listed twice", decl.name),
                     ));
                 }
                 plugins.push(decl);
             }
         }
-        Some(_) => return Err(refuse("bad_field", "plugins must be a list")),
+        Some(_) => return Err(refuse(LocalCode::BadField, "plugins must be a list")),
     }
     Ok((process.to_string(), plugins))
 }
@@ -448,7 +473,7 @@ impl IntakeThread {
                 return self.reply_refusal(
                     envelope,
                     &refuse(
-                        "busy",
+                        LocalCode::Busy,
                         "too many acked messages waiting for the disk; retry",
                     ),
                 );
@@ -466,9 +491,11 @@ impl IntakeThread {
                 Ok(()) => {
                     waiting.insert(token, envelope);
                 }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.reply_refusal(envelope, &refuse("busy", "the spool is busy; retry"))
-                }
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self
+                    .reply_refusal(
+                        envelope,
+                        &refuse(LocalCode::Busy, "the spool is busy; retry"),
+                    ),
             }
             return;
         }
@@ -484,7 +511,7 @@ impl IntakeThread {
             }
             Err(_) => self.reply_refusal(
                 envelope,
-                &refuse("busy", "the agent's send queue is full; retry"),
+                &refuse(LocalCode::Busy, "the agent's send queue is full; retry"),
             ),
         }
     }
@@ -507,18 +534,20 @@ impl IntakeThread {
             Err(AppendRefusal::Full { live, max }) => self.reply_refusal(
                 envelope,
                 &refuse(
-                    "spool_full",
+                    LocalCode::SpoolFull,
                     format!(
                         "the spool holds {live} bytes of unacknowledged messages; the limit \
                          (VIGIL_SPOOL_MAX_BYTES) is {max}"
                     ),
                 ),
             ),
-            Err(AppendRefusal::Io(e)) => self.reply_refusal(envelope, &refuse("spool_error", e)),
+            Err(AppendRefusal::Io(e)) => {
+                self.reply_refusal(envelope, &refuse(LocalCode::SpoolError, e))
+            }
             Err(AppendRefusal::DuplicateId(id)) => self.reply_refusal(
                 envelope,
                 &refuse(
-                    "duplicate_id",
+                    LocalCode::DuplicateId,
                     format!("a different message with id {id:?} is still waiting for its ack"),
                 ),
             ),
@@ -592,7 +621,7 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        let code = |b: &str| prep(b).unwrap_err().code;
+        let code = |b: &str| prep(b).unwrap_err().code.as_str();
         assert_eq!(code("nope"), "bad_json");
         assert_eq!(code("[1]"), "bad_json");
         assert_eq!(code(r#"{"type":"hello"}"#), "unknown_type");
@@ -655,7 +684,7 @@ mod tests {
         let body = r#"{"type":"registration","process":{"name":"app"},
                 "plugins":[{"name":"q","command":"id>f","interval_s":60}]}"#;
         let refusal = prep(body).unwrap_err();
-        assert_eq!(refusal.code, "bad_field");
+        assert_eq!(refusal.code.as_str(), "bad_field");
         assert!(
             refusal.detail.contains("VIGIL_AGENT_LOCAL_COMMANDS"),
             "{refusal:?}"

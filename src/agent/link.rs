@@ -16,19 +16,18 @@
 //! Architecture invariant: nothing in this loop blocks except `zmq::poll`,
 //! which the doorbell interrupts.
 
+use super::channels::{PluginEvent, PluginTx, SpoolCmd, ToLink};
 use super::handshakes::{self, Redial};
-use super::message::{self, Inbound};
+use super::message;
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, OutQueue, Outgoing};
-use super::plugins::{PluginEvent, PluginTx};
 use super::refused::Refused;
 use super::resend::Resend;
-use super::spool::Entry;
-use super::spool_thread::SpoolCmd;
-use crate::doorbell::{Doorbell, Ringer};
+use crate::doorbell::Doorbell;
+use crate::protocol::{RejectCode, Stats, ToClient};
 use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,60 +35,6 @@ use std::time::{Duration, Instant};
 const BURST: usize = 256;
 /// At most one log line per this window for router error replies.
 const ERROR_LOG_WINDOW: Duration = Duration::from_secs(10);
-/// The error code of a router whose queue toward the sinks stayed full.
-const OVERLOADED: &str = "overloaded";
-
-/// What other threads give the link thread.
-#[derive(Debug)]
-pub enum ToLink {
-    /// Unacked traffic: sent when a router is reachable, else queued.
-    Send(Outgoing),
-    /// An acked message, already fsynced in the spool.
-    Spooled(Entry),
-}
-
-/// The producers' end of the link channel.
-#[derive(Clone, Debug)]
-pub struct LinkTx {
-    pub tx: Sender<ToLink>,
-    pub ringer: Ringer,
-}
-
-impl LinkTx {
-    /// Hands over `msg` without blocking; gives it back when the channel is
-    /// full or the link thread is gone.
-    pub fn try_send(&self, msg: ToLink) -> Result<(), ToLink> {
-        match self.tx.try_send(msg) {
-            Ok(()) => {
-                self.ringer.ring();
-                Ok(())
-            }
-            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
-        }
-    }
-
-    /// Hands over `msg`, waiting for room as long as the link thread runs.
-    pub fn send(&self, msg: ToLink) -> Result<(), ToLink> {
-        match self.tx.send(msg) {
-            Ok(()) => {
-                self.ringer.ring();
-                Ok(())
-            }
-            Err(e) => Err(e.into_inner()),
-        }
-    }
-
-    /// Hands over `msg`, waiting at most `timeout` for room.
-    pub fn send_timeout(&self, msg: ToLink, timeout: Duration) -> Result<(), ToLink> {
-        match self.tx.send_timeout(msg, timeout) {
-            Ok(()) => {
-                self.ringer.ring();
-                Ok(())
-            }
-            Err(e) => Err(e.into_inner()),
-        }
-    }
-}
 
 pub struct LinkThread {
     pub socket: zmq::Socket,
@@ -308,38 +253,21 @@ impl LinkThread {
     }
 
     fn handle_inbound(&mut self, frame: &[u8], error_log: &mut RateLimit) {
-        match message::parse_inbound(frame) {
-            Inbound::Welcome { router } => log::info!("welcomed by router {router:?}"),
-            Inbound::Ack { id } => {
+        match ToClient::parse(frame) {
+            Ok(ToClient::Welcome { router, .. }) => log::info!("welcomed by router {router:?}"),
+            Ok(ToClient::Ack { id, .. }) => {
                 if self.resend.ack(&id) {
                     AgentMetrics::add(&self.metrics.acked, 1);
                     self.pending_done.push(id);
                 }
             }
-            Inbound::RunPlugin { plugin, run_id } => {
+            Ok(ToClient::RunPlugin { plugin, run_id, .. }) => {
                 self.plugins.send(PluginEvent::Run { plugin, run_id });
             }
-            Inbound::Error { code, detail, id } => {
-                AgentMetrics::add(&self.metrics.router_errors, 1);
-                let spooled = id.as_deref().is_some_and(|id| self.resend.contains(id));
-                // A spooled message stays due on its backoff: it is simply
-                // sent again later. An unacked one refused as overloaded
-                // goes back into the queue after its own backoff. Anything
-                // else is counted and logged.
-                let kept = !spooled
-                    && code == OVERLOADED
-                    && id
-                        .as_deref()
-                        .is_some_and(|id| self.refused.refused(id, Instant::now()));
-                if let Some(suppressed) = error_log.allow() {
-                    log::warn!(
-                        "router refused a message: {code}: {detail} (id {id:?}{}; {suppressed} \
-                         similar lines suppressed)",
-                        if spooled || kept { ", will resend" } else { "" }
-                    );
-                }
+            Ok(ToClient::Error { error, detail, id }) => {
+                self.router_refused(error, &detail, id, error_log)
             }
-            Inbound::Unknown(what) => {
+            Err(what) => {
                 if let Some(suppressed) = error_log.allow() {
                     log::warn!(
                         "ignoring a message from a router: {what} ({suppressed} suppressed)"
@@ -349,21 +277,49 @@ impl LinkThread {
         }
     }
 
+    /// A router's `error` reply. A spooled message stays due on its
+    /// backoff: it is simply sent again later. An unacked one refused as
+    /// overloaded goes back into the queue after its own backoff. Anything
+    /// else is counted and logged.
+    fn router_refused(
+        &mut self,
+        code: RejectCode,
+        detail: &str,
+        id: Option<String>,
+        error_log: &mut RateLimit,
+    ) {
+        AgentMetrics::add(&self.metrics.router_errors, 1);
+        let spooled = id.as_deref().is_some_and(|id| self.resend.contains(id));
+        let kept = !spooled
+            && code == RejectCode::Overloaded
+            && id
+                .as_deref()
+                .is_some_and(|id| self.refused.refused(id, Instant::now()));
+        if let Some(suppressed) = error_log.allow() {
+            log::warn!(
+                "router refused a message: {code}: {detail} (id {id:?}{}; {suppressed} \
+                 similar lines suppressed)",
+                if spooled || kept { ", will resend" } else { "" }
+            );
+        }
+    }
+
     /// The agent's own counters as a `stats` message (`vigil.agent.*`), so
     /// the monitor is monitored like everything else.
     fn queue_own_stats(&mut self, interval: Duration) {
-        let metrics: serde_json::Map<String, serde_json::Value> = self
+        let metrics = self
             .metrics
             .values()
             .into_iter()
             .map(|(name, value)| (format!("vigil.agent.{name}"), value.into()))
             .collect();
-        let mut body = serde_json::Map::new();
-        body.insert("hostname".into(), self.hostname.clone().into());
-        body.insert("source".into(), "vigil-agent".into());
-        body.insert("interval_s".into(), interval.as_secs().into());
-        body.insert("metrics".into(), metrics.into());
-        let frame = message::with_envelope(&self.uuid, "stats", body);
+        let body = Stats {
+            hostname: self.hostname.clone(),
+            source: Some("vigil-agent".into()),
+            interval_s: Some(interval.as_secs()),
+            metrics,
+        };
+        let frame = message::frame(&self.uuid, &body);
         self.queue.push(Outgoing::new(Kind::AgentStats, frame));
     }
 

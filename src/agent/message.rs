@@ -1,10 +1,12 @@
-//! Building the agent's own messages (PROTOCOL.md "Message types clients
-//! send") and reading the ones routers send back.
+//! The agent's own messages (PROTOCOL.md "Message types clients send"),
+//! written through the protocol's types with the envelope the agent gives
+//! each one: its UUID, a fresh `id`, and `ts`.
 
-use serde_json::{json, Map, Value};
+use crate::protocol::{ClientMessage, Framed, Heartbeat, Hello};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use crate::protocol::now_secs;
 
 /// A fresh `id` for one of the agent's own unacked messages: unique within
 /// this agent's run (a random prefix per process, then a counter), so that
@@ -20,121 +22,65 @@ pub fn next_id() -> String {
     format!("{prefix}-{}", COUNTER.fetch_add(1, Relaxed))
 }
 
-/// Unix time in seconds, with millisecond precision.
-pub fn now_secs() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
-}
-
+/// `hello`: the only message without an `id` (a router answers it itself).
 pub fn hello(uuid: &str) -> Vec<u8> {
-    to_frame(json!({"uuid": uuid, "type": "hello", "ts": now_secs()}))
+    Framed::new(uuid, now_secs(), &Hello {}).to_frame()
 }
 
 /// A heartbeat with the given `id` (see [`next_id`]).
 pub fn heartbeat(uuid: &str, hostname: &str, interval_s: u64, id: &str) -> Vec<u8> {
-    to_frame(json!({
-        "uuid": uuid,
-        "type": "heartbeat",
-        "id": id,
-        "ts": now_secs(),
-        "hostname": hostname,
-        "interval_s": interval_s,
-    }))
-}
-
-/// A message built by a part of the agent: envelope fields added to `body`,
-/// and a fresh `id` unless it has one.
-pub fn with_envelope(uuid: &str, kind: &str, mut body: Map<String, Value>) -> Vec<u8> {
-    body.insert("uuid".into(), json!(uuid));
-    body.insert("type".into(), json!(kind));
-    body.entry("id").or_insert_with(|| json!(next_id()));
-    body.entry("ts").or_insert(json!(now_secs()));
-    to_frame(Value::Object(body))
-}
-
-pub fn to_frame(value: Value) -> Vec<u8> {
-    serde_json::to_vec(&value).expect("a JSON value always serializes")
-}
-
-/// What a router sent this agent.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
-    Welcome {
-        router: String,
-    },
-    Ack {
-        id: String,
-    },
-    RunPlugin {
-        plugin: String,
-        run_id: Option<String>,
-    },
-    Error {
-        code: String,
-        detail: String,
-        id: Option<String>,
-    },
-    Unknown(String),
-}
-
-pub fn parse_inbound(frame: &[u8]) -> Inbound {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(frame) else {
-        return Inbound::Unknown("not a JSON object".into());
+    let body = Heartbeat {
+        hostname: hostname.to_string(),
+        interval_s,
     };
-    let text = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_string);
-    match obj.get("type").and_then(Value::as_str) {
-        Some("welcome") => Inbound::Welcome {
-            router: text("router").unwrap_or_default(),
-        },
-        Some("ack") => match text("id") {
-            Some(id) => Inbound::Ack { id },
-            None => Inbound::Unknown("ack without a string id".into()),
-        },
-        Some("run_plugin") => match text("plugin") {
-            Some(plugin) => Inbound::RunPlugin {
-                plugin,
-                run_id: text("run_id"),
-            },
-            None => Inbound::Unknown("run_plugin without a string plugin".into()),
-        },
-        Some("error") => Inbound::Error {
-            code: text("error").unwrap_or_default(),
-            detail: text("detail").unwrap_or_default(),
-            id: text("id"),
-        },
-        Some(other) => Inbound::Unknown(format!("type {other:?}")),
-        None => Inbound::Unknown("no type".into()),
-    }
+    Framed::new(uuid, now_secs(), &body)
+        .with_id(id, false)
+        .to_frame()
+}
+
+/// One of the agent's messages (stats, registration, result), unacked,
+/// with a fresh `id` and the time now.
+pub fn frame<M: ClientMessage>(uuid: &str, body: &M) -> Vec<u8> {
+    let id = next_id();
+    Framed::new(uuid, now_secs(), body)
+        .with_id(&id, false)
+        .to_frame()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{RejectCode, Stats, ToClient};
+    use serde_json::Value;
 
     #[test]
     fn inbound_kinds() {
+        let parse = |f: &[u8]| ToClient::parse(f);
         assert_eq!(
-            parse_inbound(br#"{"type":"ack","to":"x","id":"m1"}"#),
-            Inbound::Ack { id: "m1".into() }
+            parse(br#"{"type":"ack","to":"x","id":"m1"}"#).unwrap(),
+            ToClient::Ack {
+                to: "x".into(),
+                id: "m1".into()
+            }
         );
         assert_eq!(
-            parse_inbound(br#"{"type":"run_plugin","to":"x","plugin":"load","run_id":"r"}"#),
-            Inbound::RunPlugin {
+            parse(br#"{"type":"run_plugin","to":"x","plugin":"load","run_id":"r"}"#).unwrap(),
+            ToClient::RunPlugin {
+                to: "x".into(),
                 plugin: "load".into(),
                 run_id: Some("r".into())
             }
         );
         assert!(matches!(
-            parse_inbound(br#"{"type":"error","error":"overloaded","detail":"d","id":"m"}"#),
-            Inbound::Error { id: Some(_), .. }
+            parse(br#"{"type":"error","error":"overloaded","detail":"d","id":"m"}"#),
+            Ok(ToClient::Error {
+                error: RejectCode::Overloaded,
+                id: Some(_),
+                ..
+            })
         ));
-        assert!(matches!(parse_inbound(b"[]"), Inbound::Unknown(_)));
-        assert!(matches!(
-            parse_inbound(br#"{"type":"ack","id":3}"#),
-            Inbound::Unknown(_)
-        ));
+        assert!(parse(b"[]").is_err());
+        assert!(parse(br#"{"type":"ack","id":3}"#).is_err());
     }
 
     #[test]
@@ -146,5 +92,27 @@ mod tests {
         assert_eq!(v["interval_s"], 30);
         assert_eq!(v["hostname"], "h");
         assert!(v["ts"].as_f64().unwrap() > 1e9);
+        assert!(v.get("ack").is_none());
+    }
+
+    #[test]
+    fn the_agents_text_keeps_its_sorted_keys() {
+        let hello = String::from_utf8(hello("u")).unwrap();
+        assert!(
+            hello.starts_with(r#"{"ts":"#) && hello.ends_with(r#","type":"hello","uuid":"u"}"#)
+        );
+        let stats = Stats {
+            hostname: "h".into(),
+            source: Some("statsd".into()),
+            interval_s: Some(10),
+            metrics: [("a.b".to_string(), Value::from(1.5))]
+                .into_iter()
+                .collect(),
+        };
+        let text = String::from_utf8(frame("u", &stats)).unwrap();
+        let ts_at = text.find(r#","interval_s":10,"metrics":{"a.b":1.5},"source":"statsd","ts":"#);
+        assert!(text.starts_with(r#"{"hostname":"h","id":"a"#), "{text}");
+        assert!(ts_at.is_some(), "{text}");
+        assert!(text.ends_with(r#","type":"stats","uuid":"u"}"#), "{text}");
     }
 }

@@ -15,6 +15,7 @@
 //! sockets made and bound (a bad endpoint stops the start with exit status
 //! 2), the threads started, and supervised until a signal drains them.
 
+mod channels;
 pub mod config;
 mod handshakes;
 pub mod identity;
@@ -35,12 +36,13 @@ use crate::doorbell::{Doorbell, Ringer};
 use crate::error::Error;
 use crate::signals::{Shutdown, SignalThread};
 use crate::supervisor::Supervisor;
+use channels::{LinkTx, PluginTx};
 use config::{AgentConfig, ClientAuth};
 use crossbeam_channel::{bounded, unbounded};
-use link::{LinkThread, LinkTx};
+use link::LinkThread;
 use metrics::AgentMetrics;
 use outqueue::OutQueue;
-use plugins::{PluginManager, PluginTx};
+use plugins::PluginManager;
 use refused::Refused;
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 //! whole decision (accept, answer a retry, refuse a duplicate or a full
 //! spool), unit-tested below over channels and a scratch spool file.
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{AppendRefusal, Completion, LinkTx, SpoolCmd, ToLink};
 use super::metrics::AgentMetrics;
 use super::spool::{content_fingerprint, AppendError, Entry, Spool};
 use crate::doorbell::Ringer;
@@ -21,32 +21,6 @@ use std::sync::Arc;
 
 /// Requests per group commit, at most.
 const GROUP_MAX: usize = 1024;
-
-#[derive(Debug)]
-pub enum SpoolCmd {
-    /// Store `entry` durably, then answer `token` on the completion channel.
-    Append { entry: Entry, token: u64 },
-    /// Its ack arrived: forget `id`.
-    Done(String),
-}
-
-/// The answer to one append, for the intake thread.
-#[derive(Debug)]
-pub struct Completion {
-    pub token: u64,
-    pub result: Result<String, AppendRefusal>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppendRefusal {
-    Full {
-        live: u64,
-        max: u64,
-    },
-    Io(String),
-    /// A different message already waits under this id.
-    DuplicateId(String),
-}
 
 pub struct SpoolThread {
     pub spool: Spool,

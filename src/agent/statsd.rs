@@ -8,13 +8,13 @@
 //! `name.count`, `.min`, `.max`, `.mean`, `.p90`. Tags (`|#...`) are
 //! ignored. Bad lines are counted, never fatal.
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{LinkTx, ToLink};
 use super::message;
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use crate::doorbell::Doorbell;
+use crate::protocol::Stats;
 use crate::signals::ShutdownWatch;
-use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -39,30 +39,57 @@ pub enum Sample {
     Timer(f64),
 }
 
+/// Why a statsd line was not taken; it is only counted (`statsd_bad`),
+/// so a flood of bad lines allocates nothing for its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    NoColon,
+    /// Empty, over 200 bytes, or with whitespace.
+    BadName,
+    NoType,
+    /// Not a number in (0, 1].
+    BadRate,
+    /// Not a finite number.
+    BadValue,
+    /// Not `c`, `g`, `ms` or `h`.
+    UnsupportedType,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadLine::NoColon => "no ':'",
+            BadLine::BadName => "bad metric name",
+            BadLine::NoType => "no type",
+            BadLine::BadRate => "sample rate not in (0, 1]",
+            BadLine::BadValue => "value is not a finite number",
+            BadLine::UnsupportedType => "unsupported type",
+        })
+    }
+}
+
 /// Parses one statsd line into (name, sample).
-pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
-    let (name, rest) = line.split_once(':').ok_or("no ':'")?;
+pub fn parse_line(line: &str) -> Result<(String, Sample), BadLine> {
+    let (name, rest) = line.split_once(':').ok_or(BadLine::NoColon)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 200 || name.contains(char::is_whitespace) {
-        return Err(format!("bad metric name {name:?}"));
+        return Err(BadLine::BadName);
     }
     let mut parts = rest.split('|');
     let raw = parts.next().unwrap_or("").trim();
-    let kind = parts.next().ok_or("no type")?.trim();
+    let kind = parts.next().ok_or(BadLine::NoType)?.trim();
     let mut rate = 1.0;
     for extra in parts {
         if let Some(r) = extra.strip_prefix('@') {
-            rate = r
-                .parse::<f64>()
-                .map_err(|_| format!("bad sample rate {r:?}"))?;
+            rate = r.parse::<f64>().map_err(|_| BadLine::BadRate)?;
             if !(rate > 0.0 && rate <= 1.0) {
-                return Err(format!("sample rate {r} is not in (0, 1]"));
+                return Err(BadLine::BadRate);
             }
         }
     }
-    let value: f64 = raw.parse().map_err(|_| format!("bad value {raw:?}"))?;
+    let value: f64 = raw.parse().map_err(|_| BadLine::BadValue)?;
     if !value.is_finite() {
-        return Err("value is not finite".into());
+        return Err(BadLine::BadValue);
     }
     let sample = match kind {
         "c" => Sample::Counter(value / rate),
@@ -71,7 +98,7 @@ pub fn parse_line(line: &str) -> Result<(String, Sample), String> {
             delta: raw.starts_with('+') || raw.starts_with('-'),
         },
         "ms" | "h" => Sample::Timer(value),
-        other => return Err(format!("unsupported type {other:?}")),
+        _ => return Err(BadLine::UnsupportedType),
     };
     Ok((name.to_string(), sample))
 }
@@ -257,13 +284,16 @@ impl StatsdThread {
     fn emit(&self, metrics: BTreeMap<String, f64>) {
         let all: Vec<(String, f64)> = metrics.into_iter().collect();
         for chunk in all.chunks(PER_MESSAGE) {
-            let mut body = Map::new();
-            body.insert("hostname".into(), json!(self.hostname));
-            body.insert("source".into(), json!("statsd"));
-            body.insert("interval_s".into(), json!(self.flush_every.as_secs()));
-            let m: Map<String, Value> = chunk.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            body.insert("metrics".into(), Value::Object(m));
-            let frame = message::with_envelope(&self.uuid, "stats", body);
+            let body = Stats {
+                hostname: self.hostname.clone(),
+                source: Some("statsd".into()),
+                interval_s: Some(self.flush_every.as_secs()),
+                metrics: chunk
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (*v).into()))
+                    .collect(),
+            };
+            let frame = message::frame(&self.uuid, &body);
             let item = ToLink::Send(Outgoing::new(Kind::Stats, frame));
             if self.link.try_send(item).is_err() {
                 AgentMetrics::add(&self.metrics.statsd_dropped, 1);

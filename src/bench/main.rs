@@ -10,7 +10,8 @@
 //! starts as child processes, so that the baseline and the scale-test
 //! clients each get their own process, file descriptor limit and RSS, like
 //! the router does. `bench agent`, `bench sinks` and `bench scheduler`
-//! (with its hidden `sched-agents` fleet) measure the other parts.
+//! (with its hidden `sched-agents` fleet) measure the other parts;
+//! `bench scan` the router's validating scan against serde_json, in-process.
 
 mod agent;
 mod backend;
@@ -26,6 +27,7 @@ mod pin;
 mod proxy;
 mod report;
 mod scale;
+mod scan;
 mod scheduler;
 mod sinks;
 mod suite;
@@ -33,6 +35,10 @@ mod web;
 
 use std::fmt;
 use std::time::Duration;
+
+/// Counts allocations for `vigil-bench scan` (a thread-local add per call).
+#[global_allocator]
+static ALLOC: scan::CountingAlloc = scan::CountingAlloc;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("VIGIL_LOG", "info")).init();
@@ -59,12 +65,13 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         "scheduler" => scheduler::run(rest),
         "sched-agents" => scheduler::agents(rest),
         "web" => web::run(rest),
+        "scan" => scan::run(rest),
         "-h" | "--help" | "help" => {
             print!("{}", options::ROUTER_USAGE);
             Ok(())
         }
         other => Err(BenchError::usage(format!(
-            "unknown benchmark {other:?}: try router, agent, sinks, scheduler or web"
+            "unknown benchmark {other:?}: try router, agent, sinks, scheduler, web or scan"
         ))),
     }
 }

@@ -14,8 +14,8 @@ use super::tls::Roots;
 use crate::config::{ConfigError, Env};
 use std::time::Duration;
 
-/// The four severities of a notification, from PROTOCOL.md.
-pub const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
+/// The four severities of a notification, as the protocol spells them.
+pub const SEVERITIES: [&str; 4] = crate::protocol::codes::SEVERITY_TEXTS;
 
 /// Which severities a handler fires for.
 #[derive(Debug, Clone, PartialEq, Eq)]

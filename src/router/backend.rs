@@ -182,10 +182,9 @@ impl BackendThread {
 
     fn answer(&self, request: Message) -> Answer {
         match protocol::parse_backend_request(&request) {
-            Err(detail) => Answer::Now(protocol::bad_request_frame(&detail)),
+            Err(why) => Answer::Now(protocol::bad_request_frame(&why.to_string())),
             Ok(BackendRequest::Status) => {
-                let status = self.metrics.status_json(&self.router_name);
-                Answer::Now(serde_json::to_vec(&status).expect("status always serializes"))
+                Answer::Now(self.metrics.status(&self.router_name).to_frame())
             }
             Ok(BackendRequest::Deliver { to }) => self.hand_over(to, request),
         }

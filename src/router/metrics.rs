@@ -5,8 +5,8 @@
 //! on the hot path. Most counters have one writer; `queued` has two (the
 //! client thread adds a batch, its sink thread subtracts it when sent).
 
-use crate::protocol::RejectCode;
-use serde_json::{json, Map, Value};
+use crate::protocol::{RejectCode, RouterStatus, StatusCounters};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -88,42 +88,39 @@ impl Metrics {
     }
 
     /// The `status` reply of `PROTOCOL.md`, with per-type and per-code detail.
-    pub fn status_json(&self, router: &str) -> Value {
-        let per_type = |f: &dyn Fn(&TypeMetrics) -> u64| -> Map<String, Value> {
-            self.types
-                .iter()
-                .map(|t| (t.name.clone(), f(t).into()))
-                .collect()
+    pub fn status(&self, router: &str) -> RouterStatus {
+        let per_type = |f: &dyn Fn(&TypeMetrics) -> u64| -> BTreeMap<String, u64> {
+            self.types.iter().map(|t| (t.name.clone(), f(t))).collect()
         };
-        let by_code: Map<String, Value> = RejectCode::ALL
+        let rejected_by_code = RejectCode::ALL
             .iter()
             .map(|&c| {
                 (
                     c.as_str().to_string(),
-                    self.rejected[c as usize].load(Relaxed).into(),
+                    self.rejected[c as usize].load(Relaxed),
                 )
             })
             .collect();
-        json!({
-            "ok": true,
-            "router": router,
-            "uptime_s": self.started.elapsed().as_secs(),
-            "clients": self.clients.load(Relaxed),
-            "counters": {
-                "received": self.received.load(Relaxed),
-                "forwarded": self.forwarded_total(),
-                "rejected": self.rejected_total(),
-                "delivered": self.delivered.load(Relaxed),
-                "undeliverable": self.undeliverable.load(Relaxed),
-                "replies_dropped": self.replies_dropped.load(Relaxed),
-                "auth_failures": self.auth_failures.load(Relaxed),
-                "forbidden": self.forbidden.load(Relaxed),
+        RouterStatus {
+            ok: true,
+            router: router.to_string(),
+            uptime_s: self.started.elapsed().as_secs(),
+            clients: self.clients.load(Relaxed) as u64,
+            counters: StatusCounters {
+                received: self.received.load(Relaxed),
+                forwarded: self.forwarded_total(),
+                rejected: self.rejected_total(),
+                delivered: self.delivered.load(Relaxed),
+                undeliverable: self.undeliverable.load(Relaxed),
+                replies_dropped: self.replies_dropped.load(Relaxed),
+                auth_failures: self.auth_failures.load(Relaxed),
+                forbidden: self.forbidden.load(Relaxed),
             },
-            "forwarded_by_type": per_type(&|t| t.forwarded.load(Relaxed)),
-            "rejected_by_code": by_code,
-            "queue_depth": per_type(&|t| t.queued.load(Relaxed) as u64),
-            "backpressure_waits_by_type": per_type(&|t| t.waits.load(Relaxed)),
-        })
+            forwarded_by_type: per_type(&|t| t.forwarded.load(Relaxed)),
+            rejected_by_code,
+            queue_depth: per_type(&|t| t.queued.load(Relaxed) as u64),
+            backpressure_waits_by_type: per_type(&|t| t.waits.load(Relaxed)),
+        }
     }
 
     /// The periodic one-line summary for the log.

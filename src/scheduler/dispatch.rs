@@ -15,10 +15,10 @@
 use super::lease;
 use crate::backend_client::{BackendClient, DeliveryError};
 use crate::params;
+use crate::protocol::ToClient;
 use crate::signals::ShutdownWatch;
 use crate::store::{self, Store};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -219,14 +219,12 @@ impl Dispatcher {
         let frames: Vec<Vec<u8>> = runs
             .iter()
             .map(|(run_id, job)| {
-                json!({
-                    "type": "run_plugin",
-                    "to": job.uuid,
-                    "plugin": job.plugin,
-                    "run_id": run_id,
-                })
-                .to_string()
-                .into_bytes()
+                ToClient::RunPlugin {
+                    to: job.uuid.clone(),
+                    plugin: job.plugin.clone(),
+                    run_id: Some(run_id.to_string()),
+                }
+                .to_frame()
             })
             .collect();
         let results = self.client.deliver_batch(&frames);

@@ -18,15 +18,15 @@
 
 use super::lease;
 use crate::params;
+use crate::protocol::{Framed, Notification, Severity};
 use crate::store::{Result, Store, Tx};
-use serde_json::json;
 
 /// The output written for an overdue run, and how it is recognised.
 pub const OUTPUT: &str = "result overdue";
 /// UNKNOWN in the Nagios plugin API.
 const UNKNOWN: i64 = 3;
 /// Severity of the notification raised.
-const SEVERITY: &str = "warning";
+const SEVERITY: Severity = Severity::Warning;
 /// Overdue runs handled per sweep; the rest wait for the next one.
 const BATCH: i64 = 1_000;
 
@@ -162,22 +162,31 @@ fn raise(
         "{plugin} on {}: result overdue (UNKNOWN): run {run_id} sent no result in time",
         hostname.unwrap_or(uuid)
     );
-    let body = json!({
-        "type": "notification",
-        "uuid": uuid,
-        "id": id,
-        "severity": SEVERITY,
-        "source": source,
-        "message": message,
-        "hostname": hostname,
-        "ts": now,
-    });
-    let body = body.to_string();
+    let notification = Notification {
+        severity: SEVERITY,
+        source: Some(source.clone()),
+        message: message.clone(),
+        hostname: hostname.map(str::to_string),
+        recovery: false,
+    };
+    let body = Framed::new(uuid, now, &notification)
+        .with_id(&id, false)
+        .to_value()
+        .to_string();
     tx.execute(
         "INSERT INTO notifications (uuid, id, origin, severity, source, message, hostname,
                                     body, created_at, state, attempts, next_attempt_at)
          VALUES (?1, ?2, 'scheduler', ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?8)",
-        params![uuid, &id, SEVERITY, &source, &message, hostname, &body, now],
+        params![
+            uuid,
+            &id,
+            SEVERITY.as_str(),
+            &source,
+            &message,
+            hostname,
+            &body,
+            now
+        ],
     )?;
     Ok(())
 }

@@ -17,16 +17,16 @@
 use super::message::Incoming;
 use super::metrics::Metrics;
 use crate::backend_client::BackendClient;
+use crate::protocol::ToClient;
 use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::Receiver;
-use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An ack to send: the client and the id of its message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     pub to: String,
     pub id: String,
@@ -43,19 +43,11 @@ impl Ack {
 
     /// The frame the router delivers, byte for byte, to the client.
     pub fn frame(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Frame<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            to: &'a str,
-            id: &'a str,
+        ToClient::Ack {
+            to: self.to.clone(),
+            id: self.id.clone(),
         }
-        let frame = Frame {
-            kind: "ack",
-            to: &self.to,
-            id: &self.id,
-        };
-        serde_json::to_vec(&frame).expect("an ack always serializes")
+        .to_frame()
     }
 }
 

@@ -3,6 +3,7 @@
 //! start.
 
 use crate::config::{ConfigError, Env};
+use crate::protocol::{ClientMessage, Heartbeat, Notification, PluginResult, Registration, Stats};
 use crate::store::Target;
 use std::fmt;
 use std::time::Duration;
@@ -26,13 +27,14 @@ impl SinkType {
         SinkType::Result,
     ];
 
+    /// The message `type` this sink takes, as the protocol's types spell it.
     pub fn name(self) -> &'static str {
         match self {
-            SinkType::Heartbeat => "heartbeat",
-            SinkType::Stats => "stats",
-            SinkType::Registration => "registration",
-            SinkType::Notification => "notification",
-            SinkType::Result => "result",
+            SinkType::Heartbeat => Heartbeat::TYPE,
+            SinkType::Stats => Stats::TYPE,
+            SinkType::Registration => Registration::TYPE,
+            SinkType::Notification => Notification::TYPE,
+            SinkType::Result => PluginResult::TYPE,
         }
     }
 

@@ -17,6 +17,7 @@
 use super::config::SinkType;
 use super::message::{Incoming, Malformed};
 use super::worker::{Ctx, Effects, Failure, TypeSink};
+use crate::protocol::Severity;
 use crate::store::clients::{self, Liveness, Silent};
 use crate::store::notifications::{self, Raised};
 use crate::store::{now, DbError, Store, Tx};
@@ -152,7 +153,7 @@ fn down(c: &Silent, grace: f64, now: f64) -> Raised<'_> {
         origin: "heartbeat",
         uuid: &c.uuid,
         hostname: c.hostname.as_deref(),
-        severity: "critical",
+        severity: Severity::Critical,
         source: "heartbeat",
         message: down_message(c, grace, now),
         recovery: false,
@@ -166,7 +167,7 @@ fn recovery<'a>(uuid: &'a str, hostname: Option<&'a str>, at: f64) -> Raised<'a>
         origin: "heartbeat",
         uuid,
         hostname,
-        severity: "info",
+        severity: Severity::Info,
         source: "heartbeat",
         message: format!("heartbeats from {} are back", name(uuid, hostname)),
         recovery: true,

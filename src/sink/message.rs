@@ -8,9 +8,12 @@
 //! the worker counts and logs, never a crash.
 
 use super::config::SinkType;
-use crate::protocol::parse_uuid;
+use crate::protocol::envelope::{malformed, Envelope};
 use serde_json::{Map, Value};
-use std::fmt;
+
+pub use crate::protocol::envelope::{clip, opt_num, opt_str, Malformed};
+/// The router's metadata frame.
+pub use crate::protocol::Metadata as Meta;
 
 /// A message that passed the envelope checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,28 +27,8 @@ pub struct Incoming {
     /// The client's frame as text, as received.
     pub text: String,
     pub meta: Meta,
-}
-
-/// The router's metadata frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Meta {
-    pub router: String,
-    pub received_at: f64,
-    pub peer: Option<String>,
-}
-
-/// Why a message was refused; the text says what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Malformed(pub String);
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn malformed(text: impl Into<String>) -> Malformed {
-    Malformed(text.into())
+    /// The client's `ts`, when it is a plausible Unix time.
+    ts: Option<f64>,
 }
 
 /// Checks and parses one multipart message for a sink of `kind`.
@@ -64,44 +47,23 @@ pub fn parse(frames: &[Vec<u8>], kind: SinkType) -> Result<Incoming, Malformed> 
         Ok(_) => return Err(malformed("message frame is not a JSON object")),
         Err(e) => return Err(malformed(format!("message frame is not JSON: {e}"))),
     };
-    let meta = parse_meta(meta)?;
-    let uuid = match body.get("uuid") {
-        Some(Value::String(s)) => parse_uuid(s)
-            .map(|u| u.hyphenated().to_string())
-            .ok_or_else(|| malformed(format!("uuid {:?} is not a UUID", clip(s))))?,
-        _ => return Err(malformed("uuid is missing or not a string")),
-    };
-    match body.get("type") {
-        Some(Value::String(t)) if t == kind.name() => {}
-        Some(Value::String(t)) => {
-            return Err(malformed(format!(
-                "type {:?} arrived at the {kind} sink",
-                clip(t)
-            )))
-        }
-        _ => return Err(malformed("type is missing or not a string")),
-    }
-    let id = match body.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(malformed("id is not a string")),
-    };
-    let ack = match body.get("ack") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(malformed("ack is not a boolean")),
-    };
-    if ack && id.is_none() {
-        return Err(malformed("ack is true but id is missing"));
+    let meta = Meta::parse(meta)?;
+    let envelope = Envelope::read(&body)?;
+    if envelope.kind != kind.name() {
+        return Err(malformed(format!(
+            "type {:?} arrived at the {kind} sink",
+            clip(&envelope.kind)
+        )));
     }
     let (body, text) = drop_vigils_own_fields(kind, body, text);
     Ok(Incoming {
-        uuid,
-        id,
-        ack,
+        uuid: envelope.uuid,
+        id: envelope.id,
+        ack: envelope.ack,
         body,
         text,
         meta,
+        ts: envelope.ts,
     })
 }
 
@@ -123,31 +85,6 @@ fn drop_vigils_own_fields(
     }
     let text = serde_json::to_string(&body).unwrap_or(text);
     (body, text)
-}
-
-fn parse_meta(frame: &[u8]) -> Result<Meta, Malformed> {
-    let Ok(Value::Object(meta)) = serde_json::from_slice::<Value>(frame) else {
-        return Err(malformed("metadata frame is not a JSON object"));
-    };
-    let router = match meta.get("router") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(malformed("metadata has no router name")),
-    };
-    let received_at = meta
-        .get("received_at")
-        .and_then(Value::as_f64)
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .ok_or_else(|| malformed("metadata has no received_at time"))?;
-    let peer = match meta.get("peer") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(malformed("metadata peer is not a string")),
-    };
-    Ok(Meta {
-        router,
-        received_at,
-        peer,
-    })
 }
 
 impl Incoming {
@@ -175,40 +112,7 @@ impl Incoming {
     /// The client's `ts` when it is a plausible Unix time, else when the
     /// router received the message.
     pub fn timestamp(&self) -> f64 {
-        match self.body.get("ts").and_then(Value::as_f64) {
-            Some(ts) if ts.is_finite() && ts > 0.0 => ts,
-            _ => self.meta.received_at,
-        }
-    }
-}
-
-/// `name` of `obj` as an optional string.
-pub fn opt_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Malformed> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(malformed(format!("{name} is not a string"))),
-    }
-}
-
-/// `name` of `obj` as an optional finite number.
-pub fn opt_num(obj: &Map<String, Value>, name: &str) -> Result<Option<f64>, Malformed> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|n| n.is_finite())
-            .map(Some)
-            .ok_or_else(|| malformed(format!("{name} is not a number"))),
-    }
-}
-
-/// Cuts hostile input short before it is logged.
-pub fn clip(text: &str) -> &str {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => &text[..end],
-        None => text,
+        self.ts.unwrap_or(self.meta.received_at)
     }
 }
 

@@ -22,12 +22,10 @@ use super::message::{Incoming, Malformed};
 use super::metrics::TypeMetrics;
 use super::worker::{self, Ctx, Effects, Failure, TypeSink};
 use crate::notify::Handlers;
+use crate::protocol::{codes::SEVERITY_TEXTS, Severity};
 use crate::store::notifications::{self, ClientNotification, Next, Progress};
 use crate::store::{dedup, now, Store, Tx};
 use std::time::{Duration, Instant};
-
-/// Severities of PROTOCOL.md.
-const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 
 pub struct NotificationSink {
     pub handlers: Handlers,
@@ -472,11 +470,11 @@ struct Fields<'a> {
 
 fn fields(msg: &Incoming) -> Result<Fields<'_>, Malformed> {
     let severity = msg.req_str("severity")?;
-    if !SEVERITIES.contains(&severity) {
+    if Severity::from_wire(severity).is_none() {
         return Err(Malformed(format!(
             "severity {:?} is not one of {}",
             super::message::clip(severity),
-            SEVERITIES.join(", ")
+            SEVERITY_TEXTS.join(", ")
         )));
     }
     Ok(Fields {

@@ -18,6 +18,7 @@ use super::message::{Incoming, Malformed};
 use super::stats::{hostname, MetricKeeper};
 use super::worker::{Ctx, Effects, Failure, TypeSink};
 use crate::graphite;
+use crate::protocol::{PluginState, Severity};
 use crate::store::notifications::{self, Raised};
 use crate::store::results::{self, PluginResult};
 use crate::store::Tx;
@@ -163,7 +164,7 @@ fn parse(msg: &Incoming) -> Result<PluginResult, Malformed> {
         return Err(Malformed("plugin is empty".into()));
     }
     let status = match msg.body.get("status").and_then(Value::as_i64) {
-        Some(s @ 0..=3) => s,
+        Some(s) if PluginState::from_code(s).is_some() => s,
         _ => return Err(Malformed("status must be 0, 1, 2 or 3".into())),
     };
     let perfdata = match msg.body.get("perfdata") {
@@ -184,30 +185,27 @@ fn parse(msg: &Incoming) -> Result<PluginResult, Malformed> {
 
 /// The notification a status change raises: `(severity, recovery)`, or
 /// `None` when nothing changed (or a new plugin starts out OK).
-pub fn transition(before: Option<i64>, now: i64) -> Option<(&'static str, bool)> {
-    if before == Some(now) || (before.is_none() && now == 0) {
+pub fn transition(before: Option<i64>, now: i64) -> Option<(Severity, bool)> {
+    if before == Some(now) || (before.is_none() && now == PluginState::Ok.code()) {
         return None;
     }
-    Some(match now {
-        0 => ("info", true),
-        2 => ("critical", false),
-        _ => ("warning", false),
+    Some(match PluginState::from_code(now) {
+        Some(PluginState::Ok) => (Severity::Info, true),
+        Some(PluginState::Critical) => (Severity::Critical, false),
+        _ => (Severity::Warning, false),
     })
 }
 
 fn status_name(status: i64) -> &'static str {
-    match status {
-        0 => "OK",
-        1 => "WARNING",
-        2 => "CRITICAL",
-        _ => "UNKNOWN",
-    }
+    PluginState::from_code(status)
+        .unwrap_or(PluginState::Unknown)
+        .name()
 }
 
 fn change<'a>(
     r: &'a PluginResult,
     host: Option<&'a str>,
-    severity: &'a str,
+    severity: Severity,
     recovery: bool,
 ) -> Raised<'a> {
     let mut message = format!(
@@ -340,11 +338,11 @@ mod tests {
     #[test]
     fn transitions() {
         assert_eq!(transition(None, 0), None);
-        assert_eq!(transition(None, 2), Some(("critical", false)));
-        assert_eq!(transition(Some(0), 1), Some(("warning", false)));
-        assert_eq!(transition(Some(1), 3), Some(("warning", false)));
+        assert_eq!(transition(None, 2), Some((Severity::Critical, false)));
+        assert_eq!(transition(Some(0), 1), Some((Severity::Warning, false)));
+        assert_eq!(transition(Some(1), 3), Some((Severity::Warning, false)));
         assert_eq!(transition(Some(2), 2), None);
-        assert_eq!(transition(Some(2), 0), Some(("info", true)));
+        assert_eq!(transition(Some(2), 0), Some((Severity::Info, true)));
     }
 
     #[test]

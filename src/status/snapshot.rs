@@ -8,6 +8,7 @@
 //! there. On PostgreSQL every host sees the same fleet.
 
 use crate::backend_client::BackendClient;
+use crate::protocol::{PluginState, Reply, STATUS_REQUEST};
 use crate::store::{Result, Store, Target, Tx};
 use serde::Serialize;
 use serde_json::Value;
@@ -79,10 +80,9 @@ pub struct RouterRow {
 pub fn state_name(status: Option<i64>) -> &'static str {
     match status {
         None => "PENDING",
-        Some(0) => "OK",
-        Some(1) => "WARNING",
-        Some(2) => "CRITICAL",
-        Some(_) => "UNKNOWN",
+        Some(code) => PluginState::from_code(code)
+            .unwrap_or(PluginState::Unknown)
+            .name(),
     }
 }
 
@@ -182,8 +182,8 @@ pub fn routers(
     (0..endpoints.len())
         .map(|index| {
             let endpoint = endpoints[index].clone();
-            match client.request(index, br#"{"op":"status"}"#) {
-                Ok(reply) if reply.get("ok") == Some(&Value::Bool(true)) => RouterRow {
+            match client.request(index, STATUS_REQUEST) {
+                Ok(reply) if Reply::from_value(&reply).is_ok_and(|r| r.ok) => RouterRow {
                     endpoint,
                     reachable: true,
                     status: Some(reply),

@@ -15,7 +15,8 @@
 
 use super::{Backend, Result, Row, Tx};
 use crate::params;
-use serde_json::{json, Value};
+use crate::protocol::{Framed, Notification, Severity};
+use serde_json::Value;
 
 /// A notification vigil raises itself (heartbeat loss, result change...).
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +25,7 @@ pub struct Raised<'a> {
     pub origin: &'a str,
     pub uuid: &'a str,
     pub hostname: Option<&'a str>,
-    pub severity: &'a str,
+    pub severity: Severity,
     pub source: &'a str,
     pub message: String,
     /// A return to normal (heartbeats back, status back to OK).
@@ -36,20 +37,16 @@ impl Raised<'_> {
     /// The notification as the handlers see it: shaped like a client's,
     /// with a fresh id.
     pub fn body(&self, id: &str) -> Value {
-        let mut body = json!({
-            "type": "notification",
-            "uuid": self.uuid,
-            "id": id,
-            "severity": self.severity,
-            "source": self.source,
-            "message": self.message,
-            "hostname": self.hostname,
-            "ts": self.at,
-        });
-        if self.recovery {
-            body["recovery"] = json!(true);
-        }
-        body
+        let notification = Notification {
+            severity: self.severity,
+            source: Some(self.source.to_string()),
+            message: self.message.clone(),
+            hostname: self.hostname.map(str::to_string),
+            recovery: self.recovery,
+        };
+        Framed::new(self.uuid, self.at, &notification)
+            .with_id(id, false)
+            .to_value()
     }
 }
 
@@ -63,7 +60,17 @@ pub fn raise(tx: &Tx, n: &Raised) -> Result<i64> {
               created_at, state, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9)
          RETURNING seq",
-        params![n.uuid, &id, n.origin, n.severity, n.source, &n.message, n.hostname, &body, n.at],
+        params![
+            n.uuid,
+            &id,
+            n.origin,
+            n.severity.as_str(),
+            n.source,
+            &n.message,
+            n.hostname,
+            &body,
+            n.at
+        ],
     )
 }
 
@@ -87,7 +94,8 @@ pub fn raise_many(tx: &Tx, raised: &[Raised]) -> Result<()> {
                 .collect();
             let uuids: Vec<Option<&str>> = raised.iter().map(|n| Some(n.uuid)).collect();
             let origins: Vec<Option<&str>> = raised.iter().map(|n| Some(n.origin)).collect();
-            let severities: Vec<Option<&str>> = raised.iter().map(|n| Some(n.severity)).collect();
+            let severities: Vec<Option<&str>> =
+                raised.iter().map(|n| Some(n.severity.as_str())).collect();
             let sources: Vec<Option<&str>> = raised.iter().map(|n| Some(n.source)).collect();
             let messages: Vec<Option<&str>> =
                 raised.iter().map(|n| Some(n.message.as_str())).collect();
@@ -443,7 +451,7 @@ pub fn raised_for_tests(at: f64) -> Raised<'static> {
         origin: "heartbeat",
         uuid: "u",
         hostname: Some("web1"),
-        severity: "critical",
+        severity: Severity::Critical,
         source: "heartbeat",
         message: "no heartbeat".into(),
         recovery: false,
@@ -455,6 +463,7 @@ pub fn raised_for_tests(at: f64) -> Raised<'static> {
 mod tests {
     use super::*;
     use crate::store::test_store;
+    use serde_json::json;
 
     use super::raised_for_tests as raised;
 

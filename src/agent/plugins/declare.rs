@@ -23,7 +23,8 @@
 //! name at the interval and timeout the process gave. Only with
 //! `VIGIL_AGENT_LOCAL_COMMANDS=1` may it bring its own command.
 
-use serde_json::{json, Value};
+use crate::protocol::PluginDecl;
+use serde_json::Value;
 use std::path::Path;
 
 pub const DEFAULT_TIMEOUT_S: f64 = 10.0;
@@ -45,16 +46,13 @@ pub struct Declaration {
 impl Declaration {
     /// The entry in a registration's `plugins` list (no `command` for a
     /// declaration by name).
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "name": self.name,
-            "interval_s": self.interval_s,
-            "timeout_s": self.timeout_s,
-        });
-        if !self.by_name() {
-            v["command"] = json!(self.command);
+    pub fn to_decl(&self) -> PluginDecl {
+        PluginDecl {
+            name: self.name.clone(),
+            command: (!self.by_name()).then(|| self.command.clone()),
+            interval_s: self.interval_s,
+            timeout_s: self.timeout_s,
         }
-        v
     }
 
     /// A local declaration naming a plugin of the directory.
@@ -219,6 +217,7 @@ pub fn from_json(value: &Value, process: &str) -> Result<Declaration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parses_a_file() {
@@ -266,7 +265,7 @@ mod tests {
         );
         let by_name = from_json(&json!({"name": "q"}), "app").unwrap();
         assert!(by_name.by_name());
-        assert!(by_name.to_json().get("command").is_none());
+        assert!(by_name.to_decl().command.is_none());
         assert!(from_json(&json!({"name": "q", "command": ""}), "app").is_err());
         assert!(from_json(&json!({"command": "/bin/true"}), "app").is_err());
         assert!(from_json(&json!(3), "app").is_err());

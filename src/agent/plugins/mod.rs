@@ -19,15 +19,15 @@ pub mod declare;
 pub mod perfdata;
 pub mod run;
 
-use super::link::{LinkTx, ToLink};
+use super::channels::{LinkTx, PluginEvent, PluginTx, Report, ToLink};
 use super::message;
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use crate::doorbell::{Doorbell, Ringer};
+use crate::protocol::{PluginResult, PluginState, Process, Registration};
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
 use declare::Declaration;
-use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,51 +38,6 @@ use std::time::{Duration, Instant};
 const WAITING_MAX: usize = 1024;
 /// Requests sharing one run, at most; more are answered UNKNOWN at once.
 const SHARERS_MAX: usize = 10_000;
-
-#[derive(Debug)]
-pub enum PluginEvent {
-    /// Run a declared plugin (`run_id` when the scheduler asked).
-    Run {
-        plugin: String,
-        run_id: Option<String>,
-    },
-    /// A local process (re)registered: its plugin set replaces the old one.
-    Local {
-        process: String,
-        plugins: Vec<Declaration>,
-    },
-    /// A worker finished (sent by the worker itself) with its outcome.
-    Finished { worker: u64, report: Box<Report> },
-}
-
-/// What one run gave, for every request that shared it.
-#[derive(Debug, Clone)]
-pub struct Report {
-    status: i32,
-    text: String,
-    long_output: String,
-    perfdata: Vec<perfdata::Perf>,
-    duration_ms: u64,
-    extra: Vec<(&'static str, Value)>,
-}
-
-/// The producers' end of the manager's channel.
-#[derive(Clone, Debug)]
-pub struct PluginTx {
-    pub tx: Sender<PluginEvent>,
-    pub ringer: Ringer,
-}
-
-impl PluginTx {
-    /// Hands over `event` without blocking; a full channel drops it with a log
-    /// line (the scheduler notices a missing result and asks again).
-    pub fn send(&self, event: PluginEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => self.ringer.ring(),
-            Err(e) => log::warn!("plugin manager busy: dropping {:?}", e.into_inner()),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -243,17 +198,16 @@ struct Inner {
 }
 
 fn register(link: &LinkTx, uuid: &str, hostname: &str, files: &[Declaration]) {
-    let mut body = Map::new();
-    body.insert("hostname".into(), json!(hostname));
-    body.insert(
-        "process".into(),
-        json!({"name": "vigil-agent", "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}),
-    );
-    body.insert(
-        "plugins".into(),
-        Value::Array(files.iter().map(Declaration::to_json).collect()),
-    );
-    let frame = message::with_envelope(uuid, "registration", body);
+    let body = Registration {
+        hostname: hostname.to_string(),
+        process: Process {
+            name: "vigil-agent".into(),
+            pid: Some(std::process::id()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        },
+        plugins: files.iter().map(Declaration::to_decl).collect(),
+    };
+    let frame = message::frame(uuid, &body);
     let item = ToLink::Send(Outgoing::new(Kind::Other, frame));
     if link.send_timeout(item, Duration::from_secs(5)).is_err() {
         log::error!("could not queue the host registration");
@@ -312,23 +266,35 @@ impl Inner {
             }
             Some(_) => {
                 let text = "UNKNOWN: too many requests waiting for this plugin's run; not run";
-                self.send_result(&name, 3, text, "", &[], 0, run_id, &[]);
+                self.send_report(&name, &Report::unknown(text), run_id);
             }
             None => self.enqueue(state, Job::new(decl, run_id)),
         }
     }
 
+    /// The `result` of `plugin`'s run for one request (`run_id`).
     fn send_report(&self, plugin: &str, r: &Report, run_id: Option<String>) {
-        self.send_result(
-            plugin,
-            r.status,
-            &r.text,
-            &r.long_output,
-            &r.perfdata,
-            r.duration_ms,
+        let result = PluginResult {
+            hostname: self.hostname.clone(),
+            plugin: plugin.to_string(),
+            status: r.status,
+            output: r.output.clone(),
+            long_output: r.long_output.clone(),
+            perfdata: r.perfdata.clone(),
+            duration_ms: r.duration_ms,
             run_id,
-            &r.extra,
-        );
+            timed_out: r.timed_out,
+            truncated: r.truncated,
+        };
+        let frame = message::frame(&self.uuid, &result);
+        let item = ToLink::Send(Outgoing::new(Kind::Other, frame));
+        if self
+            .link
+            .send_timeout(item, Duration::from_secs(5))
+            .is_err()
+        {
+            log::error!("could not queue the result of plugin {plugin}");
+        }
     }
 
     /// `run_plugin` for a name nobody declared: never run, answered with an
@@ -337,14 +303,15 @@ impl Inner {
         AgentMetrics::add(&self.metrics.plugin_refused, 1);
         log::warn!("refused run_plugin for {plugin:?}: not declared on this host");
         let text = format!("UNKNOWN: plugin {plugin:?} is not declared on this host; refused");
-        self.send_result(plugin, 3, &text, "", &[], 0, run_id, &[]);
+        self.send_report(plugin, &Report::unknown(&text), run_id);
     }
 
     fn enqueue(&self, state: &mut State, job: Job) {
         if state.waiting.len() >= WAITING_MAX {
             let text = "UNKNOWN: too many plugin runs waiting on this agent; not run";
+            let report = Report::unknown(text);
             for run_id in job.run_ids {
-                self.send_result(&job.decl.name, 3, text, "", &[], 0, run_id, &[]);
+                self.send_report(&job.decl.name, &report, run_id);
             }
             return;
         }
@@ -427,35 +394,6 @@ impl Inner {
             reschedule_local(state, Instant::now());
         }
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn send_result(
-        &self,
-        plugin: &str,
-        status: i32,
-        text: &str,
-        long_output: &str,
-        perfdata: &[perfdata::Perf],
-        duration_ms: u64,
-        run_id: Option<String>,
-        extra: &[(&str, Value)],
-    ) {
-        send_result(
-            &self.link,
-            &self.uuid,
-            &self.hostname,
-            ResultFields {
-                plugin,
-                status,
-                text,
-                long_output,
-                perfdata,
-                duration_ms,
-                run_id,
-                extra,
-            },
-        );
-    }
 }
 
 /// The plugin `name` as it runs: the directory's command always wins; a
@@ -473,39 +411,6 @@ fn find(state: &State, name: &str) -> Option<Declaration> {
         (Some(file), _) => Some(file.clone()),
         (None, Some(local)) if !local.by_name() => Some(local.clone()),
         _ => None,
-    }
-}
-
-struct ResultFields<'a> {
-    plugin: &'a str,
-    status: i32,
-    text: &'a str,
-    long_output: &'a str,
-    perfdata: &'a [perfdata::Perf],
-    duration_ms: u64,
-    run_id: Option<String>,
-    extra: &'a [(&'a str, Value)],
-}
-
-fn send_result(link: &LinkTx, uuid: &str, hostname: &str, r: ResultFields) {
-    let mut body = Map::new();
-    body.insert("hostname".into(), json!(hostname));
-    body.insert("plugin".into(), json!(r.plugin));
-    body.insert("status".into(), json!(r.status));
-    body.insert("output".into(), json!(r.text));
-    body.insert("long_output".into(), json!(r.long_output));
-    body.insert("perfdata".into(), json!(r.perfdata));
-    body.insert("duration_ms".into(), json!(r.duration_ms));
-    if let Some(run_id) = r.run_id {
-        body.insert("run_id".into(), json!(run_id));
-    }
-    for (k, v) in r.extra {
-        body.insert((*k).into(), v.clone());
-    }
-    let frame = message::with_envelope(uuid, "result", body);
-    let item = ToLink::Send(Outgoing::new(Kind::Other, frame));
-    if link.send_timeout(item, Duration::from_secs(5)).is_err() {
-        log::error!("could not queue the result of plugin {}", r.plugin);
     }
 }
 
@@ -533,20 +438,14 @@ impl Worker {
                 timeout
             );
         }
-        let mut extra = Vec::new();
-        if outcome.truncated {
-            extra.push(("truncated", json!(true)));
-        }
-        if outcome.timed_out {
-            extra.push(("timed_out", json!(true)));
-        }
         let report = Box::new(Report {
-            status: outcome.status,
-            text: outcome.output.text,
+            status: PluginState::from_exit(Some(outcome.status)),
+            output: outcome.output.text,
             long_output: outcome.output.long_output,
             perfdata: outcome.output.perfdata,
             duration_ms: outcome.duration.as_millis() as u64,
-            extra,
+            timed_out: outcome.timed_out,
+            truncated: outcome.truncated,
         });
         let _ = self.tx.send(PluginEvent::Finished { worker, report });
         self.ringer.ring();

@@ -13,19 +13,8 @@
 //! it. `U` as value means the value could not be determined. Warn and crit
 //! are ranges (`10`, `10:`, `~:10`, `@10:20`) and are kept as text.
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Perf {
-    pub label: String,
-    /// `None` for `U` (undetermined).
-    pub value: Option<f64>,
-    pub unit: Option<String>,
-    pub warn: Option<String>,
-    pub crit: Option<String>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-}
+/// One datum, as a `result` carries it.
+pub use crate::protocol::Perfdata as Perf;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Output {

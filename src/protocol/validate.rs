@@ -1,4 +1,5 @@
-//! The wire format of `PROTOCOL.md`, as pure functions over bytes.
+//! The router's side of the wire: validating a client frame, parsing a
+//! back-end request, and the frames the router writes on every message.
 //!
 //! Nothing here touches a socket: the router's threads call these to decide
 //! what a frame is and to build the frames they answer with, and the unit
@@ -9,55 +10,14 @@
 //! fields as borrowed raw text, so nothing is allocated for a valid message
 //! and the rest of the object is carried through untouched.
 
+use super::codes::RejectCode;
+use super::envelope::clip;
+use super::messages::{ToClient, HELLO};
 use crate::json_scan::scan_object;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use uuid::Uuid;
-
-/// The message type every router answers itself.
-pub const HELLO: &str = "hello";
-
-/// Why a client message was refused: the `error` field of the reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectCode {
-    TooLarge,
-    Multipart,
-    BadJson,
-    BadUuid,
-    /// Under CURVE: `uuid` is not the UUID the connection authenticated as.
-    Forbidden,
-    UnknownType,
-    MissingId,
-    Overloaded,
-}
-
-impl RejectCode {
-    /// Every code, in the order of `PROTOCOL.md`; `code as usize` indexes it.
-    pub const ALL: [RejectCode; 8] = [
-        RejectCode::TooLarge,
-        RejectCode::Multipart,
-        RejectCode::BadJson,
-        RejectCode::BadUuid,
-        RejectCode::Forbidden,
-        RejectCode::UnknownType,
-        RejectCode::MissingId,
-        RejectCode::Overloaded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectCode::TooLarge => "too_large",
-            RejectCode::Multipart => "multipart",
-            RejectCode::BadJson => "bad_json",
-            RejectCode::BadUuid => "bad_uuid",
-            RejectCode::Forbidden => "forbidden",
-            RejectCode::UnknownType => "unknown_type",
-            RejectCode::MissingId => "missing_id",
-            RejectCode::Overloaded => "overloaded",
-        }
-    }
-}
 
 /// A refused client message: what the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +38,21 @@ impl Rejection {
     }
 
     /// The one-frame error reply of `PROTOCOL.md`.
+    /// Written from borrowed fields (a flood of `overloaded` replies
+    /// should not copy each one); the test below pins it to
+    /// [`ToClient::Error`].
     pub fn to_frame(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct ErrorReply<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
-            error: &'static str,
+            error: RejectCode,
             detail: &'a str,
             id: Option<&'a str>,
         }
         let reply = ErrorReply {
             kind: "error",
-            error: self.code.as_str(),
+            error: self.code,
             detail: &self.detail,
             id: self.id.as_deref(),
         };
@@ -306,15 +269,6 @@ fn resolve_type(kind: &str, sink_types: &[String]) -> Option<Target> {
     sink_types.iter().position(|t| t == kind).map(Target::Sink)
 }
 
-/// Cuts hostile input short before it is echoed back or logged.
-fn clip(text: &str) -> &str {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
-}
-
 /// The canonical text of a UUID: lowercase, hyphenated, 36 bytes.
 pub fn uuid_text(uuid: &Uuid) -> String {
     uuid.hyphenated().to_string()
@@ -322,19 +276,11 @@ pub fn uuid_text(uuid: &Uuid) -> String {
 
 /// `{"type":"welcome","uuid":UUID,"router":NAME}`.
 pub fn welcome_frame(uuid: &Uuid, router: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Welcome<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        uuid: String,
-        router: &'a str,
-    }
-    let welcome = Welcome {
-        kind: "welcome",
+    ToClient::Welcome {
         uuid: uuid_text(uuid),
-        router,
-    };
-    serde_json::to_vec(&welcome).expect("a welcome always serializes")
+        router: router.to_string(),
+    }
+    .to_frame()
 }
 
 /// Builds the metadata frame sent after each forwarded client frame:
@@ -384,27 +330,34 @@ pub enum BackendRequest {
     Status,
 }
 
-/// The outcome of a delivery, as the back end is told it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Sent,
-    UnknownClient,
-    Unreachable,
+/// Why a back-end request is a `bad_request`; its text is the `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRequest {
+    NotUtf8,
+    NotAnObject(String),
+    /// `to` is not a client UUID: its raw text, clipped.
+    BadTo(String),
+    UnknownOp(String),
+    NeitherToNorOp,
 }
 
-impl Delivery {
-    pub fn to_frame(self) -> Vec<u8> {
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Delivery::Sent => br#"{"ok":true}"#.to_vec(),
-            Delivery::UnknownClient => br#"{"ok":false,"error":"unknown_client"}"#.to_vec(),
-            Delivery::Unreachable => br#"{"ok":false,"error":"unreachable"}"#.to_vec(),
+            BadRequest::NotUtf8 => f.write_str("request is not UTF-8"),
+            BadRequest::NotAnObject(e) => write!(f, "request is not a JSON object: {e}"),
+            BadRequest::BadTo(raw) => write!(f, "to must be a client UUID, got {raw}"),
+            BadRequest::UnknownOp(op) => write!(f, "unknown op {op:?}"),
+            BadRequest::NeitherToNorOp => f.write_str("request has neither to nor op"),
         }
     }
 }
 
-/// Parses a back-end request; the error is the `detail` of `bad_request`.
-pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
-    let text = std::str::from_utf8(frame).map_err(|_| "request is not UTF-8".to_string())?;
+impl std::error::Error for BadRequest {}
+
+/// Parses a back-end request with the same one-pass scan.
+pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, BadRequest> {
+    let text = std::str::from_utf8(frame).map_err(|_| BadRequest::NotUtf8)?;
     let (mut to, mut op) = (None, None);
     scan_object(text, |key, value| {
         match json_string(key).as_deref() {
@@ -414,28 +367,18 @@ pub fn parse_backend_request(frame: &[u8]) -> Result<BackendRequest, String> {
         }
         Ok(())
     })
-    .map_err(|e| format!("request is not a JSON object: {e}"))?;
+    .map_err(|e| BadRequest::NotAnObject(e.to_string()))?;
     if let Some(raw) = to {
         let to = json_string(raw)
             .and_then(|s| parse_uuid(&s))
-            .ok_or_else(|| format!("to must be a client UUID, got {}", clip(raw)))?;
+            .ok_or_else(|| BadRequest::BadTo(clip(raw).to_string()))?;
         return Ok(BackendRequest::Deliver { to });
     }
     match op.and_then(json_string).as_deref() {
         Some("status") => Ok(BackendRequest::Status),
-        Some(op) => Err(format!("unknown op {:?}", clip(op))),
-        None => Err("request has neither to nor op".to_string()),
+        Some(op) => Err(BadRequest::UnknownOp(clip(op).to_string())),
+        None => Err(BadRequest::NeitherToNorOp),
     }
-}
-
-/// `{"ok":false,"error":"bad_request","detail":TEXT}`.
-pub fn bad_request_frame(detail: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "ok": false,
-        "error": "bad_request",
-        "detail": detail,
-    }))
-    .expect("a bad_request reply always serializes")
 }
 
 #[cfg(test)]
@@ -603,6 +546,28 @@ mod tests {
         assert!(parse_backend_request(br#"{"to":"nope"}"#).is_err());
         assert!(parse_backend_request(br#"{}"#).is_err());
         assert!(parse_backend_request(b"[]").is_err());
-        assert_eq!(Delivery::Sent.to_frame(), br#"{"ok":true}"#.to_vec());
+        let detail = |f: &[u8]| parse_backend_request(f).unwrap_err().to_string();
+        assert_eq!(detail(br#"{"op":"reboot"}"#), r#"unknown op "reboot""#);
+        assert_eq!(detail(br#"{"to":7}"#), "to must be a client UUID, got 7");
+        assert_eq!(detail(b"{}"), "request has neither to nor op");
+        assert_eq!(detail(&[0xff]), "request is not UTF-8");
+    }
+
+    #[test]
+    fn the_router_writes_what_the_message_types_say() {
+        let uuid = parse_uuid(U).unwrap();
+        let parsed = ToClient::parse(&welcome_frame(&uuid, "r1")).unwrap();
+        let welcome = ToClient::Welcome {
+            uuid: U.into(),
+            router: "r1".into(),
+        };
+        assert_eq!(parsed, welcome);
+        let r = Rejection::new(RejectCode::MissingId, "no id", Some("m".into()));
+        let typed = ToClient::Error {
+            error: RejectCode::MissingId,
+            detail: "no id".into(),
+            id: Some("m".into()),
+        };
+        assert_eq!(r.to_frame(), typed.to_frame());
     }
 }
