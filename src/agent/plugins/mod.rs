@@ -14,6 +14,10 @@
 //! its own `run_id` (PROTOCOL.md). So no requester can make the host run a
 //! plugin faster than it finishes, nor fill the queue ahead of the
 //! schedule's runs.
+//!
+//! The manager holds no socket (its input is a channel, its output the
+//! link's channel), so its rules (sharing, refusal, the concurrency bound,
+//! local schedules) are unit-tested below over real channels.
 
 pub mod declare;
 pub mod perfdata;
@@ -449,5 +453,206 @@ impl Worker {
         });
         let _ = self.tx.send(PluginEvent::Finished { worker, report });
         self.ringer.ring();
+    }
+}
+
+/// The manager holds no socket: these tests run it on its own thread over
+/// real channels (and the doorbells' pipes), with shell plugins, and read
+/// what it hands the link.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::Shutdown;
+    use crate::testkit::TempDir;
+    use crossbeam_channel::bounded;
+    use serde_json::Value;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::thread;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    struct Harness {
+        events: PluginTx,
+        link: Receiver<ToLink>,
+        metrics: Arc<AgentMetrics>,
+        shutdown: Arc<Shutdown>,
+        thread: Option<JoinHandle<Result<(), String>>>,
+        _link_bell: Doorbell,
+        _dir: TempDir,
+    }
+
+    fn declaration(name: &str, command: &str, interval_s: Option<f64>, local: bool) -> Declaration {
+        Declaration {
+            name: name.to_string(),
+            command: command.to_string(),
+            interval_s,
+            timeout_s: 10.0,
+            local,
+            process: "vigil-agent".to_string(),
+        }
+    }
+
+    fn start(files: Vec<Declaration>, concurrency: usize) -> Harness {
+        let dir = TempDir::new("plugin-manager");
+        let (bell, ringer) = Doorbell::new().unwrap();
+        let (link_bell, link_ringer) = Doorbell::new().unwrap();
+        let (events_tx, events_rx) = bounded(64);
+        let (link_tx, link) = bounded(64);
+        let events = PluginTx {
+            tx: events_tx,
+            ringer: ringer.clone(),
+        };
+        let shutdown = Arc::new(Shutdown::new(vec![ringer]));
+        let metrics = Arc::new(AgentMetrics::default());
+        let manager = PluginManager {
+            rx: events_rx,
+            tx: events.clone(),
+            bell,
+            link: LinkTx {
+                tx: link_tx,
+                ringer: link_ringer,
+            },
+            uuid: "0b4e7a7e-3c1a-4c57-9a4b-6d0c1f2e3a4b".to_string(),
+            hostname: "web1".to_string(),
+            plugin_dir: dir.0.clone(),
+            rescan: None,
+            concurrency,
+            output_max: 4096,
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown.watch(),
+        };
+        let thread = thread::spawn(move || manager.run(files));
+        let harness = Harness {
+            events,
+            link,
+            metrics,
+            shutdown,
+            thread: Some(thread),
+            _link_bell: link_bell,
+            _dir: dir,
+        };
+        let registration = harness.next_message();
+        assert_eq!(registration["type"], "registration", "{registration}");
+        harness
+    }
+
+    impl Harness {
+        fn run(&self, plugin: &str, run_id: &str) {
+            self.events.send(PluginEvent::Run {
+                plugin: plugin.to_string(),
+                run_id: Some(run_id.to_string()),
+            });
+        }
+
+        /// The next message the manager queued for the routers.
+        fn next_message(&self) -> Value {
+            match self
+                .link
+                .recv_timeout(WAIT)
+                .expect("a message for the link")
+            {
+                ToLink::Send(out) => serde_json::from_slice(&out.frame).unwrap(),
+                ToLink::Spooled(entry) => panic!("a spooled entry: {entry:?}"),
+            }
+        }
+
+        fn results(&self, n: usize) -> Vec<Value> {
+            (0..n).map(|_| self.next_message()).collect()
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.shutdown.trigger();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    #[test]
+    fn an_undeclared_plugin_is_refused_with_an_unknown_result() {
+        let h = start(vec![], 2);
+        h.run("rm-rf", "r-1");
+        let result = h.next_message();
+        assert_eq!(result["type"], "result");
+        assert_eq!(result["run_id"], "r-1");
+        assert_eq!(result["status"], 3);
+        assert!(
+            result["output"].as_str().unwrap().contains("not declared"),
+            "{result}"
+        );
+        assert_eq!(h.metrics.plugin_refused.load(Relaxed), 1);
+        assert_eq!(h.metrics.plugin_runs.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn requests_for_a_busy_plugin_share_its_run() {
+        // The plugin waits until the test has asked three times.
+        let gate = TempDir::new("plugin-gate");
+        let flag = gate.join("go");
+        let command = format!(
+            "while [ ! -e '{}' ]; do sleep 0.02; done; echo 'OK - shared'",
+            flag.display()
+        );
+        let h = start(vec![declaration("slow", &command, None, false)], 2);
+        for run_id in ["a", "b", "c"] {
+            h.run("slow", run_id);
+        }
+        // All three are in before the run can end.
+        crate::testkit::wait_for("the requests to be shared", WAIT, || {
+            (h.metrics.plugin_shared.load(Relaxed) == 2).then_some(())
+        });
+        std::fs::write(&flag, "").unwrap();
+        let mut run_ids: Vec<String> = h
+            .results(3)
+            .iter()
+            .map(|r| {
+                assert_eq!(r["output"], "OK - shared", "{r}");
+                r["run_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        run_ids.sort();
+        assert_eq!(run_ids, ["a", "b", "c"]);
+        assert_eq!(
+            h.metrics.plugin_runs.load(Relaxed),
+            1,
+            "one run for three requests"
+        );
+    }
+
+    #[test]
+    fn runs_beyond_the_concurrency_wait_their_turn() {
+        // Each plugin appends "start" and "end" to a log: with one slot the
+        // lines never interleave.
+        let dir = TempDir::new("plugin-turns");
+        let log = dir.join("log");
+        let plugin = |name: &str| {
+            let command = format!(
+                "echo start >> '{0}'; sleep 0.1; echo end >> '{0}'; echo 'OK - {name}'",
+                log.display()
+            );
+            declaration(name, &command, None, false)
+        };
+        let h = start(vec![plugin("p1"), plugin("p2"), plugin("p3")], 1);
+        for name in ["p1", "p2", "p3"] {
+            h.run(name, name);
+        }
+        let results = h.results(3);
+        assert!(results.iter().all(|r| r["status"] == 0), "{results:?}");
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines, "start\nend\n".repeat(3), "runs overlapped");
+    }
+
+    #[test]
+    fn a_local_plugin_runs_on_its_interval_without_a_request() {
+        let h = start(
+            vec![declaration("tick", "echo 'OK - tick'", Some(0.2), true)],
+            2,
+        );
+        for result in h.results(2) {
+            assert_eq!(result["plugin"], "tick", "{result}");
+            assert!(result.get("run_id").is_none_or(Value::is_null), "{result}");
+        }
     }
 }
