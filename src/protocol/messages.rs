@@ -18,17 +18,13 @@ use super::codes::{PluginState, RejectCode, Severity};
 use super::envelope::Malformed;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The message type every router answers itself.
 pub const HELLO: &str = "hello";
 
 /// Unix time in seconds, with millisecond precision: a message's `ts`.
 pub fn now_secs() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
+    crate::clock::unix_secs_ms()
 }
 
 /// A message a client sends: its body, with its `type`.
