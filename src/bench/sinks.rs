@@ -1,7 +1,7 @@
 //! `vigil-bench sinks`: how many messages per second the sinks sustain,
 //! end to end through a real router: stats into a real carbon-cache,
 //! registrations, results and acked notifications into the store, and acks
-//! through the REQ/REP path back to the client. With `--db postgres://...`
+//! through the back end (pipelined acks) back to the client. With `--db postgres://...`
 //! the whole run is made twice, on SQLite and on a fresh database of that
 //! PostgreSQL server (its user needs CREATEDB), and the closing note gives
 //! both rates and their ratio, with the CPU the sink and the PostgreSQL
@@ -45,7 +45,7 @@ pub const USAGE: &str =
 
 Measures, through a real router: stats messages/s into a real carbon-cache,
 registrations/s, results/s and acked notifications/s into the store, and
-acks/s through the REQ/REP path. N messages per phase (default 20000; acks
+acks/s through the back end (pipelined). N messages per phase (default 20000; acks
 and results use N/2, registrations and notifications N/4). With --db, the
 run is made on SQLite and again on a fresh database of that PostgreSQL
 server (CREATEDB needed), and compared. --sinks S runs S sink processes on
@@ -326,7 +326,7 @@ fn run_in(dir: &Path, o: &Options, server: Option<&str>) -> Result<Figures, Benc
         cores()
     );
     println!(
-        "  acks         {} of {acks} heartbeats acked through REQ/REP in {:.2} s: {ack_rate:.0} acks/s",
+        "  acks         {} of {acks} heartbeats acked through the back end in {:.2} s: {ack_rate:.0} acks/s",
         acked.acks,
         acked.took.as_secs_f64()
     );

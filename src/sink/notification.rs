@@ -222,17 +222,7 @@ impl NotificationSink {
         }
         tx.commit()?;
         if !attempt.complete() {
-            TypeMetrics::add(&ctx.metrics.handler_failures, 1);
-            let what = if msg.ack {
-                "no ack; the agent will resend"
-            } else {
-                "the outbox retries"
-            };
-            ctx.logs.handlers.warn(format_args!(
-                "notification {} from {}: {error} ({what})",
-                msg.id.as_deref().unwrap_or("(no id)"),
-                msg.uuid,
-            ));
+            self.failed(msg, &attempt, ctx);
         }
         Ok(attempt.complete())
     }

@@ -386,6 +386,23 @@ mod tests {
         assert_eq!(perf_values(Some(&json!(7))).1, 1);
     }
 
+    /// Handles `msg` as the worker would: its client's row, then the
+    /// message and the batch's flush, each in a transaction of its own.
+    fn deliver(
+        store: &mut crate::store::Store,
+        sink: &mut ResultSink,
+        msg: &Incoming,
+        out: &mut Effects,
+    ) {
+        crate::store::scratch::with_tx(store, |tx| crate::sink::worker::upsert_client(tx, msg))
+            .unwrap();
+        crate::store::scratch::with_tx(store, |tx| {
+            sink.handle(tx, msg, out)?;
+            sink.flush(tx, out)
+        })
+        .unwrap();
+    }
+
     #[test]
     fn a_change_raises_once_and_perfdata_becomes_lines() {
         let mut store = test_store();
@@ -402,15 +419,7 @@ mod tests {
         let mut out = Effects::default();
         for status in [0, 0, 2, 2, 0] {
             let msg = result(status);
-            crate::store::scratch::with_tx(&mut store, |tx| {
-                crate::sink::worker::upsert_client(tx, &msg)
-            })
-            .unwrap();
-            crate::store::scratch::with_tx(&mut store, |tx| {
-                sink.handle(tx, &msg, &mut out)?;
-                sink.flush(tx, &mut out)
-            })
-            .unwrap();
+            deliver(&mut store, &mut sink, &msg, &mut out);
         }
         assert_eq!(out.raised, 2);
         assert_eq!(out.lines.len(), 5);
@@ -444,15 +453,7 @@ mod tests {
         };
         let mut out = Effects::default();
         for msg in [at(0, 100.0), at(2, 200.0), at(0, 150.0)] {
-            crate::store::scratch::with_tx(&mut store, |tx| {
-                crate::sink::worker::upsert_client(tx, &msg)
-            })
-            .unwrap();
-            crate::store::scratch::with_tx(&mut store, |tx| {
-                sink.handle(tx, &msg, &mut out)?;
-                sink.flush(tx, &mut out)
-            })
-            .unwrap();
+            deliver(&mut store, &mut sink, &msg, &mut out);
         }
         assert_eq!(out.raised, 1, "only OK → CRITICAL");
         assert_eq!(

@@ -113,7 +113,7 @@ pub fn read_tx(
     Ok((
         clients(tx, now, grace)?,
         plugins(tx)?,
-        recent_notifications(tx, notifications)?,
+        crate::store::fleet::recent_notifications(tx, notifications)?,
     ))
 }
 
@@ -144,30 +144,6 @@ fn plugins(tx: &Tx) -> Result<Vec<PluginRow>> {
         &[],
     )?;
     rows.iter().map(crate::store::fleet::plugin_row).collect()
-}
-
-fn recent_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {
-    let rows = tx.query(
-        "SELECT seq, created_at, uuid, hostname, origin, severity, source, message, state, attempts
-         FROM notifications ORDER BY seq DESC LIMIT ?1",
-        crate::params![limit as i64],
-    )?;
-    rows.iter()
-        .map(|r| {
-            Ok(NotificationRow {
-                seq: r.get(0)?,
-                created_at: r.get(1)?,
-                uuid: r.get(2)?,
-                hostname: r.get(3)?,
-                origin: r.get(4)?,
-                severity: r.get(5)?,
-                source: r.get(6)?,
-                message: r.get(7)?,
-                state: r.get(8)?,
-                attempts: r.get(9)?,
-            })
-        })
-        .collect()
 }
 
 /// Asks every router for its status; an unanswering one is "unreachable".

@@ -183,6 +183,17 @@ pub fn problem_checks(tx: &Tx, limit: usize, offset: usize) -> Result<Vec<Plugin
     .collect()
 }
 
+/// The latest `limit` notifications, newest first.
+pub fn recent_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {
+    tx.query(
+        &format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY seq DESC LIMIT ?1"),
+        params![limit as i64],
+    )?
+    .iter()
+    .map(notification_row)
+    .collect()
+}
+
 /// Notifications whose handlers have not all succeeded, newest first.
 pub fn unhandled_notifications(tx: &Tx, limit: usize) -> Result<Vec<NotificationRow>> {
     tx.query(
