@@ -331,16 +331,7 @@ impl NotificationSink {
         let id_of = |i: usize| unique[i].0.id.as_deref().unwrap_or(&generated[i]);
         let mut records = Vec::new();
         for (i, (msg, f)) in unique.iter().enumerate() {
-            records.push(ClientNotification {
-                uuid: &msg.uuid,
-                id: id_of(i),
-                severity: f.severity,
-                source: f.source,
-                message: f.message,
-                hostname: msg.hostname()?,
-                body: &msg.text,
-                at: msg.meta.received_at,
-            });
+            records.push(client_record(msg, f, id_of(i))?);
         }
         let lease = self.lease.as_secs_f64();
         // New ones are recorded (and claimed) at once; what is left is a
@@ -407,19 +398,7 @@ impl NotificationSink {
         };
         let progress = match found {
             Some(progress) => progress,
-            None => {
-                let record = ClientNotification {
-                    uuid: &msg.uuid,
-                    id,
-                    severity: f.severity,
-                    source: f.source,
-                    message: f.message,
-                    hostname: msg.hostname()?,
-                    body: &msg.text,
-                    at: msg.meta.received_at,
-                };
-                notifications::record_client(&tx, &record)?
-            }
+            None => notifications::record_client(&tx, &client_record(msg, f, id)?)?,
         };
         let found = if progress.state == "handled" {
             // Handled by the outbox (it was sent without ack before).
@@ -471,6 +450,24 @@ fn fields(msg: &Incoming) -> Result<Fields<'_>, Malformed> {
         severity,
         source: msg.opt_str("source")?,
         message: msg.req_str("message")?,
+    })
+}
+
+/// The row a client notification is recorded as, under `id`.
+fn client_record<'a>(
+    msg: &'a Incoming,
+    f: &Fields<'a>,
+    id: &'a str,
+) -> Result<ClientNotification<'a>, Malformed> {
+    Ok(ClientNotification {
+        uuid: &msg.uuid,
+        id,
+        severity: f.severity,
+        source: f.source,
+        message: f.message,
+        hostname: msg.hostname()?,
+        body: &msg.text,
+        at: msg.meta.received_at,
     })
 }
 

@@ -98,6 +98,20 @@ fn one_agent(plugins: &[(&str, f64)]) -> (Router, TestStore, Agent, ResultSink) 
     (router, store, agent, sink)
 }
 
+/// Waits until every run the agent received is completed in the store
+/// (its result came back through the router); their run ids.
+fn wait_received_runs_completed(store: &TestStore, agent: &Agent) -> Vec<String> {
+    let received: Vec<String> = agent.received().into_iter().map(|r| r.run_id).collect();
+    wait_for(LONG_WAIT, "received runs completed", || {
+        let runs = store.runs();
+        received
+            .iter()
+            .all(|id| runs[id].completed_at.is_some())
+            .then_some(())
+    });
+    received
+}
+
 #[test]
 fn runs_each_plugin_once_per_interval_and_records_it() {
     let (router, store, agent, _sink) = one_agent(&[("alpha", 1.0), ("beta", 2.0)]);
@@ -120,14 +134,7 @@ fn runs_each_plugin_once_per_interval_and_records_it() {
     }
     // The results came back through the router: the runs are completed,
     // none overdue, and due_by is sent_at + timeout + grace.
-    let received: Vec<String> = agent.received().into_iter().map(|r| r.run_id).collect();
-    wait_for(LONG_WAIT, "received runs completed", || {
-        let runs = store.runs();
-        received
-            .iter()
-            .all(|id| runs[id].completed_at.is_some())
-            .then_some(())
-    });
+    let received = wait_received_runs_completed(&store, &agent);
     let runs = store.runs();
     assert!(runs.values().all(|r| !r.overdue), "{runs:?}");
     for id in &received {
@@ -443,12 +450,5 @@ fn a_silent_router_is_passed_over() {
     let _scheduler = Scheduler::start_on("s1", &store, &[&dead, &router.backend], &[]);
     agent.wait_runs("p", 3);
     check_once_per_slot(&store, &agent, &[("p", 1.0)]);
-    let received: Vec<String> = agent.received().into_iter().map(|r| r.run_id).collect();
-    wait_for(LONG_WAIT, "received runs completed", || {
-        let runs = store.runs();
-        received
-            .iter()
-            .all(|id| runs[id].completed_at.is_some())
-            .then_some(())
-    });
+    wait_received_runs_completed(&store, &agent);
 }
