@@ -292,6 +292,23 @@ fn a_failed_handler_means_no_ack_and_the_resend_delivers_exactly_once() {
     sink.stop_saying("duplicates=1");
 }
 
+/// One agent with a connection to each router (its routing id its UUID on
+/// both).
+fn agent_on_both(r1: &Router, r2: &Router) -> (Client, Client) {
+    let via_r1 = r1.agent();
+    let uuid = via_r1.uuid.clone();
+    let via_r2 = Client::connect(&r2.ctx, &[&r2.client], &uuid, Some(uuid.as_bytes()));
+    (via_r1, via_r2)
+}
+
+/// A notification of `client`'s that asks for an ack.
+fn acked_notification(client: &Client, id: &str, severity: &str, message: &str) -> Vec<u8> {
+    client.frame(
+        "notification",
+        json!({"id": id, "ack": true, "severity": severity, "message": message}),
+    )
+}
+
 #[test]
 fn the_same_notification_through_two_routers_is_handled_once_and_acked() {
     let dir = TempDir::new("sink-dedup");
@@ -305,13 +322,8 @@ fn the_same_notification_through_two_routers_is_handled_once_and_acked() {
         )
         .start();
     // One agent, one connection to each router (its routing id is its UUID).
-    let via_r1 = r1.agent();
-    let uuid = via_r1.uuid.clone();
-    let via_r2 = Client::connect(&r2.ctx, &[&r2.client], &uuid, Some(uuid.as_bytes()));
-    let note = via_r1.frame(
-        "notification",
-        json!({"id": "twice", "ack": true, "severity": "critical", "message": "raid degraded"}),
-    );
+    let (via_r1, via_r2) = agent_on_both(&r1, &r2);
+    let note = acked_notification(&via_r1, "twice", "critical", "raid degraded");
     via_r1.send(&note);
     via_r2.send(&note);
     // Each copy is acked (through whichever router has a route).
@@ -713,13 +725,8 @@ fn two_notification_sinks_on_one_store_never_run_the_same_notification_twice() {
     let sink_b = SinkBuilder::new(&["notification"], &[&r2], &store.value)
         .env("VIGIL_NOTIFY_COMMAND", &command)
         .start();
-    let via_r1 = r1.agent();
-    let uuid = via_r1.uuid.clone();
-    let via_r2 = Client::connect(&r2.ctx, &[&r2.client], &uuid, Some(uuid.as_bytes()));
-    let note = via_r1.frame(
-        "notification",
-        json!({"id": "both", "ack": true, "severity": "warning", "message": "swap 90%"}),
-    );
+    let (via_r1, via_r2) = agent_on_both(&r1, &r2);
+    let note = acked_notification(&via_r1, "both", "warning", "swap 90%");
     via_r1.send(&note);
     wait_for("sink A to claim the notification", EVENTUALLY, || {
         query::<f64>(
