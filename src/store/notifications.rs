@@ -297,10 +297,17 @@ pub enum Next<'a> {
     AwaitResend { error: &'a str },
 }
 
-/// Records an attempt's outcome: the handlers done so far and what next.
-/// Every attempt is counted once: this one here (a sink's first attempt).
+/// Records a sink's attempt (not the outbox's): the handlers done so far
+/// and what next. See [`counted`] for what `attempts` counts.
 pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
-    record(tx, seq, done, next, 1)
+    record(tx, seq, done, next, counted(next))
+}
+
+/// What a sink's attempt adds to `attempts`: 1, except when it hands the
+/// row to the outbox (`RetryAt`). Then the outbox's first claim counts,
+/// and its backoff starts from the shortest wait, as it always has.
+fn counted(next: &Next) -> i64 {
+    i64::from(!matches!(next, Next::RetryAt { .. }))
 }
 
 /// [`record_attempt`] for a row the outbox claimed with [`claim_due`],
@@ -352,6 +359,7 @@ pub fn record_outcomes(
     let mut states = Vec::new();
     let mut next_ats = Vec::new();
     let mut errors = Vec::new();
+    let mut incs = Vec::new();
     for (seq, done, next) in attempts {
         let (state, next_at, error) = match next {
             Next::Handled => ("handled", None, None),
@@ -363,6 +371,7 @@ pub fn record_outcomes(
         states.push(Some(state));
         next_ats.push(next_at);
         errors.push(error);
+        incs.push(Some(counted(next)));
     }
     let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
     let uuids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.0)).collect();
@@ -371,12 +380,12 @@ pub fn record_outcomes(
         "WITH attempt AS (
              UPDATE notifications n SET handlers_done = a.done, state = a.state,
                  next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
-                 attempts = n.attempts + 1
-             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[])
-                 AS a(seq, done, state, next_at, error)
+                 attempts = n.attempts + a.inc
+             FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
+                         ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
              WHERE n.seq = a.seq)
          INSERT INTO handled (uuid, id, type, handled_at)
-         SELECT k.uuid, k.id, 'notification', ?8 FROM unnest(?6::TEXT[], ?7::TEXT[]) AS k(uuid, id)
+         SELECT k.uuid, k.id, 'notification', ?9 FROM unnest(?7::TEXT[], ?8::TEXT[]) AS k(uuid, id)
          ON CONFLICT (uuid, id) DO NOTHING",
         params![
             &seqs[..],
@@ -384,6 +393,7 @@ pub fn record_outcomes(
             &states[..],
             &next_ats[..],
             &errors[..],
+            &incs[..],
             &uuids[..],
             &ids[..],
             at
