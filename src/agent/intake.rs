@@ -456,7 +456,7 @@ impl IntakeThread {
             self.max_message_bytes,
             self.policy,
             || uuid::Uuid::new_v4().to_string(),
-            super::message::now_secs(),
+            crate::clock::unix_secs_ms(),
         );
         let prepared = match prepared {
             Ok(p) => p,

@@ -2,11 +2,10 @@
 //! written through the protocol's types with the envelope the agent gives
 //! each one: its UUID, a fresh `id`, and `ts`.
 
+use crate::clock::unix_secs_ms;
 use crate::protocol::{ClientMessage, Framed, Heartbeat, Hello};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-
-pub use crate::protocol::now_secs;
 
 /// A fresh `id` for one of the agent's own unacked messages: unique within
 /// this agent's run (a random prefix per process, then a counter), so that
@@ -24,7 +23,7 @@ pub fn next_id() -> String {
 
 /// `hello`: the only message without an `id` (a router answers it itself).
 pub fn hello(uuid: &str) -> Vec<u8> {
-    Framed::new(uuid, now_secs(), &Hello {}).to_frame()
+    Framed::new(uuid, unix_secs_ms(), &Hello {}).to_frame()
 }
 
 /// A heartbeat with the given `id` (see [`next_id`]).
@@ -33,7 +32,7 @@ pub fn heartbeat(uuid: &str, hostname: &str, interval_s: u64, id: &str) -> Vec<u
         hostname: hostname.to_string(),
         interval_s,
     };
-    Framed::new(uuid, now_secs(), &body)
+    Framed::new(uuid, unix_secs_ms(), &body)
         .with_id(id, false)
         .to_frame()
 }
@@ -42,7 +41,7 @@ pub fn heartbeat(uuid: &str, hostname: &str, interval_s: u64, id: &str) -> Vec<u
 /// with a fresh `id` and the time now.
 pub fn frame<M: ClientMessage>(uuid: &str, body: &M) -> Vec<u8> {
     let id = next_id();
-    Framed::new(uuid, now_secs(), body)
+    Framed::new(uuid, unix_secs_ms(), body)
         .with_id(&id, false)
         .to_frame()
 }

@@ -22,11 +22,6 @@ use std::collections::BTreeMap;
 /// The message type every router answers itself.
 pub const HELLO: &str = "hello";
 
-/// Unix time in seconds, with millisecond precision: a message's `ts`.
-pub fn now_secs() -> f64 {
-    crate::clock::unix_secs_ms()
-}
-
 /// A message a client sends: its body, with its `type`.
 pub trait ClientMessage: Serialize {
     /// The `type` field.

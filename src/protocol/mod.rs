@@ -30,8 +30,8 @@ pub use codes::{BackendError, LocalCode, PluginState, RejectCode, Severity};
 pub use envelope::{clip, Envelope, Malformed, Metadata};
 pub use local::LocalReply;
 pub use messages::{
-    now_secs, sorted_frame, ClientMessage, Framed, Heartbeat, Hello, Notification, Perfdata,
-    PluginDecl, PluginResult, Process, Registration, Stats, ToClient, HELLO,
+    sorted_frame, ClientMessage, Framed, Heartbeat, Hello, Notification, Perfdata, PluginDecl,
+    PluginResult, Process, Registration, Stats, ToClient, HELLO,
 };
 pub use validate::{
     parse_backend_request, parse_uuid, string_id, uuid_text, validate, validate_as, welcome_frame,

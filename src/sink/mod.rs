@@ -231,12 +231,14 @@ fn spawn_all(
             bell,
             shutdown: shared.watch.clone(),
             metrics: Arc::clone(shared.metrics),
-            retry_min: config.retry_min,
-            retry_max: config.retry_max,
-            poll: config.outbox_poll,
-            // Shorter than one attempt could take, a claim would lapse
-            // mid-attempt and let a second outbox run the same handlers.
-            lease: config.handler_lease.max(client_lease(Some(handlers))),
+            timing: outbox::Timing {
+                retry_min: config.retry_min,
+                retry_max: config.retry_max,
+                poll: config.outbox_poll,
+                // Shorter than one attempt could take, a claim would lapse
+                // mid-attempt and let a second outbox run the same handlers.
+                lease: config.handler_lease.max(client_lease(Some(handlers))),
+            },
         };
         spawn(supervisor, "outbox", move || outbox.run())?;
     }

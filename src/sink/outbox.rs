@@ -35,10 +35,7 @@ pub struct Outbox {
     pub bell: Doorbell,
     pub shutdown: ShutdownWatch,
     pub metrics: Arc<Metrics>,
-    pub retry_min: Duration,
-    pub retry_max: Duration,
-    pub poll: Duration,
-    pub lease: Duration,
+    pub timing: Timing,
 }
 
 /// The outbox's timing.
@@ -64,16 +61,10 @@ pub enum Stepped {
 impl Outbox {
     pub fn run(mut self) -> Result<(), String> {
         let mut errors = RateLimit::new(Duration::from_secs(10));
-        let timing = Timing {
-            retry_min: self.retry_min,
-            retry_max: self.retry_max,
-            poll: self.poll,
-            lease: self.lease,
-        };
         while !self.shutdown.is_set() {
             let handlers = &self.handlers;
             let run = |body: &Value, done: Vec<String>| handling::attempt(handlers, body, done);
-            let wait = match step(&mut self.store, &timing, &self.metrics, now(), run) {
+            let wait = match step(&mut self.store, &self.timing, &self.metrics, now(), run) {
                 Ok(Stepped::Attempted { .. }) => continue,
                 Ok(Stepped::Idle(wait)) => wait,
                 Err(e) => {
@@ -81,7 +72,7 @@ impl Outbox {
                     if !e.is_outage() {
                         errors.warn(format_args!("outbox: store: {e}"));
                     }
-                    self.poll
+                    self.timing.poll
                 }
             };
             let mut items = [self.bell.poll_item()];
