@@ -114,6 +114,9 @@ pub struct LoadSpec {
     /// Clients that never back off: no in-flight limit, replies never
     /// read, as a third-party client that ignores `overloaded` would.
     pub flood: bool,
+    /// At most this many messages per second in all, evenly spread; `None`
+    /// sends as fast as the target takes them.
+    pub rate: Option<u64>,
 }
 
 /// How to tell that everything sent during a run has come out.
@@ -290,6 +293,7 @@ pub struct Prepared {
     bodies: Vec<Vec<u8>>,
     sinks: Vec<zmq::Socket>,
     flood: bool,
+    rate: Option<u64>,
 }
 
 /// Connects `spec.clients` DEALERs and `spec.sinks` PULLs to `target` and
@@ -322,6 +326,7 @@ pub fn prepare(target: &Target, spec: &LoadSpec) -> Result<Prepared, BenchError>
         bodies,
         sinks,
         flood: spec.flood,
+        rate: spec.rate,
     };
     prepared.warm_up(target.kind, deadline)?;
     Ok(prepared)
@@ -440,6 +445,7 @@ impl Prepared {
                 IN_FLIGHT_LIMIT
             },
             last_backoff: None,
+            pace: self.rate.map(Pace::new),
             stats: SendStats::default(),
         };
         let sinks = self.sinks;
@@ -609,7 +615,37 @@ struct Sender {
     /// The in-flight limit now, and when it was last halved.
     limit: u64,
     last_backoff: Option<Instant>,
+    /// The rate cap, if the run has one.
+    pace: Option<Pace>,
     stats: SendStats,
+}
+
+/// A rate cap: how many messages may have been sent by now.
+struct Pace {
+    per_s: u64,
+    since: Instant,
+}
+
+/// How long a paced sender sleeps when it is ahead of its rate.
+const PACE_STEP: Duration = Duration::from_micros(200);
+
+impl Pace {
+    fn new(per_s: u64) -> Pace {
+        Pace {
+            per_s,
+            since: Instant::now(),
+        }
+    }
+
+    /// Messages that may go now, given `sent` so far.
+    fn budget(&self, sent: u64) -> u64 {
+        self.budget_after(self.since.elapsed(), sent)
+    }
+
+    fn budget_after(&self, elapsed: Duration, sent: u64) -> u64 {
+        let due = self.per_s as f64 * elapsed.as_secs_f64();
+        (due as u64).saturating_sub(sent)
+    }
 }
 
 impl Sender {
@@ -622,7 +658,15 @@ impl Sender {
             if self.reads_replies && self.last_sweep.elapsed() >= REPLY_SWEEP_EVERY {
                 self.sweep_replies()?;
             }
-            let room = self.limit.saturating_sub(self.in_flight(clock.arrived()));
+            let mut room = self.limit.saturating_sub(self.in_flight(clock.arrived()));
+            if let Some(pace) = &self.pace {
+                let budget = pace.budget(self.stats.sent);
+                if budget == 0 {
+                    std::thread::sleep(PACE_STEP);
+                    continue;
+                }
+                room = room.min(budget);
+            }
             if room == 0 {
                 self.wait_for_room(clock)?;
                 continue;
@@ -923,6 +967,16 @@ mod tests {
         let expected = BTreeMap::from([("bad_json".into(), 1), ("overloaded".into(), 2)]);
         assert_eq!(replies.by_code, expected);
         assert_eq!(error_code(br#"{"error":"unterminated"#), None);
+    }
+
+    #[test]
+    fn a_paced_sender_may_send_what_its_rate_has_earned() {
+        let pace = Pace::new(100_000);
+        assert_eq!(pace.budget_after(Duration::ZERO, 0), 0);
+        assert_eq!(pace.budget_after(Duration::from_millis(10), 0), 1_000);
+        assert_eq!(pace.budget_after(Duration::from_millis(10), 400), 600);
+        // Ahead of the rate: nothing, not a negative number.
+        assert_eq!(pace.budget_after(Duration::from_millis(10), 5_000), 0);
     }
 
     #[test]

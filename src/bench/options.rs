@@ -22,6 +22,9 @@ options:
   --latency-requests N      back-end deliveries to time under load, after up to
                             200 with the router idle; 0 skips [default: 2000]
   --latency-clients N       clients streaming meanwhile [default: 100]
+  --latency-rate R          then the same again with the clients sending R msg/s
+                            in all, a loaded but not saturated router; 0 skips
+                            [default: 100000]
   --scale-clients N         idle clients for the memory run, 0 skips [default: 10000]
   --curve-clients LIST      client counts of the encrypted runs: the router and
                             zmq_proxy both with CURVE, beside the plaintext run of
@@ -60,6 +63,8 @@ pub struct RouterOptions {
     pub size: usize,
     pub latency_requests: usize,
     pub latency_clients: usize,
+    /// The paced stream of the second latency run, msg/s; 0 skips it.
+    pub latency_rate: u64,
     pub scale_clients: usize,
 }
 
@@ -75,6 +80,7 @@ impl Default for RouterOptions {
             size: 200,
             latency_requests: 2000,
             latency_clients: 100,
+            latency_rate: 100_000,
             scale_clients: 10_000,
         }
     }
@@ -118,6 +124,7 @@ pub fn parse_router(args: &[String]) -> Result<Parsed<RouterOptions>, BenchError
             "--size" => o.size = number(flag, value, 1, 1 << 20)?,
             "--latency-requests" => o.latency_requests = number(flag, value, 0, 1_000_000)?,
             "--latency-clients" => o.latency_clients = number(flag, value, 1, MAX_LOAD_CLIENTS)?,
+            "--latency-rate" => o.latency_rate = number(flag, value, 0, 100_000_000)? as u64,
             "--scale-clients" => o.scale_clients = number(flag, value, 0, 100_000)?,
             other => return Err(unknown(other)),
         }
@@ -250,7 +257,8 @@ mod tests {
 
     #[test]
     fn both_flag_forms_are_read() {
-        let args = words("--clients=1,10 --seconds 0.5 --scale-clients 0 --sinks=3");
+        let args =
+            words("--clients=1,10 --seconds 0.5 --scale-clients 0 --sinks=3 --latency-rate 5000");
         let Parsed::Run(o) = parse_router(&args).unwrap() else {
             panic!("expected options")
         };
@@ -258,6 +266,7 @@ mod tests {
         assert_eq!(o.seconds, Duration::from_millis(500));
         assert_eq!(o.scale_clients, 0);
         assert_eq!(o.sinks, 3);
+        assert_eq!(o.latency_rate, 5000);
     }
 
     #[test]
@@ -278,6 +287,7 @@ mod tests {
             "--bogus 1",
             "stray",
             "--sinks 0",
+            "--latency-rate -1",
         ] {
             let err = parse_router(&words(bad)).unwrap_err();
             assert!(err.is_usage(), "{bad}: {err}");

@@ -62,6 +62,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub rss_peak_mib: Option<f64>,
     pub latency: Option<LatencyResult>,
+    /// The same with the stream paced at `--latency-rate`.
+    pub latency_paced: Option<LatencyResult>,
     pub router_stop: Option<Stopped>,
     pub scale: Option<ScaleResult>,
     pub scale_router_stop: Option<Stopped>,
@@ -81,6 +83,7 @@ impl Report {
             rows: Vec::new(),
             rss_peak_mib: None,
             latency: None,
+            latency_paced: None,
             router_stop: None,
             scale: None,
             scale_router_stop: None,
@@ -267,6 +270,13 @@ fn latency_line(out: &mut String, report: &Report) {
         grouped(lat.load.msgs_per_s() as u64)
     );
     let _ = writeln!(out, "  {streaming:<44} {}", percentile_text(&lat.samples));
+    if let Some(paced) = &report.latency_paced {
+        let text = format!(
+            "while they send {} msg/s (paced):",
+            grouped(report.opts.latency_rate)
+        );
+        let _ = writeln!(out, "  {text:<44} {}", percentile_text(&paced.samples));
+    }
 }
 
 fn percentile_text(samples: &[std::time::Duration]) -> String {
@@ -327,7 +337,7 @@ pub fn notes(report: &Report) -> Vec<String> {
     for row in &report.rows {
         row_notes(row, &mut notes);
     }
-    if let Some(lat) = &report.latency {
+    for lat in report.latency.iter().chain(&report.latency_paced) {
         latency_notes(lat, &mut notes);
     }
     for (which, stop) in [
@@ -534,6 +544,10 @@ fn main_json(report: &Report) -> Value {
         .latency
         .as_ref()
         .and_then(|lat| latency::percentiles_us(&lat.idle_samples));
+    let paced = report
+        .latency_paced
+        .as_ref()
+        .and_then(|lat| latency::percentiles_us(&lat.samples));
     let scale = report.scale.as_ref();
     json!({
         "headline_clients": headline.map(|row| row.clients),
@@ -560,6 +574,11 @@ fn main_json(report: &Report) -> Value {
         "deliver_max_us": percentiles.map(|p| round(p.2, 1)),
         "deliver_idle_p50_us": idle.map(|p| round(p.0, 1)),
         "deliver_idle_p99_us": idle.map(|p| round(p.1, 1)),
+        "deliver_paced_rate": report.latency_paced.as_ref().map(|_| report.opts.latency_rate),
+        "deliver_paced_msgs_per_s": report.latency_paced.as_ref().map(|lat| lat.load.msgs_per_s().round()),
+        "deliver_paced_p50_us": paced.map(|p| round(p.0, 1)),
+        "deliver_paced_p99_us": paced.map(|p| round(p.1, 1)),
+        "deliver_paced_max_us": paced.map(|p| round(p.2, 1)),
         "deliver_samples": report.latency.as_ref().map(|lat| lat.samples.len()),
         "deliver_lost": report.latency.as_ref().map(|lat| lat.lost),
         "scale_clients": scale.map(|s| s.welcomed),

@@ -79,7 +79,11 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     }
     report.rss_peak_mib = child::memory_mib(router.proc.pid(), "VmHWM");
     if opts.latency_requests > 0 {
-        report.latency = Some(latency_phase(&opts, &router)?);
+        report.latency = Some(latency_phase(&opts, &router, None)?);
+        if opts.latency_rate > 0 {
+            let rate = Some(opts.latency_rate);
+            report.latency_paced = Some(latency_phase(&opts, &router, rate)?);
+        }
     }
     report.router_stop = Some(router.proc.stop(Shutdown::Terminate, STOP_GRACE));
     if opts.scale_clients > 0 {
@@ -121,6 +125,7 @@ fn paired_row(
         sinks: opts.sinks,
         size: opts.size,
         flood,
+        rate: None,
     };
     let mode = if curve { " curve" } else { "" };
     let proxy_result = timed_run(&format!("proxy{mode}"), proxy, &spec, opts.seconds, None)?;
@@ -182,15 +187,18 @@ fn timed_run(
 fn latency_phase(
     opts: &RouterOptions,
     router: &Router,
+    rate: Option<u64>,
 ) -> Result<latency::LatencyResult, BenchError> {
     let spec = LoadSpec {
         clients: opts.latency_clients,
         sinks: opts.sinks,
         size: opts.size,
         flood: false,
+        rate,
     };
+    let pace = rate.map_or("at full speed".to_string(), |r| format!("at {r} msg/s"));
     log::info!(
-        "bench: delivery latency, {} requests while {} clients stream",
+        "bench: delivery latency, {} requests while {} clients stream {pace}",
         opts.latency_requests,
         spec.clients
     );
