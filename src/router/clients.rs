@@ -352,7 +352,12 @@ impl ClientThread {
 
     fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now_ms: u64, key: Option<PublicKey>) {
         self.table.learn(uuid, routing_id, now_ms / 1000, key);
-        self.metrics.clients.store(self.table.len(), Relaxed);
+        // Stored only when it changed: a store dirties the cache line for
+        // the status reader even when the value is the same.
+        let clients = self.table.len();
+        if self.metrics.clients.load(Relaxed) != clients {
+            self.metrics.clients.store(clients, Relaxed);
+        }
     }
 
     /// Messages of type `index` accepted and not yet handed to its PUSH.
