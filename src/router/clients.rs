@@ -172,7 +172,7 @@ impl ClientThread {
             if expired > 0 {
                 log::debug!("expired {expired} idle client routes");
             }
-            self.metrics.clients.store(self.table.len(), Relaxed);
+            self.publish_clients();
             timers.housekeeping = now + HOUSEKEEPING;
         }
         if let (Some(due), Some(every)) = (timers.stats, self.stats_interval) {
@@ -285,7 +285,7 @@ impl ClientThread {
             }
             Speaker::Gone => {
                 if self.table.connection_gone(routing_id) {
-                    self.metrics.clients.store(self.table.len(), Relaxed);
+                    self.publish_clients();
                 }
                 return None;
             }
@@ -352,8 +352,13 @@ impl ClientThread {
 
     fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now_ms: u64, key: Option<PublicKey>) {
         self.table.learn(uuid, routing_id, now_ms / 1000, key);
-        // Stored only when it changed: a store dirties the cache line for
-        // the status reader even when the value is the same.
+        self.publish_clients();
+    }
+
+    /// Publishes the table's size for `status`, only when it changed: a
+    /// store dirties the cache line even when the value is the same, and
+    /// `learn` runs per message.
+    fn publish_clients(&self) {
         let clients = self.table.len();
         if self.metrics.clients.load(Relaxed) != clients {
             self.metrics.clients.store(clients, Relaxed);
@@ -475,7 +480,7 @@ impl ClientThread {
                     if dropped > 0 {
                         log::info!("dropped {dropped} route(s) of keys no longer allowed");
                     }
-                    self.metrics.clients.store(self.table.len(), Relaxed);
+                    self.publish_clients();
                     self.access = Some(access);
                     self.last_allowed = None;
                 }
