@@ -14,9 +14,18 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The raw `VIGIL_*` variables, captured once at start.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+}
+
+/// Names only: some values (`VIGIL_DB`'s URL) may carry a password.
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("Env").field("set", &names).finish()
+    }
 }
 
 /// A configuration variable that could not be used.
@@ -60,7 +69,11 @@ impl Env {
             }
             let value = value
                 .into_string()
-                .map_err(|v| ConfigError::new(key, &v.to_string_lossy(), "not valid UTF-8"))?;
+                // Not echoed: the value may be a secret (a URL's password).
+                .map_err(|v| {
+                    let shown = format!("<{} bytes, not shown>", v.len());
+                    ConfigError::new(key, &shown, "not valid UTF-8")
+                })?;
             vars.insert(key.to_string(), value);
         }
         Ok(Env { vars })

@@ -350,7 +350,8 @@ fn vigil_env() -> Vec<String> {
                 && !BIND_VARS.contains(&name.as_str())
                 && !value.trim().is_empty()
         })
-        .map(|(name, value)| format!("{name}={value}"))
+        // The report is shared: a URL's password must not be in it.
+        .map(|(name, value)| format!("{name}={}", vigil::store::target::redact(&value)))
         .collect();
     vars.sort();
     vars

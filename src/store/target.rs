@@ -206,13 +206,35 @@ fn parse_url(url: &str, ca_file: Option<&str>, pgpass: Option<&Path>) -> Result<
     })
 }
 
-/// `url` with the password (between `user:` and `@`) replaced by `***`.
+/// `url` with its passwords replaced by `***`: the one between `user:` and
+/// `@`, and a `password=` query parameter (libpq and the postgres crate take
+/// either).
 pub fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = redact_authority(base);
+    if let Some(query) = query {
+        let pairs: Vec<&str> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key == "password" => "password=***",
+                _ => pair,
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
+fn redact_authority(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     let Some(at) = authority.rfind('@') else {
         return url.to_string();
@@ -480,6 +502,20 @@ mod tests {
         let err = Target::from_env(&env, "/x.db").unwrap_err();
         assert_eq!(err.var, "VIGIL_DB");
         assert!(!err.to_string().contains("pw@"), "{err}");
+        let env = crate::config::Env::from_pairs([("VIGIL_DB", "postgres://u@h:x/d?password=pw")]);
+        let err = Target::from_env(&env, "/x.db").unwrap_err();
+        assert!(!err.to_string().contains("=pw"), "{err}");
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_used_but_never_shown() {
+        let t = Target::parse("postgres://u@h/d?password=s3cret", None, None).unwrap();
+        let Target::Postgres(pg) = &t else {
+            panic!("{t}")
+        };
+        assert_eq!(pg.config.get_password(), Some(&b"s3cret"[..]));
+        assert!(!t.to_string().contains("s3cret"), "{t}");
+        assert!(!format!("{t:?}").contains("s3cret"), "{t:?}");
     }
 
     #[test]
@@ -488,6 +524,14 @@ mod tests {
         assert_eq!(redact("postgres://a@h/d"), "postgres://a@h/d");
         assert_eq!(redact("postgres://h/d?x=a:b@c"), "postgres://h/d?x=a:b@c");
         assert_eq!(redact("/path/vigil.db"), "/path/vigil.db");
+        assert_eq!(
+            redact("postgres://a@h/d?sslmode=require&password=s3cret"),
+            "postgres://a@h/d?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact("postgres://a:b@h/d?password=c"),
+            "postgres://a:***@h/d?password=***"
+        );
     }
 
     #[test]
