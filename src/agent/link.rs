@@ -70,7 +70,7 @@ pub struct LinkThread {
 
 impl LinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
-        self.queue.push(Outgoing {
+        self.enqueue(Outgoing {
             kind: Kind::Other,
             frame: message::hello(&self.uuid),
             id: None,
@@ -84,7 +84,7 @@ impl LinkThread {
                 let id = message::next_id();
                 let frame =
                     message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs(), &id);
-                self.queue.push(Outgoing {
+                self.enqueue(Outgoing {
                     kind: Kind::Heartbeat,
                     frame,
                     id: Some(id),
@@ -167,7 +167,7 @@ impl LinkThread {
         let now = Instant::now();
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                ToLink::Send(item) => self.queue.push(item),
+                ToLink::Send(item) => self.enqueue(item),
                 ToLink::Spooled(entry) => self.resend.add(entry, now),
             }
         }
@@ -320,7 +320,14 @@ impl LinkThread {
             metrics,
         };
         let frame = message::frame(&self.uuid, &body);
-        self.queue.push(Outgoing::new(Kind::AgentStats, frame));
+        self.enqueue(Outgoing::new(Kind::AgentStats, frame));
+    }
+
+    /// Queues a new message; one that supersedes others drops them from
+    /// the queue and from the refused ones waiting to go again.
+    fn enqueue(&mut self, item: Outgoing) {
+        self.refused.supersede(item.kind);
+        self.queue.push(item);
     }
 
     fn publish_gauges(&self) {
@@ -333,13 +340,13 @@ impl LinkThread {
             .store(self.resend.len() as u64, Relaxed);
         self.metrics
             .dropped_stats
-            .store(self.queue.dropped_stats, Relaxed);
+            .store(self.queue.dropped_stats + self.refused.dropped_stats, Relaxed);
         self.metrics
             .dropped_other
-            .store(self.queue.dropped_other, Relaxed);
+            .store(self.queue.dropped_other + self.refused.dropped_other, Relaxed);
         self.metrics
             .superseded
-            .store(self.queue.superseded, Relaxed);
+            .store(self.queue.superseded + self.refused.superseded, Relaxed);
         self.metrics
             .refused_retried
             .store(self.refused.retried, Relaxed);

@@ -29,7 +29,8 @@ impl Kind {
         matches!(self, Kind::Heartbeat | Kind::AgentStats)
     }
 
-    fn drops_first(self) -> bool {
+    /// Whether this kind is dropped first when a queue is full.
+    pub fn drops_first(self) -> bool {
         matches!(self, Kind::Stats | Kind::AgentStats)
     }
 }

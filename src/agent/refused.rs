@@ -9,9 +9,12 @@
 //! refusal to come back), bounded in count and bytes like the send queue;
 //! past either bound the oldest are forgotten, as delivered. A refused one
 //! waits out a backoff with jitter (doubling from [`RETRY_MIN`] to
-//! [`RETRY_MAX`], ±25 %), then goes back into the send queue, where a newer
-//! heartbeat or own stats sample supersedes it. Pure bookkeeping, owned by
-//! the link thread.
+//! [`RETRY_MAX`], ±25 %), then goes back into the send queue. A newer
+//! heartbeat or own stats sample supersedes a held one of its kind (here
+//! and in the send queue). The held ones are bounded like the send queue
+//! (`VIGIL_QUEUE_MAX` messages and bytes): past either bound stats go
+//! first, oldest first, then the oldest of the rest, each counted. Pure
+//! bookkeeping, owned by the link thread.
 
 use super::outqueue::Outgoing;
 use super::resend::{backoff, Jitter};
@@ -31,6 +34,14 @@ struct Kept {
     sent_at: Instant,
 }
 
+/// A refused message waiting for its retry.
+#[derive(Debug)]
+struct Held {
+    due: Instant,
+    sent_at: Instant,
+    item: Outgoing,
+}
+
 #[derive(Debug)]
 pub struct Refused {
     /// Sent and not yet forgotten, by id.
@@ -40,7 +51,8 @@ pub struct Refused {
     order: VecDeque<(String, Instant)>,
     bytes: usize,
     /// Refused, waiting for their retry time.
-    held: Vec<(Instant, Outgoing)>,
+    held: Vec<Held>,
+    held_bytes: usize,
     /// Refusals so far per id still in play, for the backoff.
     refusals: HashMap<String, u32>,
     max_items: usize,
@@ -50,6 +62,11 @@ pub struct Refused {
     pub unknown: u64,
     /// Refused messages put back into the send queue.
     pub retried: u64,
+    /// Held messages dropped because a newer one of their kind came.
+    pub superseded: u64,
+    /// Held messages dropped over the bound: stats, then the others.
+    pub dropped_stats: u64,
+    pub dropped_other: u64,
 }
 
 impl Refused {
@@ -59,12 +76,16 @@ impl Refused {
             order: VecDeque::new(),
             bytes: 0,
             held: Vec::new(),
+            held_bytes: 0,
             refusals: HashMap::new(),
             max_items: max_items.max(1),
             max_bytes: max_bytes.max(1),
             jitter: Jitter::new(),
             unknown: 0,
             retried: 0,
+            superseded: 0,
+            dropped_stats: 0,
+            dropped_other: 0,
         }
     }
 
@@ -93,24 +114,98 @@ impl Refused {
         let n = self.refusals.entry(id.to_string()).or_insert(0);
         *n += 1;
         let delay = backoff(*n, RETRY_MIN, RETRY_MAX, self.jitter.unit());
-        self.held.push((now + delay, kept.item));
+        let held = Held {
+            due: now + delay,
+            sent_at: kept.sent_at,
+            item: kept.item,
+        };
+        self.hold(held);
         true
     }
 
-    /// The refused messages whose retry time has come.
+    /// Holds a refused message, unless a newer one of its kind is held
+    /// (refusals need not come back in the order things were sent).
+    fn hold(&mut self, held: Held) {
+        let kind = held.item.kind;
+        if kind.supersedable() {
+            if let Some(i) = self.held.iter().position(|h| h.item.kind == kind) {
+                self.superseded += 1;
+                if self.held[i].sent_at >= held.sent_at {
+                    if let Some(id) = &held.item.id {
+                        self.refusals.remove(id);
+                    }
+                    return;
+                }
+                self.remove_held(i);
+            }
+        }
+        self.held_bytes += held.item.frame.len();
+        self.held.push(held);
+        while self.held.len() > 1
+            && (self.held.len() > self.max_items || self.held_bytes > self.max_bytes)
+        {
+            self.drop_one_held();
+        }
+    }
+
+    /// Over the bound: the oldest stats sample, else the oldest message.
+    fn drop_one_held(&mut self) {
+        let oldest = |stats: bool| {
+            (self.held.iter().enumerate())
+                .filter(|(_, h)| !stats || h.item.kind.drops_first())
+                .min_by_key(|(_, h)| h.sent_at)
+                .map(|(i, _)| i)
+        };
+        let Some(i) = oldest(true).or_else(|| oldest(false)) else {
+            return;
+        };
+        let held = self.remove_held(i);
+        match held.item.kind.drops_first() {
+            true => self.dropped_stats += 1,
+            false => self.dropped_other += 1,
+        }
+    }
+
+    fn remove_held(&mut self, index: usize) -> Held {
+        let held = self.held.swap_remove(index);
+        self.held_bytes -= held.item.frame.len();
+        if let Some(id) = &held.item.id {
+            self.refusals.remove(id);
+        }
+        held
+    }
+
+    /// A new message of `kind` is queued: a held one of that kind is older
+    /// and pointless now. Returns how many were dropped.
+    pub fn supersede(&mut self, kind: super::outqueue::Kind) -> usize {
+        if !kind.supersedable() {
+            return 0;
+        }
+        let mut dropped = 0;
+        while let Some(i) = self.held.iter().position(|h| h.item.kind == kind) {
+            self.remove_held(i);
+            dropped += 1;
+        }
+        self.superseded += dropped as u64;
+        dropped
+    }
+
+    /// The refused messages whose retry time has come, oldest sent first.
     pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
-        if !self.held.iter().any(|(at, _)| *at <= now) {
+        if !self.held.iter().any(|h| h.due <= now) {
             return Vec::new();
         }
-        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= now);
+        let (mut due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.due <= now);
         self.held = later;
+        due.sort_by_key(|h| h.sent_at);
         self.retried += due.len() as u64;
-        due.into_iter().map(|(_, item)| item).collect()
+        self.held_bytes -= due.iter().map(|h| h.item.frame.len()).sum::<usize>();
+        due.into_iter().map(|h| h.item).collect()
     }
 
     /// When the next refused message is due, if any is held.
     pub fn next_due(&self) -> Option<Instant> {
-        self.held.iter().map(|(at, _)| *at).min()
+        self.held.iter().map(|h| h.due).min()
     }
 
     /// Messages held for a retry.
@@ -131,7 +226,7 @@ impl Refused {
             if self.kept.get(&id).is_some_and(|k| k.sent_at == at) {
                 let kept = self.kept.remove(&id).expect("just looked");
                 self.bytes -= kept.item.frame.len();
-                if !self.held.iter().any(|(_, h)| h.id.as_deref() == Some(&id)) {
+                if !self.held.iter().any(|h| h.item.id.as_deref() == Some(&id)) {
                     self.refusals.remove(&id);
                 }
             }
@@ -191,5 +286,75 @@ mod tests {
         none.id = None;
         r.sent(none, t0);
         assert_eq!(r.kept.len(), 0, "no id: nothing to match a refusal to");
+    }
+
+    fn of(kind: Kind, id: &str) -> Outgoing {
+        Outgoing {
+            kind,
+            ..item(id)
+        }
+    }
+
+    #[test]
+    fn held_messages_are_bounded_stats_first_then_the_oldest() {
+        let mut r = Refused::new(3, 1 << 20);
+        let t0 = Instant::now();
+        let sent = [
+            of(Kind::Other, "r1"),
+            of(Kind::Stats, "s1"),
+            of(Kind::Other, "r2"),
+            of(Kind::Stats, "s2"),
+            of(Kind::Other, "r3"),
+        ];
+        for (n, item) in sent.iter().enumerate() {
+            let at = t0 + Duration::from_millis(n as u64);
+            r.sent(item.clone(), at);
+            assert!(r.refused(item.id.as_deref().unwrap(), at));
+        }
+        assert_eq!(r.held(), 3, "held to the bound");
+        assert_eq!((r.dropped_stats, r.dropped_other), (2, 0), "stats first");
+        let t1 = t0 + Duration::from_millis(10);
+        r.sent(of(Kind::Other, "r4"), t1);
+        assert!(r.refused("r4", t1));
+        assert_eq!((r.held(), r.dropped_other), (3, 1));
+        let back = r.due(t0 + RETRY_MAX * 2);
+        let ids: Vec<_> = back.iter().map(|i| i.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["r2", "r3", "r4"], "the oldest went; the rest in sending order");
+        assert_eq!(r.held_bytes, 0);
+    }
+
+    #[test]
+    fn held_messages_are_bounded_in_bytes() {
+        let mut r = Refused::new(100, 30);
+        let t0 = Instant::now();
+        for id in ["aaaaaa", "bbbbbb", "cccccc"] {
+            r.sent(item(id), t0);
+            assert!(r.refused(id, t0));
+        }
+        assert!(r.held_bytes <= 30, "{}", r.held_bytes);
+        assert_eq!(r.held() as u64 + r.dropped_other, 3);
+    }
+
+    #[test]
+    fn a_newer_heartbeat_supersedes_a_held_one() {
+        let mut r = Refused::new(100, 1 << 20);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(5);
+        r.sent(of(Kind::Heartbeat, "h1"), t0);
+        r.sent(of(Kind::Heartbeat, "h2"), t1);
+        // The newer one's refusal may come back first.
+        assert!(r.refused("h2", t1));
+        assert!(r.refused("h1", t1));
+        assert_eq!((r.held(), r.superseded), (1, 1));
+        let back = r.due(t1 + RETRY_MAX * 2);
+        assert_eq!(back[0].id.as_deref(), Some("h2"), "the newer one stays");
+        // A new heartbeat queued makes a held one pointless.
+        r.sent(of(Kind::Heartbeat, "h3"), t1);
+        assert!(r.refused("h3", t1));
+        r.sent(of(Kind::Other, "x"), t1);
+        assert!(r.refused("x", t1));
+        assert_eq!(r.supersede(Kind::Heartbeat), 1);
+        assert_eq!(r.supersede(Kind::Other), 0, "only heartbeats and own stats");
+        assert_eq!(r.held(), 1);
     }
 }
