@@ -27,7 +27,7 @@ use crate::protocol::{self, Accepted, Delivery, RejectCode, Rejection, Target};
 use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -367,7 +367,10 @@ impl ClientThread {
 
     /// Messages of type `index` accepted and not yet handed to its PUSH.
     fn depth(&self, index: usize) -> usize {
-        self.metrics.types[index].queued.load(Relaxed) + self.pending[index].len()
+        // SeqCst, like the sink thread's decrement and the room bell's
+        // flag: a re-check after `want` must see a chunk freed before the
+        // sink thread looked at the flag (a plain load on x86).
+        self.metrics.types[index].queued.load(SeqCst) + self.pending[index].len()
     }
 
     /// Whether a message of type `index` may be queued now, waiting for

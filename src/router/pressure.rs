@@ -99,7 +99,9 @@ impl RoomBell {
 
     /// The client thread is about to wait for room in `index`'s queue. It
     /// checks the depth again after this, so a chunk freed in between is
-    /// not missed (both sides are SeqCst).
+    /// not missed: the flag, the sink thread's decrement of the depth and
+    /// the client thread's load of it are all SeqCst, so one of the two
+    /// threads sees the other's write (on any CPU, not only x86).
     pub fn want(&self, index: usize) {
         self.waiting[index].store(true, SeqCst);
     }

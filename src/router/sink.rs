@@ -33,7 +33,7 @@ use crate::protocol::MetadataWriter;
 use crate::signals::ShutdownWatch;
 use crate::zmq_send::{send_keeping, share};
 use crossbeam_channel::Receiver;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,7 +210,8 @@ impl SinkThread {
     /// Takes `n` messages out of the queue's depth and tells a waiting
     /// client thread there is room.
     fn take_in_hand(&self, n: usize) {
-        self.metrics.types[self.index].queued.fetch_sub(n, Relaxed);
+        // SeqCst: see `RoomBell::want` (the same instruction on x86).
+        self.metrics.types[self.index].queued.fetch_sub(n, SeqCst);
         self.room.freed(self.index);
     }
 
