@@ -384,6 +384,11 @@ impl LinkThread {
                 self.pending_done.len()
             );
         }
+        // One more try for the refused ones, whatever their backoff:
+        // after this they would be lost anyway.
+        for item in self.refused.take_all() {
+            self.queue.requeue(item);
+        }
         let deadline = Instant::now() + self.drain;
         loop {
             self.flush(Instant::now());
@@ -394,8 +399,13 @@ impl LinkThread {
             let _ = self.socket.poll(zmq::POLLOUT, left.as_millis() as i64)?;
         }
         self.publish_gauges();
-        if !self.queue.is_empty() {
-            log::warn!("stopping with {} unacked messages unsent", self.queue.len());
+        if !self.queue.is_empty() || self.refused.held() > 0 {
+            log::warn!(
+                "stopping with {} unacked messages unsent and {} refused as overloaded \
+                 waiting to go again",
+                self.queue.len(),
+                self.refused.held()
+            );
         }
         Ok(())
     }

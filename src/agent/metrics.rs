@@ -64,6 +64,7 @@ impl AgentMetrics {
             ("plugin_timeouts", g(&self.plugin_timeouts)),
             ("statsd_lines", g(&self.statsd_lines)),
             ("statsd_bad", g(&self.statsd_bad)),
+            ("statsd_dropped", g(&self.statsd_dropped)),
         ]
     }
 

@@ -203,6 +203,16 @@ impl Refused {
         due.into_iter().map(|h| h.item).collect()
     }
 
+    /// Every held message, oldest sent first, whatever its retry time (at
+    /// shutdown: one last try).
+    pub fn take_all(&mut self) -> Vec<Outgoing> {
+        let mut all = std::mem::take(&mut self.held);
+        all.sort_by_key(|h| h.sent_at);
+        self.held_bytes = 0;
+        self.retried += all.len() as u64;
+        all.into_iter().map(|h| h.item).collect()
+    }
+
     /// When the next refused message is due, if any is held.
     pub fn next_due(&self) -> Option<Instant> {
         self.held.iter().map(|h| h.due).min()
