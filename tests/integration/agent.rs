@@ -161,12 +161,19 @@ fn a_changed_plugin_set_is_registered_again() {
 /// Sends `run_plugin` through the router's back end and returns the result.
 fn run_plugin(router: &Router, results: &Sink, uuid: &str, plugin: &str) -> Value {
     let run_id = token();
-    let reply = router.request(
-        json!({"to": uuid, "type": "run_plugin", "plugin": plugin, "run_id": run_id})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(reply, json!({"ok": true}), "run_plugin {plugin}");
+    let request = json!({"to": uuid, "type": "run_plugin", "plugin": plugin, "run_id": run_id});
+    // The agent's ready line can come before its connection to the router
+    // is up; until then the router answers `unreachable`, as to any back end.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = router.request(request.to_string().as_bytes());
+        if reply == json!({"ok": true}) {
+            break;
+        }
+        let retry = reply["error"] == "unreachable" && Instant::now() < deadline;
+        assert!(retry, "run_plugin {plugin}: {reply}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let v = recv_matching(results, &format!("result of {plugin}"), |v| {
         v["run_id"] == run_id.as_str()
     });
