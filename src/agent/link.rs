@@ -338,12 +338,14 @@ impl LinkThread {
         self.metrics
             .spool_live
             .store(self.resend.len() as u64, Relaxed);
-        self.metrics
-            .dropped_stats
-            .store(self.queue.dropped_stats + self.refused.dropped_stats, Relaxed);
-        self.metrics
-            .dropped_other
-            .store(self.queue.dropped_other + self.refused.dropped_other, Relaxed);
+        self.metrics.dropped_stats.store(
+            self.queue.dropped_stats + self.refused.dropped_stats,
+            Relaxed,
+        );
+        self.metrics.dropped_other.store(
+            self.queue.dropped_other + self.refused.dropped_other,
+            Relaxed,
+        );
         self.metrics
             .superseded
             .store(self.queue.superseded + self.refused.superseded, Relaxed);

@@ -299,10 +299,7 @@ mod tests {
     }
 
     fn of(kind: Kind, id: &str) -> Outgoing {
-        Outgoing {
-            kind,
-            ..item(id)
-        }
+        Outgoing { kind, ..item(id) }
     }
 
     #[test]
@@ -329,7 +326,11 @@ mod tests {
         assert_eq!((r.held(), r.dropped_other), (3, 1));
         let back = r.due(t0 + RETRY_MAX * 2);
         let ids: Vec<_> = back.iter().map(|i| i.id.clone().unwrap()).collect();
-        assert_eq!(ids, ["r2", "r3", "r4"], "the oldest went; the rest in sending order");
+        assert_eq!(
+            ids,
+            ["r2", "r3", "r4"],
+            "the oldest went; the rest in sending order"
+        );
         assert_eq!(r.held_bytes, 0);
     }
 
