@@ -219,7 +219,7 @@ pub fn redact(url: &str) -> String {
         let pairs: Vec<&str> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key == "password" => "password=***",
+                Some(("password", _)) => "password=***",
                 _ => pair,
             })
             .collect();

@@ -358,7 +358,10 @@ fn a_postgres_outage_loses_nothing_acked_and_every_part_recovers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unreachable"), "status said: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // The outage lasts a while, and the scheduler must have noticed it
+    // (asserted below) before the store comes back.
     std::thread::sleep(OUTAGE);
+    sched.wait_log("unreachable:", STEP);
     server.start_again();
     let back = util::now_secs();
 

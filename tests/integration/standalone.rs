@@ -22,7 +22,7 @@ fn vigil(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         }
     }
     cmd.envs(env.iter().copied());
-    cmd.output().expect("run vigil")
+    crate::util::daemon::output_within(cmd, std::time::Duration::from_secs(30))
 }
 
 /// The value of `key=` in the router's `ready:` line, as standalone passes

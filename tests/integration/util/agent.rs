@@ -181,11 +181,10 @@ pub fn quick_agent_env(
 /// `vigil send notification` (severity error) to the agent whose intake is
 /// `local`: the id the agent gave it.
 pub fn send_notification(local: &str, source: &str, message: &str) -> String {
-    let out = vigil(&["send", "notification", "--severity", "error"])
-        .args(["--source", source, "--message", message])
-        .env("VIGIL_AGENT_LOCAL", local)
-        .output()
-        .expect("run vigil send");
+    let mut cmd = vigil(&["send", "notification", "--severity", "error"]);
+    cmd.args(["--source", source, "--message", message])
+        .env("VIGIL_AGENT_LOCAL", local);
+    let out = output_within(cmd, Duration::from_secs(30));
     assert!(
         out.status.success(),
         "vigil send refused: {}",

@@ -164,8 +164,11 @@ impl WebhookServer {
             for (n, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
                 let status = statuses[n.min(statuses.len() - 1)];
-                if let Some(body) = answer(stream, status) {
+                // Kept before the reply: once the sink has its answer (and
+                // acks), the test must find the body here.
+                if let Some((body, stream)) = read_request(stream) {
                     kept.lock().expect("bodies lock").push(body);
+                    reply(stream, status);
                 }
             }
         });
@@ -181,9 +184,9 @@ impl WebhookServer {
     }
 }
 
-/// Reads one request (headers, then Content-Length bytes) and answers it.
-fn answer(stream: TcpStream, status: u16) -> Option<String> {
-    use std::io::{Read, Write};
+/// Reads one request: headers, then Content-Length bytes of body.
+fn read_request(stream: TcpStream) -> Option<(String, TcpStream)> {
+    use std::io::Read;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut length = 0;
@@ -202,9 +205,12 @@ fn answer(stream: TcpStream, status: u16) -> Option<String> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
+    Some((String::from_utf8_lossy(&body).into_owned(), stream))
+}
+
+fn reply(mut stream: TcpStream, status: u16) {
+    use std::io::Write;
     let reply =
         format!("HTTP/1.1 {status} Scripted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
-    let mut stream = stream;
-    stream.write_all(reply.as_bytes()).ok()?;
-    Some(String::from_utf8_lossy(&body).into_owned())
+    let _ = stream.write_all(reply.as_bytes());
 }
