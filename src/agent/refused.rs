@@ -131,9 +131,7 @@ impl Refused {
             if let Some(i) = self.held.iter().position(|h| h.item.kind == kind) {
                 self.superseded += 1;
                 if self.held[i].sent_at >= held.sent_at {
-                    if let Some(id) = &held.item.id {
-                        self.refusals.remove(id);
-                    }
+                    self.forget_refusals(&held);
                     return;
                 }
                 self.remove_held(i);
@@ -169,10 +167,15 @@ impl Refused {
     fn remove_held(&mut self, index: usize) -> Held {
         let held = self.held.swap_remove(index);
         self.held_bytes -= held.item.frame.len();
+        self.forget_refusals(&held);
+        held
+    }
+
+    /// A held message dropped for good: its backoff count goes with it.
+    fn forget_refusals(&mut self, held: &Held) {
         if let Some(id) = &held.item.id {
             self.refusals.remove(id);
         }
-        held
     }
 
     /// A new message of `kind` is queued: a held one of that kind is older
@@ -195,22 +198,25 @@ impl Refused {
         if !self.held.iter().any(|h| h.due <= now) {
             return Vec::new();
         }
-        let (mut due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.due <= now);
+        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.due <= now);
         self.held = later;
-        due.sort_by_key(|h| h.sent_at);
-        self.retried += due.len() as u64;
-        self.held_bytes -= due.iter().map(|h| h.item.frame.len()).sum::<usize>();
-        due.into_iter().map(|h| h.item).collect()
+        self.release(due)
     }
 
     /// Every held message, oldest sent first, whatever its retry time (at
     /// shutdown: one last try).
     pub fn take_all(&mut self) -> Vec<Outgoing> {
-        let mut all = std::mem::take(&mut self.held);
-        all.sort_by_key(|h| h.sent_at);
-        self.held_bytes = 0;
-        self.retried += all.len() as u64;
-        all.into_iter().map(|h| h.item).collect()
+        let all = std::mem::take(&mut self.held);
+        self.release(all)
+    }
+
+    /// Messages just taken out of `held`, to be sent again: oldest sent
+    /// first, counted as retried.
+    fn release(&mut self, mut out: Vec<Held>) -> Vec<Outgoing> {
+        out.sort_by_key(|h| h.sent_at);
+        self.retried += out.len() as u64;
+        self.held_bytes -= out.iter().map(|h| h.item.frame.len()).sum::<usize>();
+        out.into_iter().map(|h| h.item).collect()
     }
 
     /// When the next refused message is due, if any is held.
