@@ -21,7 +21,7 @@ use crate::util::tls as tls_util;
 
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
-use sinks_util::{wait_for, SinkBuilder, SinkProc, TempDir, EVENTUALLY};
+use sinks_util::{at_least, wait_for, SinkBuilder, SinkProc, TempDir, EVENTUALLY};
 use std::path::Path;
 use std::time::Duration;
 use tls_util::{secret_file, servers_present, HookServer, SmtpMode, SmtpServer, TestCa};
@@ -366,9 +366,7 @@ fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
         hook.requests().into_iter().next()
     });
     agent.send(&beat);
-    let requests = wait_for("the resolve", EVENTUALLY, || {
-        Some(hook.requests()).filter(|r| r.len() >= 2)
-    });
+    let requests = at_least(2, "the resolve", || hook.requests());
     assert_eq!(trigger["path"], "/v2/enqueue");
     assert_eq!(trigger["headers"]["content-type"], "application/json");
     let (t, r) = (&requests[0]["json"], &requests[1]["json"]);
@@ -584,10 +582,4 @@ fn secret_files_open_to_others_stop_the_start() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("VIGIL_NOTIFY_WEBHOOK_KEY_FILE"), "{stderr}");
     assert!(!stderr.contains(ROUTING_KEY), "{stderr}");
-}
-
-/// What a test server logged, once it holds at least `n` entries. Its
-/// output is read by a thread, which may lag behind what the sink saw.
-fn at_least<T>(n: usize, what: &str, read: impl Fn() -> Vec<T>) -> Vec<T> {
-    wait_for(what, EVENTUALLY, || Some(read()).filter(|v| v.len() >= n))
 }

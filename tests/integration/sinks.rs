@@ -13,7 +13,9 @@ use crate::util::sinks as sinks_util;
 
 use db::TestDb;
 use serde_json::{json, Value};
-use sinks_util::{wait_for, Aiosmtpd, Carbon, SinkBuilder, TempDir, WebhookServer, EVENTUALLY};
+use sinks_util::{
+    at_least, wait_for, Aiosmtpd, Carbon, SinkBuilder, TempDir, WebhookServer, EVENTUALLY,
+};
 use std::path::Path;
 use std::time::Duration;
 use util::{now_secs, Client, Router};
@@ -636,9 +638,7 @@ fn command_email_and_webhook_each_deliver_exactly_once_across_a_failed_attempt()
     assert_eq!(handled_lines(&out).len(), 1, "the command ran once");
     // aiosmtpd prints a message before it answers 250; its stdout is read
     // by a thread, which may lag behind the ack.
-    let mails = wait_for("the email", EVENTUALLY, || {
-        Some(smtp.messages()).filter(|m| !m.is_empty())
-    });
+    let mails = at_least(1, "the email", || smtp.messages());
     assert_eq!(mails.len(), 1, "one email: {mails:?}");
     assert!(mails[0].contains("array md0 degraded"), "{}", mails[0]);
     let pages = pager.bodies();

@@ -25,6 +25,13 @@ pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
 pub use crate::util::daemon::wait_for;
 
+/// What a test server logged, once it holds at least `n` entries (within
+/// [`EVENTUALLY`]). Its output is read by a thread, which may lag behind
+/// what the sink saw.
+pub fn at_least<T>(n: usize, what: &str, read: impl Fn() -> Vec<T>) -> Vec<T> {
+    wait_for(what, EVENTUALLY, || Some(read()).filter(|v| v.len() >= n))
+}
+
 pub use vigil::testkit::{free_port, TempDir};
 
 /// A `vigil sink` process being configured.
