@@ -26,6 +26,10 @@ The benchmarks are the separate `vigil-bench` binary.
 See README.md for every VIGIL_* variable and its default.";
 
 fn main() {
+    if let Err(e) = check_log_spec() {
+        eprintln!("vigil: {e}");
+        std::process::exit(2);
+    }
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::new().filter_or("VIGIL_LOG", "info"));
     vigil::notify::quiet_library_logs(&mut logger);
@@ -36,6 +40,18 @@ fn main() {
         eprintln!("vigil {command}: {e}");
         std::process::exit(e.exit_code());
     }
+}
+
+/// A `VIGIL_LOG` that env_logger would warn about and then ignore (logging
+/// at its default instead) stops the program like any other bad setting.
+fn check_log_spec() -> Result<(), vigil::config::ConfigError> {
+    let Ok(spec) = std::env::var("VIGIL_LOG") else {
+        return Ok(());
+    };
+    env_filter::Builder::new()
+        .try_parse(&spec)
+        .map(|_| ())
+        .map_err(|e| vigil::config::ConfigError::new("VIGIL_LOG", &spec, e.to_string()))
 }
 
 fn run(command: &str, rest: &[String]) -> Result<(), Error> {

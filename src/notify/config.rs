@@ -365,11 +365,9 @@ fn webhook_from_env(env: &Env) -> Result<Option<WebhookConfig>, ConfigError> {
             "secrets are read from files: put the key in a file readable by its owner only and set VIGIL_NOTIFY_WEBHOOK_KEY_FILE",
         ));
     }
-    let Some(raw) = env.get("VIGIL_NOTIFY_WEBHOOK") else {
+    let Some(url) = webhook_url_from_env(env)? else {
         return Ok(None);
     };
-    let url = WebhookUrl::parse(raw)
-        .map_err(|reason| ConfigError::new("VIGIL_NOTIFY_WEBHOOK", &redact_url(raw), reason))?;
     let format_raw = env.string("VIGIL_NOTIFY_WEBHOOK_FORMAT", "pagerduty");
     let format = match format_raw.to_ascii_lowercase().as_str() {
         "pagerduty" => WebhookFormat::PagerDuty,
@@ -400,6 +398,38 @@ fn webhook_from_env(env: &Env) -> Result<Option<WebhookConfig>, ConfigError> {
         key,
         severities: SeveritySet::from_env(env, "VIGIL_NOTIFY_WEBHOOK_SEVERITIES", "critical")?,
     }))
+}
+
+/// The URL from `VIGIL_NOTIFY_WEBHOOK`, or from the file
+/// `VIGIL_NOTIFY_WEBHOOK_FILE` names (a Slack or Teams URL is itself the
+/// secret, so it may not belong in the environment); not both.
+fn webhook_url_from_env(env: &Env) -> Result<Option<WebhookUrl>, ConfigError> {
+    let (var, raw) = match (
+        env.get("VIGIL_NOTIFY_WEBHOOK"),
+        env.get("VIGIL_NOTIFY_WEBHOOK_FILE"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(path)) => {
+            return Err(ConfigError::new(
+                "VIGIL_NOTIFY_WEBHOOK_FILE",
+                path,
+                "VIGIL_NOTIFY_WEBHOOK is set too: set one of them",
+            ))
+        }
+        (Some(raw), None) => {
+            return WebhookUrl::parse(raw).map(Some).map_err(|reason| {
+                ConfigError::new("VIGIL_NOTIFY_WEBHOOK", &redact_url(raw), reason)
+            })
+        }
+        (None, Some(path)) => ("VIGIL_NOTIFY_WEBHOOK_FILE", path),
+    };
+    let secret = read_secret_file(var, raw)?;
+    WebhookUrl::parse(secret.expose())
+        .map(Some)
+        .map_err(|reason| {
+            let shown = redact_url(secret.expose());
+            ConfigError::new(var, raw, format!("the file holds {shown}: {reason}"))
+        })
 }
 
 /// `host:port` (or `host`, taking `default_port`), checked for shape only:
@@ -619,6 +649,46 @@ mod tests {
         let hook = NotifyConfig::from_env(&default).unwrap().webhook.unwrap();
         assert_eq!(hook.format, WebhookFormat::PagerDuty);
         assert!(hook.key.is_none());
+    }
+
+    #[test]
+    fn the_webhook_url_can_come_from_an_owner_only_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vigil-hook-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("url");
+        let path = file.to_str().unwrap();
+        let from_file = || {
+            NotifyConfig::from_env(&Env::from_pairs([
+                ("VIGIL_NOTIFY_WEBHOOK_FILE", path),
+                ("VIGIL_NOTIFY_WEBHOOK_FORMAT", "slack"),
+            ]))
+        };
+        std::fs::write(&file, "https://hooks.slack.com/services/T0/B0/S3CRET\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(from_file().unwrap_err().var, "VIGIL_NOTIFY_WEBHOOK_FILE");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let hook = from_file().unwrap().webhook.unwrap();
+        assert_eq!(
+            hook.url.expose(),
+            "https://hooks.slack.com/services/T0/B0/S3CRET"
+        );
+        assert_eq!(hook.url.to_string(), "https://hooks.slack.com/…");
+
+        // A bad URL in the file is named by the file's variable, the secret
+        // part left out.
+        std::fs::write(&file, "ftp://hooks.slack.com/services/T0/B0/S3CRET\n").unwrap();
+        let err = from_file().unwrap_err();
+        assert_eq!(err.var, "VIGIL_NOTIFY_WEBHOOK_FILE");
+        assert!(!err.to_string().contains("S3CRET"), "{err}");
+
+        let both = Env::from_pairs([
+            ("VIGIL_NOTIFY_WEBHOOK", "https://x/"),
+            ("VIGIL_NOTIFY_WEBHOOK_FILE", path),
+        ]);
+        let err = NotifyConfig::from_env(&both).unwrap_err();
+        assert_eq!(err.var, "VIGIL_NOTIFY_WEBHOOK_FILE");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

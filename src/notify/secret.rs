@@ -39,18 +39,7 @@ impl std::fmt::Debug for Secret {
 /// local user can read is not a secret).
 pub fn read_secret_file(var: &str, path: &str) -> Result<Secret, ConfigError> {
     let bad = |why: String| ConfigError::new(var, path, why);
-    let meta = std::fs::metadata(Path::new(path)).map_err(|e| bad(format!("cannot read: {e}")))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "the file is open to its group or others (mode {:04o}); make it readable by its owner only (chmod 600)",
-            mode & 0o7777
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let text = read_owner_only(path).map_err(bad)?;
     let value = text.trim_end_matches(['\r', '\n']);
     if value.is_empty() {
         return Err(bad("the file is empty".into()));
@@ -59,6 +48,23 @@ pub fn read_secret_file(var: &str, path: &str) -> Result<Secret, ConfigError> {
         return Err(bad("expected one line".into()));
     }
     Ok(Secret(value.to_string()))
+}
+
+/// The whole text of `path`, a regular file its group and others may
+/// neither read nor write. The error is a sentence fragment.
+pub fn read_owner_only(path: &str) -> Result<String, String> {
+    let meta = std::fs::metadata(Path::new(path)).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the file is open to its group or others (mode {:04o}); make it readable by its owner only (chmod 600)",
+            mode & 0o7777
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
 }
 
 /// `https://hooks.slack.com/services/T0/B0/XYZ` → `https://hooks.slack.com/…`:

@@ -86,9 +86,10 @@ impl WebConfig {
     }
 }
 
-/// The token: the file's first line, at least 16 characters.
+/// The token: the file's first line, at least 16 characters, from a file
+/// only its owner may read (like every other secret file).
 fn read_token(path: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let text = crate::notify::secret::read_owner_only(path)?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.chars().count() < 16 {
         return Err("the token (first line) must have at least 16 characters".into());
@@ -99,6 +100,7 @@ fn read_token(path: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn loopback_by_default_and_a_token_off_it() {
@@ -112,6 +114,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "short\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let path = file.display().to_string();
         let pairs = [
             ("VIGIL_WEB_BIND", "0.0.0.0:0"),
@@ -124,6 +127,11 @@ mod tests {
             "VIGIL_WEB_TOKEN_FILE"
         );
         std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loose = WebConfig::from_env(&Env::from_pairs(pairs)).unwrap_err();
+        assert_eq!(loose.var, "VIGIL_WEB_TOKEN_FILE");
+        assert!(loose.reason.contains("chmod 600"), "{loose}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = WebConfig::from_env(&Env::from_pairs(pairs)).unwrap();
         assert_eq!(c.token.as_deref(), Some("0123456789abcdef0123"));
         assert!(!format!("{c:?}").contains("0123456789abcdef"));

@@ -328,9 +328,17 @@ fn webhook_sink(
     format: &str,
     ca: &Path,
 ) -> SinkBuilder {
-    SinkBuilder::new(types, &[router], store)
-        .env("VIGIL_NOTIFY_WEBHOOK", url)
-        .env("VIGIL_NOTIFY_WEBHOOK_FORMAT", format)
+    // Slack's URL carries its token, so it comes from an owner-only file,
+    // as the README shows; the others come from the environment.
+    let sink = SinkBuilder::new(types, &[router], store);
+    let sink = if format == "slack" {
+        let file = store.with_extension("hook-url");
+        secret_file(&file, url);
+        sink.env("VIGIL_NOTIFY_WEBHOOK_FILE", &file.display().to_string())
+    } else {
+        sink.env("VIGIL_NOTIFY_WEBHOOK", url)
+    };
+    sink.env("VIGIL_NOTIFY_WEBHOOK_FORMAT", format)
         .env("VIGIL_NOTIFY_WEBHOOK_SEVERITIES", "all")
         .env("VIGIL_NOTIFY_CA_FILE", &ca.display().to_string())
 }

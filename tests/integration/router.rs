@@ -1209,6 +1209,7 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
         .expect("utf-8 endpoint");
     // (variable, value, is a bind failure: the config may be logged first)
     let cases: Vec<(&str, String, bool)> = vec![
+        ("VIGIL_LOG", "vigil=loud".into(), false),
         ("VIGIL_MAX_MESSAGE_BYTES", "abc".into(), false),
         ("VIGIL_MAX_MESSAGE_BYTES", "-5".into(), false),
         ("VIGIL_QUEUE_CAPACITY", "lots".into(), false),

@@ -11,6 +11,7 @@ use db::TestDb;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -383,6 +384,7 @@ fn off_loopback_every_request_needs_the_token() {
 
     let token_file = dir.0.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (_web, addr) = start_web(
         &db,
         &[
