@@ -285,15 +285,15 @@ fn spawn_worker(
             supervisor,
             shared,
             batches,
-            notification::NotificationSink {
-                handlers: parts
+            notification::NotificationSink::new(
+                parts
                     .handlers
                     .clone()
                     .expect("handlers are made when the notification type runs"),
-                retry_min: config.retry_min,
-                dedup_retention: config.dedup_retention,
-                lease: client_lease(parts.handlers.as_ref()),
-            },
+                config.retry_min,
+                config.dedup_retention,
+                client_lease(parts.handlers.as_ref()),
+            ),
         ),
         SinkType::Result => start_worker(
             supervisor,

@@ -22,7 +22,7 @@ use super::message::{Incoming, Malformed};
 use super::metrics::TypeMetrics;
 use super::worker::{self, Ctx, Effects, Failure, TypeSink};
 use crate::notify::Handlers;
-use crate::protocol::{codes::SEVERITY_TEXTS, Severity};
+use crate::protocol::Severity;
 use crate::store::notifications::{self, ClientNotification, Next, Progress};
 use crate::store::{dedup, now, Store, Tx};
 use std::time::{Duration, Instant};
@@ -34,18 +34,59 @@ pub struct NotificationSink {
     pub dedup_retention: Duration,
     /// How long an attempt holds a notification against other processes.
     pub lease: Duration,
+    /// Outcomes whose handlers ran but whose write met a store outage:
+    /// written first when the batch is tried again, so the handlers that
+    /// succeeded are not run a second time.
+    pub unwritten: Vec<Settled>,
+}
+
+impl NotificationSink {
+    pub fn new(
+        handlers: Handlers,
+        retry_min: Duration,
+        dedup_retention: Duration,
+        lease: Duration,
+    ) -> NotificationSink {
+        NotificationSink {
+            handlers,
+            retry_min,
+            dedup_retention,
+            lease,
+            unwritten: Vec::new(),
+        }
+    }
 }
 
 /// What the first transaction found.
 enum Found {
     /// Handled before: ack again, run nothing.
     Duplicate,
-    /// To run: its row, the handlers already done, and the hostname the
-    /// store knows for the client.
-    Run(Progress, Option<String>),
+    /// To run, under the claim this process took.
+    Run(Claim),
     /// Another process is running its handlers now: no ack; the agent's
     /// resend finds it handled (or retries it).
     Busy,
+}
+
+/// A notification this process claimed for one attempt.
+struct Claim {
+    /// Its row and the handlers already done.
+    progress: Progress,
+    /// The hostname the store knows for the client.
+    hostname: Option<String>,
+    /// The claim's token: the row's `next_attempt_at` while it is ours.
+    token: f64,
+}
+
+/// An attempt's outcome, owned, until it is written.
+#[derive(Clone)]
+pub struct Settled {
+    seq: i64,
+    token: f64,
+    done: Vec<String>,
+    next: NextOwned,
+    /// (uuid, id) of a client notification now handled.
+    handled: Option<(String, String)>,
 }
 
 impl TypeSink for NotificationSink {
@@ -63,8 +104,12 @@ impl TypeSink for NotificationSink {
     /// (and claims) every new notification, the handlers run, one records
     /// every outcome. A copy of a notification met earlier in the same
     /// batch shares its outcome. If the batch's first transaction fails
-    /// for a reason other than an outage, each message goes alone.
+    /// for a reason other than an outage or a conflict, each message goes
+    /// alone.
     fn process(&mut self, store: &mut Store, msgs: Vec<Incoming>, out: &mut Effects, mut ctx: Ctx) {
+        if let Err(e) = self.write_unwritten(store) {
+            return ctx.store_error(msgs.len(), &e);
+        }
         let mut valid = Vec::new();
         for msg in &msgs {
             match fields(msg) {
@@ -93,48 +138,35 @@ impl TypeSink for NotificationSink {
         }
         let found = match self.record_batch(store, &unique) {
             Ok(found) => found,
-            Err(Failure::Store(e)) if e.is_outage() || e.is_conflict() => {
-                return ctx.store_error(msgs.len(), &e)
-            }
+            Err(Failure::Store(e)) if e.is_outage() => return ctx.store_error(msgs.len(), &e),
+            // Nothing was committed: the whole batch is tried again.
+            Err(Failure::Store(e)) if e.is_conflict() => return ctx.retry_later(&e),
             Err(_) => return self.one_by_one(store, &unique, &copies, out, &mut ctx),
         };
         let mut outcome = vec![false; unique.len()];
-        let mut attempts = Vec::new();
+        let mut ran = Vec::new();
         for (i, ((msg, _), found)) in unique.iter().zip(found).enumerate() {
             match found {
                 Found::Duplicate => {
                     TypeMetrics::add(&ctx.metrics.duplicates, 1);
                     outcome[i] = true;
                 }
-                Found::Busy => log::debug!(
-                    "notification {:?} from {} is being handled elsewhere",
-                    msg.id,
-                    msg.uuid
-                ),
-                Found::Run(progress, hostname) => {
-                    let (attempt, next) = self.run(msg, progress.done, hostname);
-                    attempts.push((i, progress.seq, attempt, next));
-                }
+                Found::Busy => busy(msg),
+                Found::Run(claim) => match self.keep_claim(store, &claim) {
+                    Some(token) => ran.push((i, self.run(msg, claim, token))),
+                    None => busy(msg),
+                },
             }
         }
-        if !attempts.is_empty() {
-            let stored = store.in_write(|tx| {
-                let rows: Vec<(i64, &[String], Next)> = attempts
-                    .iter()
-                    .map(|(_, seq, a, next)| (*seq, a.done.as_slice(), next.as_next()))
-                    .collect();
-                let done: Vec<(&str, &str)> = attempts
-                    .iter()
-                    .filter(|(_, _, a, _)| a.complete())
-                    .filter_map(|(i, ..)| {
-                        Some((unique[*i].0.uuid.as_str(), unique[*i].0.id.as_deref()?))
-                    })
-                    .collect();
-                notifications::record_outcomes(tx, &rows, &done, now())
-            });
-            match stored {
+        if !ran.is_empty() {
+            let attempts: Vec<_> = ran.iter().map(|(_, (attempt, _))| attempt).collect();
+            let settled = ran
+                .iter()
+                .map(|(_, (_, settled))| settled.clone())
+                .collect();
+            match self.settle(store, settled) {
                 Ok(()) => {
-                    for (i, _, attempt, _) in &attempts {
+                    for ((i, _), attempt) in ran.iter().zip(attempts) {
                         if attempt.complete() {
                             outcome[*i] = true;
                         } else {
@@ -142,7 +174,7 @@ impl TypeSink for NotificationSink {
                         }
                     }
                 }
-                Err(e) => ctx.store_error(attempts.len(), &e),
+                Err(e) => ctx.store_error(ran.len(), &e),
             }
         }
         let mut ack = |msg: &Incoming| {
@@ -176,55 +208,106 @@ impl TypeSink for NotificationSink {
     }
 }
 
+fn busy(msg: &Incoming) {
+    log::debug!(
+        "notification {:?} from {} is being handled elsewhere",
+        msg.id,
+        msg.uuid
+    );
+}
+
 impl NotificationSink {
     /// Handles one notification; `Ok(true)` when it is handled (now or
     /// before) and may be acked.
     fn one(&mut self, store: &mut Store, msg: &Incoming, ctx: &mut Ctx) -> Result<bool, Failure> {
         let fields = fields(msg)?;
-        let (progress, hostname) = match self.record(store, msg, &fields)? {
+        let claim = match self.record(store, msg, &fields)? {
             Found::Duplicate => {
                 TypeMetrics::add(&ctx.metrics.duplicates, 1);
                 return Ok(true);
             }
-            Found::Run(progress, hostname) => (progress, hostname),
+            Found::Run(claim) => claim,
             Found::Busy => {
-                log::debug!(
-                    "notification {:?} from {} is being handled elsewhere",
-                    msg.id,
-                    msg.uuid
-                );
+                busy(msg);
                 return Ok(false);
             }
         };
-        let mut body = msg.body.clone();
-        // Handlers name the host; fill it in when the client left it out.
-        if let (None, Some(known)) = (msg.hostname()?, hostname) {
-            body.insert("hostname".into(), serde_json::Value::String(known));
-        }
-        let body = serde_json::Value::Object(body);
-        let attempt = handling::attempt(&self.handlers, &body, progress.done);
-        let error = attempt.error();
-        let next = if attempt.complete() {
-            Next::Handled
-        } else if msg.ack {
-            Next::AwaitResend { error: &error }
-        } else {
-            let wait = handling::next_wait(self.retry_min, attempt.retry_after);
-            let at = now() + wait.as_secs_f64();
-            Next::RetryAt { at, error: &error }
-        };
-        let tx = store.write()?;
-        notifications::record_attempt(&tx, progress.seq, &attempt.done, &next)?;
-        if attempt.complete() {
-            if let Some(id) = &msg.id {
-                dedup::mark_handled(&tx, &msg.uuid, id, "notification", now())?;
-            }
-        }
-        tx.commit()?;
+        let token = claim.token;
+        let (attempt, settled) = self.run(msg, claim, token);
+        self.settle(store, vec![settled])?;
         if !attempt.complete() {
             self.failed(msg, &attempt, ctx);
         }
         Ok(attempt.complete())
+    }
+
+    /// The claim's token if this process may run the handlers now: as
+    /// taken while it is fresh, else extended, since the handlers of the
+    /// batch's earlier notifications may have run for most of it. `None`
+    /// when it lapsed and another process took it over (or the store
+    /// cannot say): the notification is then left to that process, the
+    /// client's resend or the outbox.
+    fn keep_claim(&self, store: &mut Store, claim: &Claim) -> Option<f64> {
+        let lease = self.lease.as_secs_f64();
+        let at = now();
+        if at < claim.token - lease / 2.0 {
+            return Some(claim.token);
+        }
+        let renewed = at + lease;
+        match store
+            .in_write(|tx| notifications::renew(tx, claim.progress.seq, claim.token, renewed))
+        {
+            Ok(true) => Some(renewed),
+            Ok(false) => None,
+            Err(e) => {
+                store.log_error("extending a notification's claim", e);
+                None
+            }
+        }
+    }
+
+    /// Writes `settled` in one transaction. On a store outage they are kept
+    /// for the batch's next try ([`Self::write_unwritten`]).
+    fn settle(
+        &mut self,
+        store: &mut Store,
+        settled: Vec<Settled>,
+    ) -> Result<(), crate::store::DbError> {
+        let written = store.in_write(|tx| {
+            let rows: Vec<notifications::Outcome> = settled
+                .iter()
+                .map(|s| notifications::Outcome {
+                    seq: s.seq,
+                    token: s.token,
+                    done: &s.done,
+                    next: s.next.as_next(),
+                })
+                .collect();
+            let handled: Vec<(&str, &str)> = settled
+                .iter()
+                .filter_map(|s| s.handled.as_ref())
+                .map(|(uuid, id)| (uuid.as_str(), id.as_str()))
+                .collect();
+            notifications::record_outcomes(tx, &rows, &handled, now())
+        });
+        if let Err(e) = &written {
+            if e.is_outage() {
+                self.unwritten.extend(settled);
+            }
+        }
+        written
+    }
+
+    /// The outcomes an outage kept from the store, before anything else.
+    fn write_unwritten(&mut self, store: &mut Store) -> Result<(), crate::store::DbError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let kept = std::mem::take(&mut self.unwritten);
+        let count = kept.len();
+        self.settle(store, kept)?;
+        log::info!("notification: wrote {count} outcome(s) held over a store outage");
+        Ok(())
     }
 
     /// Each message alone, in its own transactions (the batch's failed).
@@ -263,20 +346,16 @@ impl NotificationSink {
         }
     }
 
-    /// Runs the handlers not done yet; what the attempt leads to.
-    fn run(
-        &self,
-        msg: &Incoming,
-        done: Vec<String>,
-        hostname: Option<String>,
-    ) -> (handling::Attempt, NextOwned) {
+    /// Runs the handlers not done yet under `token`; the attempt and what
+    /// to record of it.
+    fn run(&self, msg: &Incoming, claim: Claim, token: f64) -> (handling::Attempt, Settled) {
         let mut body = msg.body.clone();
         // Handlers name the host; fill it in when the client left it out.
-        if let (Ok(None), Some(known)) = (msg.hostname(), hostname) {
+        if let (Ok(None), Some(known)) = (msg.hostname(), claim.hostname) {
             body.insert("hostname".into(), serde_json::Value::String(known));
         }
         let body = serde_json::Value::Object(body);
-        let attempt = handling::attempt(&self.handlers, &body, done);
+        let attempt = handling::attempt(&self.handlers, &body, claim.progress.done);
         let error = attempt.error();
         let next = if attempt.complete() {
             NextOwned::Handled
@@ -286,7 +365,18 @@ impl NotificationSink {
             let wait = handling::next_wait(self.retry_min, attempt.retry_after);
             NextOwned::RetryAt(now() + wait.as_secs_f64(), error)
         };
-        (attempt, next)
+        let handled = match (&msg.id, attempt.complete()) {
+            (Some(id), true) => Some((msg.uuid.clone(), id.clone())),
+            _ => None,
+        };
+        let settled = Settled {
+            seq: claim.progress.seq,
+            token,
+            done: attempt.done.clone(),
+            next,
+            handled,
+        };
+        (attempt, settled)
     }
 
     fn failed(&self, msg: &Incoming, attempt: &handling::Attempt, ctx: &mut Ctx) {
@@ -336,7 +426,8 @@ impl NotificationSink {
         let lease = self.lease.as_secs_f64();
         // New ones are recorded (and claimed) at once; what is left is a
         // duplicate or recorded before, found one by one (a resend).
-        let recorded = notifications::record_new_clients(&tx, &records, now() + lease)?;
+        let token = now() + lease;
+        let recorded = notifications::record_new_clients(&tx, &records, token)?;
         let mut found = Vec::with_capacity(unique.len());
         for (i, (msg, _)) in unique.iter().enumerate() {
             let hostname = || -> Result<Option<String>, Failure> {
@@ -349,10 +440,14 @@ impl NotificationSink {
             if let Some(&seq) = recorded.get(&key) {
                 let progress = Progress {
                     seq,
-                    state: "failed".into(),
+                    state: String::new(),
                     done: vec![],
                 };
-                found.push(Found::Run(progress, hostname()?));
+                found.push(Found::Run(Claim {
+                    progress,
+                    hostname: hostname()?,
+                    token,
+                }));
                 continue;
             }
             if msg.id.is_some() && dedup::is_handled(&tx, &msg.uuid, id_of(i))? {
@@ -364,8 +459,12 @@ impl NotificationSink {
                 .ok_or(crate::store::DbError::NoRow)?;
             found.push(if progress.state == "handled" {
                 Found::Duplicate
-            } else if notifications::claim(&tx, progress.seq, now(), lease)? {
-                Found::Run(progress, hostname()?)
+            } else if let Some(token) = notifications::claim(&tx, progress.seq, now(), lease)? {
+                Found::Run(Claim {
+                    progress,
+                    hostname: hostname()?,
+                    token,
+                })
             } else {
                 Found::Busy
             });
@@ -403,8 +502,14 @@ impl NotificationSink {
         let found = if progress.state == "handled" {
             // Handled by the outbox (it was sent without ack before).
             Found::Duplicate
-        } else if notifications::claim(&tx, progress.seq, now(), self.lease.as_secs_f64())? {
-            Found::Run(progress, crate::store::clients::hostname(&tx, &msg.uuid)?)
+        } else if let Some(token) =
+            notifications::claim(&tx, progress.seq, now(), self.lease.as_secs_f64())?
+        {
+            Found::Run(Claim {
+                progress,
+                hostname: crate::store::clients::hostname(&tx, &msg.uuid)?,
+                token,
+            })
         } else {
             Found::Busy
         };
@@ -414,6 +519,7 @@ impl NotificationSink {
 }
 
 /// [`Next`] with its error owned, across the handlers' run.
+#[derive(Clone)]
 enum NextOwned {
     Handled,
     RetryAt(f64, String),
@@ -437,14 +543,18 @@ struct Fields<'a> {
     message: &'a str,
 }
 
+/// A severity that is missing, not a string or none of the four counts
+/// as `critical`: a client's mistake is paged rather than lost (the
+/// handlers read it the same way, and the body keeps what was sent).
 fn fields(msg: &Incoming) -> Result<Fields<'_>, Malformed> {
-    let severity = msg.req_str("severity")?;
-    if Severity::from_wire(severity).is_none() {
-        return Err(Malformed(format!(
-            "severity {:?} is not one of {}",
-            super::message::clip(severity),
-            SEVERITY_TEXTS.join(", ")
-        )));
+    let sent = msg.body.get("severity").and_then(serde_json::Value::as_str);
+    let severity = crate::notify::config::normalise_severity(sent.unwrap_or("critical"));
+    if sent.and_then(Severity::from_wire).is_none() {
+        log::debug!(
+            "notification from {} with severity {:?} counts as critical",
+            msg.uuid,
+            sent.map(super::message::clip)
+        );
     }
     Ok(Fields {
         severity,
@@ -468,6 +578,7 @@ fn client_record<'a>(
         hostname: msg.hostname()?,
         body: &msg.text,
         at: msg.meta.received_at,
+        ack: msg.ack,
     })
 }
 
@@ -485,9 +596,140 @@ mod tests {
             )
         };
         assert!(fields(&n(r#","severity":"critical","message":"m""#)).is_ok());
-        assert!(fields(&n(r#","severity":"panic","message":"m""#)).is_err());
+        for odd in [
+            r#","severity":"panic""#,
+            r#","severity":7"#,
+            "",
+            r#","severity":"WARNING ""#,
+        ] {
+            let msg = n(&format!(r#"{odd},"message":"m""#));
+            let expected = if odd.contains("WARNING") {
+                "warning"
+            } else {
+                "critical"
+            };
+            assert_eq!(fields(&msg).unwrap().severity, expected, "{odd}");
+        }
         assert!(fields(&n(r#","severity":"info""#)).is_err());
         assert!(fields(&n(r#","severity":"info","message":"m","source":1"#)).is_err());
+    }
+
+    fn sink(lease_s: u64) -> NotificationSink {
+        NotificationSink::new(
+            Handlers::from_env(&crate::config::Env::default()).unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            Duration::from_secs(lease_s),
+        )
+    }
+
+    /// A client row recorded by "another attempt", claimed until `token`.
+    fn claimed_row(store: &mut Store, id: &str, now_s: f64, lease_s: f64) -> (i64, f64) {
+        store
+            .in_write(|tx| {
+                let n = ClientNotification {
+                    uuid: U,
+                    id,
+                    severity: "critical",
+                    source: None,
+                    message: "m",
+                    hostname: None,
+                    body: "{}",
+                    at: 1.0,
+                    ack: true,
+                };
+                let seq = notifications::record_client(tx, &n)?.seq;
+                let token = notifications::claim(tx, seq, now_s, lease_s)?.unwrap();
+                Ok((seq, token))
+            })
+            .unwrap()
+    }
+
+    fn claim_of(seq: i64, token: f64) -> Claim {
+        Claim {
+            progress: Progress {
+                seq,
+                state: "failed".into(),
+                done: vec![],
+            },
+            hostname: None,
+            token,
+        }
+    }
+
+    /// Before a batch's later notification runs, its claim is kept while
+    /// fresh, extended once half of it is gone, and given up once another
+    /// process took the row over (so its handlers do not run twice).
+    #[test]
+    fn a_claim_is_kept_extended_or_given_up_before_the_handlers_run() {
+        let mut store = crate::store::test_store();
+        let sink = sink(60);
+        let (seq, token) = claimed_row(&mut store, "fresh", now(), 60.0);
+        assert_eq!(
+            sink.keep_claim(&mut store, &claim_of(seq, token)),
+            Some(token)
+        );
+
+        // Claimed 40 s ago for 60 s: extended to a full lease from now.
+        let (seq, token) = claimed_row(&mut store, "old", now() - 40.0, 60.0);
+        let kept = sink.keep_claim(&mut store, &claim_of(seq, token)).unwrap();
+        assert!(kept > token + 30.0, "{kept} against {token}");
+
+        // Claimed 70 s ago: it lapsed, and another process claimed it.
+        let (seq, token) = claimed_row(&mut store, "lapsed", now() - 70.0, 60.0);
+        let theirs = store
+            .in_write(|tx| notifications::claim(tx, seq, now(), 60.0))
+            .unwrap();
+        assert!(theirs.is_some());
+        assert_eq!(sink.keep_claim(&mut store, &claim_of(seq, token)), None);
+    }
+
+    /// An outcome kept over a store outage is written before the batch is
+    /// tried again, so the retry finds the notification handled (and acks
+    /// it) instead of running its handlers again.
+    #[test]
+    fn an_outcome_kept_over_an_outage_is_written_first() {
+        use crate::sink::metrics::Metrics;
+        use crate::sink::worker::Logs;
+        let mut store = crate::store::test_store();
+        let mut sink = sink(60);
+        let (seq, token) = claimed_row(&mut store, "kept", now(), 60.0);
+        sink.unwritten.push(Settled {
+            seq,
+            token,
+            done: vec!["webhook".into()],
+            next: NextOwned::Handled,
+            handled: Some((U.to_string(), "kept".to_string())),
+        });
+        let json = format!(
+            r#"{{"uuid":"{U}","type":"notification","severity":"critical","message":"m","id":"kept","ack":true}}"#
+        );
+        let meta = r#"{"router":"r1","received_at":100}"#;
+        let msg = crate::sink::message::parse(
+            &[json.into_bytes(), meta.as_bytes().to_vec()],
+            SinkType::Notification,
+        )
+        .unwrap();
+        let metrics = Metrics::new(&[SinkType::Notification]);
+        let mut logs = Logs::default();
+        let mut out = Effects::default();
+        let ctx = Ctx {
+            metrics: metrics.of(SinkType::Notification),
+            logs: &mut logs,
+        };
+        sink.process(&mut store, vec![msg], &mut out, ctx);
+        assert!(sink.unwritten.is_empty());
+        assert_eq!(out.acks.len(), 1, "acked as handled, not left busy");
+        let rows = crate::store::scratch::rows(
+            &mut store,
+            "SELECT state, handlers_done FROM notifications WHERE id = 'kept'",
+        );
+        let state: String = rows[0].get(0).unwrap();
+        let done: String = rows[0].get(1).unwrap();
+        assert_eq!(
+            (state.as_str(), done.as_str()),
+            ("handled", r#"["webhook"]"#)
+        );
     }
 
     /// A batch: copies of one notification (two routers) are handled once
@@ -498,12 +740,12 @@ mod tests {
         use crate::sink::metrics::Metrics;
         use crate::sink::worker::Logs;
         let mut store = crate::store::test_store();
-        let mut sink = NotificationSink {
-            handlers: Handlers::from_env(&crate::config::Env::default()).unwrap(),
-            retry_min: Duration::from_secs(1),
-            dedup_retention: Duration::from_secs(3600),
-            lease: Duration::from_secs(30),
-        };
+        let mut sink = NotificationSink::new(
+            Handlers::from_env(&crate::config::Env::default()).unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+        );
         let note = |id: &str, router: &str| {
             let json = format!(
                 r#"{{"uuid":"{U}","type":"notification","severity":"info","message":"m"{id}}}"#

@@ -119,6 +119,17 @@ impl Ctx<'_> {
     }
 
     /// A store failure that lost `messages` messages (0: periodic work).
+    /// A conflict with another process's transaction (a deadlock, a
+    /// serialization failure, SQLite busy) left nothing committed: the
+    /// batch is held and tried again, as after an outage.
+    pub fn retry_later(&mut self, e: &DbError) {
+        log::debug!(
+            "{}: store conflict, the batch is tried again: {e}",
+            self.metrics.kind
+        );
+        self.logs.outage = true;
+    }
+
     pub fn store_error(&mut self, messages: usize, e: &DbError) {
         if e.is_outage() {
             // The store logs an outage once; the batch is retried.

@@ -140,6 +140,22 @@ pub struct ClientNotification<'a> {
     /// The client's frame as received.
     pub body: &'a str,
     pub at: f64,
+    /// Sent with `ack:true`: the client resends it until acked. One sent
+    /// without is recorded `pending`, so that if the attempt that recorded
+    /// it dies (the process killed between its two transactions) the
+    /// outbox takes it over once the attempt's claim runs out.
+    pub ack: bool,
+}
+
+impl ClientNotification<'_> {
+    /// The state it is recorded in, before its handlers run.
+    fn first_state(&self) -> &'static str {
+        if self.ack {
+            "failed"
+        } else {
+            "pending"
+        }
+    }
 }
 
 /// A stored notification's progress.
@@ -171,22 +187,25 @@ fn progress(r: &Row) -> Result<Progress> {
     })
 }
 
-/// Records a client notification before its handlers run, in state
-/// `failed` (nothing succeeded yet; it is not for the outbox). Returns its
-/// row: the new one, or the one another process recorded first.
+/// Records a client notification before its handlers run, unclaimed:
+/// `failed` when the client resends it (nothing succeeded yet; it is not
+/// for the outbox), else `pending` with no time set (the claim that
+/// follows sets one). Returns its row: the new one, or the one another
+/// process recorded first.
 pub fn record_client(tx: &Tx, n: &ClientNotification) -> Result<Progress> {
+    let state = n.first_state();
     let inserted = tx.query_opt(
         "INSERT INTO notifications
              (uuid, id, origin, severity, source, message, hostname, body, created_at, state)
-         VALUES (?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed')
+         VALUES (?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
          RETURNING seq",
-        params![n.uuid, n.id, n.severity, n.source, n.message, n.hostname, n.body, n.at],
+        params![n.uuid, n.id, n.severity, n.source, n.message, n.hostname, n.body, n.at, state],
     )?;
     match inserted {
         Some(row) => Ok(Progress {
             seq: row.get(0)?,
-            state: "failed".into(),
+            state: state.into(),
             done: vec![],
         }),
         None => find_client(tx, n.uuid, n.id)?.ok_or(super::DbError::NoRow),
@@ -194,7 +213,8 @@ pub fn record_client(tx: &Tx, n: &ClientNotification) -> Result<Progress> {
 }
 
 /// Records new client notifications (distinct (uuid, id)), each claimed
-/// by the caller until `claimed_until` as [`claim`] would: a row nobody
+/// by the caller until `claimed_until` as [`claim`] would (that time is
+/// the claim's token) and in [`ClientNotification`]'s first state: a row nobody
 /// else has seen is free. Returns the seq of each one recorded now, by
 /// (uuid, id); one handled before (in `handled`), or that another process
 /// recorded first, is left out (the caller goes the one-by-one way for
@@ -212,7 +232,7 @@ pub fn record_new_clients(
                     "INSERT INTO notifications
                          (uuid, id, origin, severity, source, message, hostname, body, created_at,
                           state, next_attempt_at)
-                     SELECT ?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, 'failed', ?9
+                     SELECT ?1, ?2, 'client', ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9
                      WHERE NOT EXISTS (SELECT 1 FROM handled WHERE uuid = ?1 AND id = ?2)
                      ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
                      RETURNING seq",
@@ -225,7 +245,8 @@ pub fn record_new_clients(
                         n.hostname,
                         n.body,
                         n.at,
-                        claimed_until
+                        claimed_until,
+                        n.first_state()
                     ],
                 )? {
                     out.insert((n.uuid.to_string(), n.id.to_string()), r.get(0)?);
@@ -241,14 +262,15 @@ pub fn record_new_clients(
             let hosts: Vec<Option<&str>> = list.iter().map(|n| n.hostname).collect();
             let bodies: Vec<Option<&str>> = list.iter().map(|n| Some(n.body)).collect();
             let ats: Vec<Option<f64>> = list.iter().map(|n| Some(n.at)).collect();
+            let states: Vec<Option<&str>> = list.iter().map(|n| Some(n.first_state())).collect();
             for r in tx.query(
                 "INSERT INTO notifications
                      (uuid, id, origin, severity, source, message, hostname, body, created_at,
                       state, next_attempt_at)
-                 SELECT u, i, 'client', sev, src, m, h, b, t, 'failed', ?9
+                 SELECT u, i, 'client', sev, src, m, h, b, t, st, ?9
                  FROM unnest(?1::TEXT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[],
-                             ?6::TEXT[], ?7::TEXT[], ?8::FLOAT8[])
-                     AS n(u, i, sev, src, m, h, b, t)
+                             ?6::TEXT[], ?7::TEXT[], ?8::FLOAT8[], ?10::TEXT[])
+                     AS n(u, i, sev, src, m, h, b, t, st)
                  WHERE NOT EXISTS (SELECT 1 FROM handled d WHERE d.uuid = n.u AND d.id = n.i)
                  ORDER BY u, i
                  ON CONFLICT (uuid, id) WHERE origin = 'client' DO NOTHING
@@ -262,7 +284,8 @@ pub fn record_new_clients(
                     &hosts[..],
                     &bodies[..],
                     &ats[..],
-                    claimed_until
+                    claimed_until,
+                    &states[..]
                 ],
             )? {
                 out.insert((r.get(0)?, r.get(1)?), r.get(2)?);
@@ -274,16 +297,30 @@ pub fn record_new_clients(
 
 /// Claims a notification for one attempt by the caller: its next attempt
 /// moves to `now + lease_s`, so no other process (another notification
-/// sink, an outbox) runs its handlers meanwhile. Returns false when it is
-/// handled already or someone else holds it.
-pub fn claim(tx: &Tx, seq: i64, now: f64, lease_s: f64) -> Result<bool> {
+/// sink, an outbox) runs its handlers meanwhile. Returns the claim's
+/// token (that time: while the row still has it, the caller holds it), or
+/// `None` when it is handled already or someone else holds it.
+pub fn claim(tx: &Tx, seq: i64, now: f64, lease_s: f64) -> Result<Option<f64>> {
+    let token = now + lease_s;
     let taken = tx.execute(
         "UPDATE notifications SET next_attempt_at = ?3
          WHERE seq = ?1 AND state != 'handled'
            AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)",
-        params![seq, now, now + lease_s],
+        params![seq, now, token],
     )?;
-    Ok(taken == 1)
+    Ok((taken == 1).then_some(token))
+}
+
+/// Extends the caller's claim `token` on `seq` to `new_token`, if the
+/// caller still holds it: a batch whose handlers ran long must not run a
+/// notification whose claim lapsed and that another process took.
+pub fn renew(tx: &Tx, seq: i64, token: f64, new_token: f64) -> Result<bool> {
+    let kept = tx.execute(
+        "UPDATE notifications SET next_attempt_at = ?3
+         WHERE seq = ?1 AND state != 'handled' AND next_attempt_at = ?2",
+        params![seq, token, new_token],
+    )?;
+    Ok(kept == 1)
 }
 
 /// What becomes of a notification after an attempt.
@@ -297,10 +334,20 @@ pub enum Next<'a> {
     AwaitResend { error: &'a str },
 }
 
-/// Records a sink's attempt (not the outbox's): the handlers done so far
-/// and what next. See [`counted`] for what `attempts` counts.
-pub fn record_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
-    record(tx, seq, done, next, counted(next))
+/// One attempt of a sink (not the outbox's) at a notification it claimed
+/// with `token`: the handlers done so far and what next.
+pub struct Outcome<'a> {
+    pub seq: i64,
+    pub token: f64,
+    pub done: &'a [String],
+    pub next: Next<'a>,
+}
+
+/// Records a sink's attempt if it still holds its claim (else whoever
+/// took the row over records theirs). See [`counted`] for what `attempts`
+/// counts.
+pub fn record_attempt(tx: &Tx, o: &Outcome) -> Result<()> {
+    record(tx, o.seq, Some(o.token), o.done, &o.next, counted(&o.next))
 }
 
 /// What a sink's attempt adds to `attempts`: 1, except when it hands the
@@ -314,64 +361,78 @@ fn counted(next: &Next) -> i64 {
 /// which counted the attempt already (so one that kills the process still
 /// counts, and its backoff grows).
 pub fn record_claimed_attempt(tx: &Tx, seq: i64, done: &[String], next: &Next) -> Result<()> {
-    record(tx, seq, done, next, 0)
+    record(tx, seq, None, done, next, 0)
 }
 
-fn record(tx: &Tx, seq: i64, done: &[String], next: &Next, counted_now: i64) -> Result<()> {
+/// The row's new state, and only while `token` (when given) is still the
+/// claim on it.
+fn record(
+    tx: &Tx,
+    seq: i64,
+    token: Option<f64>,
+    done: &[String],
+    next: &Next,
+    counted_now: i64,
+) -> Result<()> {
     let done = serde_json::to_string(done).expect("a list of strings serializes");
-    let (state, next_at, error) = match next {
-        Next::Handled => ("handled", None, None),
-        Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
-        Next::AwaitResend { error } => ("failed", None, Some(*error)),
+    let (state, next_at, error) = next.columns();
+    let set = "UPDATE notifications SET handlers_done = ?2, state = ?3, next_attempt_at = ?4,
+             last_error = COALESCE(?5, last_error), attempts = attempts + ?6";
+    match token {
+        Some(token) => tx.execute(
+            &format!("{set} WHERE seq = ?1 AND next_attempt_at = ?7"),
+            params![seq, &done, state, next_at, error, counted_now, token],
+        )?,
+        None => tx.execute(
+            &format!("{set} WHERE seq = ?1"),
+            params![seq, &done, state, next_at, error, counted_now],
+        )?,
     };
-    tx.execute(
-        "UPDATE notifications SET handlers_done = ?2, state = ?3, next_attempt_at = ?4,
-             last_error = COALESCE(?5, last_error), attempts = attempts + ?6
-         WHERE seq = ?1",
-        params![seq, &done, state, next_at, error, counted_now],
-    )?;
     Ok(())
 }
 
-/// [`record_attempt`] for several notifications (distinct seqs): on
-/// PostgreSQL one statement.
-pub fn record_attempts(tx: &Tx, attempts: &[(i64, &[String], Next)]) -> Result<()> {
-    record_outcomes(tx, attempts, &[], 0.0)
+impl Next<'_> {
+    /// `state`, `next_attempt_at` and `last_error` as stored.
+    fn columns(&self) -> (&'static str, Option<f64>, Option<&str>) {
+        match self {
+            Next::Handled => ("handled", None, None),
+            Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
+            Next::AwaitResend { error } => ("failed", None, Some(*error)),
+        }
+    }
 }
 
-/// The outcomes of a batch's attempts, and the (uuid, id) of the client
-/// notifications now handled ([`super::dedup::mark_handled_many`]): on
-/// PostgreSQL one statement.
+/// The outcomes of a batch's attempts ([`record_attempt`] each), and the
+/// (uuid, id) of the client notifications now handled
+/// ([`super::dedup::mark_handled_many`]): on PostgreSQL one statement.
 pub fn record_outcomes(
     tx: &Tx,
-    attempts: &[(i64, &[String], Next)],
+    attempts: &[Outcome],
     handled: &[(&str, &str)],
     at: f64,
 ) -> Result<()> {
     if tx.backend() == Backend::Sqlite {
-        for (seq, done, next) in attempts {
-            record_attempt(tx, *seq, done, next)?;
+        for outcome in attempts {
+            record_attempt(tx, outcome)?;
         }
         return super::dedup::mark_handled_many(tx, handled, "notification", at);
     }
     let mut seqs = Vec::new();
+    let mut tokens = Vec::new();
     let mut dones = Vec::new();
     let mut states = Vec::new();
     let mut next_ats = Vec::new();
     let mut errors = Vec::new();
     let mut incs = Vec::new();
-    for (seq, done, next) in attempts {
-        let (state, next_at, error) = match next {
-            Next::Handled => ("handled", None, None),
-            Next::RetryAt { at, error } => ("pending", Some(*at), Some(*error)),
-            Next::AwaitResend { error } => ("failed", None, Some(*error)),
-        };
-        seqs.push(Some(*seq));
-        dones.push(serde_json::to_string(done).expect("a list of strings serializes"));
+    for o in attempts {
+        let (state, next_at, error) = o.next.columns();
+        seqs.push(Some(o.seq));
+        tokens.push(Some(o.token));
+        dones.push(serde_json::to_string(o.done).expect("a list of strings serializes"));
         states.push(Some(state));
         next_ats.push(next_at);
         errors.push(error);
-        incs.push(Some(counted(next)));
+        incs.push(Some(counted(&o.next)));
     }
     let dones: Vec<Option<&str>> = dones.iter().map(|d| Some(d.as_str())).collect();
     let uuids: Vec<Option<&str>> = handled.iter().map(|k| Some(k.0)).collect();
@@ -382,8 +443,8 @@ pub fn record_outcomes(
                  next_attempt_at = a.next_at, last_error = COALESCE(a.error, n.last_error),
                  attempts = n.attempts + a.inc
              FROM unnest(?1::INT8[], ?2::TEXT[], ?3::TEXT[], ?4::FLOAT8[], ?5::TEXT[],
-                         ?6::INT8[]) AS a(seq, done, state, next_at, error, inc)
-             WHERE n.seq = a.seq)
+                         ?6::INT8[], ?10::FLOAT8[]) AS a(seq, done, state, next_at, error, inc, token)
+             WHERE n.seq = a.seq AND n.next_attempt_at = a.token)
          INSERT INTO handled (uuid, id, type, handled_at)
          SELECT k.uuid, k.id, 'notification', ?9 FROM unnest(?7::TEXT[], ?8::TEXT[]) AS k(uuid, id)
          ON CONFLICT (uuid, id) DO NOTHING",
@@ -396,7 +457,8 @@ pub fn record_outcomes(
             &incs[..],
             &uuids[..],
             &ids[..],
-            at
+            at,
+            &tokens[..]
         ],
     )?;
     Ok(())
@@ -519,20 +581,25 @@ mod tests {
         assert_eq!(next_due(c).unwrap(), None);
     }
 
-    #[test]
-    fn client_rows_are_found_by_uuid_and_id() {
-        let mut store = test_store();
-        let c = &store.write().unwrap();
-        let n = ClientNotification {
+    fn client(id: &str, ack: bool) -> ClientNotification<'_> {
+        ClientNotification {
             uuid: "u",
-            id: "m1",
+            id,
             severity: "error",
             source: None,
             message: "disk",
             hostname: None,
             body: "{}",
             at: 1.0,
-        };
+            ack,
+        }
+    }
+
+    #[test]
+    fn client_rows_are_found_by_uuid_and_id() {
+        let mut store = test_store();
+        let c = &store.write().unwrap();
+        let n = client("m1", true);
         assert_eq!(find_client(c, "u", "m1").unwrap(), None);
         let seq = record_client(c, &n).unwrap().seq;
         assert_eq!(
@@ -541,17 +608,94 @@ mod tests {
             "one row per (uuid, id)"
         );
         let done = vec!["a".to_string()];
-        record_attempt(c, seq, &done, &Next::AwaitResend { error: "b failed" }).unwrap();
+        let token = claim(c, seq, 5.0, 60.0)
+            .unwrap()
+            .expect("a new row is free");
+        let failed = Next::AwaitResend { error: "b failed" };
+        record_attempt(
+            c,
+            &Outcome {
+                seq,
+                token,
+                done: &done,
+                next: failed,
+            },
+        )
+        .unwrap();
         let p = find_client(c, "u", "m1").unwrap().unwrap();
         assert_eq!(
             (p.seq, p.state.as_str(), p.done),
             (seq, "failed", done.clone())
         );
         assert_eq!(claim_due(c, 1e12, 1.0).unwrap(), None, "not for the outbox");
-        assert!(claim(c, seq, 10.0, 60.0).unwrap());
-        assert!(!claim(c, seq, 20.0, 60.0).unwrap(), "held by the first");
-        assert!(claim(c, seq, 71.0, 60.0).unwrap(), "the lease ran out");
-        record_attempt(c, seq, &done, &Next::Handled).unwrap();
-        assert!(!claim(c, seq, 1e12, 60.0).unwrap(), "handled");
+        assert!(claim(c, seq, 10.0, 60.0).unwrap().is_some());
+        assert!(
+            claim(c, seq, 20.0, 60.0).unwrap().is_none(),
+            "held by the first"
+        );
+        let token = claim(c, seq, 71.0, 60.0)
+            .unwrap()
+            .expect("the lease ran out");
+        // The first attempt's claim lapsed: what it records changes nothing.
+        let lapsed = Outcome {
+            seq,
+            token: 70.0,
+            done: &done,
+            next: Next::Handled,
+        };
+        record_attempt(c, &lapsed).unwrap();
+        assert_eq!(find_client(c, "u", "m1").unwrap().unwrap().state, "failed");
+        record_attempt(
+            c,
+            &Outcome {
+                seq,
+                token,
+                done: &done,
+                next: Next::Handled,
+            },
+        )
+        .unwrap();
+        assert_eq!(find_client(c, "u", "m1").unwrap().unwrap().state, "handled");
+        assert!(claim(c, seq, 1e12, 60.0).unwrap().is_none(), "handled");
+    }
+
+    /// A notification without ack whose attempt dies after recording it
+    /// (no outcome ever written) is the outbox's once the claim runs out.
+    #[test]
+    fn an_unacked_client_row_goes_to_the_outbox_when_its_attempt_dies() {
+        let mut store = test_store();
+        let c = &store.write().unwrap();
+        let seq = record_client(c, &client("m2", false)).unwrap().seq;
+        assert_eq!(claim(c, seq, 10.0, 60.0).unwrap(), Some(70.0));
+        assert_eq!(claim_due(c, 69.0, 600.0).unwrap(), None, "claimed");
+        assert_eq!(claim_due(c, 71.0, 600.0).unwrap().map(|r| r.seq), Some(seq));
+
+        let recorded =
+            record_new_clients(c, &[client("m3", false), client("m4", true)], 80.0).unwrap();
+        assert_eq!(recorded.len(), 2);
+        let due: Vec<i64> = std::iter::from_fn(|| claim_due(c, 81.0, 600.0).unwrap())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(
+            due,
+            [recorded[&("u".into(), "m3".into())]],
+            "only the unacked one"
+        );
+    }
+
+    /// A claim is renewed only by the one who holds it.
+    #[test]
+    fn a_claim_is_renewed_only_by_its_holder() {
+        let mut store = test_store();
+        let c = &store.write().unwrap();
+        let seq = record_client(c, &client("m5", true)).unwrap().seq;
+        let token = claim(c, seq, 10.0, 60.0).unwrap().unwrap();
+        assert!(!renew(c, seq, token + 1.0, 200.0).unwrap(), "not our token");
+        assert!(renew(c, seq, token, 200.0).unwrap());
+        assert!(!renew(c, seq, token, 300.0).unwrap(), "the token moved on");
+        assert!(
+            claim(c, seq, 150.0, 60.0).unwrap().is_none(),
+            "renewed until 200"
+        );
     }
 }
