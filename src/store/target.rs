@@ -125,6 +125,7 @@ pub fn pgpass_file() -> Option<PathBuf> {
 }
 
 fn parse_url(url: &str, ca_file: Option<&str>, pgpass: Option<&Path>) -> Result<PgTarget, String> {
+    refuse_ambiguous_credentials(url)?;
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, query),
         None => (url, ""),
@@ -206,15 +207,35 @@ fn parse_url(url: &str, ca_file: Option<&str>, pgpass: Option<&Path>) -> Result<
     })
 }
 
+/// The postgres crate takes a URL's credentials up to its first `@`, so a
+/// password holding an unencoded `/`, `?`, `#` or `@` would be read in a
+/// way vigil's own reading (for `sslmode`, and for hiding the password)
+/// would not match: `ab?cd` would even hide `sslmode=require` from vigil
+/// and connect in the clear. Such a URL is refused instead.
+fn refuse_ambiguous_credentials(url: &str) -> Result<(), String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some(at) = rest.find('@') else {
+        return Ok(());
+    };
+    if rest[..at].contains(['/', '?', '#']) || rest[at + 1..].contains('@') {
+        return Err("the user name or password holds an unencoded @, /, ? or #: \
+             percent-encode it (%40, %2F, %3F, %23), or leave the password out and use a pgpass file"
+            .into());
+    }
+    Ok(())
+}
+
 /// `url` with its passwords replaced by `***`: the one between `user:` and
 /// `@`, and a `password=` query parameter (libpq and the postgres crate take
 /// either).
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
+    let (head, rest) = redact_credentials(url);
+    let (base, query) = match rest.split_once('?') {
         Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+        None => (rest, None),
     };
-    let mut shown = redact_authority(base);
+    let mut shown = head;
+    shown.push_str(base);
     if let Some(query) = query {
         let pairs: Vec<&str> = query
             .split('&')
@@ -229,24 +250,22 @@ pub fn redact(url: &str) -> String {
     shown
 }
 
-fn redact_authority(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
+/// The scheme and credentials of `url`, the password hidden, and the rest.
+/// The credentials end at the URL's last `@`: a password may hold `@`, `/`
+/// or `?` unencoded (such a URL is refused, but its error line shows it),
+/// and hiding too much is the safe side.
+fn redact_credentials(url: &str) -> (String, &str) {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return (String::new(), url);
     };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
+    let Some(at) = url[start..].rfind('@').map(|i| start + i) else {
+        return (url[..start].to_string(), &url[start..]);
     };
-    match authority[..at].split_once(':') {
-        Some((user, _)) => format!(
-            "{}{user}:***{}",
-            &url[..scheme_end],
-            &url[scheme_end + at..]
-        ),
-        None => url.to_string(),
-    }
+    let shown = match url[start..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***@", &url[..start]),
+        None => url[..=at].to_string(),
+    };
+    (shown, &url[at + 1..])
 }
 
 fn percent_decode(text: &str) -> Result<String, String> {
@@ -522,7 +541,35 @@ mod tests {
     fn redaction() {
         assert_eq!(redact("postgres://a:b@h/d"), "postgres://a:***@h/d");
         assert_eq!(redact("postgres://a@h/d"), "postgres://a@h/d");
-        assert_eq!(redact("postgres://h/d?x=a:b@c"), "postgres://h/d?x=a:b@c");
+        // The postgres crate would read "b" as the password here.
+        assert_eq!(redact("postgres://h/d?x=a:b@c"), "postgres://h/d?x=a:***@c");
+        for (url, shown) in [
+            (
+                "postgres://vigil:ab/cd@db1/vigil",
+                "postgres://vigil:***@db1/vigil",
+            ),
+            (
+                "postgres://vigil:ab?cd@db1/vigil?sslmode=require",
+                "postgres://vigil:***@db1/vigil?sslmode=require",
+            ),
+            ("postgres://vigil:p@ss@db1/v", "postgres://vigil:***@db1/v"),
+        ] {
+            assert_eq!(redact(url), shown);
+            let err = Target::parse(url, None, None).unwrap_err();
+            assert!(err.contains("percent-encode"), "{url}: {err}");
+        }
+        let encoded = Target::parse(
+            "postgres://vigil:ab%2Fcd%3Fe%40f@db1/v?sslmode=require",
+            None,
+            None,
+        )
+        .unwrap();
+        let Target::Postgres(pg) = &encoded else {
+            panic!("{encoded}")
+        };
+        assert_eq!(pg.config.get_password(), Some(&b"ab/cd?e@f"[..]));
+        assert_eq!(pg.tls, TlsMode::Require);
+        assert!(!encoded.to_string().contains("ab%2F"), "{encoded}");
         assert_eq!(redact("/path/vigil.db"), "/path/vigil.db");
         assert_eq!(
             redact("postgres://a@h/d?sslmode=require&password=s3cret"),
