@@ -70,9 +70,20 @@ pub struct OverdueRun {
     pub outcome: Outcome,
 }
 
+/// What one sweep did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swept {
+    pub runs: Vec<OverdueRun>,
+    /// The query came back full: more may be overdue. Counted from the
+    /// query, not from `runs`, which leaves out runs whose result arrived
+    /// meanwhile (on PostgreSQL a sink may complete one between the query
+    /// and the update).
+    pub more: bool,
+}
+
 /// Handles the runs that became overdue by `now` with `due_by` after
 /// `since`. Returns None when `me` does not hold the lease.
-pub fn sweep(store: &mut Store, me: &str, now: f64, since: f64) -> Result<Option<Vec<OverdueRun>>> {
+pub fn sweep(store: &mut Store, me: &str, now: f64, since: f64) -> Result<Option<Swept>> {
     let tx = store.write()?;
     if !lease::held_in(&tx, me, now)? {
         return Ok(None);
@@ -83,6 +94,7 @@ pub fn sweep(store: &mut Store, me: &str, now: f64, since: f64) -> Result<Option
          ORDER BY due_by LIMIT ?3",
         params![since, now, BATCH],
     )?;
+    let more = runs.len() as i64 >= BATCH;
     let mut found = Vec::with_capacity(runs.len());
     for row in runs {
         let (run_id, uuid, plugin, sent_at): (String, String, String, f64) =
@@ -115,7 +127,7 @@ pub fn sweep(store: &mut Store, me: &str, now: f64, since: f64) -> Result<Option
         });
     }
     tx.commit()?;
-    Ok(Some(found))
+    Ok(Some(Swept { runs: found, more }))
 }
 
 fn last_result(tx: &Tx, uuid: &str, plugin: &str) -> Result<Option<LastResult>> {
@@ -257,7 +269,9 @@ mod tests {
         });
         assert_eq!(sweep(c, "me", 50.0, 0.0).unwrap(), None, "no lease");
         lease::acquire(c, "me", 100.0, 40.0).unwrap().unwrap();
-        let found = sweep(c, "me", 50.0, 0.0).unwrap().unwrap();
+        let swept = sweep(c, "me", 50.0, 0.0).unwrap().unwrap();
+        assert!(!swept.more);
+        let found = swept.runs;
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].outcome, Outcome::Record { notify: true });
         assert_eq!(found[1].outcome, Outcome::Record { notify: false });
@@ -289,7 +303,7 @@ mod tests {
             .unwrap();
         assert_eq!(overdue, 2);
         // Nothing twice.
-        assert_eq!(sweep(c, "me", 60.0, 0.0).unwrap().unwrap().len(), 0);
+        assert_eq!(sweep(c, "me", 60.0, 0.0).unwrap().unwrap().runs.len(), 0);
         assert_eq!(prune(c, 100.0).unwrap(), 2);
     }
 }

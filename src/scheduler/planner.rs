@@ -266,14 +266,14 @@ impl Planner {
         self.next_sweep_at = now + SWEEP_EVERY;
         let since = self.swept_until;
         match overdue::sweep(&mut self.store, &self.config.id, now, since) {
-            Ok(Some(found)) => {
-                if found.len() < 1_000 {
-                    self.swept_until = now - SWEEP_OVERLAP;
-                } else {
+            Ok(Some(swept)) => {
+                if swept.more {
                     // More remain: the next sweep comes at once.
                     self.next_sweep_at = now;
+                } else {
+                    self.swept_until = now - SWEEP_OVERLAP;
                 }
-                for run in found {
+                for run in swept.runs {
                     log::warn!(
                         "run {} of {} on {}: result overdue{}",
                         run.run_id,
