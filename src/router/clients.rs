@@ -55,6 +55,8 @@ const BATCH_START: usize = 64;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// At most one log line per error code in this window.
 const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Why a message of a revoked key is dropped, for the log.
+const REVOKED: &str = "comes from a key no longer allowed";
 
 /// A valid client frame on its way to a PUSH thread.
 #[derive(Debug)]
@@ -289,15 +291,38 @@ impl ClientThread {
                 }
                 return None;
             }
-            Speaker::NoIdentity => self
-                .reject_log
-                .revoked(routing_id, "carries no authenticated identity"),
-            Speaker::Revoked => self
-                .reject_log
-                .revoked(routing_id, "comes from a key no longer allowed"),
+            Speaker::NoIdentity => {
+                self.drop_revoked(routing_id, "carries no authenticated identity")
+            }
+            Speaker::Revoked => self.drop_revoked(routing_id, REVOKED),
         }
-        self.metrics.forbidden.fetch_add(1, Relaxed);
         None
+    }
+
+    /// Under CURVE: whether `speaker`, allowed when its message was read,
+    /// is still allowed by the current key set, which a wait for room may
+    /// have replaced (it serves the back end's commands). Always true in
+    /// plaintext.
+    fn still_allowed(&mut self, speaker: Option<Peer>) -> bool {
+        let (Some(peer), Some(access)) = (speaker, &self.access) else {
+            return true;
+        };
+        match admit::judge(Some(peer), false, self.last_allowed, |p| {
+            access.client_allows(p)
+        }) {
+            Speaker::Allowed(peer) => {
+                self.last_allowed = Some(peer);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops a message for its connection's key, without a reply: nothing
+    /// may reach a connection whose key is not (or no longer) allowed.
+    fn drop_revoked(&mut self, routing_id: &[u8], why: &str) {
+        self.reject_log.revoked(routing_id, why);
+        self.metrics.forbidden.fetch_add(1, Relaxed);
     }
 
     /// Validates and routes one client message.
@@ -329,7 +354,16 @@ impl ClientThread {
                 Ok(())
             }
             Target::Sink(index) => {
-                if !self.make_room(index) {
+                let room = self.make_room(index);
+                // A wait for room may have applied a new key set that
+                // revokes this speaker (and dropped its route): it must
+                // neither be forwarded, nor answered, nor relearn a route
+                // the back end would then deliver through.
+                if !self.still_allowed(speaker) {
+                    self.drop_revoked(routing_id, REVOKED);
+                    return Ok(());
+                }
+                if !room {
                     self.refuse_overloaded(routing_id, index, id);
                     return Ok(());
                 }
@@ -418,7 +452,10 @@ impl ClientThread {
         };
         self.room.cancel(index);
         self.burst_ms = unix_ms();
-        if !room {
+        // At shutdown the wait ends early; the type is then marked stuck
+        // and answered `overloaded` (the client resends), but its sinks
+        // are not to blame.
+        if !room && !self.shutdown.is_set() {
             log::warn!(
                 "{}: queue full for {} ms; answering overloaded until it drains \
                  (its sinks are absent or stuck)",
@@ -600,5 +637,113 @@ fn detach(mut body: Message, received_at_ms: u64, last_peer: &mut Option<Arc<str
         frame: Message::from(&body[..]),
         received_at_ms,
         peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doorbell::Ringer;
+    use crate::router::auth::Access;
+    use crate::signals::Shutdown;
+    use crossbeam_channel::{bounded, unbounded};
+
+    /// Bounds every wait here; a test that needs it has failed.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A client thread under CURVE with `access`, and one type, `stats`,
+    /// whose queue holds at most one message. Its socket is never read.
+    fn thread(ctx: &zmq::Context, access: Access) -> (ClientThread, Sender<Command>, Ringer) {
+        let (bell, ringer) = Doorbell::new().unwrap();
+        let (command_tx, commands) = bounded(8);
+        let sink_types = vec!["stats".to_string()];
+        let thread = ClientThread {
+            socket: ctx.socket(zmq::ROUTER).unwrap(),
+            bell,
+            commands,
+            queues: vec![unbounded().0],
+            pending: vec![Vec::new()],
+            queue_capacity: 1,
+            sink_types: sink_types.clone(),
+            table: ClientTable::new(10, 60),
+            metrics: Arc::new(Metrics::new(sink_types.clone())),
+            shutdown: Shutdown::new(Vec::new()).watch(),
+            router_name: "test".to_string(),
+            max_message_bytes: 1024,
+            stats_interval: None,
+            gates: vec![Gate::default()],
+            room: Arc::new(RoomBell::new(1, ringer.clone())),
+            overload_wait: WAIT,
+            overload_replies: OverloadReplies::new(&sink_types, 1, WAIT.as_millis() as u64),
+            reject_log: RejectLog::default(),
+            burst_ms: 0,
+            last_peer: None,
+            access: Some(Arc::new(access)),
+            last_allowed: None,
+        };
+        (thread, command_tx, ringer)
+    }
+
+    #[test]
+    fn a_key_revoked_while_its_message_waits_for_room_is_dropped_and_gets_no_route() {
+        let peer = Peer {
+            uuid: Uuid::from_u128(7),
+            key: PublicKey([7; 32]),
+        };
+        let mut allowing = Access::default();
+        allowing.clients.insert(peer.key, peer.uuid);
+        let ctx = zmq::Context::new();
+        let (mut t, commands, ringer) = thread(&ctx, allowing);
+        // The connection spoke before, and its message now was allowed
+        // when read (as `authenticate` records); the queue is full.
+        t.learn(peer.uuid, b"conn", 0, Some(peer.key));
+        t.last_allowed = Some(peer);
+        t.metrics.types[0].queued.store(1, SeqCst);
+        // Waiting for room, the thread serves: the key's removal, then a
+        // delivery whose answer tells the "sink" below to free room only
+        // once the removal is applied.
+        let (reply_tx, reply_rx) = bounded(1);
+        commands
+            .send(Command::Access(Arc::new(Access::default())))
+            .unwrap();
+        commands
+            .send(Command::Deliver {
+                to: peer.uuid,
+                frame: Message::from("to the client"),
+                reply: reply_tx,
+                deadline: Instant::now() + WAIT,
+            })
+            .unwrap();
+        ringer.ring();
+        let (metrics, room) = (Arc::clone(&t.metrics), Arc::clone(&t.room));
+        let sink = std::thread::spawn(move || {
+            let delivery = reply_rx.recv_timeout(WAIT);
+            metrics.types[0].queued.fetch_sub(1, SeqCst);
+            room.freed(0);
+            delivery
+        });
+        let body = format!(
+            r#"{{"uuid":"{}","type":"stats","metrics":{{"load":1}}}}"#,
+            peer.uuid
+        );
+        let handled = t.handle(
+            b"conn",
+            Message::from(&body[..]),
+            Extra::default(),
+            Some(peer),
+        );
+        assert_eq!(
+            sink.join().unwrap(),
+            Ok(Delivery::UnknownClient),
+            "the removal dropped the route"
+        );
+        assert!(handled.is_ok());
+        assert_eq!(t.metrics.types[0].waits.load(Relaxed), 1, "it waited");
+        assert_eq!(t.metrics.types[0].queued.load(SeqCst), 0, "room came");
+        assert!(t.pending[0].is_empty(), "the message was forwarded");
+        assert_eq!(t.table.route(&peer.uuid, 0), None, "the route came back");
+        assert_eq!(t.metrics.forbidden.load(Relaxed), 1);
+        let overloaded = &t.metrics.rejected[RejectCode::Overloaded as usize];
+        assert_eq!(overloaded.load(Relaxed), 0, "it was answered");
     }
 }

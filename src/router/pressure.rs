@@ -10,7 +10,8 @@
 //! messages are answered `overloaded` at once and the other types flow
 //! again. A stuck type is admitted again once its queue has drained to the
 //! low mark (a quarter below the capacity), so a slow type does not stall
-//! the others again for every message its sinks take.
+//! the others again for every message its sinks take. With a wait of 0 a
+//! type is stuck as soon as its queue is full.
 //!
 //! The decision is the pure [`Gate`]; the wake-up the sink threads give a
 //! waiting client thread is [`RoomBell`]; the refusal frame, built once per
@@ -25,7 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 pub enum Admission {
     /// There is room: queue it.
     Admit,
-    /// The queue is full and has been for longer than the wait: refuse.
+    /// The queue is full and has been for longer than the wait (or there
+    /// is no wait): refuse.
     Refuse,
     /// The queue is full: stop reading input until there is room, for at
     /// most the wait, then call [`Gate::waited`].
@@ -53,6 +55,10 @@ impl Gate {
         } else if may_wait {
             Admission::Wait
         } else {
+            // With no wait to give (a wait of 0), the full queue counts as
+            // a wait that ran out: the type is stuck, refused at once until
+            // it drains to the low mark, as `PROTOCOL.md` promises.
+            self.stuck = true;
             Admission::Refuse
         }
     }
@@ -199,7 +205,22 @@ mod tests {
         assert_eq!(gate.admit(0, 10, true), Admission::Admit);
         assert_eq!(gate.admit(9, 10, true), Admission::Admit);
         assert_eq!(gate.admit(10, 10, true), Admission::Wait);
-        assert_eq!(gate.admit(10, 10, false), Admission::Refuse, "wait of 0");
+        assert!(!gate.is_stuck());
+    }
+
+    #[test]
+    fn with_a_wait_of_0_a_full_queue_is_refused_until_it_drains_to_the_low_mark() {
+        let mut gate = Gate::default();
+        assert_eq!(gate.admit(9, 10, false), Admission::Admit);
+        assert_eq!(gate.admit(10, 10, false), Admission::Refuse);
+        assert!(gate.is_stuck(), "the first refusal makes the type stuck");
+        assert_eq!(low_mark(10), 8);
+        assert_eq!(
+            gate.admit(9, 10, false),
+            Admission::Refuse,
+            "room, but not drained enough"
+        );
+        assert_eq!(gate.admit(8, 10, false), Admission::Admit);
         assert!(!gate.is_stuck());
     }
 

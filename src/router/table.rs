@@ -12,12 +12,18 @@
 //! front one is evicted if it has not been seen since; if it has, it goes to
 //! the back with its new time. Seeing a client again costs nothing here.
 //! Expiry prunes `order` too, so a stream of short-lived UUIDs leaves
-//! nothing behind.
+//! nothing behind. Each entry names its route's generation, so the entry
+//! left by a route that went with its connection is not mistaken for the
+//! entry of the same UUID's next route; `order` holds one live entry per
+//! route, and is compacted when its stale ones outnumber them.
 //!
 //! Under CURVE each route also keeps the key its connection authenticated
 //! with, so a new key set can drop the routes of removed keys, and the
 //! table knows which UUID each routing id carries, so a route goes with its
-//! connection (ROUTER_NOTIFY's disconnect notification).
+//! connection (ROUTER_NOTIFY's disconnect notification). A late message
+//! from an older connection of the same UUID does not take the route back
+//! from a newer one (see [`older_connection`]): that connection's
+//! notification would then drop the route of the live one.
 
 use crate::curve::PublicKey;
 use std::collections::{HashMap, VecDeque};
@@ -29,14 +35,28 @@ struct Route {
     last_seen: u64,
     /// The connection's key, under CURVE.
     key: Option<PublicKey>,
+    /// Which of the table's routes this is, to tell its `order` entry
+    /// from one left by an earlier route of the same UUID.
+    generation: u64,
+}
+
+/// An eviction-order entry: a route, and its `last_seen` when queued.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    uuid: Uuid,
+    generation: u64,
+    seen: u64,
 }
 
 #[derive(Debug)]
 pub struct ClientTable {
     routes: HashMap<Uuid, Route>,
-    /// Eviction order: (uuid, its last_seen when queued), oldest first.
-    /// May hold UUIDs already gone; `expire` prunes them.
-    order: VecDeque<(Uuid, u64)>,
+    /// Eviction order, oldest first: one entry per route, and entries of
+    /// routes already gone (`expire` prunes them, `connection_gone` too
+    /// when they outnumber the live ones).
+    order: VecDeque<Queued>,
+    /// The generation of the next route inserted.
+    next_generation: u64,
     /// Under CURVE: the UUID each routing id carries (routes with a key).
     by_routing_id: HashMap<Box<[u8]>, Uuid>,
     capacity: usize,
@@ -48,6 +68,7 @@ impl ClientTable {
         ClientTable {
             routes: HashMap::new(),
             order: VecDeque::new(),
+            next_generation: 0,
             by_routing_id: HashMap::new(),
             capacity,
             ttl_secs,
@@ -59,6 +80,9 @@ impl ClientTable {
     pub fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now: u64, key: Option<PublicKey>) {
         if let Some(route) = self.routes.get_mut(&uuid) {
             route.last_seen = now;
+            if older_connection(routing_id, &route.routing_id) {
+                return;
+            }
             if *route.routing_id != *routing_id || route.key != key {
                 if route.key.is_some() {
                     self.by_routing_id.remove(&route.routing_id);
@@ -74,16 +98,23 @@ impl ClientTable {
         if self.routes.len() >= self.capacity {
             self.evict_one();
         }
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let route = Route {
             routing_id: routing_id.into(),
             last_seen: now,
             key,
+            generation,
         };
         if key.is_some() {
             self.by_routing_id.insert(routing_id.into(), uuid);
         }
         self.routes.insert(uuid, route);
-        self.order.push_back((uuid, now));
+        self.order.push_back(Queued {
+            uuid,
+            generation,
+            seen: now,
+        });
     }
 
     /// The routing id `uuid` last spoke through, unless it has expired.
@@ -103,12 +134,20 @@ impl ClientTable {
 
     /// Drops the route carried by `routing_id`, whose connection has gone
     /// (under CURVE a routing id carries one UUID); returns whether there
-    /// was one. Its `order` entry goes at the next sweep.
+    /// was one. Its `order` entry goes at the next sweep, or now if the
+    /// stale entries outnumber the live ones: a client that connects, says
+    /// one thing and leaves, in a loop, must not grow `order` until then.
     pub fn connection_gone(&mut self, routing_id: &[u8]) -> bool {
         let Some(uuid) = self.by_routing_id.remove(routing_id) else {
             return false;
         };
-        self.routes.remove(&uuid).is_some()
+        let gone = self.routes.remove(&uuid).is_some();
+        // One live entry per route, so the rest are stale; compacting only
+        // past twice the routes keeps it amortised O(1) per call.
+        if self.order.len() > 2 * self.routes.len() {
+            self.prune_order();
+        }
+        gone
     }
 
     /// Keeps only the routes whose (UUID, key) `allowed` accepts: after a
@@ -127,11 +166,15 @@ impl ClientTable {
             }
             kept
         });
-        let routes = &self.routes;
-        // An entry is stale once its route is gone; one whose route was
-        // seen again since is kept (evict_one re-queues it).
-        self.order.retain(|(uuid, _)| routes.contains_key(uuid));
+        self.prune_order();
         before - self.routes.len()
+    }
+
+    /// Drops the `order` entries of routes that are gone. One whose route
+    /// was seen again since is kept (evict_one re-queues it).
+    fn prune_order(&mut self) {
+        let routes = &self.routes;
+        self.order.retain(|q| is_live(routes, q));
     }
 
     pub fn len(&self) -> usize {
@@ -139,15 +182,20 @@ impl ClientTable {
     }
 
     fn evict_one(&mut self) {
-        while let Some((uuid, queued_seen)) = self.order.pop_front() {
-            match self.routes.get(&uuid) {
-                // Already expired or evicted: a leftover entry.
+        while let Some(queued) = self.order.pop_front() {
+            let route = self.routes.get(&queued.uuid);
+            match route.filter(|r| r.generation == queued.generation) {
+                // Already gone (maybe followed by another route of the same
+                // UUID, with an entry of its own): a leftover entry.
                 None => {}
-                Some(route) if route.last_seen > queued_seen => {
-                    self.order.push_back((uuid, route.last_seen));
+                Some(route) if route.last_seen > queued.seen => {
+                    self.order.push_back(Queued {
+                        seen: route.last_seen,
+                        ..queued
+                    });
                 }
                 Some(_) => {
-                    if let Some(route) = self.routes.remove(&uuid) {
+                    if let Some(route) = self.routes.remove(&queued.uuid) {
                         if route.key.is_some() {
                             self.by_routing_id.remove(&route.routing_id);
                         }
@@ -156,6 +204,35 @@ impl ClientTable {
                 }
             }
         }
+    }
+}
+
+/// Whether `queued` is the entry of a route still in `routes`.
+fn is_live(routes: &HashMap<Uuid, Route>, queued: &Queued) -> bool {
+    routes
+        .get(&queued.uuid)
+        .is_some_and(|r| r.generation == queued.generation)
+}
+
+/// Whether `candidate` names a connection made before `current`'s, as far
+/// as that can be told: both are ids libzmq generated (a zero byte, then a
+/// big-endian counter the ROUTER raises by one per connection, from a
+/// random start), compared with wrap-around. A message read from an older
+/// connection after a newer one's is a leftover of a reconnect: its
+/// connection's disconnect notification follows it in the same pipe.
+/// Announced ids (plaintext agents announce their UUID) are never older.
+/// A peer may announce an id of the generated shape; it can then only
+/// keep its own UUID's route from moving, which its key allows anyway.
+fn older_connection(candidate: &[u8], current: &[u8]) -> bool {
+    fn counter(id: &[u8]) -> Option<u32> {
+        match id {
+            [0, rest @ ..] => Some(u32::from_be_bytes(rest.try_into().ok()?)),
+            _ => None,
+        }
+    }
+    match (counter(candidate), counter(current)) {
+        (Some(c), Some(r)) => (c.wrapping_sub(r) as i32) < 0,
+        _ => false,
     }
 }
 
@@ -245,6 +322,88 @@ mod tests {
         assert_eq!(t.retain_keys(|_, k| *k != kb), 1);
         assert_eq!(t.route(&id(2), 2), None);
         assert!(t.by_routing_id.is_empty());
+    }
+
+    #[test]
+    fn reconnects_leave_the_eviction_order_bounded() {
+        // One client connects, sends one message and disconnects, over and
+        // over, with no sweep in between.
+        let key = PublicKey([1; 32]);
+        let mut t = ClientTable::new(10, 1_000_000);
+        t.learn(id(2), b"steady", 0, Some(key));
+        for n in 0..100_000u64 {
+            let conn = n.to_be_bytes();
+            t.learn(id(1), &conn, n, Some(key));
+            assert!(t.connection_gone(&conn));
+            assert!(
+                t.order.len() <= 2 * t.len() + 1,
+                "order has {} entries for {} route(s)",
+                t.order.len(),
+                t.len()
+            );
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(0), 0);
+        assert_eq!(t.order.len(), 1);
+    }
+
+    #[test]
+    fn a_stale_entry_does_not_stand_for_the_next_route_of_its_uuid() {
+        let key = PublicKey([1; 32]);
+        let mut t = ClientTable::new(3, 1_000);
+        t.learn(id(1), b"old", 1, Some(key));
+        t.learn(id(2), b"b", 1, None);
+        assert!(t.connection_gone(b"old"));
+        // 1 is back within the same second, after 2, with its old entry
+        // still at the front: that entry must not evict the new route.
+        t.learn(id(1), b"new", 1, Some(key));
+        t.learn(id(3), b"c", 2, None);
+        t.learn(id(4), b"d", 3, None);
+        assert!(t.route(&id(2), 3).is_none(), "2 was seen least recently");
+        assert!(t.route(&id(1), 3).is_some());
+        assert!(t.route(&id(3), 3).is_some());
+        assert_eq!(t.order.len(), t.len());
+    }
+
+    /// A routing id as libzmq generates it, from its counter.
+    fn generated(n: u32) -> Vec<u8> {
+        let mut id = vec![0];
+        id.extend_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    #[test]
+    fn a_late_message_from_an_older_connection_keeps_the_newer_route() {
+        let key = PublicKey([1; 32]);
+        let (a, b) = (generated(u32::MAX), generated(0));
+        let mut t = ClientTable::new(10, 60);
+        t.learn(id(1), &a, 1, Some(key));
+        // A reconnect (the counter wrapped in between), then a message
+        // still queued from the old connection, then its notification.
+        t.learn(id(1), &b, 2, Some(key));
+        t.learn(id(1), &a, 3, Some(key));
+        assert_eq!(t.route(&id(1), 3), Some(&b[..]));
+        assert!(!t.connection_gone(&a));
+        assert_eq!(t.route(&id(1), 3), Some(&b[..]));
+        // Newer connections, and announced ids, still move the route.
+        t.learn(id(1), &generated(1), 4, Some(key));
+        assert_eq!(t.route(&id(1), 4), Some(&generated(1)[..]));
+        t.learn(id(1), b"announced", 5, Some(key));
+        assert_eq!(t.route(&id(1), 5), Some(&b"announced"[..]));
+        t.learn(id(1), &b, 6, Some(key));
+        assert_eq!(t.route(&id(1), 6), Some(&b[..]));
+    }
+
+    #[test]
+    fn only_generated_ids_are_ordered() {
+        assert!(older_connection(&generated(5), &generated(6)));
+        assert!(!older_connection(&generated(6), &generated(5)));
+        assert!(!older_connection(&generated(6), &generated(6)));
+        assert!(older_connection(&generated(u32::MAX), &generated(0)));
+        assert!(!older_connection(&generated(0), &generated(u32::MAX)));
+        assert!(!older_connection(b"\0abc", &generated(1)), "4 bytes");
+        assert!(!older_connection(&generated(1), b"uuid-text"));
+        assert!(!older_connection(b"\x01\0\0\0\0", &generated(1)));
     }
 
     #[test]
