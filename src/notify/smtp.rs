@@ -21,7 +21,9 @@
 //! whole conversation runs on a thread of its own that the handler waits
 //! for at most the timeout: a server trickling a byte at a time cannot hold
 //! the sink past its deadline (the abandoned thread ends at its own next
-//! socket timeout).
+//! socket timeout). A server that trickles a byte within every timeout
+//! keeps such a thread alive, so at most [`MAX_LINGERING`] may linger: past
+//! that, an attempt fails at once instead of starting another.
 
 use super::config::{SmtpConfig, SmtpTls};
 use super::email;
@@ -33,6 +35,7 @@ use lettre::transport::smtp::client::{TlsParameters, TlsParametersBuilder};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -43,9 +46,24 @@ pub struct SmtpClient {
     inner: Arc<Inner>,
 }
 
+/// SMTP conversations (threads) that may still run, past their handler's
+/// deadline or not, before an attempt is refused without a new one.
+pub const MAX_LINGERING: usize = 8;
+
 struct Inner {
     config: SmtpConfig,
     tls: Tls,
+    /// Conversation threads running now.
+    running: AtomicUsize,
+}
+
+/// Counts a conversation thread while it runs.
+struct Running(Arc<Inner>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for SmtpClient {
@@ -66,6 +84,7 @@ impl SmtpClient {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 tls,
+                running: AtomicUsize::new(0),
             }),
         })
     }
@@ -81,11 +100,11 @@ impl SmtpClient {
         let message = email::compose(&c.from, &c.to, &c.helo, notification)?;
         let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::sync_channel(1);
-        let inner = Arc::clone(&self.inner);
+        let running = self.start_running()?;
         std::thread::Builder::new()
             .name("smtp".into())
             .spawn(move || {
-                let _ = tx.send(inner.deliver(&message, deadline));
+                let _ = tx.send(running.0.deliver(&message, deadline));
             })
             .map_err(|e| format!("cannot start the SMTP thread: {e}"))?;
         match rx.recv_timeout(timeout) {
@@ -96,6 +115,22 @@ impl SmtpClient {
                 timeout.as_secs_f64()
             )),
         }
+    }
+}
+
+impl SmtpClient {
+    /// Counts one more conversation, unless [`MAX_LINGERING`] run already
+    /// (earlier ones stuck on a server that answers too slowly to end).
+    fn start_running(&self) -> Result<Running, String> {
+        let before = self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let running = Running(Arc::clone(&self.inner));
+        if before >= MAX_LINGERING {
+            return Err(format!(
+                "{}: {before} earlier conversations with the server have not ended yet; not starting another",
+                self.inner.config.server()
+            ));
+        }
+        Ok(running)
     }
 }
 

@@ -322,3 +322,37 @@ fn a_trickling_server_cannot_stretch_the_timeout() {
     let err = result.unwrap_err();
     assert!(err.contains("timed out"), "{err}");
 }
+
+#[test]
+fn conversations_stuck_on_a_tarpit_are_capped() {
+    // Every connection gets a byte every 100 ms for 10 s: each conversation
+    // outlives its handler's deadline.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut stream = stream;
+                for _ in 0..100 {
+                    if stream.write_all(b"2").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let client = config(&addr, &["ops@example.org"]);
+    for _ in 0..super::MAX_LINGERING {
+        let err = send(&client, &notification(), Duration::from_millis(300)).unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+    let started = std::time::Instant::now();
+    let err = send(&client, &notification(), Duration::from_secs(5)).unwrap_err();
+    assert!(err.contains("have not ended yet"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused without waiting for its own deadline"
+    );
+}
