@@ -56,17 +56,40 @@ pub enum Stepped {
     /// Nothing is due: sleep this long (until the next row is due, at most
     /// the poll period), or until the doorbell rings.
     Idle(Duration),
+    /// A row was attempted but the store went away before its outcome was
+    /// recorded: record it once the store is back, before anything else,
+    /// so the handlers that succeeded do not run again when the claim
+    /// lapses.
+    Unrecorded(Unrecorded),
 }
 
 impl Outbox {
     pub fn run(mut self) -> Result<(), String> {
         let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut unrecorded: Option<Unrecorded> = None;
         while !self.shutdown.is_set() {
+            if let Some(kept) = &unrecorded {
+                match kept.record(&mut self.store) {
+                    Ok(()) => unrecorded = None,
+                    Err(e) => {
+                        if !e.is_outage() {
+                            errors.warn(format_args!("outbox: store: {e}"));
+                            unrecorded = None;
+                        }
+                        self.sleep(self.timing.poll)?;
+                        continue;
+                    }
+                }
+            }
             let handlers = &self.handlers;
             let run = |body: &Value, done: Vec<String>| handling::attempt(handlers, body, done);
             let wait = match step(&mut self.store, &self.timing, &self.metrics, now(), run) {
                 Ok(Stepped::Attempted { .. }) => continue,
                 Ok(Stepped::Idle(wait)) => wait,
+                Ok(Stepped::Unrecorded(kept)) => {
+                    unrecorded = Some(kept);
+                    self.timing.poll
+                }
                 Err(e) => {
                     // An outage is logged once by the store.
                     if !e.is_outage() {
@@ -75,14 +98,47 @@ impl Outbox {
                     self.timing.poll
                 }
             };
-            let mut items = [self.bell.poll_item()];
-            match zmq::poll(&mut items, wait.as_millis() as i64) {
-                Ok(_) if items[0].is_readable() => self.bell.clear(),
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => return Err(format!("outbox: poll: {e}")),
-            }
+            self.sleep(wait)?;
+        }
+        if unrecorded.is_some() {
+            log::warn!("outbox: one attempt's outcome could not be recorded before the stop; its handlers run again when its claim lapses");
         }
         Ok(())
+    }
+
+    /// Sleeps up to `wait`, or until the doorbell rings.
+    fn sleep(&mut self, wait: Duration) -> Result<(), String> {
+        let mut items = [self.bell.poll_item()];
+        match zmq::poll(&mut items, wait.as_millis() as i64) {
+            Ok(_) if items[0].is_readable() => self.bell.clear(),
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(format!("outbox: poll: {e}")),
+        }
+        Ok(())
+    }
+}
+
+/// An attempt's outcome not yet in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unrecorded {
+    pub seq: i64,
+    pub done: Vec<String>,
+    /// When to retry, and why; `None` once handled.
+    pub retry: Option<(f64, String)>,
+}
+
+impl Unrecorded {
+    fn next(&self) -> Next<'_> {
+        match &self.retry {
+            None => Next::Handled,
+            Some((at, error)) => Next::RetryAt { at: *at, error },
+        }
+    }
+
+    pub fn record(&self, store: &mut Store) -> Result<(), DbError> {
+        store.in_write(|tx| {
+            notifications::record_claimed_attempt(tx, self.seq, &self.done, &self.next())
+        })
     }
 }
 
@@ -104,12 +160,13 @@ pub fn step(
     metrics.outbox_attempts.fetch_add(1, Relaxed);
     let seq = claimed.seq;
     let (done, retry) = outcome(claimed, timing, now, run);
-    let next = match &retry {
-        None => Next::Handled,
-        Some((at, error)) => Next::RetryAt { at: *at, error },
-    };
-    store.in_write(|tx| notifications::record_claimed_attempt(tx, seq, &done, &next))?;
-    let handled = next == Next::Handled;
+    let unrecorded = Unrecorded { seq, done, retry };
+    match unrecorded.record(store) {
+        Ok(()) => {}
+        Err(e) if e.is_outage() => return Ok(Stepped::Unrecorded(unrecorded)),
+        Err(e) => return Err(e),
+    }
+    let handled = unrecorded.retry.is_none();
     if handled {
         metrics.outbox_handled.fetch_add(1, Relaxed);
     }
