@@ -192,24 +192,19 @@ impl LinkThread {
             self.refused.sent(item, now);
             AgentMetrics::add(&self.metrics.sent, 1);
         }
-        let due = self.resend.due(now);
-        let mut blocked = false;
-        for id in due {
-            if blocked {
-                self.resend.unsent(&id);
-                continue;
-            }
+        let mut due = self.resend.due(now).into_iter();
+        while let Some(id) = due.next() {
             let Some(frame) = self.resend.frame(&id).map(<[u8]>::to_vec) else {
                 continue;
             };
-            if self.try_send(&frame) {
-                AgentMetrics::add(&self.metrics.sent, 1);
-                if self.resend.sent(&id, now) {
-                    AgentMetrics::add(&self.metrics.resent, 1);
-                }
-            } else {
-                blocked = true;
-                self.resend.unsent(&id);
+            if !self.try_send(&frame) {
+                // This one and the rest go back, in their order.
+                self.resend.unsent(std::iter::once(id).chain(due).collect());
+                break;
+            }
+            AgentMetrics::add(&self.metrics.sent, 1);
+            if self.resend.sent(&id, now) {
+                AgentMetrics::add(&self.metrics.resent, 1);
             }
         }
     }
