@@ -418,6 +418,12 @@ impl IntakeThread {
                 Err(_) => break,
             }
         }
+        // The replies still in the socket get what is left of the drain,
+        // not the configured linger on top of it.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self.socket.set_linger(super::link::linger_ms(left)) {
+            log::warn!("cannot shorten the local socket's linger: {e}");
+        }
         Ok(())
     }
 

@@ -369,7 +369,8 @@ impl LinkThread {
     }
 
     /// On shutdown: take what the channel holds, try to send the queue for
-    /// at most `drain`, then let the socket's linger flush it.
+    /// at most `drain`, then let the socket's linger flush it within what
+    /// is left of `drain`.
     fn drain_and_stop(mut self) -> Result<(), zmq::Error> {
         self.take_channel();
         self.hand_over_dones();
@@ -395,6 +396,12 @@ impl LinkThread {
             }
             let _ = self.socket.poll(zmq::POLLOUT, left.as_millis() as i64)?;
         }
+        // The context's end waits out the linger: set as configured (the
+        // whole drain), shutdown would take up to twice VIGIL_DRAIN_MS.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self.socket.set_linger(linger_ms(left)) {
+            log::warn!("cannot shorten the DEALER's linger: {e}");
+        }
         self.publish_gauges();
         // The refused ones are in the queue by now (`take_all` above).
         if !self.queue.is_empty() {
@@ -402,6 +409,11 @@ impl LinkThread {
         }
         Ok(())
     }
+}
+
+/// `ZMQ_LINGER` for a duration.
+pub fn linger_ms(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
 }
 
 /// The DEALER's options: routing id (none under CURVE: the router assigns
@@ -416,7 +428,7 @@ pub fn configure_dealer(
     if let Some(id) = routing_id {
         socket.set_identity(id.as_bytes())?;
     }
-    socket.set_linger(config.drain.as_millis().min(i32::MAX as u128) as i32)?;
+    socket.set_linger(linger_ms(config.drain))?;
     socket.set_immediate(true)?;
     // Each agent starts from its own interval in [base, 2*base), so a
     // router restart is not met by every agent in the same instant; libzmq
