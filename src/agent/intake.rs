@@ -505,11 +505,11 @@ impl IntakeThread {
             }
             return;
         }
-        let item = ToLink::Send(Outgoing {
-            kind: prepared.kind,
-            frame: prepared.frame,
-            id: Some(prepared.id.clone()),
-        });
+        let item = ToLink::Send(Outgoing::with_id(
+            prepared.kind,
+            prepared.frame,
+            Some(prepared.id.clone()),
+        ));
         match self.link.try_send(item) {
             Ok(()) => {
                 AgentMetrics::add(&self.metrics.local_accepted, 1);

@@ -70,11 +70,11 @@ pub struct LinkThread {
 
 impl LinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
-        self.enqueue(Outgoing {
-            kind: Kind::Other,
-            frame: message::hello(&self.uuid),
-            id: None,
-        });
+        self.enqueue(Outgoing::with_id(
+            Kind::Other,
+            message::hello(&self.uuid),
+            None,
+        ));
         let mut next_heartbeat = Instant::now();
         let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
         let mut error_log = RateLimit::new(ERROR_LOG_WINDOW);
@@ -84,11 +84,7 @@ impl LinkThread {
                 let id = message::next_id();
                 let frame =
                     message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs(), &id);
-                self.enqueue(Outgoing {
-                    kind: Kind::Heartbeat,
-                    frame,
-                    id: Some(id),
-                });
+                self.enqueue(Outgoing::with_id(Kind::Heartbeat, frame, Some(id)));
                 next_heartbeat = now + self.heartbeat;
             }
             if let (Some(at), Some(interval)) = (next_stats, self.stats_interval) {

@@ -42,6 +42,10 @@ pub struct Outgoing {
     /// The message's `id`, which a router echoes when it refuses it, so a
     /// refused message can be found and sent again.
     pub id: Option<String>,
+    /// How often a router refused it so far, for its retry backoff. Kept
+    /// here, not in a book by id: a book would have to learn of every way
+    /// a message leaves the queue, or grow.
+    pub refusals: u32,
 }
 
 impl Outgoing {
@@ -50,7 +54,17 @@ impl Outgoing {
         let id = serde_json::from_slice::<serde_json::Value>(&frame)
             .ok()
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string));
-        Outgoing { kind, frame, id }
+        Outgoing::with_id(kind, frame, id)
+    }
+
+    /// A message whose `id` is known already.
+    pub fn with_id(kind: Kind, frame: Vec<u8>, id: Option<String>) -> Outgoing {
+        Outgoing {
+            kind,
+            frame,
+            id,
+            refusals: 0,
+        }
     }
 }
 
@@ -165,11 +179,7 @@ mod tests {
     use super::*;
 
     fn item(kind: Kind, text: &str) -> Outgoing {
-        Outgoing {
-            kind,
-            frame: text.as_bytes().to_vec(),
-            id: None,
-        }
+        Outgoing::with_id(kind, text.as_bytes().to_vec(), None)
     }
 
     fn texts(q: &mut OutQueue) -> Vec<String> {
