@@ -319,6 +319,9 @@ impl LinkThread {
     fn enqueue(&mut self, item: Outgoing) {
         self.refused.supersede(item.kind);
         self.queue.push(item);
+        if self.queue.wants_pruning() {
+            self.queue.prune(self.refused.oldest_seq());
+        }
     }
 
     fn publish_gauges(&self) {

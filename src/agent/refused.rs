@@ -212,6 +212,13 @@ impl Refused {
         self.held.iter().map(|h| h.due).min()
     }
 
+    /// The oldest queue `seq` among the messages kept or held: none older
+    /// can come back to the queue (see `OutQueue::prune`).
+    pub fn oldest_seq(&self) -> Option<u64> {
+        let kept = self.kept.values().map(|k| k.item.seq);
+        kept.chain(self.held.iter().map(|h| h.item.seq)).min()
+    }
+
     /// Messages held for a retry.
     pub fn held(&self) -> usize {
         self.held.len()
