@@ -369,7 +369,9 @@ impl LinkThread {
 
     /// On shutdown: take what the channel holds, try to send the queue for
     /// at most `drain`, then let the socket's linger flush it within what
-    /// is left of `drain`.
+    /// is left of `drain`. The channel is read again on every turn: other
+    /// threads still hand over their last messages (statsd's final flush,
+    /// results of runs ending), and those come in after the first read.
     fn drain_and_stop(mut self) -> Result<(), zmq::Error> {
         self.take_channel();
         self.hand_over_dones();
@@ -388,13 +390,19 @@ impl LinkThread {
         }
         let deadline = Instant::now() + self.drain;
         loop {
+            self.take_channel();
             self.flush(Instant::now());
             let left = deadline.saturating_duration_since(Instant::now());
             if self.queue.is_empty() || left.is_zero() {
                 break;
             }
-            let _ = self.socket.poll(zmq::POLLOUT, left.as_millis() as i64)?;
+            // The doorbell too: a late message may come while we wait.
+            let timeout = left.as_millis() as i64;
+            let _ = self.bell.wait(&self.socket, zmq::POLLOUT, timeout)?;
         }
+        // What came during the last wait: one try, else counted as unsent.
+        self.take_channel();
+        self.flush(Instant::now());
         // The context's end waits out the linger: set as configured (the
         // whole drain), shutdown would take up to twice VIGIL_DRAIN_MS.
         let left = deadline.saturating_duration_since(Instant::now());
