@@ -418,6 +418,12 @@ impl IntakeThread {
                 Err(_) => break,
             }
         }
+        // The replies still in the socket get what is left of the drain,
+        // not the configured linger on top of it.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self.socket.set_linger(super::link::linger_ms(left)) {
+            log::warn!("cannot shorten the local socket's linger: {e}");
+        }
         Ok(())
     }
 
@@ -499,11 +505,11 @@ impl IntakeThread {
             }
             return;
         }
-        let item = ToLink::Send(Outgoing {
-            kind: prepared.kind,
-            frame: prepared.frame,
-            id: Some(prepared.id.clone()),
-        });
+        let item = ToLink::Send(Outgoing::with_id(
+            prepared.kind,
+            prepared.frame,
+            Some(prepared.id.clone()),
+        ));
         match self.link.try_send(item) {
             Ok(()) => {
                 AgentMetrics::add(&self.metrics.local_accepted, 1);

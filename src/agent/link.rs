@@ -70,11 +70,11 @@ pub struct LinkThread {
 
 impl LinkThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
-        self.enqueue(Outgoing {
-            kind: Kind::Other,
-            frame: message::hello(&self.uuid),
-            id: None,
-        });
+        self.enqueue(Outgoing::with_id(
+            Kind::Other,
+            message::hello(&self.uuid),
+            None,
+        ));
         let mut next_heartbeat = Instant::now();
         let mut next_stats = self.stats_interval.map(|i| Instant::now() + i);
         let mut error_log = RateLimit::new(ERROR_LOG_WINDOW);
@@ -84,11 +84,7 @@ impl LinkThread {
                 let id = message::next_id();
                 let frame =
                     message::heartbeat(&self.uuid, &self.hostname, self.heartbeat.as_secs(), &id);
-                self.enqueue(Outgoing {
-                    kind: Kind::Heartbeat,
-                    frame,
-                    id: Some(id),
-                });
+                self.enqueue(Outgoing::with_id(Kind::Heartbeat, frame, Some(id)));
                 next_heartbeat = now + self.heartbeat;
             }
             if let (Some(at), Some(interval)) = (next_stats, self.stats_interval) {
@@ -192,24 +188,19 @@ impl LinkThread {
             self.refused.sent(item, now);
             AgentMetrics::add(&self.metrics.sent, 1);
         }
-        let due = self.resend.due(now);
-        let mut blocked = false;
-        for id in due {
-            if blocked {
-                self.resend.unsent(&id);
-                continue;
-            }
+        let mut due = self.resend.due(now).into_iter();
+        while let Some(id) = due.next() {
             let Some(frame) = self.resend.frame(&id).map(<[u8]>::to_vec) else {
                 continue;
             };
-            if self.try_send(&frame) {
-                AgentMetrics::add(&self.metrics.sent, 1);
-                if self.resend.sent(&id, now) {
-                    AgentMetrics::add(&self.metrics.resent, 1);
-                }
-            } else {
-                blocked = true;
-                self.resend.unsent(&id);
+            if !self.try_send(&frame) {
+                // This one and the rest go back, in their order.
+                self.resend.unsent(std::iter::once(id).chain(due).collect());
+                break;
+            }
+            AgentMetrics::add(&self.metrics.sent, 1);
+            if self.resend.sent(&id, now) {
+                AgentMetrics::add(&self.metrics.resent, 1);
             }
         }
     }
@@ -328,6 +319,9 @@ impl LinkThread {
     fn enqueue(&mut self, item: Outgoing) {
         self.refused.supersede(item.kind);
         self.queue.push(item);
+        if self.queue.wants_pruning() {
+            self.queue.prune(self.refused.oldest_seq());
+        }
     }
 
     fn publish_gauges(&self) {
@@ -374,7 +368,10 @@ impl LinkThread {
     }
 
     /// On shutdown: take what the channel holds, try to send the queue for
-    /// at most `drain`, then let the socket's linger flush it.
+    /// at most `drain`, then let the socket's linger flush it within what
+    /// is left of `drain`. The channel is read again on every turn: other
+    /// threads still hand over their last messages (statsd's final flush,
+    /// results of runs ending), and those come in after the first read.
     fn drain_and_stop(mut self) -> Result<(), zmq::Error> {
         self.take_channel();
         self.hand_over_dones();
@@ -393,12 +390,24 @@ impl LinkThread {
         }
         let deadline = Instant::now() + self.drain;
         loop {
+            self.take_channel();
             self.flush(Instant::now());
             let left = deadline.saturating_duration_since(Instant::now());
             if self.queue.is_empty() || left.is_zero() {
                 break;
             }
-            let _ = self.socket.poll(zmq::POLLOUT, left.as_millis() as i64)?;
+            // The doorbell too: a late message may come while we wait.
+            let timeout = left.as_millis() as i64;
+            let _ = self.bell.wait(&self.socket, zmq::POLLOUT, timeout)?;
+        }
+        // What came during the last wait: one try, else counted as unsent.
+        self.take_channel();
+        self.flush(Instant::now());
+        // The context's end waits out the linger: set as configured (the
+        // whole drain), shutdown would take up to twice VIGIL_DRAIN_MS.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self.socket.set_linger(linger_ms(left)) {
+            log::warn!("cannot shorten the DEALER's linger: {e}");
         }
         self.publish_gauges();
         // The refused ones are in the queue by now (`take_all` above).
@@ -407,6 +416,11 @@ impl LinkThread {
         }
         Ok(())
     }
+}
+
+/// `ZMQ_LINGER` for a duration.
+pub fn linger_ms(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
 }
 
 /// The DEALER's options: routing id (none under CURVE: the router assigns
@@ -421,7 +435,7 @@ pub fn configure_dealer(
     if let Some(id) = routing_id {
         socket.set_identity(id.as_bytes())?;
     }
-    socket.set_linger(config.drain.as_millis().min(i32::MAX as u128) as i32)?;
+    socket.set_linger(linger_ms(config.drain))?;
     socket.set_immediate(true)?;
     // Each agent starts from its own interval in [base, 2*base), so a
     // router restart is not met by every agent in the same instant; libzmq

@@ -393,7 +393,7 @@ fn bind_local(ctx: &zmq::Context, config: &AgentConfig) -> Result<zmq::Socket, E
         .socket(zmq::ROUTER)
         .map_err(|e| Error::setup("creating the local socket", e))?;
     let setup = |s: &zmq::Socket| -> zmq::Result<()> {
-        s.set_linger(config.drain.as_millis().min(i32::MAX as u128) as i32)?;
+        s.set_linger(link::linger_ms(config.drain))?;
         s.set_maxmsgsize((config.max_message_bytes as i64).saturating_mul(2))?;
         s.set_router_mandatory(false)
     };

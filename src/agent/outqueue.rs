@@ -8,8 +8,15 @@
 //! other kind. A heartbeat, or the agent's own stats sample, is superseded
 //! by a newer one of its kind: queueing the newer drops the older (counted
 //! as `superseded`), since sending it would say nothing the newer does not.
+//!
+//! A refused message queued again is dropped the same way (as `superseded`)
+//! when a newer message with its supersession key was queued since, even
+//! one already sent: a heartbeat, the own stats sample, or the `result` of
+//! a scheduled run (no `run_id`) of the same host and plugin. Sent after
+//! the newer one, it would reach the sinks as the latest state: a stale
+//! result would raise a false state change.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -42,16 +49,71 @@ pub struct Outgoing {
     /// The message's `id`, which a router echoes when it refuses it, so a
     /// refused message can be found and sent again.
     pub id: Option<String>,
+    /// How often a router refused it so far, for its retry backoff. Kept
+    /// here, not in a book by id: a book would have to learn of every way
+    /// a message leaves the queue, or grow.
+    pub refusals: u32,
+    /// A newer message with the same key says all this one would (see the
+    /// module doc); none for most messages.
+    pub key: Option<String>,
+    /// When it was first queued, in the queue's own count (0: never).
+    pub seq: u64,
 }
 
 impl Outgoing {
     /// A message whose `id` (if any) is read from the frame itself.
     pub fn new(kind: Kind, frame: Vec<u8>) -> Outgoing {
-        let id = serde_json::from_slice::<serde_json::Value>(&frame)
-            .ok()
+        let value = serde_json::from_slice::<serde_json::Value>(&frame).ok();
+        let id = (value.as_ref())
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string));
-        Outgoing { kind, frame, id }
+        let key = supersession_key(kind, value.as_ref());
+        Outgoing::built(kind, frame, id, key)
     }
+
+    /// A message whose `id` is known already.
+    pub fn with_id(kind: Kind, frame: Vec<u8>, id: Option<String>) -> Outgoing {
+        // Only other messages may be results: stats are not read again.
+        let value = match kind {
+            Kind::Other => serde_json::from_slice(&frame).ok(),
+            _ => None,
+        };
+        let key = supersession_key(kind, value.as_ref());
+        Outgoing::built(kind, frame, id, key)
+    }
+
+    fn built(kind: Kind, frame: Vec<u8>, id: Option<String>, key: Option<String>) -> Outgoing {
+        Outgoing {
+            kind,
+            frame,
+            id,
+            refusals: 0,
+            key,
+            seq: 0,
+        }
+    }
+}
+
+/// The key under which a newer message makes this one stale: its kind for
+/// heartbeats and own stats; host and plugin for the `result` of a
+/// scheduled run. A requested run's result (`run_id`) answers its request
+/// and is never stale.
+fn supersession_key(kind: Kind, frame: Option<&serde_json::Value>) -> Option<String> {
+    match kind {
+        Kind::Heartbeat => return Some("heartbeat".into()),
+        Kind::AgentStats => return Some("agent_stats".into()),
+        Kind::Stats => return None,
+        Kind::Other => {}
+    }
+    let frame = frame?;
+    let text = |k: &str| frame.get(k).and_then(serde_json::Value::as_str);
+    if text("type") != Some("result") || !frame.get("run_id").is_none_or(|r| r.is_null()) {
+        return None;
+    }
+    Some(format!(
+        "result\n{}\n{}",
+        text("hostname")?,
+        text("plugin")?
+    ))
 }
 
 #[derive(Debug)]
@@ -62,9 +124,19 @@ pub struct OutQueue {
     max_bytes: usize,
     pub dropped_stats: u64,
     pub dropped_other: u64,
-    /// Heartbeats and own stats samples dropped for a newer one.
+    /// Heartbeats and own stats samples dropped for a newer one, and
+    /// refused messages dropped for a newer one of their key.
     pub superseded: u64,
+    /// The last `seq` given.
+    seq: u64,
+    /// Per supersession key, the `seq` of the newest message queued.
+    latest: HashMap<String, u64>,
+    /// `latest` is pruned when it grows past this.
+    prune_at: usize,
 }
+
+/// `latest` is not pruned below this size.
+const PRUNE_MIN: usize = 64;
 
 impl OutQueue {
     pub fn new(max_items: usize, max_bytes: usize) -> OutQueue {
@@ -76,6 +148,9 @@ impl OutQueue {
             dropped_stats: 0,
             dropped_other: 0,
             superseded: 0,
+            seq: 0,
+            latest: HashMap::new(),
+            prune_at: PRUNE_MIN,
         }
     }
 
@@ -89,22 +164,44 @@ impl OutQueue {
 
     /// Queues `item`, a new message, dropping what it supersedes and old
     /// ones while over either bound.
-    pub fn push(&mut self, item: Outgoing) {
+    pub fn push(&mut self, mut item: Outgoing) {
         if item.kind.supersedable() {
             self.remove_kind(item.kind);
+        }
+        self.seq += 1;
+        item.seq = self.seq;
+        if let Some(key) = &item.key {
+            self.latest.insert(key.clone(), item.seq);
         }
         self.push_back(item);
     }
 
     /// Queues again `item`, sent earlier and refused by a router, unless a
-    /// newer message of its kind is queued: everything queued is newer
-    /// than it, since it was at the front when it went out.
+    /// newer message of its key was queued since (queued still, or sent).
     pub fn requeue(&mut self, item: Outgoing) {
-        if item.kind.supersedable() && self.items.iter().any(|i| i.kind == item.kind) {
+        let newer = (item.key.as_ref())
+            .and_then(|key| self.latest.get(key))
+            .is_some_and(|&latest| latest > item.seq);
+        if newer {
             self.superseded += 1;
             return;
         }
         self.push_back(item);
+    }
+
+    /// Whether `latest` has grown enough to be worth [`OutQueue::prune`].
+    pub fn wants_pruning(&self) -> bool {
+        self.latest.len() > self.prune_at
+    }
+
+    /// Forgets the keys whose newest message is no newer than `oldest`,
+    /// the oldest `seq` still kept elsewhere (sent, or held after a
+    /// refusal): no message that could be queued again is older than it.
+    pub fn prune(&mut self, oldest: Option<u64>) {
+        let queued = self.items.iter().map(|i| i.seq).min();
+        let oldest = queued.into_iter().chain(oldest).min().unwrap_or(u64::MAX);
+        self.latest.retain(|_, latest| *latest > oldest);
+        self.prune_at = (2 * self.latest.len()).max(PRUNE_MIN);
     }
 
     fn remove_kind(&mut self, kind: Kind) {
@@ -165,11 +262,7 @@ mod tests {
     use super::*;
 
     fn item(kind: Kind, text: &str) -> Outgoing {
-        Outgoing {
-            kind,
-            frame: text.as_bytes().to_vec(),
-            id: None,
-        }
+        Outgoing::with_id(kind, text.as_bytes().to_vec(), None)
     }
 
     fn texts(q: &mut OutQueue) -> Vec<String> {
@@ -203,6 +296,64 @@ mod tests {
         q.requeue(item(Kind::Other, "r0"));
         assert_eq!(q.superseded, 2, "h1 by h2, h0 by h2");
         assert_eq!(texts(&mut q), ["r1", "h2", "r0"]);
+    }
+
+    fn result(plugin: &str, run_id: Option<&str>) -> Outgoing {
+        let mut v = serde_json::json!({"type": "result", "hostname": "h", "plugin": plugin});
+        if let Some(r) = run_id {
+            v["run_id"] = r.into();
+        }
+        Outgoing::new(Kind::Other, serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn a_refused_result_is_dropped_once_a_newer_one_of_its_plugin_was_queued() {
+        let mut q = OutQueue::new(10, 1 << 20);
+        q.push(result("load", None));
+        q.push(result("disk", None));
+        q.push(result("load", Some("r-1")));
+        let (old_load, disk, asked) = (q.pop().unwrap(), q.pop().unwrap(), q.pop().unwrap());
+        // A newer scheduled result of "load", sent before the refusals of
+        // the older ones came back.
+        q.push(result("load", None));
+        let new_load = q.pop().unwrap();
+        q.requeue(old_load);
+        q.requeue(disk.clone());
+        q.requeue(asked.clone());
+        assert_eq!(q.superseded, 1, "only the stale load result");
+        q.requeue(new_load.clone());
+        let left: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(left, [disk, asked, new_load]);
+    }
+
+    #[test]
+    fn a_refused_heartbeat_is_dropped_when_a_newer_one_was_already_sent() {
+        let mut q = OutQueue::new(10, 1 << 20);
+        q.push(item(Kind::Heartbeat, "h1"));
+        let h1 = q.pop().unwrap();
+        q.push(item(Kind::Heartbeat, "h2"));
+        let _sent = q.pop().unwrap();
+        q.requeue(h1);
+        assert_eq!((q.len(), q.superseded), (0, 1));
+    }
+
+    #[test]
+    fn supersession_keys_are_pruned_once_nothing_older_is_kept() {
+        let mut q = OutQueue::new(10, 1 << 20);
+        for n in 0..=PRUNE_MIN {
+            q.push(result(&format!("p{n}"), None));
+            q.pop();
+        }
+        q.push(result("p0", None));
+        let queued_p0 = q.seq;
+        assert!(q.wants_pruning());
+        // Something sent after p1's result is still kept elsewhere.
+        q.prune(Some(3));
+        assert!(!q.wants_pruning());
+        assert_eq!(q.latest.len(), PRUNE_MIN - 1, "p1's and p2's keys went");
+        assert_eq!(q.latest["result\nh\np0"], queued_p0);
+        q.prune(None);
+        assert_eq!(q.latest.len(), 0, "the queued p0 is the newest of its key");
     }
 
     #[test]

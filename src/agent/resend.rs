@@ -146,11 +146,15 @@ impl Resend {
         p.attempts > 1
     }
 
-    /// Puts back an id that could not be sent (no router reachable): it
-    /// goes out first once one is.
-    pub fn unsent(&mut self, id: &str) {
-        if self.pending.contains_key(id) {
-            self.fresh.push_front(id.to_string());
+    /// Puts back ids that could not be sent (no router reachable), in the
+    /// order given: they go out first, in that order, once one is. One
+    /// call for the whole remainder: putting them back one at a time at
+    /// the front would reverse them on every blocked flush.
+    pub fn unsent(&mut self, ids: Vec<String>) {
+        for id in ids.into_iter().rev() {
+            if self.pending.contains_key(&id) {
+                self.fresh.push_front(id);
+            }
         }
     }
 }
@@ -194,5 +198,40 @@ mod tests {
         assert!(r.ack("a"));
         assert!(r.due(t0 + Duration::from_secs(100)).is_empty());
         assert!(!r.ack("a"));
+    }
+
+    #[test]
+    fn unsent_ids_keep_their_order_across_blocked_flushes() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let mut r = Resend::new(min, max);
+        let t0 = Instant::now();
+        for id in ["a", "b", "c", "d"] {
+            let frame = b"{}".to_vec();
+            r.add(
+                Entry {
+                    id: id.into(),
+                    frame,
+                },
+                t0,
+            );
+        }
+        // Blocked at the first id, twice over: nothing may be reordered.
+        for _ in 0..2 {
+            let due = r.due(t0);
+            assert_eq!(due, ["a", "b", "c", "d"]);
+            r.unsent(due);
+        }
+        // Blocked after "a": the rest, still in order, ahead of a new id.
+        let mut due = r.due(t0);
+        assert!(!r.sent(&due.remove(0), t0));
+        r.add(
+            Entry {
+                id: "e".into(),
+                frame: b"{}".to_vec(),
+            },
+            t0,
+        );
+        r.unsent(due);
+        assert_eq!(r.due(t0), ["b", "c", "d", "e"]);
     }
 }

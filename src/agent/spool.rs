@@ -15,7 +15,9 @@
 //! (so never acknowledged to anyone) and is cut off. A `D` record is
 //! written when the ack arrives, without its own fsync: losing one only
 //! means one duplicate resend, which sinks drop. The file is rewritten with
-//! only the live records once the dead ones outweigh them.
+//! only the live records once the dead ones outweigh them; a rewrite that
+//! failed (a full disk, say) is not tried again until the file has grown by
+//! half as much again, so a full disk is not refilled on every commit.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -163,6 +165,9 @@ pub struct Spool {
     file_bytes: u64,
     max_bytes: u64,
     buf: Vec<u8>,
+    /// No compaction is tried while the file is smaller than this: set
+    /// after a failed one.
+    compact_after: u64,
 }
 
 impl Spool {
@@ -232,7 +237,10 @@ impl Spool {
             file_bytes: valid as u64,
             max_bytes,
             buf: Vec::new(),
+            compact_after: 0,
         };
+        // Left by a compaction that a crash interrupted: never the spool.
+        let _ = std::fs::remove_file(spool.tmp_path());
         Ok((spool, entries))
     }
 
@@ -285,7 +293,11 @@ impl Spool {
     pub fn commit(&mut self, sync: bool, added: &[&str]) -> Result<(), String> {
         let start = self.file_bytes;
         if !self.buf.is_empty() {
-            let result = self.file.write_all(&self.buf);
+            // At the known end whatever moved the handle (a compaction's
+            // read that failed half-way): the file is not O_APPEND, and a
+            // write elsewhere would overwrite live records.
+            let result = (self.file.seek(SeekFrom::Start(start)))
+                .and_then(|_| self.file.write_all(&self.buf));
             self.file_bytes += self.buf.len() as u64;
             self.buf.clear();
             if let Err(e) = result {
@@ -335,10 +347,28 @@ impl Spool {
     }
 
     /// Rewrites the file with only live records when dead ones dominate.
+    /// After a failure the next try waits for the file to grow by half
+    /// (at least [`COMPACT_MIN_BYTES`]): each try reads the whole file.
     pub fn maybe_compact(&mut self) -> Result<bool, String> {
-        if self.file_bytes < COMPACT_MIN_BYTES || self.file_bytes < 4 * self.live_bytes.max(1) {
+        if self.file_bytes < COMPACT_MIN_BYTES
+            || self.file_bytes < 4 * self.live_bytes.max(1)
+            || self.file_bytes < self.compact_after
+        {
             return Ok(false);
         }
+        self.compact().map(|()| true).inspect_err(|_| {
+            // A partly written copy only takes the room the spool needs.
+            let _ = std::fs::remove_file(self.tmp_path());
+            self.compact_after = self.file_bytes + (self.file_bytes / 2).max(COMPACT_MIN_BYTES);
+        })
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.path.with_extension("log.tmp")
+    }
+
+    /// The rewrite itself: live records into a new file, renamed over.
+    fn compact(&mut self) -> Result<(), String> {
         let fail = |what: &str, e: std::io::Error| {
             format!("compacting {}: {what}: {e}", self.path.display())
         };
@@ -354,7 +384,7 @@ impl Spool {
         for entry in live_entries(records) {
             encode(&Record::Add(entry), &mut out);
         }
-        let tmp = self.path.with_extension("log.tmp");
+        let tmp = self.tmp_path();
         // Opened for reading and writing before the rename, so after it this
         // very handle is the spool: nothing can fail between the rename and
         // switching to it (a reopen could, leaving us writing to the
@@ -374,7 +404,7 @@ impl Spool {
         if let Some(dir) = self.path.parent() {
             super::identity::sync_dir(dir);
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -482,6 +512,65 @@ mod tests {
         let (_, entries) = Spool::open(&dir, 1 << 30).unwrap();
         let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["m7", "late"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn appends_go_to_the_end_wherever_the_handle_was_left() {
+        let dir = temp_dir();
+        let (mut spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        spool.add(&entry("a", r#"{"m":"a"}"#)).unwrap();
+        spool.commit(true, &["a"]).unwrap();
+        // As a compaction's read that failed half-way leaves it.
+        spool.file.seek(SeekFrom::Start(0)).unwrap();
+        spool.add(&entry("b", r#"{"m":"b"}"#)).unwrap();
+        spool.commit(true, &["b"]).unwrap();
+        drop(spool);
+        let (_, entries) = Spool::open(&dir, 1 << 20).unwrap();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "b did not overwrite a");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Adds `n` entries of 4 KiB, all acked but `keep`.
+    fn fill(spool: &mut Spool, from: usize, n: usize, keep: usize) {
+        let big = "x".repeat(4096);
+        for i in from..from + n {
+            let id = format!("m{i}");
+            spool.add(&entry(&id, &big)).unwrap();
+            if i != keep {
+                spool.done(&id);
+            }
+            spool.commit(false, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_compaction_leaves_no_copy_and_waits_for_growth() {
+        let dir = temp_dir();
+        let (mut spool, _) = Spool::open(&dir, 1 << 30).unwrap();
+        fill(&mut spool, 0, 600, 7);
+        // The rename cannot replace a directory: the copy is written, then
+        // the compaction fails.
+        std::fs::remove_file(dir.join(FILE_NAME)).unwrap();
+        std::fs::create_dir(dir.join(FILE_NAME)).unwrap();
+        let tmp = dir.join("spool.log.tmp");
+        assert!(spool.maybe_compact().is_err());
+        assert!(!tmp.exists(), "the partial copy is removed");
+        assert_eq!(spool.maybe_compact(), Ok(false), "not tried at once again");
+        fill(&mut spool, 600, 100, usize::MAX);
+        assert_eq!(
+            spool.maybe_compact(),
+            Ok(false),
+            "nor after a little growth"
+        );
+        std::fs::remove_dir(dir.join(FILE_NAME)).unwrap();
+        fill(&mut spool, 700, 300, usize::MAX);
+        assert_eq!(spool.maybe_compact(), Ok(true), "tried again once grown");
+        drop(spool);
+        let (_, entries) = Spool::open(&dir, 1 << 30).unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["m7"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
