@@ -14,11 +14,15 @@
 //! it the REP envelope the protocol describes, with the tag as one more
 //! envelope frame (as a proxy hop would add), so the router returns it and
 //! a reply is matched to its request by tag. A reply that comes after its
-//! request timed out matches nothing and is dropped, so unlike a REQ the
-//! socket is never stuck mid-conversation and is kept. A router that timed
+//! request timed out matches nothing and is dropped. A router that timed
 //! out is passed over for a while (`SUSPECT_FOR`), so a dead router costs
-//! one timeout per period rather than one per request. One `BackendClient`
-//! belongs to one thread.
+//! one timeout per period rather than one per request, and its DEALER is
+//! closed (linger 0): requests still queued in it for a router that is
+//! down, or not reading, would otherwise go out when it is back, long
+//! after they were delivered through another router (a `run_plugin` run
+//! twice, and late). For the same reason a DEALER queues only to a
+//! connected router (`ZMQ_IMMEDIATE`). One `BackendClient` belongs to one
+//! thread.
 //!
 //! With keys ([`BackendClient::with_keys`]) every socket is a CURVE client
 //! of the routers, authenticated by its own key (the routers'
@@ -212,8 +216,11 @@ impl BackendClient {
             Ok(()) => replies.iter().any(Option::is_none),
             Err(_) => true,
         };
-        if let Err(why) = &outcome {
+        if failed {
+            // What is still queued in it must not go out later.
             self.sockets[index] = None;
+        }
+        if let Err(why) = &outcome {
             for reply in replies.iter_mut().filter(|r| r.is_none()) {
                 *reply = Some(Err(why.clone()));
             }
@@ -289,6 +296,8 @@ impl BackendClient {
             .socket(zmq::DEALER)
             .map_err(|e| format!("DEALER socket: {e}"))?;
         socket.set_linger(0).map_err(|e| e.to_string())?;
+        // Nothing waits in the socket for a router not connected now.
+        socket.set_immediate(true).map_err(|e| e.to_string())?;
         if let Some(keys) = &self.keys {
             keys.apply(&socket).map_err(|e| e.to_string())?;
         }
@@ -395,6 +404,10 @@ mod tests {
             Err(true)
         );
         assert!(c.suspect_until[0].is_some_and(|t| t > Instant::now()));
+        assert!(
+            c.sockets[0].is_none(),
+            "closed: nothing left queued in it goes out when the router is back"
+        );
     }
 
     #[test]

@@ -122,9 +122,17 @@ impl HeartbeatSink {
     }
 }
 
-/// `interval_s`: required, a positive number of seconds.
+/// The longest heartbeat interval taken: a day. The store multiplies it
+/// (grace × interval), and a client's `1e308` would overflow that on
+/// PostgreSQL, failing every sweep and overview query for all clients.
+pub const MAX_INTERVAL_S: f64 = 86_400.0;
+
+/// `interval_s`: required, a positive number of seconds, at most a day.
 fn interval_s(msg: &Incoming) -> Result<f64, Malformed> {
     match msg.opt_num("interval_s")? {
+        Some(i) if i > MAX_INTERVAL_S => Err(Malformed(format!(
+            "interval_s must be at most {MAX_INTERVAL_S} (a day)"
+        ))),
         Some(i) if i > 0.0 => Ok(i),
         Some(_) => Err(Malformed("interval_s must be above 0".into())),
         None => Err(Malformed("interval_s is missing".into())),
@@ -204,6 +212,11 @@ mod tests {
     fn interval_is_required_and_positive() {
         assert!(interval_s(&beat("0")).is_err());
         assert!(interval_s(&beat("\"10\"")).is_err());
+        assert!(
+            interval_s(&beat("1e308")).is_err(),
+            "would overflow grace × interval"
+        );
+        assert_eq!(interval_s(&beat("86400")).unwrap(), MAX_INTERVAL_S);
         assert_eq!(interval_s(&beat("2.5")).unwrap(), 2.5);
     }
 

@@ -33,6 +33,30 @@ pub fn admit(
     Ok(())
 }
 
+/// Whether a request whose `Host` header is `host` may be answered by a
+/// view without a token: only when it names this machine's loopback (or
+/// the bound address itself). A page on any other site may point its own
+/// name at 127.0.0.1 (DNS rebinding) and would then read the whole fleet
+/// as a same-origin page; its requests carry that name as `Host`. A
+/// request without `Host` (HTTP/1.0 tools) is not a browser's.
+pub fn host_allowed(host: Option<&str>, bind: std::net::SocketAddr) -> bool {
+    let Some(host) = host.map(str::trim) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port or [v6]
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == bind.ip(),
+        Err(_) => false,
+    }
+}
+
 /// The token of an `Authorization` header value.
 fn presented_token(value: &str) -> Option<String> {
     let (scheme, rest) = value.trim().split_once(' ')?;
@@ -175,6 +199,34 @@ pub fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_token_only_loopback_host_names_are_answered() {
+        let bind: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        for ok in [
+            None,
+            Some("127.0.0.1:8080"),
+            Some("localhost:8080"),
+            Some("LOCALHOST"),
+            Some("[::1]:8080"),
+            Some("127.0.0.2"),
+        ] {
+            assert!(host_allowed(ok, bind), "{ok:?}");
+        }
+        for bad in [
+            Some("evil.example:8080"),
+            Some("localhost.evil.example"),
+            Some("10.0.0.5:8080"),
+            Some(""),
+        ] {
+            assert!(!host_allowed(bad, bind), "{bad:?}");
+        }
+        let lan: std::net::SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        assert!(
+            host_allowed(Some("10.0.0.5:8080"), lan),
+            "the bound address"
+        );
+    }
 
     const T: &str = "0123456789abcdef";
 

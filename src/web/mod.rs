@@ -188,7 +188,16 @@ impl Worker {
             .iter()
             .find(|h| h.field.equiv("Authorization"))
             .map(|h| h.value.as_str().to_string());
+        let host = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Host"))
+            .map(|h| h.value.as_str().to_string());
+        // With a token, the token is the guard; without one, the Host name.
+        let rebound =
+            self.config.token.is_none() && !http::host_allowed(host.as_deref(), self.config.bind);
         let answer = match http::admit(&method, authorization.as_deref(), self.config.token.as_deref()) {
+            _ if rebound => Answer::text(421, "this view answers only to a loopback host name (localhost, 127.0.0.1, [::1]) unless it has a token (VIGIL_WEB_TOKEN_FILE)\n".into()),
             Err(Refusal::Unauthorized) => Answer::text(401, "a token is required (Authorization: Bearer TOKEN, or the token as the HTTP basic password)\n".into()),
             Err(Refusal::Method) => Answer::text(405, "only GET and HEAD: nothing here changes anything\n".into()),
             Ok(()) => {

@@ -364,6 +364,34 @@ fn hostile_client_text_is_rendered_inert() {
     );
 }
 
+/// Without a token, a request naming another site as its `Host` (a page
+/// that pointed its own name at 127.0.0.1) is refused before any page is
+/// made; the loopback names are answered.
+#[test]
+fn without_a_token_another_host_name_is_refused() {
+    let dir = Scratch::new();
+    let db = populate(&dir.0);
+    let (_web, addr) = start_web(&db, &[]);
+    let ask = |host: &str| {
+        let mut stream = TcpStream::connect(&addr).expect("connect to vigil web");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let request =
+            format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read the response");
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let rebound = ask("rebind.example:8080");
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(!rebound.contains("web1"), "nothing leaks: {rebound}");
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [addr.clone(), format!("localhost:{port}")] {
+        let answer = ask(&host);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+}
+
 #[test]
 fn off_loopback_every_request_needs_the_token() {
     let dir = Scratch::new();
