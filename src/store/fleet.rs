@@ -262,7 +262,12 @@ pub fn host(tx: &Tx, now: f64, grace: f64, uuid: &str) -> Result<Option<ClientRo
     .transpose()
 }
 
-/// Every plugin of one host: results, and declared plugins without one.
+/// The most plugins a host's page or API shows: a client may report
+/// results under any number of names, and a page must stay cheap.
+pub const HOST_PLUGINS_MAX: usize = 1_000;
+
+/// One host's plugins, by name, at most [`HOST_PLUGINS_MAX`]: results, and
+/// declared plugins without one.
 pub fn host_plugins(tx: &Tx, uuid: &str) -> Result<Vec<PluginRow>> {
     tx.query(
         &format!(
@@ -275,9 +280,9 @@ pub fn host_plugins(tx: &Tx, uuid: &str) -> Result<Vec<PluginRow>> {
              FROM plugins p LEFT JOIN clients c ON c.uuid = p.uuid
              WHERE p.uuid = ?1
                AND NOT EXISTS (SELECT 1 FROM results r WHERE r.uuid = p.uuid AND r.plugin = p.name)
-             ORDER BY 3"
+             ORDER BY 3 LIMIT ?2"
         ),
-        params![uuid],
+        params![uuid, HOST_PLUGINS_MAX as i64],
     )?
     .iter()
     .map(plugin_row)
@@ -409,6 +414,18 @@ mod tests {
         let (_, total) = hosts(c, now, 3.0, None, 1, 0).unwrap();
         assert_eq!(total, 3);
         assert_eq!(host_plugins(c, "u2").unwrap()[0].state, "PENDING");
+        // A client with more plugins than a page shows: the first by name.
+        for n in 0..=HOST_PLUGINS_MAX {
+            let name = format!("p{n:05}");
+            c.execute(
+                "INSERT INTO plugins (uuid, name, process, registered_at) VALUES ('u3', ?1, 'agent', 0)",
+                params![name.as_str()],
+            )
+            .unwrap();
+        }
+        let many = host_plugins(c, "u3").unwrap();
+        assert_eq!(many.len(), HOST_PLUGINS_MAX);
+        assert_eq!(many[0].plugin, "p00000");
         assert_eq!(host(c, now, 3.0, "u1").unwrap().unwrap().state, "up");
         assert!(host(c, now, 3.0, "nobody").unwrap().is_none());
         // The search ignores ASCII case on both backends.

@@ -157,15 +157,20 @@ pub fn roll_up(store: &mut Store, now: f64, raw_secs: f64, minute_secs: f64) -> 
     })
 }
 
-/// The names of `uuid`'s series with a sample since `since`, sorted.
+/// The most series names a host's page or API lists: a client may send
+/// stats under any number of names.
+pub const NAMES_MAX: usize = 1_000;
+
+/// The names of `uuid`'s series with a sample since `since`, sorted, at
+/// most [`NAMES_MAX`].
 pub fn names(tx: &Tx, uuid: &str, since: f64) -> Result<Vec<String>> {
     let minute = (since / 60.0).floor() as i64;
     tx.query(
         "SELECT name FROM metric_raw WHERE uuid = ?1 AND ts >= ?2
          UNION
          SELECT name FROM metric_minute WHERE uuid = ?1 AND minute >= ?3
-         ORDER BY 1",
-        params![uuid, since, minute],
+         ORDER BY 1 LIMIT ?4",
+        params![uuid, since, minute, NAMES_MAX as i64],
     )?
     .iter()
     .map(|r| r.get(0))
