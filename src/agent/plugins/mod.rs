@@ -99,6 +99,8 @@ struct State {
     /// Warnings about local registrations (refused, or naming plugins the
     /// directory lacks).
     local_log: RateLimit,
+    /// The info line on each changed local declaration set.
+    declared_log: RateLimit,
     next_local: HashMap<String, Instant>,
     waiting: VecDeque<Job>,
     running: HashMap<u64, Running>,
@@ -114,6 +116,7 @@ impl State {
             local: BTreeMap::new(),
             book: LocalBook::default(),
             local_log: RateLimit::new(LOCAL_LOG_WINDOW),
+            declared_log: RateLimit::new(LOCAL_LOG_WINDOW),
             next_local: HashMap::new(),
             waiting: VecDeque::new(),
             running: HashMap::new(),
@@ -413,21 +416,32 @@ impl Inner {
 }
 
 /// Takes `process`'s new declarations in place of its old ones, if they
-/// keep within the bounds of [`local`]; says whether it did. Warnings go
-/// through one rate limit: a local process may register in a loop.
+/// keep within the bounds of [`local`]; says whether that changed them.
+/// A process may register in a loop: the same set again is a no-op, and
+/// the log lines go through rate limits.
 fn declare_local(
     state: &mut State,
     plugin_dir: &Path,
     process: String,
     plugins: Vec<Declaration>,
 ) -> bool {
+    let old = state.local.get(&process);
+    if old.map_or(plugins.is_empty(), |old| *old == plugins) {
+        return false;
+    }
     if let Err(e) = state.book.admit(&process, plugins.len()) {
         state.local_log.warn(format_args!(
             "ignored the registration of process {process:?}: {e}"
         ));
         return false;
     }
-    log::info!("process {process:?} declared {} plugin(s)", plugins.len());
+    if let Some(held_back) = state.declared_log.allow() {
+        let n = plugins.len();
+        match held_back {
+            0 => log::info!("process {process:?} declared {n} plugin(s)"),
+            h => log::info!("process {process:?} declared {n} plugin(s) ({h} similar held back)"),
+        }
+    }
     let known: HashSet<&str> = state.files.iter().map(|f| f.name.as_str()).collect();
     let missing: Vec<&str> = plugins
         .iter()
@@ -728,6 +742,14 @@ mod tests {
         // each, missing plugins or refused) held back, not logged.
         let later = Instant::now() + LOCAL_LOG_WINDOW;
         assert_eq!(state.local_log.allow_at(later), Some(sent as u64 - 1));
+        // The same set again changes nothing and logs nothing.
+        assert!(!declare_local(&mut state, dir, "p1".into(), plugins(1)));
+        let much_later = later + LOCAL_LOG_WINDOW;
+        assert_eq!(
+            state.local_log.allow_at(much_later),
+            Some(0),
+            "none held back"
+        );
         // A process registering with no plugins leaves, freeing its place.
         assert!(declare_local(&mut state, dir, "p0".into(), vec![]));
         assert!(!state.local.contains_key("p0"));
