@@ -23,6 +23,7 @@ use super::channels::{AppendRefusal, Completion, LinkTx, PluginEvent, PluginTx, 
 use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use super::plugins::declare::{self, Declaration};
+use super::plugins::local::LocalBook;
 use super::spool::Entry;
 use crate::doorbell::Doorbell;
 use crate::protocol::codes::SEVERITY_TEXTS;
@@ -369,6 +370,17 @@ fn registration_plugins(
     Ok((process.to_string(), plugins))
 }
 
+/// Refuses a registration over the bounds on local declarations
+/// ([`super::plugins::local`]) here, where the sender learns why, before
+/// it reaches the plugin manager or the routers.
+fn admit_registration(book: &mut LocalBook, prepared: Prepared) -> Result<Prepared, Refusal> {
+    if let Some((process, plugins)) = &prepared.registration {
+        book.admit(process, plugins.len())
+            .map_err(|e| refuse(LocalCode::BadField, format!("plugins: {e}")))?;
+    }
+    Ok(prepared)
+}
+
 pub struct IntakeThread {
     pub socket: zmq::Socket,
     pub bell: Doorbell,
@@ -389,6 +401,7 @@ impl IntakeThread {
     pub fn run(mut self) -> Result<(), zmq::Error> {
         let mut waiting: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
         let mut next_token = 0u64;
+        let mut book = LocalBook::default();
         loop {
             let readable = self.bell.wait(&self.socket, zmq::POLLIN, -1)?;
             self.answer_completions(&mut waiting);
@@ -400,7 +413,7 @@ impl IntakeThread {
                     let Some(frames) = self.recv_request()? else {
                         break;
                     };
-                    self.serve(frames, &mut waiting, &mut next_token);
+                    self.serve(frames, &mut waiting, &mut next_token, &mut book);
                 }
             }
         }
@@ -452,6 +465,7 @@ impl IntakeThread {
         mut frames: Vec<Vec<u8>>,
         waiting: &mut HashMap<u64, Vec<Vec<u8>>>,
         next_token: &mut u64,
+        book: &mut LocalBook,
     ) {
         let body = frames.pop().unwrap_or_default();
         let envelope = frames;
@@ -464,7 +478,7 @@ impl IntakeThread {
             || uuid::Uuid::new_v4().to_string(),
             crate::clock::unix_secs_ms(),
         );
-        let prepared = match prepared {
+        let prepared = match prepared.and_then(|p| admit_registration(book, p)) {
             Ok(p) => p,
             Err(r) => return self.reply_refusal(envelope, &r),
         };
@@ -683,6 +697,31 @@ mod tests {
             (Some(60.0), 5.0)
         );
         assert!(prep(r#"{"type":"registration","process":{"name":"vigil-agent"}}"#).is_err());
+    }
+
+    #[test]
+    fn registrations_over_the_local_bounds_are_refused_with_the_reason() {
+        use crate::agent::plugins::local::PROCESSES_MAX;
+        let mut book = LocalBook::default();
+        let register = |book: &mut LocalBook, process: &str| {
+            let body = format!(
+                r#"{{"type":"registration","process":{{"name":"{process}"}},
+                    "plugins":[{{"name":"q"}}]}}"#
+            );
+            admit_registration(book, prep(&body).unwrap())
+        };
+        for i in 0..PROCESSES_MAX {
+            register(&mut book, &format!("p{i}")).unwrap();
+        }
+        let refusal = register(&mut book, "one-more").unwrap_err();
+        assert_eq!(refusal.code.as_str(), "bad_field");
+        assert!(refusal.detail.contains("local processes"), "{refusal:?}");
+        assert!(
+            register(&mut book, "p0").is_ok(),
+            "a known one re-registers"
+        );
+        let stats = prep(r#"{"type":"stats","metrics":{"a":1}}"#).unwrap();
+        assert!(admit_registration(&mut book, stats).is_ok());
     }
 
     #[test]

@@ -5,16 +5,27 @@
 //! and is told when each was sent, acked, or refused by a router. The
 //! jitter spreads resends so that thousands of agents coming back after a
 //! router outage do not resend in lockstep.
+//!
+//! The ids sent at least once are kept ordered by when they are due again,
+//! so finding what is due costs only what is due: a full spool holds some
+//! 150,000 of them, with jittered times, and scanning them all whenever
+//! one came due made every backoff cycle quadratic.
 
 use super::spool::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// A place in [`Resend::by_due`]: the due time, then a sequence number that
+/// keeps ids due at the same instant apart (and in the order they were sent).
+type DueKey = (Instant, u64);
 
 #[derive(Debug)]
 struct Pending {
     frame: Vec<u8>,
     attempts: u32,
-    due: Instant,
+    /// Its place in `by_due` while it waits for a resend; `None` while it
+    /// is fresh, or handed out by [`Resend::due`] and not yet sent.
+    due: Option<DueKey>,
 }
 
 /// A small xorshift generator for jitter; seeded from a random UUID.
@@ -50,8 +61,9 @@ pub struct Resend {
     pending: HashMap<String, Pending>,
     /// Ids never sent yet, in arrival order: sent before any resend.
     fresh: VecDeque<String>,
-    /// No pending id is due before this.
-    next_due: Option<Instant>,
+    /// The ids sent and waiting for their ack, by when they are due again.
+    by_due: BTreeMap<DueKey, String>,
+    next_seq: u64,
     min: Duration,
     max: Duration,
     jitter: Jitter,
@@ -62,7 +74,8 @@ impl Resend {
         Resend {
             pending: HashMap::new(),
             fresh: VecDeque::new(),
-            next_due: None,
+            by_due: BTreeMap::new(),
+            next_seq: 0,
             min,
             max,
             jitter: Jitter::new(),
@@ -73,7 +86,7 @@ impl Resend {
         self.pending.len()
     }
 
-    pub fn add(&mut self, entry: Entry, now: Instant) {
+    pub fn add(&mut self, entry: Entry, _now: Instant) {
         if self.pending.contains_key(&entry.id) {
             return;
         }
@@ -83,14 +96,20 @@ impl Resend {
             Pending {
                 frame: entry.frame,
                 attempts: 0,
-                due: now,
+                due: None,
             },
         );
     }
 
     /// Forgets `id`; returns whether it was pending.
     pub fn ack(&mut self, id: &str) -> bool {
-        self.pending.remove(id).is_some()
+        let Some(p) = self.pending.remove(id) else {
+            return false;
+        };
+        if let Some(key) = p.due {
+            self.by_due.remove(&key);
+        }
+        true
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -102,28 +121,30 @@ impl Resend {
         if self.fresh.iter().any(|id| self.pending.contains_key(id)) {
             return Some(Instant::now());
         }
-        self.next_due
+        self.by_due.first_key_value().map(|((at, _), _)| *at)
     }
 
-    /// Ids to send now: fresh ones first, then those whose time came.
+    /// Ids to send now: fresh ones first, then those whose time came, in
+    /// the order they came due. Each is the caller's to pass to
+    /// [`Resend::sent`] or [`Resend::unsent`]: until then it is due nowhere.
     pub fn due(&mut self, now: Instant) -> Vec<String> {
         let mut out: Vec<String> = self
             .fresh
             .drain(..)
             .filter(|id| self.pending.contains_key(id))
             .collect();
-        if self.next_due.is_some_and(|t| t <= now) {
-            let mut next = None::<Instant>;
-            for (id, p) in &self.pending {
-                if p.attempts > 0 && p.due <= now {
-                    out.push(id.clone());
-                } else if p.attempts > 0 {
-                    next = Some(next.map_or(p.due, |n| n.min(p.due)));
-                }
+        while let Some(first) = self.by_due.first_entry() {
+            if first.key().0 > now {
+                break;
             }
-            self.next_due = next;
+            let id = first.remove();
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.due = None;
+            }
+            out.push(id);
         }
-        // An id put back by `unsent` may also have come due: send it once.
+        // An id acked and added again leaves a stale copy in `fresh`, and
+        // one put back by `unsent` may also be in `by_due`: send it once.
         let mut seen = std::collections::HashSet::new();
         out.retain(|id| seen.insert(id.clone()));
         out
@@ -141,8 +162,16 @@ impl Resend {
             return false;
         };
         p.attempts += 1;
-        p.due = now + backoff(p.attempts, self.min, self.max, unit);
-        self.next_due = Some(self.next_due.map_or(p.due, |n| n.min(p.due)));
+        if let Some(old) = p.due.take() {
+            self.by_due.remove(&old);
+        }
+        let key = (
+            now + backoff(p.attempts, self.min, self.max, unit),
+            self.next_seq,
+        );
+        self.next_seq += 1;
+        p.due = Some(key);
+        self.by_due.insert(key, id.to_string());
         p.attempts > 1
     }
 
@@ -198,6 +227,41 @@ mod tests {
         assert!(r.ack("a"));
         assert!(r.due(t0 + Duration::from_secs(100)).is_empty());
         assert!(!r.ack("a"));
+    }
+
+    fn add(r: &mut Resend, id: &str, now: Instant) {
+        let frame = b"{}".to_vec();
+        let id = id.into();
+        r.add(Entry { id, frame }, now);
+    }
+
+    #[test]
+    fn resends_come_due_in_due_order_and_acks_leave_the_order() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let mut r = Resend::new(min, max);
+        let t0 = Instant::now();
+        // Sent 2 s apart, in reverse name order: each first backoff is
+        // 0.75-1.25 s, so the due times keep the sending order.
+        let ids: Vec<String> = (0..20).rev().map(|i| format!("m{i:02}")).collect();
+        for id in &ids {
+            add(&mut r, id, t0);
+        }
+        assert_eq!(r.due(t0), ids);
+        for (i, id) in ids.iter().enumerate() {
+            r.sent(id, t0 + Duration::from_secs(2 * i as u64));
+        }
+        assert!(r.ack("m04"));
+        let first = r.next_due().unwrap();
+        assert_eq!(Some(first), r.pending["m19"].due.map(|(at, _)| at));
+        assert!(first >= t0 + Duration::from_millis(750) && first < t0 + min * 5 / 4);
+        let half = r.due(t0 + Duration::from_secs(20));
+        assert_eq!(half, ids[..10], "only those due, earliest first");
+        r.unsent(half.clone());
+        let all = r.due(t0 + Duration::from_secs(100));
+        let rest: Vec<&String> = ids[10..].iter().filter(|id| *id != "m04").collect();
+        assert_eq!(all[..10], half, "put back: first again");
+        assert_eq!(all[10..].iter().collect::<Vec<_>>(), rest, "acked: gone");
+        assert_eq!(r.next_due(), None, "every id handed out");
     }
 
     #[test]

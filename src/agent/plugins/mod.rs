@@ -20,6 +20,7 @@
 //! local schedules) are unit-tested below over real channels.
 
 pub mod declare;
+pub mod local;
 pub mod perfdata;
 pub mod run;
 
@@ -29,11 +30,13 @@ use super::metrics::AgentMetrics;
 use super::outqueue::{Kind, Outgoing};
 use crate::doorbell::{Doorbell, Ringer};
 use crate::protocol::{PluginResult, PluginState, Process, Registration};
+use crate::rate_limit::RateLimit;
 use crate::signals::ShutdownWatch;
 use crossbeam_channel::{Receiver, Sender};
 use declare::Declaration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use local::LocalBook;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +45,11 @@ use std::time::{Duration, Instant};
 const WAITING_MAX: usize = 1024;
 /// Requests sharing one run, at most; more are answered UNKNOWN at once.
 const SHARERS_MAX: usize = 10_000;
+/// One warning per window about local registrations, the rest counted:
+/// any local process may send them as fast as it likes.
+const LOCAL_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Names of plugins missing from the directory shown in one warning.
+const MISSING_SHOWN: usize = 5;
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -84,7 +92,15 @@ pub struct PluginManager {
 
 struct State {
     files: Vec<Declaration>,
+    /// Each local process's declarations (none is no entry), within
+    /// `book`'s bounds.
     local: BTreeMap<String, Vec<Declaration>>,
+    book: LocalBook,
+    /// Warnings about local registrations (refused, or naming plugins the
+    /// directory lacks).
+    local_log: RateLimit,
+    /// The info line on each changed local declaration set.
+    declared_log: RateLimit,
     next_local: HashMap<String, Instant>,
     waiting: VecDeque<Job>,
     running: HashMap<u64, Running>,
@@ -93,17 +109,26 @@ struct State {
     file_errors: Vec<String>,
 }
 
-impl PluginManager {
-    pub fn run(self, files: Vec<Declaration>) -> Result<(), String> {
-        let mut state = State {
+impl State {
+    fn new(files: Vec<Declaration>) -> State {
+        State {
             files,
             local: BTreeMap::new(),
+            book: LocalBook::default(),
+            local_log: RateLimit::new(LOCAL_LOG_WINDOW),
+            declared_log: RateLimit::new(LOCAL_LOG_WINDOW),
             next_local: HashMap::new(),
             waiting: VecDeque::new(),
             running: HashMap::new(),
             next_worker: 0,
             file_errors: Vec::new(),
-        };
+        }
+    }
+}
+
+impl PluginManager {
+    pub fn run(self, files: Vec<Declaration>) -> Result<(), String> {
+        let mut state = State::new(files);
         self.register(&state.files);
         reschedule_local(&mut state, Instant::now());
         let mut next_rescan = self.rescan.map(|r| Instant::now() + r);
@@ -173,7 +198,7 @@ impl PluginManager {
 /// longer declared `local` leave it, new ones are due `now`, the others
 /// keep their next run.
 fn reschedule_local(state: &mut State, now: Instant) {
-    let names: Vec<String> = state
+    let names: HashSet<String> = state
         .files
         .iter()
         .chain(state.local.values().flatten())
@@ -226,19 +251,9 @@ impl Inner {
                 None => self.refuse(&plugin, run_id),
             },
             PluginEvent::Local { process, plugins } => {
-                log::info!("process {process:?} declared {} plugin(s)", plugins.len());
-                for d in plugins.iter().filter(|d| d.by_name()) {
-                    if !state.files.iter().any(|f| f.name == d.name) {
-                        log::warn!(
-                            "process {process:?} declared plugin {:?}, which {} does not \
-                             declare: it cannot run until it does",
-                            d.name,
-                            self.plugin_dir.display()
-                        );
-                    }
+                if declare_local(state, &self.plugin_dir, process, plugins) {
+                    reschedule_local(state, Instant::now());
                 }
-                state.local.insert(process, plugins);
-                reschedule_local(state, Instant::now());
             }
             PluginEvent::Finished { worker, report } => {
                 if let Some(run) = state.running.remove(&worker) {
@@ -398,6 +413,61 @@ impl Inner {
             reschedule_local(state, Instant::now());
         }
     }
+}
+
+/// Takes `process`'s new declarations in place of its old ones, if they
+/// keep within the bounds of [`local`]; says whether that changed them.
+/// A process may register in a loop: the same set again is a no-op, and
+/// the log lines go through rate limits.
+fn declare_local(
+    state: &mut State,
+    plugin_dir: &Path,
+    process: String,
+    plugins: Vec<Declaration>,
+) -> bool {
+    let old = state.local.get(&process);
+    if old.map_or(plugins.is_empty(), |old| *old == plugins) {
+        return false;
+    }
+    if let Err(e) = state.book.admit(&process, plugins.len()) {
+        state.local_log.warn(format_args!(
+            "ignored the registration of process {process:?}: {e}"
+        ));
+        return false;
+    }
+    if let Some(held_back) = state.declared_log.allow() {
+        let n = plugins.len();
+        match held_back {
+            0 => log::info!("process {process:?} declared {n} plugin(s)"),
+            h => log::info!("process {process:?} declared {n} plugin(s) ({h} similar held back)"),
+        }
+    }
+    let known: HashSet<&str> = state.files.iter().map(|f| f.name.as_str()).collect();
+    let missing: Vec<&str> = plugins
+        .iter()
+        .filter(|d| d.by_name() && !known.contains(d.name.as_str()))
+        .map(|d| d.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        state.local_log.warn(format_args!(
+            "process {process:?} declared {} plugin(s) that {} does not declare \
+             ({:?}{}): they cannot run until it does",
+            missing.len(),
+            plugin_dir.display(),
+            &missing[..missing.len().min(MISSING_SHOWN)],
+            if missing.len() > MISSING_SHOWN {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
+    if plugins.is_empty() {
+        state.local.remove(&process);
+    } else {
+        state.local.insert(process, plugins);
+    }
+    true
 }
 
 /// The plugin `name` as it runs: the directory's command always wins; a
@@ -642,6 +712,48 @@ mod tests {
         assert!(results.iter().all(|r| r["status"] == 0), "{results:?}");
         let lines = std::fs::read_to_string(&log).unwrap();
         assert_eq!(lines, "start\nend\n".repeat(3), "runs overlapped");
+    }
+
+    #[test]
+    fn local_registrations_are_bounded_and_their_warnings_rate_limited() {
+        let mut state = State::new(vec![declaration("disk", "true", None, false)]);
+        let dir = Path::new("/etc/vigil/plugins.d");
+        // Each names 3 plugins the directory lacks, beside one it has.
+        let plugins = |i: usize| -> Vec<Declaration> {
+            [
+                "disk".to_string(),
+                format!("a{i}"),
+                format!("b{i}"),
+                format!("c{i}"),
+            ]
+            .iter()
+            .map(|name| declaration(name, "", Some(60.0), true))
+            .collect()
+        };
+        let sent = local::PROCESSES_MAX + 50;
+        let taken = (0..sent)
+            .filter(|i| declare_local(&mut state, dir, format!("p{i}"), plugins(*i)))
+            .count();
+        assert_eq!(taken, local::PROCESSES_MAX);
+        assert_eq!(state.local.len(), local::PROCESSES_MAX, "the rest ignored");
+        reschedule_local(&mut state, Instant::now());
+        assert!(state.next_local.len() <= local::PLUGINS_MAX + 1);
+        // One line logged at once; every other registration (a warning
+        // each, missing plugins or refused) held back, not logged.
+        let later = Instant::now() + LOCAL_LOG_WINDOW;
+        assert_eq!(state.local_log.allow_at(later), Some(sent as u64 - 1));
+        // The same set again changes nothing and logs nothing.
+        assert!(!declare_local(&mut state, dir, "p1".into(), plugins(1)));
+        let much_later = later + LOCAL_LOG_WINDOW;
+        assert_eq!(
+            state.local_log.allow_at(much_later),
+            Some(0),
+            "none held back"
+        );
+        // A process registering with no plugins leaves, freeing its place.
+        assert!(declare_local(&mut state, dir, "p0".into(), vec![]));
+        assert!(!state.local.contains_key("p0"));
+        assert!(declare_local(&mut state, dir, "new".into(), plugins(0)));
     }
 
     #[test]
