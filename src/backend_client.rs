@@ -44,6 +44,10 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// costs that request a whole timeout.
 pub const WINDOW: usize = 500;
 
+/// The end of a try that was not made (see
+/// [`BackendClient::deliver_batch_while`]).
+pub const NOT_TRIED: &str = "not tried";
+
 /// Why a delivery failed on every router.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryError {
@@ -132,12 +136,30 @@ impl BackendClient {
         &mut self,
         frames: &[F],
     ) -> Vec<Result<usize, DeliveryError>> {
+        self.deliver_batch_while(frames, || true)
+    }
+
+    /// [`Self::deliver_batch`], asking `keep_going` before each router:
+    /// once it says no (the scheduler's lease lapsed while a router timed
+    /// out), the frames not delivered yet are tried nowhere else, each
+    /// failing with a try that ends in [`NOT_TRIED`].
+    pub fn deliver_batch_while<F: AsRef<[u8]>>(
+        &mut self,
+        frames: &[F],
+        mut keep_going: impl FnMut() -> bool,
+    ) -> Vec<Result<usize, DeliveryError>> {
         let mut results: Vec<Option<Result<usize, DeliveryError>>> =
             frames.iter().map(|_| None).collect();
         let mut tries: Vec<Vec<String>> = frames.iter().map(|_| Vec::new()).collect();
         let mut todo: Vec<usize> = (0..frames.len()).collect();
         for index in self.order() {
             if todo.is_empty() {
+                break;
+            }
+            if !keep_going() {
+                for &i in &todo {
+                    tries[i].push(format!("{}: {NOT_TRIED}", self.endpoints[index]));
+                }
                 break;
             }
             let batch: Vec<&[u8]> = todo.iter().map(|&i| frames[i].as_ref()).collect();
@@ -407,6 +429,33 @@ mod tests {
         assert!(
             c.sockets[0].is_none(),
             "closed: nothing left queued in it goes out when the router is back"
+        );
+    }
+
+    /// Once `keep_going` says no, no further router gets the batch.
+    #[test]
+    fn a_batch_stops_failing_over_when_told() {
+        let ctx = zmq::Context::new();
+        let silent = ctx.socket(zmq::ROUTER).unwrap();
+        silent.bind("tcp://127.0.0.1:*").unwrap();
+        let first = silent.get_last_endpoint().unwrap().unwrap();
+        let second = "tcp://127.0.0.1:1".to_string();
+        let mut c =
+            BackendClient::new(&ctx, vec![first, second.clone()], Duration::from_millis(50));
+        let mut asked = 0;
+        let results = c.deliver_batch_while(&[br#"{"to":"x"}"#], || {
+            asked += 1;
+            asked == 1
+        });
+        let Err(DeliveryError::NoRoute(tries)) = &results[0] else {
+            panic!("{results:?}")
+        };
+        assert_eq!(tries.len(), 2, "{tries:?}");
+        assert!(tries[0].contains("no reply within"), "{tries:?}");
+        assert_eq!(tries[1], format!("{second}: {NOT_TRIED}"));
+        assert!(
+            c.sockets[1].is_none(),
+            "the second router was never dialled"
         );
     }
 

@@ -69,7 +69,9 @@ enum Sent {
 /// Whether one failed try (`"ENDPOINT: WHY"` from [`BackendClient`]) was
 /// a router's definite answer that it cannot deliver, rather than silence.
 fn refused(attempt: &str) -> bool {
-    attempt.ends_with(": unknown_client") || attempt.ends_with(": unreachable")
+    attempt.ends_with(": unknown_client")
+        || attempt.ends_with(": unreachable")
+        || attempt.ends_with(crate::backend_client::NOT_TRIED)
 }
 
 /// How often the counters are logged.
@@ -227,7 +229,12 @@ impl Dispatcher {
                 .to_frame()
             })
             .collect();
-        let results = self.client.deliver_batch(&frames);
+        // A router that times out may hold the batch past the lease: then
+        // no other router gets it, and the runs not delivered are forgotten.
+        let lease = &self.lease;
+        let results = self
+            .client
+            .deliver_batch_while(&frames, || lease.valid_at(store::now()));
         runs.iter()
             .zip(results)
             .map(|((run_id, job), result)| outcome(run_id, job, result))
