@@ -78,7 +78,9 @@ pub fn run(
                     ..Output::default()
                 },
                 duration: outcome.duration,
-                timed_out: true,
+                // Only a timeout is one: a run the agent's stop cut short
+                // says so in its text, and counts as no plugin timeout.
+                timed_out: outcome.end == End::TimedOut,
                 truncated,
             };
         }
@@ -183,7 +185,8 @@ mod tests {
     #[test]
     fn stopping_cuts_a_run_short() {
         let out = run("exec sleep 30", Duration::from_secs(3600), 1024, &|| true);
-        assert!(out.timed_out);
+        assert!(!out.timed_out, "the agent stopped it: no timeout");
+        assert_eq!(out.status, UNKNOWN);
         assert!(out.output.text.contains("stopping"), "{}", out.output.text);
     }
 }
