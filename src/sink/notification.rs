@@ -144,7 +144,7 @@ impl TypeSink for NotificationSink {
             Err(_) => return self.one_by_one(store, &unique, &copies, out, &mut ctx),
         };
         let mut outcome = vec![false; unique.len()];
-        let mut ran = Vec::new();
+        let (mut ran, mut settled_all) = (Vec::new(), Vec::new());
         for (i, ((msg, _), found)) in unique.iter().zip(found).enumerate() {
             match found {
                 Found::Duplicate => {
@@ -152,21 +152,20 @@ impl TypeSink for NotificationSink {
                     outcome[i] = true;
                 }
                 Found::Busy => busy(msg),
-                Found::Run(claim) => match self.keep_claim(store, &claim) {
-                    Some(token) => ran.push((i, self.run(msg, claim, token))),
+                Found::Run(claim) => match self.keep_claim(store, claim) {
+                    Some(claim) => {
+                        let (attempt, settled) = self.run(msg, claim);
+                        ran.push((i, attempt));
+                        settled_all.push(settled);
+                    }
                     None => busy(msg),
                 },
             }
         }
         if !ran.is_empty() {
-            let attempts: Vec<_> = ran.iter().map(|(_, (attempt, _))| attempt).collect();
-            let settled = ran
-                .iter()
-                .map(|(_, (_, settled))| settled.clone())
-                .collect();
-            match self.settle(store, settled) {
+            match self.settle(store, &settled_all) {
                 Ok(()) => {
-                    for ((i, _), attempt) in ran.iter().zip(attempts) {
+                    for (i, attempt) in &ran {
                         if attempt.complete() {
                             outcome[*i] = true;
                         } else {
@@ -232,32 +231,34 @@ impl NotificationSink {
                 return Ok(false);
             }
         };
-        let token = claim.token;
-        let (attempt, settled) = self.run(msg, claim, token);
-        self.settle(store, vec![settled])?;
+        let (attempt, settled) = self.run(msg, claim);
+        self.settle(store, std::slice::from_ref(&settled))?;
         if !attempt.complete() {
             self.failed(msg, &attempt, ctx);
         }
         Ok(attempt.complete())
     }
 
-    /// The claim's token if this process may run the handlers now: as
-    /// taken while it is fresh, else extended, since the handlers of the
+    /// The claim if this process may run the handlers now: as taken while
+    /// it is fresh, else extended (a new token), since the handlers of the
     /// batch's earlier notifications may have run for most of it. `None`
     /// when it lapsed and another process took it over (or the store
     /// cannot say): the notification is then left to that process, the
     /// client's resend or the outbox.
-    fn keep_claim(&self, store: &mut Store, claim: &Claim) -> Option<f64> {
+    fn keep_claim(&self, store: &mut Store, mut claim: Claim) -> Option<Claim> {
         let lease = self.lease.as_secs_f64();
         let at = now();
         if at < claim.token - lease / 2.0 {
-            return Some(claim.token);
+            return Some(claim);
         }
         let renewed = at + lease;
         match store
             .in_write(|tx| notifications::renew(tx, claim.progress.seq, claim.token, renewed))
         {
-            Ok(true) => Some(renewed),
+            Ok(true) => {
+                claim.token = renewed;
+                Some(claim)
+            }
             Ok(false) => None,
             Err(e) => {
                 store.log_error("extending a notification's claim", e);
@@ -271,7 +272,7 @@ impl NotificationSink {
     fn settle(
         &mut self,
         store: &mut Store,
-        settled: Vec<Settled>,
+        settled: &[Settled],
     ) -> Result<(), crate::store::DbError> {
         let written = store.in_write(|tx| {
             let rows: Vec<notifications::Outcome> = settled
@@ -292,7 +293,7 @@ impl NotificationSink {
         });
         if let Err(e) = &written {
             if e.is_outage() {
-                self.unwritten.extend(settled);
+                self.unwritten.extend_from_slice(settled);
             }
         }
         written
@@ -305,7 +306,7 @@ impl NotificationSink {
         }
         let kept = std::mem::take(&mut self.unwritten);
         let count = kept.len();
-        self.settle(store, kept)?;
+        self.settle(store, &kept)?;
         log::info!("notification: wrote {count} outcome(s) held over a store outage");
         Ok(())
     }
@@ -346,9 +347,9 @@ impl NotificationSink {
         }
     }
 
-    /// Runs the handlers not done yet under `token`; the attempt and what
+    /// Runs the handlers not done yet under `claim`; the attempt and what
     /// to record of it.
-    fn run(&self, msg: &Incoming, claim: Claim, token: f64) -> (handling::Attempt, Settled) {
+    fn run(&self, msg: &Incoming, claim: Claim) -> (handling::Attempt, Settled) {
         let mut body = msg.body.clone();
         // Handlers name the host; fill it in when the client left it out.
         if let (Ok(None), Some(known)) = (msg.hostname(), claim.hostname) {
@@ -371,7 +372,7 @@ impl NotificationSink {
         };
         let settled = Settled {
             seq: claim.progress.seq,
-            token,
+            token: claim.token,
             done: attempt.done.clone(),
             next,
             handled,
@@ -666,13 +667,17 @@ mod tests {
         let sink = sink(60);
         let (seq, token) = claimed_row(&mut store, "fresh", now(), 60.0);
         assert_eq!(
-            sink.keep_claim(&mut store, &claim_of(seq, token)),
+            sink.keep_claim(&mut store, claim_of(seq, token))
+                .map(|c| c.token),
             Some(token)
         );
 
         // Claimed 40 s ago for 60 s: extended to a full lease from now.
         let (seq, token) = claimed_row(&mut store, "old", now() - 40.0, 60.0);
-        let kept = sink.keep_claim(&mut store, &claim_of(seq, token)).unwrap();
+        let kept = sink
+            .keep_claim(&mut store, claim_of(seq, token))
+            .unwrap()
+            .token;
         assert!(kept > token + 30.0, "{kept} against {token}");
 
         // Claimed 70 s ago: it lapsed, and another process claimed it.
@@ -681,7 +686,7 @@ mod tests {
             .in_write(|tx| notifications::claim(tx, seq, now(), 60.0))
             .unwrap();
         assert!(theirs.is_some());
-        assert_eq!(sink.keep_claim(&mut store, &claim_of(seq, token)), None);
+        assert!(sink.keep_claim(&mut store, claim_of(seq, token)).is_none());
     }
 
     /// An outcome kept over a store outage is written before the batch is

@@ -118,7 +118,6 @@ impl Ctx<'_> {
         ));
     }
 
-    /// A store failure that lost `messages` messages (0: periodic work).
     /// A conflict with another process's transaction (a deadlock, a
     /// serialization failure, SQLite busy) left nothing committed: the
     /// batch is held and tried again, as after an outage.
@@ -130,6 +129,7 @@ impl Ctx<'_> {
         self.logs.outage = true;
     }
 
+    /// A store failure that lost `messages` messages (0: periodic work).
     pub fn store_error(&mut self, messages: usize, e: &DbError) {
         if e.is_outage() {
             // The store logs an outage once; the batch is retried.
