@@ -278,13 +278,8 @@ impl ClientThread {
         // frame libzmq makes does not, in 4.3.4).
         let bodiless = body.is_empty() && extra.frames == 0;
         let peer = Peer::of(body);
-        match admit::judge(peer, bodiless, self.last_allowed, |p| {
-            access.client_allows(p)
-        }) {
-            Speaker::Allowed(peer) => {
-                self.last_allowed = Some(peer);
-                return Some(peer);
-            }
+        match judge(&access, &mut self.last_allowed, peer, bodiless) {
+            Speaker::Allowed(peer) => return Some(peer),
             Speaker::Gone => {
                 if self.table.connection_gone(routing_id) {
                     self.publish_clients();
@@ -307,15 +302,8 @@ impl ClientThread {
         let (Some(peer), Some(access)) = (speaker, &self.access) else {
             return true;
         };
-        match admit::judge(Some(peer), false, self.last_allowed, |p| {
-            access.client_allows(p)
-        }) {
-            Speaker::Allowed(peer) => {
-                self.last_allowed = Some(peer);
-                true
-            }
-            _ => false,
-        }
+        let speaker = judge(access, &mut self.last_allowed, Some(peer), false);
+        matches!(speaker, Speaker::Allowed(_))
     }
 
     /// Drops a message for its connection's key, without a reply: nothing
@@ -613,6 +601,22 @@ impl RejectLog {
             String::from_utf8_lossy(routing_id).escape_debug(),
         );
     }
+}
+
+/// [`admit::judge`] against `access`, remembering in `last_allowed` the
+/// peer it allowed: the next message of the same connection is then
+/// judged by a comparison alone.
+fn judge(
+    access: &Access,
+    last_allowed: &mut Option<Peer>,
+    peer: Option<Peer>,
+    bodiless: bool,
+) -> Speaker {
+    let speaker = admit::judge(peer, bodiless, *last_allowed, |p| access.client_allows(p));
+    if let Speaker::Allowed(peer) = speaker {
+        *last_allowed = Some(peer);
+    }
+    speaker
 }
 
 /// A forward whose frame is a copy of `body`, with the peer address read

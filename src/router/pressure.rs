@@ -58,8 +58,7 @@ impl Gate {
             // With no wait to give (a wait of 0), the full queue counts as
             // a wait that ran out: the type is stuck, refused at once until
             // it drains to the low mark, as `PROTOCOL.md` promises.
-            self.stuck = true;
-            Admission::Refuse
+            self.waited(false)
         }
     }
 

@@ -80,18 +80,18 @@ impl ClientTable {
     pub fn learn(&mut self, uuid: Uuid, routing_id: &[u8], now: u64, key: Option<PublicKey>) {
         if let Some(route) = self.routes.get_mut(&uuid) {
             route.last_seen = now;
-            if older_connection(routing_id, &route.routing_id) {
+            // The common case, the same connection again, decodes nothing.
+            let same = *route.routing_id == *routing_id && route.key == key;
+            if same || older_connection(routing_id, &route.routing_id) {
                 return;
             }
-            if *route.routing_id != *routing_id || route.key != key {
-                if route.key.is_some() {
-                    self.by_routing_id.remove(&route.routing_id);
-                }
-                route.routing_id = routing_id.into();
-                route.key = key;
-                if key.is_some() {
-                    self.by_routing_id.insert(routing_id.into(), uuid);
-                }
+            if route.key.is_some() {
+                self.by_routing_id.remove(&route.routing_id);
+            }
+            route.routing_id = routing_id.into();
+            route.key = key;
+            if key.is_some() {
+                self.by_routing_id.insert(routing_id.into(), uuid);
             }
             return;
         }
@@ -183,8 +183,7 @@ impl ClientTable {
 
     fn evict_one(&mut self) {
         while let Some(queued) = self.order.pop_front() {
-            let route = self.routes.get(&queued.uuid);
-            match route.filter(|r| r.generation == queued.generation) {
+            match live_route(&self.routes, &queued) {
                 // Already gone (maybe followed by another route of the same
                 // UUID, with an entry of its own): a leftover entry.
                 None => {}
@@ -207,11 +206,16 @@ impl ClientTable {
     }
 }
 
-/// Whether `queued` is the entry of a route still in `routes`.
-fn is_live(routes: &HashMap<Uuid, Route>, queued: &Queued) -> bool {
+/// The route `queued` is the entry of, if it is still in `routes`.
+fn live_route<'r>(routes: &'r HashMap<Uuid, Route>, queued: &Queued) -> Option<&'r Route> {
     routes
         .get(&queued.uuid)
-        .is_some_and(|r| r.generation == queued.generation)
+        .filter(|r| r.generation == queued.generation)
+}
+
+/// Whether `queued` is the entry of a route still in `routes`.
+fn is_live(routes: &HashMap<Uuid, Route>, queued: &Queued) -> bool {
+    live_route(routes, queued).is_some()
 }
 
 /// Whether `candidate` names a connection made before `current`'s, as far
