@@ -229,7 +229,8 @@ impl BackendClient {
     /// Sends `frames` to router `index`, at most [`WINDOW`] unanswered at
     /// once, and collects the raw replies in order. A request not answered
     /// within the timeout (counted from the last progress) fails, and the
-    /// router becomes suspect; a socket error closes the DEALER too.
+    /// router becomes suspect; any failure closes its DEALER (see the
+    /// module doc).
     fn pipeline(&mut self, index: usize, frames: &[&[u8]]) -> Vec<Result<Vec<u8>, String>> {
         let mut replies: Vec<Option<Result<Vec<u8>, String>>> =
             frames.iter().map(|_| None).collect();

@@ -164,6 +164,15 @@ impl Answer {
     }
 }
 
+/// The value of the request's header `name`, if it has one.
+fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
 impl Worker {
     fn run(mut self) -> Result<(), String> {
         while !self.shutdown.is_set() {
@@ -183,20 +192,11 @@ impl Worker {
 
     fn serve(&mut self, request: Request) {
         let method = request.method().as_str().to_string();
-        let authorization = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_string());
-        let host = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Host"))
-            .map(|h| h.value.as_str().to_string());
         // With a token, the token is the guard; without one, the Host name.
-        let rebound =
-            self.config.token.is_none() && !http::host_allowed(host.as_deref(), self.config.bind);
-        let answer = match http::admit(&method, authorization.as_deref(), self.config.token.as_deref()) {
+        let rebound = self.config.token.is_none()
+            && !http::host_allowed(header(&request, "Host"), self.config.bind);
+        let authorization = header(&request, "Authorization");
+        let answer = match http::admit(&method, authorization, self.config.token.as_deref()) {
             _ if rebound => Answer::text(421, "this view answers only to a loopback host name (localhost, 127.0.0.1, [::1]) unless it has a token (VIGIL_WEB_TOKEN_FILE)\n".into()),
             Err(Refusal::Unauthorized) => Answer::text(401, "a token is required (Authorization: Bearer TOKEN, or the token as the HTTP basic password)\n".into()),
             Err(Refusal::Method) => Answer::text(405, "only GET and HEAD: nothing here changes anything\n".into()),

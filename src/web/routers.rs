@@ -115,7 +115,8 @@ fn keep(fresh: &Receiver<RouterSample>, inbox: &Receiver<Ask>) {
                     Some(sample) => {
                         let _ = ask.try_send(sample.clone());
                     }
-                    // Bounded by the inbox: an asker gives up after its wait.
+                    // As many as come before the first sample; each asker
+                    // gives up after its own wait.
                     None => waiting.push(ask),
                 }
             }
