@@ -160,11 +160,10 @@ impl LinkThread {
     /// Moves everything waiting in the channel into the queue or the
     /// resend book.
     fn take_channel(&mut self) {
-        let now = Instant::now();
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 ToLink::Send(item) => self.enqueue(item),
-                ToLink::Spooled(entry) => self.resend.add(entry, now),
+                ToLink::Spooled(entry) => self.resend.add(entry),
             }
         }
     }

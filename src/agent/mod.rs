@@ -229,9 +229,8 @@ pub fn run(config: AgentConfig, identity: identity::Identity, key: KeyPair) -> R
     let mut supervisor = Supervisor::default();
     let start = |e: std::io::Error| Error::setup("starting threads", e);
     let mut resend = resend::Resend::new(config.resend_min, config.resend_max);
-    let now = std::time::Instant::now();
     for entry in entries {
-        resend.add(entry, now);
+        resend.add(entry);
     }
     let link_thread = LinkThread {
         socket: dealer,

@@ -86,7 +86,7 @@ impl Resend {
         self.pending.len()
     }
 
-    pub fn add(&mut self, entry: Entry, _now: Instant) {
+    pub fn add(&mut self, entry: Entry) {
         if self.pending.contains_key(&entry.id) {
             return;
         }
@@ -210,13 +210,10 @@ mod tests {
         let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
         let mut r = Resend::new(min, max);
         let t0 = Instant::now();
-        r.add(
-            Entry {
-                id: "a".into(),
-                frame: b"{}".to_vec(),
-            },
-            t0,
-        );
+        r.add(Entry {
+            id: "a".into(),
+            frame: b"{}".to_vec(),
+        });
         assert_eq!(r.due(t0), ["a"]);
         assert!(!r.sent("a", t0));
         assert!(r.due(t0).is_empty());
@@ -229,10 +226,10 @@ mod tests {
         assert!(!r.ack("a"));
     }
 
-    fn add(r: &mut Resend, id: &str, now: Instant) {
+    fn add(r: &mut Resend, id: &str) {
         let frame = b"{}".to_vec();
         let id = id.into();
-        r.add(Entry { id, frame }, now);
+        r.add(Entry { id, frame });
     }
 
     #[test]
@@ -244,7 +241,7 @@ mod tests {
         // 0.75-1.25 s, so the due times keep the sending order.
         let ids: Vec<String> = (0..20).rev().map(|i| format!("m{i:02}")).collect();
         for id in &ids {
-            add(&mut r, id, t0);
+            add(&mut r, id);
         }
         assert_eq!(r.due(t0), ids);
         for (i, id) in ids.iter().enumerate() {
@@ -271,13 +268,10 @@ mod tests {
         let t0 = Instant::now();
         for id in ["a", "b", "c", "d"] {
             let frame = b"{}".to_vec();
-            r.add(
-                Entry {
-                    id: id.into(),
-                    frame,
-                },
-                t0,
-            );
+            r.add(Entry {
+                id: id.into(),
+                frame,
+            });
         }
         // Blocked at the first id, twice over: nothing may be reordered.
         for _ in 0..2 {
@@ -288,13 +282,10 @@ mod tests {
         // Blocked after "a": the rest, still in order, ahead of a new id.
         let mut due = r.due(t0);
         assert!(!r.sent(&due.remove(0), t0));
-        r.add(
-            Entry {
-                id: "e".into(),
-                frame: b"{}".to_vec(),
-            },
-            t0,
-        );
+        r.add(Entry {
+            id: "e".into(),
+            frame: b"{}".to_vec(),
+        });
         r.unsent(due);
         assert_eq!(r.due(t0), ["b", "c", "d", "e"]);
     }

@@ -526,9 +526,7 @@ impl Spool {
 /// Writes `bytes` to a file beside `path` that did not exist,
 /// `<name>.corrupt-<unix time>[-n]`, fsynced, and returns its path.
 fn write_new_copy(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::clock::unix_ms() / 1000;
     let base = format!("{}.corrupt-{secs}", path.display());
     for n in 0..100 {
         let copy = PathBuf::from(match n {
