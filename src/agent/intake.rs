@@ -87,6 +87,9 @@ pub struct Prepared {
     pub id: String,
     pub ack: bool,
     pub frame: Vec<u8>,
+    /// Its supersession key in the send queue (see `outqueue.rs`), worked
+    /// out from the object before it became `frame`.
+    pub key: Option<String>,
     /// For a registration: the process name and its plugins.
     pub registration: Option<(String, Vec<Declaration>)>,
 }
@@ -246,22 +249,25 @@ pub fn prepare(
     obj.insert("uuid".into(), json!(uuid));
     obj.insert("id".into(), json!(id));
     obj.entry("hostname").or_insert(json!(hostname));
-    let frame = serde_json::to_vec(&Value::Object(obj)).expect("serializes");
+    let value = Value::Object(obj);
+    let frame = serde_json::to_vec(&value).expect("serializes");
     if frame.len() > max_bytes {
         return Err(refuse(
             LocalCode::TooLarge,
             "message is over the limit once filled in",
         ));
     }
+    let kind = if kind == Stats::TYPE {
+        Kind::Stats
+    } else {
+        Kind::Other
+    };
     Ok(Prepared {
-        kind: if kind == Stats::TYPE {
-            Kind::Stats
-        } else {
-            Kind::Other
-        },
+        kind,
         id,
         ack,
         frame,
+        key: super::outqueue::supersession_key(kind, Some(&value)),
         registration,
     })
 }
@@ -519,10 +525,11 @@ impl IntakeThread {
             }
             return;
         }
-        let item = ToLink::Send(Outgoing::with_id(
+        let item = ToLink::Send(Outgoing::keyed(
             prepared.kind,
             prepared.frame,
             Some(prepared.id.clone()),
+            prepared.key,
         ));
         match self.link.try_send(item) {
             Ok(()) => {
@@ -637,6 +644,16 @@ mod tests {
             (Some("mine"), Some(5), Some("x"))
         );
         assert_eq!(p.kind, Kind::Stats);
+        assert_eq!(p.key, None);
+        // A scheduled run's result is keyed by host and plugin, as the
+        // send queue would read it from the frame.
+        let p = prep(r#"{"type":"result","plugin":"disk","status":0,"output":"OK"}"#).unwrap();
+        let frame: Value = serde_json::from_slice(&p.frame).unwrap();
+        assert_eq!(
+            p.key,
+            crate::agent::outqueue::supersession_key(Kind::Other, Some(&frame))
+        );
+        assert_eq!(p.key.as_deref(), Some("result\nh1\ndisk"));
     }
 
     #[test]

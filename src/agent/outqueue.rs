@@ -67,7 +67,7 @@ impl Outgoing {
         let id = (value.as_ref())
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string));
         let key = supersession_key(kind, value.as_ref());
-        Outgoing::built(kind, frame, id, key)
+        Outgoing::keyed(kind, frame, id, key)
     }
 
     /// A message whose `id` is known already.
@@ -78,10 +78,13 @@ impl Outgoing {
             _ => None,
         };
         let key = supersession_key(kind, value.as_ref());
-        Outgoing::built(kind, frame, id, key)
+        Outgoing::keyed(kind, frame, id, key)
     }
 
-    fn built(kind: Kind, frame: Vec<u8>, id: Option<String>, key: Option<String>) -> Outgoing {
+    /// A message whose `id` and supersession key are known already (the
+    /// local intake works the key out from the object it built the frame
+    /// from, so the frame is not parsed again).
+    pub fn keyed(kind: Kind, frame: Vec<u8>, id: Option<String>, key: Option<String>) -> Outgoing {
         Outgoing {
             kind,
             frame,
@@ -97,7 +100,7 @@ impl Outgoing {
 /// heartbeats and own stats; host and plugin for the `result` of a
 /// scheduled run. A requested run's result (`run_id`) answers its request
 /// and is never stale.
-fn supersession_key(kind: Kind, frame: Option<&serde_json::Value>) -> Option<String> {
+pub(super) fn supersession_key(kind: Kind, frame: Option<&serde_json::Value>) -> Option<String> {
     match kind {
         Kind::Heartbeat => return Some("heartbeat".into()),
         Kind::AgentStats => return Some("agent_stats".into()),
